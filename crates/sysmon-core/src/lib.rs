@@ -1,0 +1,16 @@
+//! Wire types and host-metrics collection shared by the sysmon server and agent.
+//!
+//! Everything that crosses the network (a pushed sample, a WebSocket message,
+//! a unit of measure) is defined here once, so that the server and the agent
+//! cannot disagree about it. Parsing is lenient about *form* (the original
+//! clients spell things several ways) and strict about *content* (a value that
+//! is not a finite, non-negative number is rejected with the field's name).
+
+pub mod host;
+pub mod number;
+pub mod sample;
+pub mod units;
+pub mod ws;
+
+pub use sample::{FieldValue, Sample, SampleError, UnixTime};
+pub use units::Units;

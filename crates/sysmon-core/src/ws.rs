@@ -1,0 +1,326 @@
+//! The `/echo` WebSocket protocol of the original server.
+//!
+//! Every frame is a JSON object with a `type`. Client messages are parsed
+//! into [`ClientMessage`]; server messages are built by [`ServerMessage`],
+//! whose JSON shapes are fixed by the clients already in the field.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+/// The original's reply to anything it could not understand.
+pub const NOT_PROTOCOL_REASON: &str = "Data type incorrect, please use json";
+pub const MIN_SUBSCRIBE_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(86_400);
+const DEFAULT_SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A subscription's id as the client sent it (number or numeric string),
+/// compared by value so that `5` and `"5"` are the same subscription.
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    wire: Value,
+    key: String,
+}
+
+impl RequestId {
+    fn parse(value: &Value) -> Result<Self, WsError> {
+        let key = match value {
+            Value::Number(number) => number.as_f64().map(canonical_number),
+            Value::String(text) => Some(
+                text.trim()
+                    .parse::<f64>()
+                    .map(canonical_number)
+                    .unwrap_or_else(|_| text.clone()),
+            ),
+            _ => None,
+        }
+        .ok_or_else(|| WsError::BadField("request_id must be a number".into()))?;
+        Ok(Self {
+            wire: value.clone(),
+            key,
+        })
+    }
+
+    /// The id exactly as the client sent it, for echoing back.
+    pub fn wire(&self) -> &Value {
+        &self.wire
+    }
+}
+
+fn canonical_number(number: f64) -> String {
+    crate::number::json_number(number).to_string()
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for RequestId {}
+impl std::hash::Hash for RequestId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+/// What a SUBSCRIBE asks to receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricKinds {
+    pub cpu: bool,
+    pub mem: bool,
+    pub storage: bool,
+}
+
+impl MetricKinds {
+    fn parse(value: Option<&Value>) -> Result<Self, WsError> {
+        let names = value.and_then(Value::as_array).ok_or_else(|| {
+            WsError::BadField(
+                "SUBSCRIBE data must be a list such as [\"CPU\", \"MEM\", \"STORAGE\"]".into(),
+            )
+        })?;
+        let mut kinds = MetricKinds::default();
+        for name in names {
+            match name.as_str().map(str::to_ascii_uppercase).as_deref() {
+                Some("CPU") => kinds.cpu = true,
+                Some("MEM") => kinds.mem = true,
+                Some("STORAGE") => kinds.storage = true,
+                _ => {
+                    return Err(WsError::BadField(format!(
+                        "unknown metric {name} in SUBSCRIBE data: use CPU, MEM or STORAGE"
+                    )))
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+/// A message from a client.
+#[derive(Debug, Clone)]
+pub enum ClientMessage {
+    Hello,
+    ClientData {
+        data: Map<String, Value>,
+        client_id: Option<String>,
+    },
+    Subscribe {
+        request_id: RequestId,
+        kinds: MetricKinds,
+        interval: Duration,
+    },
+    Unsubscribe {
+        request_id: RequestId,
+    },
+    WorkTime,
+}
+
+/// Why a client frame was refused; the text becomes the ERROR's `reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WsError {
+    #[error("{}", NOT_PROTOCOL_REASON)]
+    NotProtocol,
+    #[error("{0}")]
+    BadField(String),
+}
+
+impl ClientMessage {
+    /// Parses one text frame.
+    pub fn parse(text: &str) -> Result<Self, WsError> {
+        let value: Value = serde_json::from_str(text).map_err(|_| WsError::NotProtocol)?;
+        let object = value.as_object().ok_or(WsError::NotProtocol)?;
+        let kind = object
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or(WsError::NotProtocol)?;
+        match kind {
+            "HELLO" => Ok(ClientMessage::Hello),
+            "WORK_TIME" => Ok(ClientMessage::WorkTime),
+            "CLIENT_DATA" => Ok(ClientMessage::ClientData {
+                data: match object.get("data") {
+                    Some(Value::Object(data)) => data.clone(),
+                    None | Some(Value::Null) => Map::new(),
+                    Some(_) => {
+                        return Err(WsError::BadField(
+                            "CLIENT_DATA data must be a JSON object".into(),
+                        ))
+                    }
+                },
+                client_id: object
+                    .get("client_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            }),
+            "SUBSCRIBE" => Ok(ClientMessage::Subscribe {
+                request_id: RequestId::parse(object.get("request_id").unwrap_or(&Value::Null))?,
+                kinds: MetricKinds::parse(object.get("data"))?,
+                interval: parse_interval(object.get("interval"))?,
+            }),
+            "UNSUBSCRIBE" => Ok(ClientMessage::Unsubscribe {
+                request_id: RequestId::parse(object.get("request_id").unwrap_or(&Value::Null))?,
+            }),
+            _ => Err(WsError::NotProtocol),
+        }
+    }
+}
+
+fn parse_interval(value: Option<&Value>) -> Result<Duration, WsError> {
+    let seconds = match value {
+        None | Some(Value::Null) => return Ok(DEFAULT_SUBSCRIBE_INTERVAL),
+        Some(Value::Number(number)) => number.as_f64(),
+        Some(Value::String(text)) => text.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let in_range = |s: f64| {
+        s.is_finite()
+            && s >= MIN_SUBSCRIBE_INTERVAL.as_secs_f64()
+            && s <= MAX_SUBSCRIBE_INTERVAL.as_secs_f64()
+    };
+    match seconds {
+        Some(seconds) if in_range(seconds) => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(WsError::BadField(
+            "interval must be a number of seconds from 0.1 to 86400".into(),
+        )),
+    }
+}
+
+/// A message from the server.
+#[derive(Debug, Clone)]
+pub enum ServerMessage {
+    Welcome,
+    Error {
+        reason: String,
+    },
+    DataReturn {
+        data: Value,
+    },
+    Subscribed {
+        request_id: Value,
+    },
+    Unsubscribed {
+        request_id: Value,
+    },
+    Event {
+        request_id: Value,
+        cpu: Option<f64>,
+        mem: Option<Value>,
+        storage: Option<Value>,
+    },
+    WorkTime {
+        start_work: String,
+        actual_time: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(reason: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            ServerMessage::Welcome => {
+                json!({"type": "WELCOME", "payload": {"welcome": "WELCOME"}})
+            }
+            ServerMessage::Error { reason } => json!({"type": "ERROR", "reason": reason}),
+            ServerMessage::DataReturn { data } => {
+                json!({"type": "DATA_RETURN", "payload": {"data": data}})
+            }
+            ServerMessage::Subscribed { request_id } => {
+                json!({"type": "SUBSCRIBED", "payload": {"request_id": request_id}})
+            }
+            ServerMessage::Unsubscribed { request_id } => {
+                json!({"type": "UNSUBSCRIBED", "payload": {"request_id": request_id}})
+            }
+            ServerMessage::Event {
+                request_id,
+                cpu,
+                mem,
+                storage,
+            } => json!({"type": "EVENT", "payload": {
+                "request": request_id, "cpu": cpu, "mem": mem, "storage": storage,
+            }}),
+            ServerMessage::WorkTime {
+                start_work,
+                actual_time,
+            } => json!({"type": "WORK_TIME", "payload": {
+                "start_work": start_work, "actual_time": actual_time,
+            }}),
+        }
+    }
+}
+
+impl std::fmt::Display for ServerMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_json_and_unknown_types_are_not_protocol() {
+        for frame in [
+            "hello",
+            "[1,2]",
+            "{}",
+            r#"{"type": 5}"#,
+            r#"{"type": "DANCE"}"#,
+        ] {
+            assert_eq!(
+                ClientMessage::parse(frame).unwrap_err(),
+                WsError::NotProtocol,
+                "{frame}"
+            );
+        }
+    }
+
+    #[test]
+    fn subscribe_accepts_numeric_strings() {
+        let message = ClientMessage::parse(
+            r#"{"type":"SUBSCRIBE","request_id":"7","data":["CPU","storage"],"interval":"0.5"}"#,
+        )
+        .unwrap();
+        let ClientMessage::Subscribe {
+            request_id,
+            kinds,
+            interval,
+        } = message
+        else {
+            panic!("not a subscribe");
+        };
+        assert_eq!(request_id, RequestId::parse(&json!(7)).unwrap());
+        assert_eq!(request_id.wire(), &json!("7"));
+        assert!(kinds.cpu && kinds.storage && !kinds.mem);
+        assert_eq!(interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn subscribe_rejects_tiny_interval_and_unknown_kinds() {
+        let tiny = r#"{"type":"SUBSCRIBE","request_id":1,"data":["CPU"],"interval":0.01}"#;
+        assert!(matches!(
+            ClientMessage::parse(tiny),
+            Err(WsError::BadField(_))
+        ));
+        let unknown = r#"{"type":"SUBSCRIBE","request_id":1,"data":["GPU"],"interval":1}"#;
+        assert!(matches!(
+            ClientMessage::parse(unknown),
+            Err(WsError::BadField(_))
+        ));
+    }
+
+    #[test]
+    fn server_messages_have_the_original_shapes() {
+        assert_eq!(
+            ServerMessage::Welcome.to_string(),
+            r#"{"payload":{"welcome":"WELCOME"},"type":"WELCOME"}"#
+        );
+        assert_eq!(
+            ServerMessage::error("incorrect data size").to_json(),
+            json!({"type": "ERROR", "reason": "incorrect data size"})
+        );
+    }
+}

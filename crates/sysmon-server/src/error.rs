@@ -1,0 +1,108 @@
+//! The server's one error type, and its one mapping to HTTP and WebSocket
+//! replies. Internal causes are logged here and never shown to clients.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use sysmon_core::SampleError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- the client's fault; the texts are part of the wire contract ---
+    #[error("authorization error")]
+    Unauthorized,
+    #[error("unsupportable username")]
+    UnsupportableUsername,
+    #[error("log is empty")]
+    LogEmpty,
+    #[error("value error")]
+    ValueError,
+    #[error(transparent)]
+    InvalidSample(#[from] SampleError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the 1 MiB limit")]
+    PayloadTooLarge,
+    #[error("no such route; see README.md for the API")]
+    NotFound,
+
+    // --- the server cannot take the request now; the client should retry ---
+    #[error("the server is busy storing earlier samples; retry shortly")]
+    Overloaded,
+    #[error("the server is shutting down; retry shortly")]
+    ShuttingDown,
+    #[error("the store could not save the data; retry shortly")]
+    StoreUnavailable,
+
+    // --- the server's fault or its setup's ---
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized | Error::UnsupportableUsername => StatusCode::UNAUTHORIZED,
+            Error::LogEmpty => StatusCode::NOT_ACCEPTABLE,
+            Error::ValueError | Error::InvalidSample(_) | Error::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Config(_)
+            | Error::Database(_)
+            | Error::Migration(_)
+            | Error::Io { .. }
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text a client sees, over HTTP (`{"error": ...}`) or in a
+    /// WebSocket ERROR's `reason`.
+    pub fn client_message(&self) -> String {
+        if self.status().is_server_error() && self.status() != StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %self, "request failed");
+            "internal server error".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(json!({"error": self.client_message()}))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,84 @@
+//! `sysmon-server`: load the configuration, start, serve until a signal.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sysmon_server::config::{CliOptions, LogFormat};
+use sysmon_server::store::redact_password;
+use sysmon_server::{Application, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = CliOptions::parse();
+    let config = Config::load(&options);
+    init_logging(config.as_ref().map(|c| c.log_format).unwrap_or_default());
+    let outcome = match config {
+        Ok(config) => run(config).await,
+        Err(error) => Err(error.into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let config_file = config
+        .config_file
+        .as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|| "none".to_owned());
+    let app = Application::build(&config).await.context("cannot start")?;
+    tracing::info!(
+        address = %app.local_addr()?,
+        store = app.store_kind(),
+        database = %redact_password(&config.database_url),
+        config_file,
+        status_log = %config.status_log.path.display(),
+        "sysmon-server {} listening",
+        env!("CARGO_PKG_VERSION"),
+    );
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,117 @@
+//! Request bodies as the original's clients send them: form fields (the GUI
+//! client) or a JSON object (the README), told apart by content type.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use serde_json::Value;
+use sysmon_core::FieldValue;
+
+use crate::error::{Error, Result};
+
+/// The fields of a body, in order, as they arrived.
+#[derive(Debug, Default)]
+pub struct Fields(pub Vec<(String, FieldValue)>);
+
+impl Fields {
+    /// A field as text, for names and passwords (numbers are accepted).
+    pub fn text(&self, names: &[&str]) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(key, _)| names.contains(&key.as_str()))
+            .and_then(|(_, value)| match value {
+                FieldValue::Text(text) => Some(text.clone()),
+                FieldValue::Number(number) => {
+                    Some(sysmon_core::number::json_number(*number).to_string())
+                }
+                FieldValue::Null | FieldValue::Other(_) => None,
+            })
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for Fields {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("json"));
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Error::PayloadTooLarge
+                } else {
+                    Error::BadRequest(format!("cannot read the request body: {rejection}"))
+                }
+            })?;
+        parse(&body, is_json).map(Fields)
+    }
+}
+
+fn parse(body: &[u8], is_json: bool) -> Result<Vec<(String, FieldValue)>> {
+    let looks_like_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if is_json || looks_like_json {
+        parse_json(body)
+    } else {
+        parse_form(body)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Vec<(String, FieldValue)>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object
+            .iter()
+            .map(|(key, value)| (key.clone(), FieldValue::from(value)))
+            .collect()),
+        Ok(_) => Err(Error::BadRequest(
+            "request body must be a JSON object".into(),
+        )),
+        Err(error) => Err(Error::BadRequest(format!(
+            "request body is not valid JSON: {error}"
+        ))),
+    }
+}
+
+fn parse_form(body: &[u8]) -> Result<Vec<(String, FieldValue)>> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
+        Error::BadRequest("request body must be form fields (a=1&b=2) or a JSON object".into())
+    })?;
+    Ok(pairs
+        .into_iter()
+        .map(|(key, value)| (key, FieldValue::Text(value)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_and_json_give_the_same_fields() {
+        let form = parse(b"cpu_load=25.9&mem=6172", false).unwrap();
+        assert_eq!(
+            form[0],
+            ("cpu_load".into(), FieldValue::Text("25.9".into()))
+        );
+        let json = parse(br#" {"cpu_load": 25.9}"#, false).unwrap();
+        assert_eq!(json[0], ("cpu_load".into(), FieldValue::Number(25.9)));
+        assert!(parse(b"", false).unwrap().is_empty());
+        assert!(parse(b"", true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rejects_json_that_is_not_an_object() {
+        assert!(matches!(parse(b"[1,2]", true), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            parse(b"{not json", false),
+            Err(Error::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! HTTP and WebSocket routes. Handlers are thin: parse the request into
+//! typed values, call a service, shape the reply. Errors become replies in
+//! one place, [`crate::error::Error`]'s `IntoResponse`.
+
+mod body;
+mod compat;
+mod monitor;
+mod ws;
+
+use std::collections::HashMap;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use chrono::{DateTime, Local};
+use sysmon_core::ws::ServerMessage;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{Error, Result};
+use crate::state::AppState;
+
+/// Largest request body (and WebSocket message) accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(monitor::welcome))
+        .route("/client", post(compat::register))
+        .route("/client/", post(compat::register))
+        .route("/client/{username}", post(compat::push_sample))
+        .route(
+            "/client/{username}/time",
+            get(compat::log_span).post(compat::log_span),
+        )
+        .route(
+            "/client/{username}/time/report",
+            get(compat::report).post(compat::report),
+        )
+        .route("/echo", get(ws::upgrade))
+        .route("/api", get(monitor::api_info))
+        .route("/api/", get(monitor::api_info))
+        .route("/api/start_time", get(monitor::start_time))
+        .merge(monitor::routes())
+        .nest("/api", monitor::routes())
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> Error {
+    Error::NotFound
+}
+
+/// The original's WORK_TIME message: when something started, and now.
+fn work_time(started: DateTime<Local>) -> ServerMessage {
+    ServerMessage::WorkTime {
+        start_work: started.format("%a, %d %b %Y %H:%M:%S").to_string(),
+        actual_time: Local::now().format("%d %b %Y %H:%M:%S").to_string(),
+    }
+}
+
+/// Query-string parameters; a malformed query is the client's error.
+fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| Error::BadRequest("malformed query string".into()))
+}

@@ -1,0 +1,177 @@
+//! The ingest pipeline: every route that stores samples hands them here.
+//!
+//! Requests queue their samples; writer tasks take everything queued at that
+//! moment (up to `max_batch` rows), store it in one transaction, and only
+//! then answer each request (group commit). An acknowledgement therefore
+//! always means "committed". The queue is bounded: when the store falls
+//! behind, a request waits at most `enqueue_timeout` and then gets 503.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sysmon_core::Sample;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store::{ClientId, ClientSample, Store};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestConfig {
+    /// Most rows written in one transaction.
+    pub max_batch: usize,
+    /// Requests that may wait for a writer before new ones are refused.
+    pub queue_capacity: usize,
+    /// Concurrent writer tasks (SQLite gains nothing from more than one).
+    pub writers: usize,
+    /// How long a request may wait for room in the queue before a 503.
+    pub enqueue_timeout: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 5_000,
+            queue_capacity: 20_000,
+            writers: 2,
+            enqueue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One request's samples and the way to answer it.
+struct Job {
+    rows: Vec<ClientSample>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// The handle routes use; cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: mpsc::Sender<Job>,
+    enqueue_timeout: Duration,
+}
+
+impl Ingest {
+    /// Starts the writers. They run until `stop` is cancelled, then store
+    /// whatever is still queued and end; `writers` ends when they have.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: &IngestConfig,
+        stop: CancellationToken,
+    ) -> (Ingest, JoinSet<()>) {
+        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut writers = JoinSet::new();
+        let writer_count = if store.kind() == "sqlite" {
+            1
+        } else {
+            config.writers.max(1)
+        };
+        for _ in 0..writer_count {
+            writers.spawn(run_writer(
+                store.clone(),
+                receiver.clone(),
+                config.max_batch.max(1),
+                stop.clone(),
+            ));
+        }
+        let ingest = Ingest {
+            queue,
+            enqueue_timeout: config.enqueue_timeout,
+        };
+        (ingest, writers)
+    }
+
+    /// Stores a client's samples; returns once they are committed.
+    pub async fn store(&self, client: ClientId, samples: &[Sample]) -> Result<()> {
+        let rows = samples
+            .iter()
+            .map(|&sample| ClientSample { client, sample })
+            .collect();
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send_timeout(Job { rows, done }, self.enqueue_timeout)
+            .await
+            .map_err(|error| match error {
+                mpsc::error::SendTimeoutError::Timeout(_) => Error::Overloaded,
+                mpsc::error::SendTimeoutError::Closed(_) => Error::ShuttingDown,
+            })?;
+        committed.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+async fn run_writer(
+    store: Arc<dyn Store>,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max_batch: usize,
+    stop: CancellationToken,
+) {
+    while let Some(jobs) = next_batch(&receiver, max_batch, &stop).await {
+        commit(store.as_ref(), jobs).await;
+    }
+}
+
+/// Waits for the first job, then takes whatever else is already queued.
+/// `None` once the pipeline is stopped and drained.
+async fn next_batch(
+    receiver: &Mutex<mpsc::Receiver<Job>>,
+    max_batch: usize,
+    stop: &CancellationToken,
+) -> Option<Vec<Job>> {
+    let mut receiver = receiver.lock().await;
+    let first = tokio::select! {
+        biased;
+        job = receiver.recv() => job,
+        _ = stop.cancelled() => {
+            // Refuse new work, but keep what was accepted.
+            receiver.close();
+            receiver.recv().await
+        }
+    }?;
+    let mut rows = first.rows.len();
+    let mut jobs = vec![first];
+    while rows < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => {
+                rows += job.rows.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
+async fn commit(store: &dyn Store, jobs: Vec<Job>) {
+    let rows: Vec<ClientSample> = jobs
+        .iter()
+        .flat_map(|job| job.rows.iter().copied())
+        .collect();
+    let started = Instant::now();
+    let outcome = store.insert_samples(&rows).await;
+    match &outcome {
+        Ok(()) => tracing::trace!(
+            rows = rows.len(),
+            requests = jobs.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "batch committed"
+        ),
+        Err(error) => tracing::error!(
+            rows = rows.len(),
+            requests = jobs.len(),
+            %error,
+            "batch not stored; its requests are answered 503"
+        ),
+    }
+    let failed = outcome.is_err();
+    for job in jobs {
+        // A requester that went away no longer needs an answer.
+        let _ = job.done.send(if failed {
+            Err(Error::StoreUnavailable)
+        } else {
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,7 @@
+//! What the routes call: each service owns one concern and talks to the
+//! store (or the host) on the routes' behalf.
+
+pub mod auth;
+pub mod ingest;
+pub mod self_monitor;
+pub mod status_log;

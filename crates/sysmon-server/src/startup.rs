@@ -1,0 +1,145 @@
+//! Wiring: open the store, start the services, bind the listener, serve
+//! until told to stop, then shut down in order so that nothing accepted is
+//! lost.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Local;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::routes;
+use crate::services::auth::Auth;
+use crate::services::ingest::Ingest;
+use crate::services::self_monitor::SelfMonitor;
+use crate::services::status_log::StatusLog;
+use crate::state::AppState;
+use crate::store;
+
+/// A server that is bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    ingest_writers: JoinSet<()>,
+    background: Vec<JoinHandle<()>>,
+    services_stop: CancellationToken,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Opens the store (running migrations), starts the services and binds
+    /// the address. Errors here are configuration errors: the caller exits.
+    pub async fn build(config: &Config) -> Result<Application> {
+        let store = store::connect(&config.database_url).await?;
+        let status_log = StatusLog::open(config.status_log.clone())?;
+        let listener = TcpListener::bind(&config.bind)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+
+        let services_stop = CancellationToken::new();
+        let (ingest, ingest_writers) =
+            Ingest::start(store.clone(), &config.ingest, services_stop.clone());
+        let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
+        let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
+
+        let state = AppState {
+            auth: Arc::new(Auth::new(store.clone())),
+            store,
+            ingest,
+            monitor: Arc::new(monitor),
+            started_at: Local::now(),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Application {
+            listener,
+            state,
+            ingest_writers,
+            background: vec![sampler, status_writer],
+            services_stop,
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the bound address", e))
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.state.store.kind()
+    }
+
+    /// Serves until `stop` resolves, then: stops accepting, closes
+    /// WebSockets, lets in-flight requests finish, commits every queued
+    /// sample, and closes the store.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Application {
+            listener,
+            state,
+            mut ingest_writers,
+            background,
+            services_stop,
+            shutdown_grace,
+        } = self;
+        let store = state.store.clone();
+        let connections_stop = state.shutdown.clone();
+        let app = routes::router(state);
+
+        let signalled = connections_stop.clone();
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop.await;
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            signalled.cancel();
+        });
+        let mut serve = tokio::spawn(async move { serve.await });
+
+        // Requests in flight may still be waiting for their commit, so the
+        // writers keep running until the server has stopped serving.
+        tokio::select! {
+            served = &mut serve => log_serve_outcome(served),
+            _ = connections_stop.cancelled() => {
+                match tokio::time::timeout(shutdown_grace, &mut serve).await {
+                    Ok(served) => log_serve_outcome(served),
+                    Err(_) => {
+                        tracing::warn!(grace_s = shutdown_grace.as_secs_f64(), "requests still open after the grace period; closing them");
+                        serve.abort();
+                    }
+                }
+            }
+        }
+
+        services_stop.cancel();
+        while let Some(outcome) = ingest_writers.join_next().await {
+            if let Err(error) = outcome {
+                tracing::error!(%error, "an ingest writer failed");
+            }
+        }
+        for task in background {
+            let _ = task.await;
+        }
+        store.close().await;
+        tracing::info!("stopped; every acknowledged sample is committed");
+        Ok(())
+    }
+}
+
+fn log_serve_outcome(served: std::result::Result<std::io::Result<()>, tokio::task::JoinError>) {
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
+        Err(error) => tracing::error!(%error, "the HTTP server task failed"),
+    }
+}

@@ -1,0 +1,151 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sysmon_core::{Sample, UnixTime};
+
+use super::{
+    now_micros, sample_from_row, ClientId, ClientRecord, ClientSample, Store, TimeRange, TokenOwner,
+};
+use crate::error::{Error, Result};
+
+/// SQLite allows 32766 bound parameters per statement; 5 per row.
+const ROWS_PER_INSERT: usize = 5_000;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid SQLite URL `{url}`: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged sample survives a power cut, not only a
+            // crash. Group commit pays the fsync once per batch.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Config(format!("cannot open SQLite database `{url}`: {e}")))?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>> {
+        let row = sqlx::query(
+            "INSERT INTO clients (name, password_hash, created_at_us) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| ClientId(row.get(0))))
+    }
+
+    async fn find_client(&self, name: &str) -> Result<Option<ClientRecord>> {
+        let row = sqlx::query("SELECT id, name, password_hash FROM clients WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| ClientRecord {
+            id: ClientId(row.get(0)),
+            name: row.get(1),
+            password_hash: row.get(2),
+        }))
+    }
+
+    async fn add_token(&self, client: ClientId, token_hash: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (token_hash, client_id, created_at_us) VALUES (?, ?, ?)")
+            .bind(token_hash)
+            .bind(client.0)
+            .bind(now_micros())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
+        let row = sqlx::query(
+            "SELECT c.id, c.name FROM tokens t JOIN clients c ON c.id = t.client_id
+             WHERE t.token_hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| TokenOwner {
+            id: ClientId(row.get(0)),
+            name: row.get(1),
+        }))
+    }
+
+    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        for chunk in samples.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO samples (client_id, time_us, cpu_load, mem, storage) ",
+            );
+            insert.push_values(chunk, |mut row, item| {
+                row.push_bind(item.client.0)
+                    .push_bind(item.sample.time.micros())
+                    .push_bind(item.sample.cpu_load)
+                    .push_bind(item.sample.mem)
+                    .push_bind(item.sample.storage);
+            });
+            insert.push(" ON CONFLICT (client_id, time_us) DO NOTHING");
+            insert.build().execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
+        let row = sqlx::query("SELECT MIN(time_us), MAX(time_us) FROM samples WHERE client_id = ?")
+            .bind(client.0)
+            .fetch_one(&self.pool)
+            .await?;
+        let first: Option<i64> = row.get(0);
+        let last: Option<i64> = row.get(1);
+        Ok(first
+            .zip(last)
+            .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
+    }
+
+    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+        let (start, end) = range.bounds_micros();
+        let rows = sqlx::query_as::<_, (i64, Option<f64>, Option<f64>, Option<f64>)>(
+            "SELECT time_us, cpu_load, mem, storage FROM samples
+             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us",
+        )
+        .bind(client.0)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(time, cpu, mem, storage)| sample_from_row(time, cpu, mem, storage))
+            .collect())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
