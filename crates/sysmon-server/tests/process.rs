@@ -1,0 +1,348 @@
+//! The `sysmon-server` binary as an operator runs it: restarts, signals,
+//! bad configuration, `--help`, and the status log across restarts.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{TestDatabase, TestServer};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+on_both_stores!(
+    acknowledged_samples_survive_sigkill,
+    sigterm_stores_every_acknowledged_sample
+);
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
+
+/// The server binary running on a database, its log collected.
+struct ServerProcess {
+    child: Child,
+    address: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    async fn start(database: &TestDatabase) -> ServerProcess {
+        let mut child = Command::new(BINARY)
+            .args(["--bind", "127.0.0.1:0", "--database-url", &database.url])
+            .arg("--status-log")
+            .arg(database.status_log_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server binary starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("server log") {
+                log.lock().unwrap().push(line.clone());
+                if let Some(address) = listening_address(&line) {
+                    return address;
+                }
+            }
+            panic!("server exited before listening: {:?}", log.lock().unwrap());
+        })
+        .await
+        .expect("server listens within 30 s");
+        // Keep draining the log so the server never blocks on a full pipe.
+        let collected = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client {
+            base: format!("http://{}", self.address),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("server exits within 30 s")
+            .unwrap()
+    }
+}
+
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("address=")? + "address=".len();
+    line[start..].split_whitespace().next()?.parse().ok()
+}
+
+#[derive(Clone)]
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn register(&self, username: &str) -> String {
+        let body: serde_json::Value = self
+            .http
+            .post(format!("{}/client", self.base))
+            .json(&serde_json::json!({"username": username, "pass": "pw"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["client_id"].as_str().unwrap().to_owned()
+    }
+
+    /// True when the server acknowledged (202) the sample.
+    async fn push(&self, username: &str, token: &str, time: i64) -> bool {
+        let response = self
+            .http
+            .post(format!("{}/client/{username}", self.base))
+            .header("Authorization", token)
+            .form(&[("time", time.to_string()), ("cpu_load", "1".to_owned())])
+            .send()
+            .await;
+        matches!(response, Ok(response) if response.status() == 202)
+    }
+
+    async fn stored_times(&self, username: &str, token: &str) -> Vec<i64> {
+        let body: serde_json::Value = self
+            .http
+            .get(format!("{}/client/{username}/time/report", self.base))
+            .header("Authorization", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["payload"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["unix_time"].as_i64().unwrap())
+            .collect()
+    }
+}
+
+async fn acknowledged_samples_survive_sigkill(database: TestDatabase) {
+    let mut server = ServerProcess::start(&database).await;
+    let client = server.client();
+    let token = client.register("wood").await;
+    let mut pushes = tokio::task::JoinSet::new();
+    for time in 1_700_000_000..1_700_000_200 {
+        let (client, token) = (client.clone(), token.clone());
+        pushes.spawn(async move { assert!(client.push("wood", &token, time).await) });
+    }
+    while let Some(outcome) = pushes.join_next().await {
+        outcome.unwrap();
+    }
+    server.child.start_kill().unwrap();
+    server.wait().await;
+
+    let server = ServerProcess::start(&database).await;
+    let times = server.client().stored_times("wood", &token).await;
+    assert_eq!(times, (1_700_000_000..1_700_000_200).collect::<Vec<_>>());
+}
+
+async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
+    let mut server = ServerProcess::start(&database).await;
+    let client = server.client();
+    let token = client.register("wood").await;
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let mut pushers = tokio::task::JoinSet::new();
+    for worker in 0..16i64 {
+        let (client, token, acknowledged) = (client.clone(), token.clone(), acknowledged.clone());
+        pushers.spawn(async move {
+            for n in 0..100_000i64 {
+                let time = 1_700_000_000 + worker * 100_000 + n;
+                if client.push("wood", &token, time).await {
+                    acknowledged.lock().unwrap().push(time);
+                } else {
+                    return;
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.signal("-TERM").await;
+    let status = server.wait().await;
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    while let Some(outcome) = pushers.join_next().await {
+        outcome.unwrap();
+    }
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+
+    let mut acknowledged = acknowledged.lock().unwrap().clone();
+    acknowledged.sort_unstable();
+    assert!(
+        acknowledged.len() > 16,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    let server = ServerProcess::start(&database).await;
+    let stored = server.client().stored_times("wood", &token).await;
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|time| stored.binary_search(time).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged samples lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// Runs the binary with `args`, expecting it to refuse to start.
+async fn refused_start(args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(BINARY)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output(),
+    )
+    .await
+    .expect("exits within 30 s")
+    .unwrap();
+    assert!(!output.status.success(), "{args:?} should fail");
+    let text = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = text.lines().filter(|line| line.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one clear line: {text}");
+    errors[0].to_owned()
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let status_log = dir.path().join("load.csv");
+    let status_log = status_log.to_str().unwrap();
+    let line = refused_start(&[
+        "--database-url",
+        "mysql://localhost/x",
+        "--status-log",
+        status_log,
+    ])
+    .await;
+    assert!(line.contains("database URL"), "{line}");
+
+    let config = dir.path().join("sysmon.yaml");
+    std::fs::write(&config, "bind: 127.0.0.1:0\ndatabse_url: sqlite://x.db\n").unwrap();
+    let line = refused_start(&["--config", config.to_str().unwrap()]).await;
+    assert!(line.contains("databse_url"), "{line}");
+
+    let line = refused_start(&["--config", "/no/such/sysmon.yaml"]).await;
+    assert!(line.contains("/no/such/sysmon.yaml"), "{line}");
+
+    let line = refused_start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--status-log",
+        status_log,
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ])
+    .await;
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
+
+    let sqlite = format!("sqlite://{}/sysmon.db", dir.path().display());
+    let line = refused_start(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &sqlite,
+        "--status-log",
+        "/no/such/dir/load.csv",
+    ])
+    .await;
+    assert!(line.contains("status log"), "{line}");
+
+    let line = refused_start(&["--bind", "nonsense", "--database-url", &sqlite]).await;
+    assert!(line.contains("HOST:PORT"), "{line}");
+}
+
+#[tokio::test]
+async fn help_documents_every_option() {
+    let output = Command::new(BINARY).arg("--help").output().await.unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "--config",
+        "--bind",
+        "--database-url",
+        "--status-log",
+        "--log-format",
+        "SYSMON_BIND",
+        "DATABASE_URL",
+        "APP_PORT",
+        "DB_HOST",
+        "sqlite://sysmon.db",
+        "127.0.0.1:5000",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn status_log_appends_rows_with_one_header_across_restarts() {
+    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    for _ in 0..2 {
+        let server = TestServer::start(database.config()).await;
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        server.shutdown().await;
+    }
+    let text = std::fs::read_to_string(database.status_log_path()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "time;cpu load;memory load;storage");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.starts_with("time;"))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(lines.len() >= 1 + 3, "about a row a second: {text}");
+    for row in &lines[1..] {
+        let fields: Vec<&str> = row.split(';').collect();
+        assert_eq!(fields.len(), 4, "{row}");
+        chrono::NaiveTime::parse_from_str(fields[0].split(' ').next_back().unwrap(), "%H:%M:%S")
+            .expect(row);
+        let cpu: f64 = fields[1].parse().expect(row);
+        assert!((0.0..=100.0).contains(&cpu), "{row}");
+        assert!(
+            fields[2].parse::<u64>().expect(row) > 0,
+            "memory used in MB: {row}"
+        );
+        fields[3].parse::<u64>().expect(row);
+    }
+}
