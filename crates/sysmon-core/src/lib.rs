@@ -10,6 +10,7 @@ pub mod host;
 pub mod number;
 pub mod sample;
 pub mod units;
+pub mod v1;
 pub mod ws;
 
 pub use sample::{FieldValue, Sample, SampleError, UnixTime};

@@ -71,6 +71,14 @@ impl serde::Serialize for UnixTime {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for UnixTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let seconds = f64::deserialize(deserializer)?;
+        UnixTime::from_secs_f64(seconds)
+            .ok_or_else(|| serde::de::Error::custom("unix time out of range"))
+    }
+}
+
 /// A field's value as it arrived, before it is known to be a number.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
@@ -120,6 +128,8 @@ pub enum SampleError {
     CpuAbove100,
     #[error("field `time` must be unix seconds between the year 2000 and one day from now")]
     ImplausibleTime,
+    #[error("field `{0}` is out of range")]
+    OutOfRange(&'static str),
 }
 
 /// The fields a sample may carry, with the spellings each may arrive in.
@@ -154,12 +164,14 @@ impl Field {
 
 /// One measurement of one client. Metrics the client did not send are `None`
 /// and come back as `null` in reports.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub time: UnixTime,
     pub cpu_load: Option<f64>,
     pub mem: Option<f64>,
     pub storage: Option<f64>,
+    /// What an agent measures beyond the original three (v1 API only).
+    pub extended: Option<Box<crate::v1::ExtendedMetrics>>,
 }
 
 impl Sample {
@@ -207,6 +219,7 @@ impl Sample {
             cpu_load,
             mem,
             storage,
+            extended: None,
         })
     }
 

@@ -34,7 +34,7 @@ impl RequestId {
             ),
             _ => None,
         }
-        .ok_or_else(|| WsError::BadField("request_id must be a number".into()))?;
+        .ok_or_else(|| WsError::BadField("request_id must be a number or a string".into()))?;
         Ok(Self {
             wire: value.clone(),
             key,

@@ -234,6 +234,11 @@ impl Config {
                 crate::store::redact_password(&self.database_url)
             )));
         }
+        if self.status_log.max_bytes == 0 {
+            return Err(Error::Config(
+                "status_log max_size_mb must be at least 1".into(),
+            ));
+        }
         if self.ingest.max_batch == 0 || self.ingest.queue_capacity == 0 || self.ingest.writers == 0
         {
             return Err(Error::Config(

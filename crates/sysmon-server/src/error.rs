@@ -26,7 +26,7 @@ pub enum Error {
     BadRequest(String),
     #[error("request body is larger than the 1 MiB limit")]
     PayloadTooLarge,
-    #[error("no such route; see README.md for the API")]
+    #[error("no such route; docs/api.md lists them")]
     NotFound,
 
     // --- the server cannot take the request now; the client should retry ---
@@ -74,6 +74,7 @@ impl Error {
             Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Error::Database(error) if is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_)
             | Error::Database(_)
             | Error::Migration(_)
@@ -85,13 +86,30 @@ impl Error {
     /// The text a client sees, over HTTP (`{"error": ...}`) or in a
     /// WebSocket ERROR's `reason`.
     pub fn client_message(&self) -> String {
-        if self.status().is_server_error() && self.status() != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %self, "request failed");
-            "internal server error".to_owned()
-        } else {
-            self.to_string()
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE if matches!(self, Error::Database(_)) => {
+                tracing::warn!(error = %self, "database unavailable");
+                Error::StoreUnavailable.to_string()
+            }
+            status if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::error!(error = %self, "request failed");
+                "internal server error".to_owned()
+            }
+            _ => self.to_string(),
         }
     }
+}
+
+/// Errors that say the database is out of reach for now, not that the
+/// request or the server is wrong: the client should retry.
+fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 impl IntoResponse for Error {

@@ -42,8 +42,9 @@ pub async fn push_sample(
 ) -> Result<(StatusCode, Json<Value>)> {
     let owner = authorize(&state, &headers, &username).await?;
     let sample = Sample::from_fields(fields.0, UnixTime::now())?;
-    state.ingest.store(owner.id, &[sample]).await?;
-    Ok((StatusCode::ACCEPTED, Json(sample.echo_json())))
+    let echo = sample.echo_json();
+    state.ingest.store(owner.id, vec![sample]).await?;
+    Ok((StatusCode::ACCEPTED, Json(echo)))
 }
 
 /// `/client/<U>/time`: the first and last time in the client's log.

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(monitor::api_info))
         .route("/api/", get(monitor::api_info))
         .route("/api/start_time", get(monitor::start_time))
+        .route("/start_time", get(monitor::start_time))
         .merge(monitor::routes())
         .nest("/api", monitor::routes())
         .fallback(not_found)

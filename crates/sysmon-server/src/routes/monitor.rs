@@ -37,7 +37,7 @@ async fn cpu_load(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
                 .ok()
                 .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
                 .ok_or_else(|| {
-                    Error::BadRequest("interval must be a number of seconds (at most 10)".into())
+                    Error::BadRequest("interval must be a non-negative number of seconds (longer waits are capped at 10)".into())
                 })?,
         ),
     };

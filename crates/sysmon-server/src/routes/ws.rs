@@ -171,17 +171,22 @@ impl Session {
     /// Stores the sample through the same pipeline as HTTP; DATA_RETURN only
     /// after it is committed.
     async fn client_data(&self, data: Map<String, Value>, token: Option<&str>) -> ServerMessage {
+        // The original's order: an empty sample first, then the token, so a
+        // stranger learns nothing about what a good sample looks like.
         let stored = async {
-            let sample = Sample::from_json_object(&data, UnixTime::now())?;
+            if data.values().all(Value::is_null) {
+                return Err(Error::InvalidSample(sysmon_core::SampleError::Empty));
+            }
             let owner = self
                 .state
                 .auth
                 .authenticate(token.ok_or(Error::Unauthorized)?)
                 .await?;
-            self.state.ingest.store(owner.id, &[sample]).await
+            let sample = Sample::from_json_object(&data, UnixTime::now())?;
+            self.state.ingest.store(owner.id, vec![sample]).await
         };
         match stored.await {
-            Ok(()) => ServerMessage::DataReturn {
+            Ok(_) => ServerMessage::DataReturn {
                 data: Value::Object(data),
             },
             Err(error) => ServerMessage::error(error.client_message()),

@@ -49,13 +49,13 @@ impl Auth {
     /// returns a new token.
     pub async fn register_or_login(&self, username: &str, password: &str) -> Result<Login> {
         validate_username(username)?;
-        if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
-            return Err(Error::BadRequest(format!(
-                "password must be 1 to {MAX_PASSWORD_BYTES} bytes"
-            )));
-        }
         if let Some(client) = self.store.find_client(username).await? {
             return self.login(client.id, &client.password_hash, password).await;
+        }
+        if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::BadRequest(format!(
+                "a new user needs a password (`pass`) of 1 to {MAX_PASSWORD_BYTES} bytes"
+            )));
         }
         let hash = hash_password(password.to_owned()).await?;
         match self.store.create_client(username, &hash).await? {
@@ -80,7 +80,9 @@ impl Auth {
         stored_hash: &str,
         password: &str,
     ) -> Result<Login> {
-        if !verify_password(stored_hash.to_owned(), password.to_owned()).await? {
+        if password.len() > MAX_PASSWORD_BYTES
+            || !verify_password(stored_hash.to_owned(), password.to_owned()).await?
+        {
             return Err(Error::Unauthorized);
         }
         Ok(Login {

@@ -6,16 +6,18 @@
 //! always means "committed". The queue is bounded: when the store falls
 //! behind, a request waits at most `enqueue_timeout` and then gets 503.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sysmon_core::v1::BatchAck;
 use sysmon_core::Sample;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::store::{ClientId, ClientSample, Store};
+use crate::store::{ClientId, ClientSample, SampleKey, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
@@ -43,7 +45,7 @@ impl Default for IngestConfig {
 /// One request's samples and the way to answer it.
 struct Job {
     rows: Vec<ClientSample>,
-    done: oneshot::Sender<Result<()>>,
+    done: oneshot::Sender<Result<BatchAck>>,
 }
 
 /// The handle routes use; cheap to clone.
@@ -84,11 +86,12 @@ impl Ingest {
         (ingest, writers)
     }
 
-    /// Stores a client's samples; returns once they are committed.
-    pub async fn store(&self, client: ClientId, samples: &[Sample]) -> Result<()> {
+    /// Stores a client's samples; returns once they are committed, saying
+    /// which were new and which the store already had.
+    pub async fn store(&self, client: ClientId, samples: Vec<Sample>) -> Result<BatchAck> {
         let rows = samples
-            .iter()
-            .map(|&sample| ClientSample { client, sample })
+            .into_iter()
+            .map(|sample| ClientSample { client, sample })
             .collect();
         let (done, committed) = oneshot::channel();
         self.queue
@@ -147,12 +150,12 @@ async fn next_batch(
 async fn commit(store: &dyn Store, jobs: Vec<Job>) {
     let rows: Vec<ClientSample> = jobs
         .iter()
-        .flat_map(|job| job.rows.iter().copied())
+        .flat_map(|job| job.rows.iter().cloned())
         .collect();
     let started = Instant::now();
     let outcome = store.insert_samples(&rows).await;
     match &outcome {
-        Ok(()) => tracing::trace!(
+        Ok(_) => tracing::trace!(
             rows = rows.len(),
             requests = jobs.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -165,13 +168,26 @@ async fn commit(store: &dyn Store, jobs: Vec<Job>) {
             "batch not stored; its requests are answered 503"
         ),
     }
-    let failed = outcome.is_err();
+    let inserted: Option<HashSet<SampleKey>> = outcome.ok().map(|keys| keys.into_iter().collect());
     for job in jobs {
+        let answer = match &inserted {
+            Some(inserted) => Ok(acknowledge(&job.rows, inserted)),
+            None => Err(Error::StoreUnavailable),
+        };
         // A requester that went away no longer needs an answer.
-        let _ = job.done.send(if failed {
-            Err(Error::StoreUnavailable)
-        } else {
-            Ok(())
-        });
+        let _ = job.done.send(answer);
     }
+}
+
+fn acknowledge(rows: &[ClientSample], inserted: &HashSet<SampleKey>) -> BatchAck {
+    let mut ack = BatchAck::default();
+    for row in rows {
+        let time = row.sample.time;
+        if inserted.contains(&(row.client.0, time.micros())) {
+            ack.stored.push(time);
+        } else {
+            ack.duplicates.push(time);
+        }
+    }
+    ack
 }

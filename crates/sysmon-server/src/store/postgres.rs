@@ -1,6 +1,7 @@
 //! The production store: PostgreSQL.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,8 +10,9 @@ use sqlx::{PgPool, Row};
 use sysmon_core::{Sample, UnixTime};
 
 use super::{
-    now_micros, redact_password, sample_from_row, ClientId, ClientRecord, ClientSample, Store,
-    TimeRange, TokenOwner,
+    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
+    sample_from_row, ClientId, ClientRecord, ClientSample, Column, FilesystemRow, SampleKey,
+    SampleRow, Store, TimeRange, TokenOwner, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
 
@@ -34,6 +36,55 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+}
+
+/// `INSERT ... SELECT * FROM UNNEST(...)` with one array per column, typed
+/// from the rows' own columns so the SQL and the binds cannot disagree.
+fn insert_sample_rows(
+    rows: &[SampleRow],
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let template = SampleRow::default().columns();
+    let sql = SQL.get_or_init(|| {
+        let arrays: Vec<String> = template
+            .iter()
+            .enumerate()
+            .map(|(index, column)| match column {
+                Column::Integer(_) => format!("${}::BIGINT[]", index + 1),
+                Column::Float(_) => format!("${}::FLOAT8[]", index + 1),
+            })
+            .collect();
+        format!(
+            "INSERT INTO samples ({SAMPLE_COLUMNS}) SELECT * FROM UNNEST({})
+             ON CONFLICT (client_id, time_us) DO NOTHING RETURNING client_id, time_us",
+            arrays.join(", ")
+        )
+    });
+    let columns: Vec<_> = rows.iter().map(SampleRow::columns).collect();
+    let mut query = sqlx::query(sql.as_str());
+    for (index, kind) in template.iter().enumerate() {
+        query = match kind {
+            Column::Integer(_) => query.bind(
+                columns
+                    .iter()
+                    .map(|row| match row[index] {
+                        Column::Integer(value) => value,
+                        Column::Float(_) => None,
+                    })
+                    .collect::<Vec<Option<i64>>>(),
+            ),
+            Column::Float(_) => query.bind(
+                columns
+                    .iter()
+                    .map(|row| match row[index] {
+                        Column::Float(value) => value,
+                        Column::Integer(_) => None,
+                    })
+                    .collect::<Vec<Option<f64>>>(),
+            ),
+        };
+    }
+    query
 }
 
 #[async_trait]
@@ -93,29 +144,35 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<()> {
+    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<Vec<SampleKey>> {
         // One statement whatever the batch size: arrays in, UNNEST out. Rows
         // are sorted so concurrent writers lock keys in the same order.
-        let mut rows = samples.to_vec();
-        rows.sort_by_key(|row| (row.client.0, row.sample.time.micros()));
-        let clients: Vec<i64> = rows.iter().map(|row| row.client.0).collect();
-        let times: Vec<i64> = rows.iter().map(|row| row.sample.time.micros()).collect();
-        let cpu: Vec<Option<f64>> = rows.iter().map(|row| row.sample.cpu_load).collect();
-        let mem: Vec<Option<f64>> = rows.iter().map(|row| row.sample.mem).collect();
-        let storage: Vec<Option<f64>> = rows.iter().map(|row| row.sample.storage).collect();
-        sqlx::query(
-            "INSERT INTO samples (client_id, time_us, cpu_load, mem, storage)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::FLOAT8[], $4::FLOAT8[], $5::FLOAT8[])
-             ON CONFLICT (client_id, time_us) DO NOTHING",
-        )
-        .bind(clients)
-        .bind(times)
-        .bind(cpu)
-        .bind(mem)
-        .bind(storage)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
+        rows.sort_by_key(|row| (row.client_id, row.time_us));
+        let filesystems = filesystem_rows(samples);
+        let mut transaction = self.pool.begin().await?;
+        let inserted = insert_sample_rows(&rows)
+            .fetch_all(&mut *transaction)
+            .await?
+            .into_iter()
+            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .collect::<Result<Vec<SampleKey>>>()?;
+        if !filesystems.is_empty() {
+            sqlx::query(
+                "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(filesystems.iter().map(|(client, _, _)| *client).collect::<Vec<i64>>())
+            .bind(filesystems.iter().map(|(_, time, _)| *time).collect::<Vec<i64>>())
+            .bind(filesystems.iter().map(|(_, _, fs)| fs.mount_point.clone()).collect::<Vec<String>>())
+            .bind(filesystems.iter().map(|(_, _, fs)| fs.used_bytes as i64).collect::<Vec<i64>>())
+            .bind(filesystems.iter().map(|(_, _, fs)| fs.total_bytes as i64).collect::<Vec<i64>>())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(inserted)
     }
 
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
@@ -146,6 +203,37 @@ impl Store for PostgresStore {
             .into_iter()
             .map(|(time, cpu, mem, storage)| sample_from_row(time, cpu, mem, storage))
             .collect())
+    }
+
+    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+        let (start, end) = range.bounds_micros();
+        let rows = sqlx::query(&format!(
+            "SELECT {SAMPLE_COLUMNS} FROM samples
+             WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us"
+        ))
+        .bind(client.0)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut samples = rows
+            .iter()
+            .map(full_sample_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
+            "SELECT time_us, mount_point, used_bytes, total_bytes FROM sample_filesystems
+             WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us, mount_point",
+        )
+        .bind(client.0)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        attach_filesystems(
+            &mut samples,
+            filesystems.into_iter().map(FilesystemRow::from).collect(),
+        );
+        Ok(samples)
     }
 
     async fn close(&self) {

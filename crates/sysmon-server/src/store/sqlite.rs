@@ -9,12 +9,16 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use sysmon_core::{Sample, UnixTime};
 
 use super::{
-    now_micros, sample_from_row, ClientId, ClientRecord, ClientSample, Store, TimeRange, TokenOwner,
+    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_from_row,
+    ClientId, ClientRecord, ClientSample, Column, FilesystemRow, SampleKey, SampleRow, Store,
+    TimeRange, TokenOwner, SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
-/// SQLite allows 32766 bound parameters per statement; 5 per row.
-const ROWS_PER_INSERT: usize = 5_000;
+/// SQLite allows 32766 bound parameters per statement.
+const MAX_PARAMETERS: usize = 32_766;
+const SAMPLES_PER_INSERT: usize = MAX_PARAMETERS / SAMPLE_COLUMN_COUNT;
+const FILESYSTEMS_PER_INSERT: usize = MAX_PARAMETERS / 5;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -96,24 +100,41 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<()> {
+    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<Vec<SampleKey>> {
         let mut transaction = self.pool.begin().await?;
-        for chunk in samples.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO samples (client_id, time_us, cpu_load, mem, storage) ",
-            );
+        let mut inserted = Vec::with_capacity(samples.len());
+        for chunk in samples.chunks(SAMPLES_PER_INSERT) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO samples ({SAMPLE_COLUMNS}) "));
             insert.push_values(chunk, |mut row, item| {
-                row.push_bind(item.client.0)
-                    .push_bind(item.sample.time.micros())
-                    .push_bind(item.sample.cpu_load)
-                    .push_bind(item.sample.mem)
-                    .push_bind(item.sample.storage);
+                for column in SampleRow::from_sample(item).columns() {
+                    match column {
+                        Column::Integer(value) => row.push_bind(value),
+                        Column::Float(value) => row.push_bind(value),
+                    };
+                }
             });
-            insert.push(" ON CONFLICT (client_id, time_us) DO NOTHING");
+            insert
+                .push(" ON CONFLICT (client_id, time_us) DO NOTHING RETURNING client_id, time_us");
+            let keys: Vec<SampleKey> = insert.build_query_as().fetch_all(&mut *transaction).await?;
+            inserted.extend(keys);
+        }
+        for chunk in filesystem_rows(samples).chunks(FILESYSTEMS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes) ",
+            );
+            insert.push_values(chunk, |mut row, (client, time, fs)| {
+                row.push_bind(*client)
+                    .push_bind(*time)
+                    .push_bind(fs.mount_point.clone())
+                    .push_bind(fs.used_bytes as i64)
+                    .push_bind(fs.total_bytes as i64);
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
             insert.build().execute(&mut *transaction).await?;
         }
         transaction.commit().await?;
-        Ok(())
+        Ok(inserted)
     }
 
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
@@ -143,6 +164,37 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(time, cpu, mem, storage)| sample_from_row(time, cpu, mem, storage))
             .collect())
+    }
+
+    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+        let (start, end) = range.bounds_micros();
+        let rows = sqlx::query(&format!(
+            "SELECT {SAMPLE_COLUMNS} FROM samples
+             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us"
+        ))
+        .bind(client.0)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut samples = rows
+            .iter()
+            .map(full_sample_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
+            "SELECT time_us, mount_point, used_bytes, total_bytes FROM sample_filesystems
+             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us, mount_point",
+        )
+        .bind(client.0)
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        attach_filesystems(
+            &mut samples,
+            filesystems.into_iter().map(FilesystemRow::from).collect(),
+        );
+        Ok(samples)
     }
 
     async fn close(&self) {

@@ -143,7 +143,7 @@ impl Drop for TestDatabase {
 fn postgres_admin_url() -> Option<String> {
     match std::env::var(POSTGRES_URL_VARIABLE) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
+        _ if running_in_ci() => {
             panic!("{POSTGRES_URL_VARIABLE} is not set: CI must run the PostgreSQL tests")
         }
         _ => {
@@ -151,6 +151,10 @@ fn postgres_admin_url() -> Option<String> {
             None
         }
     }
+}
+
+fn running_in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
 }
 
 pub fn random_hex() -> String {

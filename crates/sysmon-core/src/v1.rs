@@ -1,0 +1,332 @@
+//! The versioned ingest format, for agents: a full host sample with every
+//! unit explicit in its name, sent in batches (`POST /api/v1/samples` as a
+//! JSON array or NDJSON, or a WebSocket `CLIENT_BATCH`).
+//!
+//! A [`HostSample`] also carries the original's `cpu_load`, `mem` and
+//! `storage`, so the original API's reports work for agent hosts too.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sample::{Sample, SampleError, UnixTime};
+
+/// Most samples one batch may carry.
+pub const MAX_BATCH_SAMPLES: usize = 10_000;
+
+/// Usage of one mounted file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemUsage {
+    pub mount_point: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// The metrics beyond the original three. Every field is optional: a host
+/// without swap or sensors simply leaves them out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendedMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average_1m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average_5m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average_15m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_write_bytes_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_receive_bytes_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_transmit_bytes_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// The hottest sensor, where the host has any. May be below zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_celsius: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filesystems: Vec<FilesystemUsage>,
+}
+
+impl ExtendedMetrics {
+    /// Checks the values a deserializer cannot: finite, non-negative rates
+    /// and byte counts that fit the store's signed 64-bit columns.
+    pub fn validate(&self) -> Result<(), SampleError> {
+        let non_negative = [
+            ("load_average_1m", self.load_average_1m),
+            ("load_average_5m", self.load_average_5m),
+            ("load_average_15m", self.load_average_15m),
+            (
+                "disk_read_bytes_per_second",
+                self.disk_read_bytes_per_second,
+            ),
+            (
+                "disk_write_bytes_per_second",
+                self.disk_write_bytes_per_second,
+            ),
+            (
+                "network_receive_bytes_per_second",
+                self.network_receive_bytes_per_second,
+            ),
+            (
+                "network_transmit_bytes_per_second",
+                self.network_transmit_bytes_per_second,
+            ),
+        ];
+        for (field, value) in non_negative {
+            match value {
+                Some(value) if !value.is_finite() => return Err(SampleError::NotFinite(field)),
+                Some(value) if value < 0.0 => return Err(SampleError::Negative(field)),
+                _ => {}
+            }
+        }
+        if self
+            .temperature_celsius
+            .is_some_and(|value| !value.is_finite())
+        {
+            return Err(SampleError::NotFinite("temperature_celsius"));
+        }
+        let byte_counts = [
+            ("memory_used_bytes", self.memory_used_bytes),
+            ("memory_available_bytes", self.memory_available_bytes),
+            ("memory_total_bytes", self.memory_total_bytes),
+            ("swap_used_bytes", self.swap_used_bytes),
+            ("swap_total_bytes", self.swap_total_bytes),
+            ("uptime_seconds", self.uptime_seconds),
+        ];
+        let filesystem_counts = self.filesystems.iter().flat_map(|fs| {
+            [
+                ("filesystems.used_bytes", Some(fs.used_bytes)),
+                ("filesystems.total_bytes", Some(fs.total_bytes)),
+            ]
+        });
+        for (field, value) in byte_counts.into_iter().chain(filesystem_counts) {
+            if value.is_some_and(|value| value > i64::MAX as u64) {
+                return Err(SampleError::OutOfRange(field));
+            }
+        }
+        if self
+            .filesystems
+            .iter()
+            .any(|fs| fs.mount_point.is_empty() || fs.mount_point.len() > 4096)
+        {
+            return Err(SampleError::OutOfRange("filesystems.mount_point"));
+        }
+        Ok(())
+    }
+}
+
+/// One full sample as an agent sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSample {
+    /// Unix seconds, fractional allowed.
+    pub time: f64,
+    /// Cpu load in percent of all cores (the original's `cpu_load`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_load: Option<f64>,
+    /// Memory used in MB (the original's `mem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<f64>,
+    /// Root file system used in MB (the original's `storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<f64>,
+    #[serde(flatten)]
+    pub extended: ExtendedMetrics,
+}
+
+impl HostSample {
+    /// Validates into the typed sample every ingest route hands on.
+    pub fn into_sample(self, now: UnixTime) -> Result<Sample, SampleError> {
+        use crate::sample::FieldValue;
+        let fields = [
+            ("time", Some(self.time)),
+            ("cpu_load", self.cpu_load),
+            ("mem", self.mem),
+            ("storage", self.storage),
+        ];
+        let mut sample = Sample::from_fields(
+            fields
+                .into_iter()
+                .filter_map(|(key, value)| value.map(|value| (key, FieldValue::Number(value)))),
+            now,
+        )?;
+        self.extended.validate()?;
+        sample.extended = Some(Box::new(self.extended));
+        Ok(sample)
+    }
+}
+
+/// Why a batch body was refused; the message names the sample and field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    #[error("sample {index}: {message}")]
+    Malformed { index: usize, message: String },
+    #[error("sample {index}: {source}")]
+    Invalid {
+        index: usize,
+        #[source]
+        source: SampleError,
+    },
+    #[error("a batch must be a JSON array of samples or NDJSON (one sample per line)")]
+    NotABatch,
+    #[error("a batch may hold at most {MAX_BATCH_SAMPLES} samples")]
+    TooLarge,
+    #[error("the batch is empty")]
+    Empty,
+}
+
+/// Parses and validates a JSON array of samples.
+pub fn parse_json_batch(body: &[u8], now: UnixTime) -> Result<Vec<Sample>, BatchError> {
+    let items: Vec<serde_json::Value> =
+        serde_json::from_slice(body).map_err(|_| BatchError::NotABatch)?;
+    check_count(items.len())?;
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let sample: HostSample =
+                serde_json::from_value(item).map_err(|e| BatchError::Malformed {
+                    index,
+                    message: e.to_string(),
+                })?;
+            sample
+                .into_sample(now)
+                .map_err(|source| BatchError::Invalid { index, source })
+        })
+        .collect()
+}
+
+/// Parses and validates newline-delimited JSON, one sample per line.
+pub fn parse_ndjson_batch(body: &[u8], now: UnixTime) -> Result<Vec<Sample>, BatchError> {
+    let lines: Vec<&[u8]> = body
+        .split(|&byte| byte == b'\n')
+        .filter(|line| line.iter().any(|byte| !byte.is_ascii_whitespace()))
+        .collect();
+    check_count(lines.len())?;
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let sample: HostSample =
+                serde_json::from_slice(line).map_err(|e| BatchError::Malformed {
+                    index,
+                    message: e.to_string(),
+                })?;
+            sample
+                .into_sample(now)
+                .map_err(|source| BatchError::Invalid { index, source })
+        })
+        .collect()
+}
+
+fn check_count(count: usize) -> Result<(), BatchError> {
+    match count {
+        0 => Err(BatchError::Empty),
+        n if n > MAX_BATCH_SAMPLES => Err(BatchError::TooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The answer to a batch: which sample times were newly stored and which
+/// the server already had (a replay). Both mean "safe to forget".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub stored: Vec<UnixTime>,
+    pub duplicates: Vec<UnixTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> UnixTime {
+        UnixTime::from_micros(1_764_000_000_000_000)
+    }
+
+    fn full() -> serde_json::Value {
+        json!({
+            "time": 1_763_999_990.5, "cpu_load": 12.5, "mem": 2048.0, "storage": 10240.0,
+            "load_average_1m": 0.5, "load_average_5m": 0.4, "load_average_15m": 0.3,
+            "memory_used_bytes": 2_147_483_648u64, "memory_available_bytes": 1u64 << 33,
+            "memory_total_bytes": 1u64 << 34, "swap_used_bytes": 0, "swap_total_bytes": 0,
+            "disk_read_bytes_per_second": 100.0, "disk_write_bytes_per_second": 2000.0,
+            "network_receive_bytes_per_second": 5.0, "network_transmit_bytes_per_second": 6.0,
+            "uptime_seconds": 3600, "temperature_celsius": -3.5,
+            "filesystems": [{"mount_point": "/", "used_bytes": 10, "total_bytes": 20}]
+        })
+    }
+
+    #[test]
+    fn full_sample_round_trips() {
+        let body = serde_json::to_vec(&json!([full()])).unwrap();
+        let samples = parse_json_batch(&body, now()).unwrap();
+        let extended = samples[0].extended.as_deref().unwrap();
+        assert_eq!(samples[0].cpu_load, Some(12.5));
+        assert_eq!(extended.temperature_celsius, Some(-3.5));
+        assert_eq!(extended.filesystems[0].mount_point, "/");
+        let wire: HostSample = serde_json::from_value(full()).unwrap();
+        assert_eq!(serde_json::to_value(&wire).unwrap(), full());
+    }
+
+    #[test]
+    fn ndjson_and_json_agree() {
+        let ndjson = format!(
+            "{}\n\n{}\n",
+            full(),
+            json!({"time": 1_763_999_991, "mem": 1})
+        );
+        let samples = parse_ndjson_batch(ndjson.as_bytes(), now()).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert!(samples[1]
+            .extended
+            .as_deref()
+            .unwrap()
+            .filesystems
+            .is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_sample_and_field() {
+        let mut bad = full();
+        bad["disk_read_bytes_per_second"] = json!(-1.0);
+        let body = serde_json::to_vec(&json!([full(), bad])).unwrap();
+        let error = parse_json_batch(&body, now()).unwrap_err().to_string();
+        assert!(
+            error.contains("sample 1") && error.contains("disk_read_bytes_per_second"),
+            "{error}"
+        );
+
+        let body = serde_json::to_vec(&json!([{"time": 1_763_999_990, "gpu": 1}])).unwrap();
+        let error = parse_json_batch(&body, now()).unwrap_err().to_string();
+        assert!(
+            error.contains("sample 0") && error.contains("gpu"),
+            "{error}"
+        );
+
+        let body =
+            serde_json::to_vec(&json!([{"time": 1_763_999_990, "memory_used_bytes": -5}])).unwrap();
+        assert!(parse_json_batch(&body, now())
+            .unwrap_err()
+            .to_string()
+            .contains("sample 0"));
+        assert_eq!(parse_json_batch(b"[]", now()), Err(BatchError::Empty));
+        assert_eq!(parse_json_batch(b"{}", now()), Err(BatchError::NotABatch));
+        assert!(matches!(
+            parse_ndjson_batch(b"{\"time\": 1}\n", now()),
+            Err(BatchError::Invalid { index: 0, .. })
+        ));
+    }
+}
