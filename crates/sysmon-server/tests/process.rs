@@ -331,7 +331,7 @@ async fn status_log_appends_rows_with_one_header_across_restarts() {
         1,
         "{text}"
     );
-    assert!(lines.len() >= 1 + 3, "about a row a second: {text}");
+    assert!(lines.len() > 3, "a header and about a row a second: {text}");
     for row in &lines[1..] {
         let fields: Vec<&str> = row.split(';').collect();
         assert_eq!(fields.len(), 4, "{row}");

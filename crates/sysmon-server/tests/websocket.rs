@@ -121,6 +121,14 @@ async fn client_data_errors_name_the_problem(database: TestDatabase) {
         .await;
     assert_eq!(reply, error("authorization error"));
     let reply = ws
+        .request(&json!({"type": "CLIENT_DATA", "data": {"mem": "lots"}, "client_id": "bad"}))
+        .await;
+    assert_eq!(
+        reply,
+        error("authorization error"),
+        "the token is checked before the values"
+    );
+    let reply = ws
         .request(&json!({"type": "CLIENT_DATA", "data": {"mem": "lots"}, "client_id": token}))
         .await;
     assert_eq!(reply["type"], "ERROR");
