@@ -147,6 +147,18 @@ pub struct HostSample {
 }
 
 impl HostSample {
+    /// The wire form of a stored sample (extended metrics empty when the
+    /// sample came through the original API).
+    pub fn from_sample(sample: &Sample) -> HostSample {
+        HostSample {
+            time: sample.time.as_secs_f64(),
+            cpu_load: sample.cpu_load,
+            mem: sample.mem,
+            storage: sample.storage,
+            extended: sample.extended.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+
     /// Validates into the typed sample every ingest route hands on.
     pub fn into_sample(self, now: UnixTime) -> Result<Sample, SampleError> {
         use crate::sample::FieldValue;
@@ -191,6 +203,14 @@ pub enum BatchError {
 pub fn parse_json_batch(body: &[u8], now: UnixTime) -> Result<Vec<Sample>, BatchError> {
     let items: Vec<serde_json::Value> =
         serde_json::from_slice(body).map_err(|_| BatchError::NotABatch)?;
+    parse_batch_items(items, now)
+}
+
+/// Validates already-parsed JSON samples (a WebSocket CLIENT_BATCH's).
+pub fn parse_batch_items(
+    items: Vec<serde_json::Value>,
+    now: UnixTime,
+) -> Result<Vec<Sample>, BatchError> {
     check_count(items.len())?;
     items
         .into_iter()

@@ -112,6 +112,13 @@ pub enum ClientMessage {
         request_id: RequestId,
     },
     WorkTime,
+    /// A batch of full samples (the v1 format), for agents.
+    ClientBatch {
+        client_id: Option<String>,
+        /// Echoed in the reply so a client can match it; any JSON value.
+        batch_id: Value,
+        samples: Vec<Value>,
+    },
 }
 
 /// Why a client frame was refused; the text becomes the ERROR's `reason`.
@@ -154,6 +161,21 @@ impl ClientMessage {
                 request_id: RequestId::parse(object.get("request_id").unwrap_or(&Value::Null))?,
                 kinds: MetricKinds::parse(object.get("data"))?,
                 interval: parse_interval(object.get("interval"))?,
+            }),
+            "CLIENT_BATCH" => Ok(ClientMessage::ClientBatch {
+                client_id: object
+                    .get("client_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                batch_id: object.get("batch_id").cloned().unwrap_or(Value::Null),
+                samples: match object.get("samples") {
+                    Some(Value::Array(samples)) => samples.clone(),
+                    _ => {
+                        return Err(WsError::BadField(
+                            "CLIENT_BATCH samples must be a JSON array".into(),
+                        ))
+                    }
+                },
             }),
             "UNSUBSCRIBE" => Ok(ClientMessage::Unsubscribe {
                 request_id: RequestId::parse(object.get("request_id").unwrap_or(&Value::Null))?,
@@ -209,6 +231,15 @@ pub enum ServerMessage {
         start_work: String,
         actual_time: String,
     },
+    BatchStored {
+        batch_id: Value,
+        ack: crate::v1::BatchAck,
+    },
+    /// An ERROR about one batch: the original's ERROR plus the batch's id.
+    BatchError {
+        batch_id: Value,
+        reason: String,
+    },
 }
 
 impl ServerMessage {
@@ -247,6 +278,14 @@ impl ServerMessage {
             } => json!({"type": "WORK_TIME", "payload": {
                 "start_work": start_work, "actual_time": actual_time,
             }}),
+            ServerMessage::BatchStored { batch_id, ack } => {
+                json!({"type": "BATCH_STORED", "payload": {
+                    "batch_id": batch_id, "stored": ack.stored, "duplicates": ack.duplicates,
+                }})
+            }
+            ServerMessage::BatchError { batch_id, reason } => {
+                json!({"type": "ERROR", "reason": reason, "batch_id": batch_id})
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum Error {
     ValueError,
     #[error(transparent)]
     InvalidSample(#[from] SampleError),
+    #[error(transparent)]
+    InvalidBatch(#[from] sysmon_core::v1::BatchError),
     #[error("{0}")]
     BadRequest(String),
     #[error("request body is larger than the 1 MiB limit")]
@@ -66,9 +68,10 @@ impl Error {
         match self {
             Error::Unauthorized | Error::UnsupportableUsername => StatusCode::UNAUTHORIZED,
             Error::LogEmpty => StatusCode::NOT_ACCEPTABLE,
-            Error::ValueError | Error::InvalidSample(_) | Error::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::ValueError
+            | Error::InvalidSample(_)
+            | Error::InvalidBatch(_)
+            | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable => {

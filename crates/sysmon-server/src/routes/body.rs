@@ -39,17 +39,42 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
             .get(CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| value.contains("json"));
-        let body = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Error::PayloadTooLarge
-                } else {
-                    Error::BadRequest(format!("cannot read the request body: {rejection}"))
-                }
-            })?;
+        let body = read_body(request, state).await?;
         parse(&body, is_json).map(Fields)
     }
+}
+
+/// A v1 batch body, unparsed: a JSON array, or NDJSON when the content type
+/// says so.
+pub struct BatchBody {
+    pub bytes: Bytes,
+    pub ndjson: bool,
+}
+
+impl<S: Send + Sync> FromRequest<S> for BatchBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let ndjson = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.contains("ndjson") || value.contains("jsonl"));
+        let bytes = read_body(request, state).await?;
+        Ok(BatchBody { bytes, ndjson })
+    }
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::BadRequest(format!("cannot read the request body: {rejection}"))
+            }
+        })
 }
 
 fn parse(body: &[u8], is_json: bool) -> Result<Vec<(String, FieldValue)>> {

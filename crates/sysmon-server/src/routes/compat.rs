@@ -11,7 +11,7 @@ use sysmon_core::number::MetricNumber;
 use sysmon_core::{Sample, UnixTime};
 
 use super::body::Fields;
-use super::query_params;
+use super::{parse_bound, query_params};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 use crate::store::{TimeRange, TokenOwner};
@@ -95,19 +95,6 @@ async fn authorize(state: &AppState, headers: &HeaderMap, username: &str) -> Res
     state.auth.authorize(header, username).await
 }
 
-/// An empty or absent bound is no bound; anything else must be unix seconds.
-fn parse_bound(text: Option<&str>) -> Result<Option<UnixTime>> {
-    match text.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => text
-            .parse::<f64>()
-            .ok()
-            .and_then(UnixTime::from_secs_f64)
-            .map(Some)
-            .ok_or(Error::ValueError),
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub struct Report {
     payload: Vec<ReportRow>,
@@ -130,25 +117,5 @@ impl From<Sample> for ReportRow {
             storage: sample.storage.map(MetricNumber),
             unix_time: sample.time,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounds_are_optional_numbers() {
-        assert_eq!(parse_bound(None).unwrap(), None);
-        assert_eq!(parse_bound(Some("")).unwrap(), None);
-        assert_eq!(
-            parse_bound(Some("1651155333.5")).unwrap(),
-            Some(UnixTime::from_micros(1_651_155_333_500_000))
-        );
-        assert!(matches!(
-            parse_bound(Some("yesterday")),
-            Err(Error::ValueError)
-        ));
-        assert!(matches!(parse_bound(Some("NaN")), Err(Error::ValueError)));
     }
 }

@@ -5,6 +5,7 @@
 mod body;
 mod compat;
 mod monitor;
+mod v1;
 mod ws;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Local};
 use sysmon_core::ws::ServerMessage;
+use sysmon_core::UnixTime;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/", get(monitor::api_info))
         .route("/api/start_time", get(monitor::start_time))
         .route("/start_time", get(monitor::start_time))
+        .merge(v1::routes())
         .merge(monitor::routes())
         .nest("/api", monitor::routes())
         .fallback(not_found)
@@ -63,8 +66,41 @@ fn work_time(started: DateTime<Local>) -> ServerMessage {
     }
 }
 
+/// A time bound in unix seconds; an empty or absent one is no bound.
+fn parse_bound(text: Option<&str>) -> Result<Option<UnixTime>> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .and_then(UnixTime::from_secs_f64)
+            .map(Some)
+            .ok_or(Error::ValueError),
+    }
+}
+
 /// Query-string parameters; a malformed query is the client's error.
 fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>> {
     serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|_| Error::BadRequest("malformed query string".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_optional_numbers() {
+        assert_eq!(parse_bound(None).unwrap(), None);
+        assert_eq!(parse_bound(Some("")).unwrap(), None);
+        assert_eq!(
+            parse_bound(Some("1651155333.5")).unwrap(),
+            Some(UnixTime::from_micros(1_651_155_333_500_000))
+        );
+        assert!(matches!(
+            parse_bound(Some("yesterday")),
+            Err(Error::ValueError)
+        ));
+        assert!(matches!(parse_bound(Some("NaN")), Err(Error::ValueError)));
+    }
 }

@@ -164,6 +164,14 @@ impl Session {
                 }
             }
             ClientMessage::WorkTime => work_time(self.started),
+            ClientMessage::ClientBatch {
+                client_id,
+                batch_id,
+                samples,
+            } => {
+                self.client_batch(client_id.as_deref(), batch_id, samples)
+                    .await
+            }
         };
         self.send(reply).await
     }
@@ -190,6 +198,31 @@ impl Session {
                 data: Value::Object(data),
             },
             Err(error) => ServerMessage::error(error.client_message()),
+        }
+    }
+
+    /// Stores a v1 batch through the pipeline; BATCH_STORED after commit.
+    async fn client_batch(
+        &self,
+        token: Option<&str>,
+        batch_id: Value,
+        samples: Vec<Value>,
+    ) -> ServerMessage {
+        let stored = async {
+            let owner = self
+                .state
+                .auth
+                .authenticate(token.ok_or(Error::Unauthorized)?)
+                .await?;
+            let samples = sysmon_core::v1::parse_batch_items(samples, UnixTime::now())?;
+            self.state.ingest.store(owner.id, samples).await
+        };
+        match stored.await {
+            Ok(ack) => ServerMessage::BatchStored { batch_id, ack },
+            Err(error) => ServerMessage::BatchError {
+                batch_id,
+                reason: error.client_message(),
+            },
         }
     }
 

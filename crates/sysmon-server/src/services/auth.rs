@@ -120,13 +120,18 @@ impl Auth {
     /// Checks an `Authorization` header (`TOKEN` or `Bearer TOKEN`) against
     /// the user named in the URL.
     pub async fn authorize(&self, header: Option<&str>, username: &str) -> Result<TokenOwner> {
-        let token = header.map(strip_bearer).ok_or(Error::Unauthorized)?;
-        let owner = self.authenticate(token).await?;
+        let owner = self.authenticate_header(header).await?;
         if owner.name == username {
             Ok(owner)
         } else {
             Err(Error::Unauthorized)
         }
+    }
+
+    /// The client an `Authorization` header's token belongs to.
+    pub async fn authenticate_header(&self, header: Option<&str>) -> Result<TokenOwner> {
+        let token = header.map(strip_bearer).ok_or(Error::Unauthorized)?;
+        self.authenticate(token).await
     }
 
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenHash, TokenOwner>> {

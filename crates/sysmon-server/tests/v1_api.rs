@@ -1,0 +1,250 @@
+//! The v1 batch API and WebSocket CLIENT_BATCH, on both stores.
+
+mod common;
+
+use common::{TestDatabase, TestServer, WsClient};
+use serde_json::{json, Value};
+
+on_both_stores!(
+    batches_are_stored_once_and_acknowledged,
+    ndjson_batches_work_too,
+    bad_batches_are_refused_whole,
+    websocket_batches_are_acknowledged_after_commit,
+);
+
+fn full_sample(time: f64) -> Value {
+    json!({
+        "time": time, "cpu_load": 12.5, "mem": 2048.0, "storage": 10240.0,
+        "load_average_1m": 0.5, "load_average_5m": 0.25, "load_average_15m": 0.125,
+        "memory_used_bytes": 2_147_483_648u64, "memory_available_bytes": 8_589_934_592u64,
+        "memory_total_bytes": 17_179_869_184u64, "swap_used_bytes": 0, "swap_total_bytes": 1024,
+        "disk_read_bytes_per_second": 100.0, "disk_write_bytes_per_second": 2000.5,
+        "network_receive_bytes_per_second": 5.0, "network_transmit_bytes_per_second": 6.0,
+        "uptime_seconds": 3600, "temperature_celsius": 48.5,
+        "filesystems": [
+            {"mount_point": "/", "used_bytes": 10_000, "total_bytes": 20_000},
+            {"mount_point": "/home", "used_bytes": 5, "total_bytes": 50}
+        ]
+    })
+}
+
+async fn post_batch(
+    server: &TestServer,
+    token: &str,
+    body: String,
+    content_type: &str,
+) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn read_back(server: &TestServer, token: &str, query: &str) -> Vec<Value> {
+    let response = server
+        .http
+        .get(server.url(&format!("/api/v1/samples{query}")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["samples"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn batches_are_stored_once_and_acknowledged(database: TestDatabase) {
+    let server = database.start().await;
+    let token = server.register("agent-host", "pw").await;
+    let batch = json!([full_sample(1_700_000_000.0), full_sample(1_700_000_001.0), {"time": 1_700_000_002, "mem": 7.0}]);
+
+    let (status, ack) = post_batch(&server, &token, batch.to_string(), "application/json").await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(
+        ack,
+        json!({"stored": [1700000000, 1700000001, 1700000002], "duplicates": []})
+    );
+
+    // A replay after a lost acknowledgement: nothing is stored twice.
+    let (status, ack) = post_batch(&server, &token, batch.to_string(), "application/json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ack,
+        json!({"stored": [], "duplicates": [1700000000, 1700000001, 1700000002]})
+    );
+
+    // A batch holding one time twice, and one new time.
+    let batch = json!([
+        full_sample(1_700_000_003.0),
+        full_sample(1_700_000_003.0),
+        full_sample(1_700_000_000.0)
+    ]);
+    let (_, ack) = post_batch(&server, &token, batch.to_string(), "application/json").await;
+    assert_eq!(
+        ack["stored"],
+        json!([1700000003, 1700000003]),
+        "both copies of a new time are safe to forget"
+    );
+    assert_eq!(ack["duplicates"], json!([1700000000]));
+
+    let samples = read_back(&server, &token, "").await;
+    assert_eq!(samples.len(), 4);
+    assert_eq!(
+        samples[0],
+        full_sample(1_700_000_000.0),
+        "every metric and file system round-trips"
+    );
+    assert_eq!(samples[2], json!({"time": 1_700_000_002.0, "mem": 7.0}));
+    assert_eq!(
+        read_back(&server, &token, "?from=1700000001&to=1700000002")
+            .await
+            .len(),
+        2
+    );
+
+    // The original's report sees agent hosts too.
+    let rows = server
+        .report("agent-host", &token, "?start=1700000000&end=1700000000")
+        .await;
+    assert_eq!(
+        rows,
+        [json!({"cpu": 12.5, "mem": 2048, "storage": 10240, "unix_time": 1700000000})]
+    );
+}
+
+async fn ndjson_batches_work_too(database: TestDatabase) {
+    let server = database.start().await;
+    let token = server.register("agent-host", "pw").await;
+    let body = format!(
+        "{}\n{}\n",
+        full_sample(1_700_000_010.5),
+        json!({"time": 1_700_000_011, "cpu_load": 1.0})
+    );
+    let (status, ack) = post_batch(&server, &token, body, "application/x-ndjson").await;
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["stored"], json!([1700000010.5, 1700000011]));
+    let samples = read_back(&server, &token, "").await;
+    assert_eq!(samples[0]["filesystems"].as_array().unwrap().len(), 2);
+}
+
+async fn bad_batches_are_refused_whole(database: TestDatabase) {
+    let server = database.start().await;
+    let token = server.register("agent-host", "pw").await;
+    let mut negative = full_sample(1_700_000_001.0);
+    negative["disk_read_bytes_per_second"] = json!(-1.0);
+    let mut unknown = full_sample(1_700_000_001.0);
+    unknown["gpu_percent"] = json!(3.0);
+    let cases = [
+        (
+            json!([full_sample(1_700_000_000.0), negative]).to_string(),
+            "sample 1",
+        ),
+        (json!([unknown]).to_string(), "gpu_percent"),
+        (json!([{"time": 12, "mem": 1.0}]).to_string(), "time"),
+        (json!([{"mem": 1.0}]).to_string(), "time"),
+        ("[]".to_owned(), "empty"),
+        ("{\"time\": 1700000000}".to_owned(), "JSON array"),
+        ("not json".to_owned(), "JSON array"),
+    ];
+    for (body, named) in cases {
+        let (status, error) = post_batch(&server, &token, body.clone(), "application/json").await;
+        assert_eq!(status, 400, "{body}");
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(named), "{body}: {message}");
+    }
+    assert!(
+        read_back(&server, &token, "").await.is_empty(),
+        "a refused batch stores nothing, not even its good samples"
+    );
+
+    let (status, error) = post_batch(
+        &server,
+        "wrong",
+        json!([full_sample(1_700_000_000.0)]).to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, error),
+        (401, json!({"error": "authorization error"}))
+    );
+    let response = server
+        .http
+        .get(server.url("/api/v1/samples"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = server
+        .http
+        .get(server.url("/api/v1/samples?from=yesterday"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // Larger than the 1 MiB of the original routes is fine here.
+    let big: Vec<Value> = (0..2_000)
+        .map(|n| full_sample(1_700_100_000.0 + f64::from(n)))
+        .collect();
+    let body = serde_json::to_string(&big).unwrap();
+    assert!(body.len() > 1024 * 1024);
+    let (status, ack) = post_batch(&server, &token, body, "application/json").await;
+    assert_eq!(status, 200);
+    assert_eq!(ack["stored"].as_array().unwrap().len(), 2_000);
+}
+
+async fn websocket_batches_are_acknowledged_after_commit(database: TestDatabase) {
+    let server = database.start().await;
+    let token = server.register("agent-host", "pw").await;
+    let mut ws = WsClient::connect(&server).await;
+    ws.request(&json!({"type": "HELLO"})).await;
+    let batch = json!({"type": "CLIENT_BATCH", "client_id": token, "batch_id": 7,
+        "samples": [full_sample(1_700_000_000.0), full_sample(1_700_000_001.0)]});
+    let reply = ws.request(&batch).await;
+    assert_eq!(
+        reply,
+        json!({"type": "BATCH_STORED", "payload": {"batch_id": 7, "stored": [1700000000, 1700000001], "duplicates": []}})
+    );
+    assert_eq!(
+        read_back(&server, &token, "").await.len(),
+        2,
+        "stored before the reply"
+    );
+    let reply = ws.request(&batch).await;
+    assert_eq!(
+        reply["payload"]["duplicates"],
+        json!([1700000000, 1700000001])
+    );
+
+    let reply = ws
+        .request(&json!({"type": "CLIENT_BATCH", "client_id": "bad", "batch_id": "b8", "samples": [full_sample(1_700_000_002.0)]}))
+        .await;
+    assert_eq!(
+        reply,
+        json!({"type": "ERROR", "reason": "authorization error", "batch_id": "b8"})
+    );
+    let reply = ws
+        .request(&json!({"type": "CLIENT_BATCH", "client_id": token, "batch_id": 9, "samples": [{"time": 1_700_000_003, "mem": -1.0}]}))
+        .await;
+    assert_eq!(reply["type"], "ERROR");
+    assert_eq!(reply["batch_id"], 9);
+    assert!(
+        reply["reason"].as_str().unwrap().contains("`mem`"),
+        "{reply}"
+    );
+    let reply = ws
+        .request(&json!({"type": "CLIENT_BATCH", "client_id": token, "samples": "nope"}))
+        .await;
+    assert_eq!(reply["type"], "ERROR");
+}
