@@ -26,7 +26,7 @@ pub enum Error {
     InvalidBatch(#[from] sysmon_core::v1::BatchError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("request body is larger than the 1 MiB limit")]
+    #[error("request body is too large: the limit is 1 MiB (16 MiB for /api/v1/samples)")]
     PayloadTooLarge,
     #[error("no such route; docs/api.md lists them")]
     NotFound,
