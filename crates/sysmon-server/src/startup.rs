@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::routes;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
+use crate::services::metrics::Metrics;
 use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
 use crate::state::AppState;
@@ -42,8 +43,13 @@ impl Application {
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
 
         let services_stop = CancellationToken::new();
-        let (ingest, ingest_writers) =
-            Ingest::start(store.clone(), &config.ingest, services_stop.clone());
+        let metrics = Arc::new(Metrics::new());
+        let (ingest, ingest_writers) = Ingest::start(
+            store.clone(),
+            &config.ingest,
+            metrics.clone(),
+            services_stop.clone(),
+        );
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
@@ -52,6 +58,7 @@ impl Application {
             store,
             ingest,
             monitor: Arc::new(monitor),
+            metrics,
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
         };

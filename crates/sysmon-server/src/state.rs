@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
+use crate::services::metrics::Metrics;
 use crate::services::self_monitor::SelfMonitor;
 use crate::store::Store;
 
@@ -16,6 +17,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub ingest: Ingest,
     pub monitor: Arc<SelfMonitor>,
+    pub metrics: Arc<Metrics>,
     pub started_at: DateTime<Local>,
     /// Cancelled at shutdown; WebSocket sessions close when it is.
     pub shutdown: CancellationToken,

@@ -13,6 +13,7 @@ use sysmon_core::{Sample, UnixTime};
 use super::body::Fields;
 use super::{parse_bound, query_params};
 use crate::error::{Error, Result};
+use crate::services::metrics::Source;
 use crate::state::AppState;
 use crate::store::{TimeRange, TokenOwner};
 
@@ -43,7 +44,10 @@ pub async fn push_sample(
     let owner = authorize(&state, &headers, &username).await?;
     let sample = Sample::from_fields(fields.0, UnixTime::now())?;
     let echo = sample.echo_json();
-    state.ingest.store(owner.id, vec![sample]).await?;
+    state
+        .ingest
+        .store(owner.id, vec![sample], Source::Http)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(echo)))
 }
 

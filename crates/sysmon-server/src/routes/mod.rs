@@ -10,7 +10,10 @@ mod ws;
 
 use std::collections::HashMap;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, Local};
@@ -42,11 +45,16 @@ pub fn router(state: AppState) -> Router {
         .route("/echo", get(ws::upgrade))
         .route("/api", get(monitor::api_info))
         .route("/api/", get(monitor::api_info))
+        .route("/metrics", get(metrics))
         .route("/api/start_time", get(monitor::start_time))
         .route("/start_time", get(monitor::start_time))
         .merge(v1::routes())
         .merge(monitor::routes())
         .nest("/api", monitor::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_requests,
+        ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::new())
@@ -56,6 +64,39 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> Error {
     Error::NotFound
+}
+
+/// `/metrics`: the server's telemetry for Prometheus.
+async fn metrics(State(state): State<AppState>) -> Result<Response> {
+    let text = state.metrics.render()?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Counts and times every request by its route pattern (not its path, so
+/// user names do not become label values).
+async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state.metrics.request_answered(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The original's WORK_TIME message: when something started, and now.

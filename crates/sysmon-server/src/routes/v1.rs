@@ -13,6 +13,7 @@ use sysmon_core::UnixTime;
 use super::body::BatchBody;
 use super::{parse_bound, query_params};
 use crate::error::{Error, Result};
+use crate::services::metrics::Source;
 use crate::state::AppState;
 use crate::store::{TimeRange, TokenOwner};
 
@@ -39,7 +40,11 @@ async fn ingest_batch(
     } else {
         v1::parse_json_batch(&body.bytes, now)?
     };
-    Ok(Json(state.ingest.store(owner.id, samples).await?))
+    let ack = state
+        .ingest
+        .store(owner.id, samples, Source::V1Http)
+        .await?;
+    Ok(Json(ack))
 }
 
 /// `GET /api/v1/samples?from=S&to=E`: the client's full samples, by time.

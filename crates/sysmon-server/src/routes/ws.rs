@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 use super::{work_time, MAX_BODY_BYTES};
 use crate::error::Error;
+use crate::services::metrics::Source;
 use crate::services::self_monitor::SelfMonitor;
 use crate::state::AppState;
 
@@ -43,6 +44,7 @@ async fn run_session(socket: WebSocket, state: AppState) {
     let (outbox, outbox_frames) = mpsc::channel(OUTBOX_CAPACITY);
     let mut writer = tokio::spawn(write_frames(sink, outbox_frames));
     let shutdown = state.shutdown.clone();
+    let _open = state.metrics.websocket_opened();
     let mut session = Session::new(state, outbox);
     loop {
         let frame = tokio::select! {
@@ -191,7 +193,10 @@ impl Session {
                 .authenticate(token.ok_or(Error::Unauthorized)?)
                 .await?;
             let sample = Sample::from_json_object(&data, UnixTime::now())?;
-            self.state.ingest.store(owner.id, vec![sample]).await
+            self.state
+                .ingest
+                .store(owner.id, vec![sample], Source::WebSocket)
+                .await
         };
         match stored.await {
             Ok(_) => ServerMessage::DataReturn {
@@ -215,7 +220,10 @@ impl Session {
                 .authenticate(token.ok_or(Error::Unauthorized)?)
                 .await?;
             let samples = sysmon_core::v1::parse_batch_items(samples, UnixTime::now())?;
-            self.state.ingest.store(owner.id, samples).await
+            self.state
+                .ingest
+                .store(owner.id, samples, Source::V1WebSocket)
+                .await
         };
         match stored.await {
             Ok(ack) => ServerMessage::BatchStored { batch_id, ack },

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{Metrics, Source};
 use crate::error::{Error, Result};
 use crate::store::{ClientId, ClientSample, SampleKey, Store};
 
@@ -25,7 +26,7 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// Requests that may wait for a writer before new ones are refused.
     pub queue_capacity: usize,
-    /// Concurrent writer tasks (SQLite gains nothing from more than one).
+    /// Concurrent writer tasks, at most what the store can use (one for SQLite).
     pub writers: usize,
     /// How long a request may wait for room in the queue before a 503.
     pub enqueue_timeout: Duration,
@@ -53,6 +54,7 @@ struct Job {
 pub struct Ingest {
     queue: mpsc::Sender<Job>,
     enqueue_timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Ingest {
@@ -61,47 +63,59 @@ impl Ingest {
     pub fn start(
         store: Arc<dyn Store>,
         config: &IngestConfig,
+        metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> (Ingest, JoinSet<()>) {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let mut writers = JoinSet::new();
-        let writer_count = if store.kind() == "sqlite" {
-            1
-        } else {
-            config.writers.max(1)
-        };
+        let writer_count = config.writers.clamp(1, store.max_concurrent_writers());
         for _ in 0..writer_count {
             writers.spawn(run_writer(
                 store.clone(),
                 receiver.clone(),
                 config.max_batch.max(1),
+                metrics.clone(),
                 stop.clone(),
             ));
         }
         let ingest = Ingest {
             queue,
             enqueue_timeout: config.enqueue_timeout,
+            metrics,
         };
         (ingest, writers)
     }
 
     /// Stores a client's samples; returns once they are committed, saying
     /// which were new and which the store already had.
-    pub async fn store(&self, client: ClientId, samples: Vec<Sample>) -> Result<BatchAck> {
+    pub async fn store(
+        &self,
+        client: ClientId,
+        samples: Vec<Sample>,
+        source: Source,
+    ) -> Result<BatchAck> {
         let rows = samples
             .into_iter()
             .map(|sample| ClientSample { client, sample })
             .collect();
         let (done, committed) = oneshot::channel();
-        self.queue
+        let queued = self
+            .queue
             .send_timeout(Job { rows, done }, self.enqueue_timeout)
             .await
             .map_err(|error| match error {
                 mpsc::error::SendTimeoutError::Timeout(_) => Error::Overloaded,
                 mpsc::error::SendTimeoutError::Closed(_) => Error::ShuttingDown,
-            })?;
-        committed.await.map_err(|_| Error::ShuttingDown)?
+            });
+        if let Err(error) = &queued {
+            self.metrics.rejected(error);
+        }
+        queued?;
+        let ack = committed.await.map_err(|_| Error::ShuttingDown)??;
+        self.metrics
+            .samples_acknowledged(source, ack.stored.len(), ack.duplicates.len());
+        Ok(ack)
     }
 }
 
@@ -109,10 +123,11 @@ async fn run_writer(
     store: Arc<dyn Store>,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    while let Some(jobs) = next_batch(&receiver, max_batch, &stop).await {
-        commit(store.as_ref(), jobs).await;
+    while let Some(jobs) = next_batch(&receiver, max_batch, &metrics, &stop).await {
+        commit(store.as_ref(), jobs, &metrics).await;
     }
 }
 
@@ -121,6 +136,7 @@ async fn run_writer(
 async fn next_batch(
     receiver: &Mutex<mpsc::Receiver<Job>>,
     max_batch: usize,
+    metrics: &Metrics,
     stop: &CancellationToken,
 ) -> Option<Vec<Job>> {
     let mut receiver = receiver.lock().await;
@@ -144,16 +160,21 @@ async fn next_batch(
             Err(_) => break,
         }
     }
+    metrics.set_queue_depth(receiver.len());
     Some(jobs)
 }
 
-async fn commit(store: &dyn Store, jobs: Vec<Job>) {
+async fn commit(store: &dyn Store, jobs: Vec<Job>, metrics: &Metrics) {
     let rows: Vec<ClientSample> = jobs
         .iter()
         .flat_map(|job| job.rows.iter().cloned())
         .collect();
     let started = Instant::now();
     let outcome = store.insert_samples(&rows).await;
+    match &outcome {
+        Ok(_) => metrics.batch_committed(rows.len(), started.elapsed().as_secs_f64()),
+        Err(_) => metrics.batch_failed(),
+    }
     match &outcome {
         Ok(_) => tracing::trace!(
             rows = rows.len(),

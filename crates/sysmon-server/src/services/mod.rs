@@ -3,5 +3,6 @@
 
 pub mod auth;
 pub mod ingest;
+pub mod metrics;
 pub mod self_monitor;
 pub mod status_log;

@@ -64,6 +64,10 @@ pub trait Store: Send + Sync + 'static {
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;
 
+    /// How many transactions may usefully write at once: SQLite has a
+    /// single writer, so more would only queue on its lock.
+    fn max_concurrent_writers(&self) -> usize;
+
     /// Creates a client; `None` when the name is taken.
     async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>>;
 

@@ -16,6 +16,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+const MAX_CONNECTIONS: u32 = 16;
+
 pub struct PostgresStore {
     pool: PgPool,
 }
@@ -26,7 +28,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid PostgreSQL URL `{shown}`: {e}")))?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -91,6 +93,11 @@ fn insert_sample_rows(
 impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
         "postgresql"
+    }
+
+    fn max_concurrent_writers(&self) -> usize {
+        // Leave pool connections for reads and registrations.
+        MAX_CONNECTIONS as usize / 2
     }
 
     async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>> {

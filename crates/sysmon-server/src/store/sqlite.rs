@@ -51,6 +51,10 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn max_concurrent_writers(&self) -> usize {
+        1
+    }
+
     async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>> {
         let row = sqlx::query(
             "INSERT INTO clients (name, password_hash, created_at_us) VALUES (?, ?, ?)

@@ -1,0 +1,259 @@
+//! The server's own telemetry, exposed at `/metrics` in the Prometheus text
+//! format. One registry per running server (no global state), so every
+//! test server counts only its own traffic.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::error::{Error, Result};
+
+/// Where acknowledged samples came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /client/<U>`
+    Http,
+    /// WebSocket `CLIENT_DATA`
+    WebSocket,
+    /// `POST /api/v1/samples`
+    V1Http,
+    /// WebSocket `CLIENT_BATCH`
+    V1WebSocket,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Http => "http",
+            Source::WebSocket => "websocket",
+            Source::V1Http => "v1_http",
+            Source::V1WebSocket => "v1_websocket",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SampleLabels {
+    source: &'static str,
+    /// "stored" (new) or "duplicate" (already stored; a replay).
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    samples: Family<SampleLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RouteLabels, Histogram>,
+    batch_rows: Histogram,
+    commit_seconds: Histogram,
+    commit_failures: Counter,
+    queue_depth: Gauge,
+    rejected: Family<ReasonLabels, Counter>,
+    websockets: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sysmon");
+        let samples = Family::<SampleLabels, Counter>::default();
+        registry.register(
+            "samples_acknowledged",
+            "Samples acknowledged to clients after commit, by source and outcome",
+            samples.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        let request_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response, by route",
+            request_seconds.clone(),
+        );
+        let batch_rows = Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        registry.register(
+            "ingest_batch_rows",
+            "Rows written per ingest transaction",
+            batch_rows.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0002, 2.0, 16));
+        registry.register(
+            "ingest_commit_duration_seconds",
+            "Time to write and commit one ingest transaction",
+            commit_seconds.clone(),
+        );
+        let commit_failures = Counter::default();
+        registry.register(
+            "ingest_commit_failures",
+            "Ingest transactions that failed (their requests got 503)",
+            commit_failures.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "ingest_queue_depth",
+            "Requests waiting for an ingest writer",
+            queue_depth.clone(),
+        );
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ingest_rejected",
+            "Requests refused with 503 before reaching the queue, by reason",
+            rejected.clone(),
+        );
+        let websockets = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Open WebSocket connections",
+            websockets.clone(),
+        );
+        Metrics {
+            registry,
+            samples,
+            requests,
+            request_seconds,
+            batch_rows,
+            commit_seconds,
+            commit_failures,
+            queue_depth,
+            rejected,
+            websockets,
+        }
+    }
+
+    pub fn samples_acknowledged(&self, source: Source, stored: usize, duplicates: usize) {
+        for (outcome, count) in [("stored", stored), ("duplicate", duplicates)] {
+            if count > 0 {
+                self.samples
+                    .get_or_create(&SampleLabels {
+                        source: source.label(),
+                        outcome,
+                    })
+                    .inc_by(count as u64);
+            }
+        }
+    }
+
+    pub fn request_answered(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn batch_committed(&self, rows: usize, seconds: f64) {
+        self.batch_rows.observe(rows as f64);
+        self.commit_seconds.observe(seconds);
+    }
+
+    pub fn batch_failed(&self) {
+        self.commit_failures.inc();
+    }
+
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.queue_depth.set(depth as i64);
+    }
+
+    pub fn rejected(&self, error: &Error) {
+        let reason = match error {
+            Error::Overloaded => "overloaded",
+            Error::ShuttingDown => "shutting_down",
+            _ => return,
+        };
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts an open WebSocket until the returned guard is dropped.
+    pub fn websocket_opened(&self) -> WebSocketGuard {
+        self.websockets.inc();
+        WebSocketGuard(self.websockets.clone())
+    }
+
+    /// The Prometheus (OpenMetrics) text exposition.
+    pub fn render(&self) -> Result<String> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)
+            .map_err(|e| Error::Internal(format!("metrics encoding: {e}")))?;
+        Ok(text)
+    }
+}
+
+pub struct WebSocketGuard(Gauge);
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_names() {
+        let metrics = Metrics::new();
+        metrics.samples_acknowledged(Source::Http, 3, 1);
+        metrics.request_answered("/client/{username}", "POST", 202, 0.001);
+        metrics.batch_committed(4, 0.002);
+        let guard = metrics.websocket_opened();
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"sysmon_samples_acknowledged_total{source="http",outcome="stored"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"sysmon_samples_acknowledged_total{source="http",outcome="duplicate"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"sysmon_http_requests_total{route="/client/{username}",method="POST",status="202"} 1"#), "{text}");
+        assert!(text.contains("sysmon_ingest_batch_rows_count 1"), "{text}");
+        assert!(text.contains("sysmon_websocket_connections 1"), "{text}");
+        drop(guard);
+        assert!(metrics
+            .render()
+            .unwrap()
+            .contains("sysmon_websocket_connections 0"));
+    }
+}
