@@ -215,16 +215,7 @@ pub fn parse_batch_items(
     items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| {
-            let sample: HostSample =
-                serde_json::from_value(item).map_err(|e| BatchError::Malformed {
-                    index,
-                    message: e.to_string(),
-                })?;
-            sample
-                .into_sample(now)
-                .map_err(|source| BatchError::Invalid { index, source })
-        })
+        .map(|(index, item)| validate_item(index, serde_json::from_value(item), now))
         .collect()
 }
 
@@ -238,17 +229,24 @@ pub fn parse_ndjson_batch(body: &[u8], now: UnixTime) -> Result<Vec<Sample>, Bat
     lines
         .into_iter()
         .enumerate()
-        .map(|(index, line)| {
-            let sample: HostSample =
-                serde_json::from_slice(line).map_err(|e| BatchError::Malformed {
-                    index,
-                    message: e.to_string(),
-                })?;
-            sample
-                .into_sample(now)
-                .map_err(|source| BatchError::Invalid { index, source })
-        })
+        .map(|(index, line)| validate_item(index, serde_json::from_slice(line), now))
         .collect()
+}
+
+/// One batch item, deserialized or not, into a validated sample; errors
+/// carry the item's index.
+fn validate_item(
+    index: usize,
+    parsed: Result<HostSample, serde_json::Error>,
+    now: UnixTime,
+) -> Result<Sample, BatchError> {
+    let sample = parsed.map_err(|e| BatchError::Malformed {
+        index,
+        message: e.to_string(),
+    })?;
+    sample
+        .into_sample(now)
+        .map_err(|source| BatchError::Invalid { index, source })
 }
 
 fn check_count(count: usize) -> Result<(), BatchError> {

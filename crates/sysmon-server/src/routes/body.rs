@@ -34,11 +34,7 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self> {
-        let is_json = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.contains("json"));
+        let is_json = content_type(&request).contains("json");
         let body = read_body(request, state).await?;
         parse(&body, is_json).map(Fields)
     }
@@ -55,14 +51,20 @@ impl<S: Send + Sync> FromRequest<S> for BatchBody {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self> {
-        let ndjson = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.contains("ndjson") || value.contains("jsonl"));
+        let ndjson = ["ndjson", "jsonl"]
+            .iter()
+            .any(|kind| content_type(&request).contains(kind));
         let bytes = read_body(request, state).await?;
         Ok(BatchBody { bytes, ndjson })
     }
+}
+
+fn content_type(request: &Request) -> &str {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
 }
 
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes> {
