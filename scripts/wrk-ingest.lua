@@ -1,13 +1,16 @@
 -- wrk script: POST one form-encoded sample per request to the original
 -- ingest route, each with a distinct time, as the GUI client does.
 -- Used by scripts/quick-ingest.sh; USER and TOKEN come from the environment.
-local counter = 0
-local thread_base = 0
-local threads = {}
+-- Globals on purpose: setup() sets thread_base in each thread's own Lua
+-- state, which a `local` here would shadow (every thread would then send
+-- the same times, and the server would rightly store each time once).
+counter = 0
+thread_base = 0
+local thread_count = 0
 
 function setup(thread)
-  thread:set("thread_base", #threads * 10000000)
-  table.insert(threads, thread)
+  thread:set("thread_base", thread_count * 10000000)
+  thread_count = thread_count + 1
 end
 
 function init(args)
