@@ -6,6 +6,7 @@
 //! clients spell things several ways) and strict about *content* (a value that
 //! is not a finite, non-negative number is rejected with the field's name).
 
+pub mod collect;
 pub mod host;
 pub mod number;
 pub mod sample;

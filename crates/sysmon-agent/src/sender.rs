@@ -1,0 +1,396 @@
+//! The sink side: takes the oldest samples from the outbox in batches,
+//! hands them to a transport, and deletes exactly the ones the server
+//! acknowledged. Failures are classified: retry with back-off, set the
+//! refused samples aside, or stop sending until a new token is stored.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use sysmon_core::v1::BatchAck;
+use sysmon_core::UnixTime;
+
+use crate::backoff::Backoff;
+use crate::collection::Stats;
+use crate::config::RetryPolicy;
+use crate::enroll::enroll;
+use crate::error::Error;
+use crate::outbox::{Outbox, Pending};
+use crate::state::StateDir;
+use crate::transport::Transport;
+use crate::wake::Wake;
+
+/// Request bodies stay below this (the server takes up to 1 MiB).
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// A sample the server leaves out of this many acknowledgements in a row
+/// is set aside rather than sent forever.
+const MAX_UNACKNOWLEDGED: u32 = 3;
+/// While the server is unreachable, a reminder this often.
+const DOWN_REMINDER: Duration = Duration::from_secs(300);
+/// Without a usable token, the token file is checked this often.
+const TOKEN_POLL: Duration = Duration::from_secs(5);
+/// With nothing to send, the sender looks again at least this often.
+const IDLE_POLL: Duration = Duration::from_secs(60);
+
+/// How to get a token.
+pub struct Credentials {
+    pub state: StateDir,
+    pub server: String,
+    pub timeout: Duration,
+    pub token: Option<String>,
+    /// Name and password, while enrollment is still to be done.
+    pub enroll: Option<(String, String)>,
+}
+
+enum Link {
+    Up,
+    Down {
+        since: Instant,
+        reminded_at: Instant,
+    },
+}
+
+pub struct Sender<'a> {
+    outbox: &'a Outbox,
+    wake: &'a Wake,
+    stats: &'a Stats,
+    transport: Box<dyn Transport>,
+    credentials: Credentials,
+    /// A token the server refused; sending waits for a different one.
+    refused_token: Option<(String, Option<SystemTime>)>,
+    backoff: Backoff,
+    retry_max: Duration,
+    batch_size: usize,
+    /// Send one sample at a time up to this time, to find the sample in a
+    /// batch the server refused without naming it.
+    one_by_one_until: Option<i64>,
+    unacknowledged: HashMap<i64, u32>,
+    link: Link,
+    /// A backlog being delivered: since when, and how large it was.
+    catching_up: Option<(Instant, usize)>,
+}
+
+impl<'a> Sender<'a> {
+    pub fn new(
+        outbox: &'a Outbox,
+        wake: &'a Wake,
+        stats: &'a Stats,
+        transport: Box<dyn Transport>,
+        credentials: Credentials,
+        retry: RetryPolicy,
+        batch_size: usize,
+    ) -> Sender<'a> {
+        Sender {
+            outbox,
+            wake,
+            stats,
+            transport,
+            credentials,
+            refused_token: None,
+            backoff: Backoff::new(retry),
+            retry_max: retry.max,
+            batch_size: batch_size.max(1),
+            one_by_one_until: None,
+            unacknowledged: HashMap::new(),
+            link: Link::Up,
+            catching_up: None,
+        }
+    }
+
+    /// Sends until stopped.
+    pub fn run(mut self) {
+        tracing::info!(via = %self.transport.describe(), backlog = self.outbox.len(), "sender started");
+        while !self.wake.is_stopped() {
+            let Some(token) = self.token() else {
+                continue;
+            };
+            let one_by_one = match (self.one_by_one_until, self.outbox.oldest_time()) {
+                (Some(until), Some(oldest)) if oldest <= until => true,
+                _ => {
+                    self.one_by_one_until = None;
+                    false
+                }
+            };
+            let limit = if one_by_one { 1 } else { self.batch_size };
+            let batch = self.outbox.oldest(limit, MAX_BATCH_BYTES);
+            if batch.is_empty() {
+                if self.wake.wait_for_work(IDLE_POLL) {
+                    return;
+                }
+                continue;
+            }
+            let outcome = self.transport.send(&token, &batch);
+            let stopped = match outcome {
+                Ok(ack) => self.acknowledged(&batch, ack),
+                Err(error) => self.failed(&batch, &token, error),
+            };
+            if stopped {
+                return;
+            }
+        }
+    }
+
+    /// The token to send with, enrolling first if need be. `None` after
+    /// waiting (for a new token, or a back-off): the caller loops.
+    fn token(&mut self) -> Option<String> {
+        if let Some((refused, modified)) = &self.refused_token {
+            // Wait for a re-enrollment to store a different token.
+            if self.credentials.state.token_modified() != *modified {
+                if let Ok(Some(stored)) = self.credentials.state.read_token() {
+                    if stored != *refused {
+                        tracing::info!("a new token was stored; sending again");
+                        self.refused_token = None;
+                        self.credentials.token = Some(stored);
+                    }
+                }
+            }
+            if self.refused_token.is_some() {
+                self.wake.sleep(TOKEN_POLL);
+                return None;
+            }
+        }
+        if let Some(token) = &self.credentials.token {
+            return Some(token.clone());
+        }
+        let Some((name, password)) = self.credentials.enroll.clone() else {
+            self.refuse(String::new());
+            return None;
+        };
+        match enroll(
+            &self.credentials.server,
+            &name,
+            &password,
+            self.credentials.timeout,
+        ) {
+            Ok(token) => {
+                if let Err(error) = self.credentials.state.write_token(&token) {
+                    tracing::error!(%error, "enrolled, but cannot store the token: enrollment will be needed again after a restart");
+                }
+                tracing::info!(name, "enrolled; token stored");
+                self.credentials.enroll = None;
+                self.credentials.token = Some(token.clone());
+                Some(token)
+            }
+            Err(Error::Unauthorized(message)) | Err(Error::Enrollment(message)) => {
+                tracing::error!("{message}; not sending until a token is stored (run sysmon-agent --enroll); collection continues");
+                self.credentials.enroll = None;
+                self.refuse(String::new());
+                None
+            }
+            Err(error) => {
+                self.unavailable(&error.to_string(), None);
+                None
+            }
+        }
+    }
+
+    /// Stops sending with `token` until the token file holds another.
+    fn refuse(&mut self, token: String) {
+        self.credentials.token = None;
+        self.refused_token = Some((token, self.credentials.state.token_modified()));
+    }
+
+    /// Handles a `BatchAck`; returns true when stopped.
+    fn acknowledged(&mut self, batch: &[Pending], ack: BatchAck) -> bool {
+        let acknowledged: HashSet<i64> = ack
+            .stored
+            .iter()
+            .chain(&ack.duplicates)
+            .filter_map(|time| whole_seconds(*time))
+            .collect();
+        let (done, missing): (Vec<i64>, Vec<i64>) = batch
+            .iter()
+            .map(|pending| pending.time)
+            .partition(|time| acknowledged.contains(time));
+        self.outbox.remove(&done);
+        self.stats
+            .sent
+            .fetch_add(done.len() as u64, Ordering::Relaxed);
+        for time in &done {
+            self.unacknowledged.remove(time);
+        }
+        tracing::debug!(
+            sent = done.len(),
+            duplicates = ack.duplicates.len(),
+            "batch acknowledged"
+        );
+        self.back_up();
+        if missing.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            missing = missing.len(),
+            first = missing[0],
+            "the server acknowledged the batch without some of its samples; they will be sent again"
+        );
+        for time in missing {
+            let count = self.unacknowledged.entry(time).or_insert(0);
+            *count += 1;
+            if *count >= MAX_UNACKNOWLEDGED {
+                self.unacknowledged.remove(&time);
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.outbox.set_aside(
+                    time,
+                    "the server left it out of three acknowledgements in a row",
+                );
+            }
+        }
+        if done.is_empty() {
+            // Nothing moved: do not spin.
+            let delay = self.backoff.next_delay(None);
+            return self.wake.sleep(delay);
+        }
+        false
+    }
+
+    /// The link works (again).
+    fn back_up(&mut self) {
+        self.backoff.reset();
+        let backlog = self.outbox.len();
+        if let Link::Down { since, .. } = self.link {
+            tracing::info!(
+                down_for_s = since.elapsed().as_secs(),
+                backlog,
+                "server reachable again; delivering the backlog"
+            );
+            self.link = Link::Up;
+            if backlog > 0 {
+                self.catching_up = Some((Instant::now(), backlog));
+            }
+        }
+        if let Some((since, size)) = self.catching_up {
+            if backlog == 0 {
+                tracing::info!(
+                    samples = size,
+                    took_s = since.elapsed().as_secs_f64(),
+                    "backlog delivered"
+                );
+                self.catching_up = None;
+            }
+        }
+    }
+
+    /// Handles a failed send; returns true when stopped.
+    fn failed(&mut self, batch: &[Pending], token: &str, error: Error) -> bool {
+        match error {
+            Error::Unavailable {
+                reason,
+                retry_after,
+            } => self.unavailable(&reason, retry_after),
+            Error::Unauthorized(message) => {
+                tracing::error!(
+                    "{message}; not sending until a new token is stored (collection continues into the outbox)"
+                );
+                self.refuse(token.to_owned());
+                false
+            }
+            Error::Rejected {
+                index: Some(index),
+                message,
+            } if index < batch.len() => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.outbox.set_aside(batch[index].time, &message);
+                false
+            }
+            Error::Rejected { message, .. } if batch.len() > 1 => {
+                tracing::warn!(
+                    message,
+                    samples = batch.len(),
+                    "the server refused a batch without naming a sample; sending those one at a time"
+                );
+                self.one_by_one_until = batch.last().map(|pending| pending.time);
+                false
+            }
+            Error::Rejected { message, .. } => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.outbox.set_aside(batch[0].time, &message);
+                false
+            }
+            Error::TooLarge(message) if batch.len() > 1 => {
+                self.batch_size = (batch.len() / 2).max(1);
+                tracing::warn!(
+                    message,
+                    batch_size = self.batch_size,
+                    "the server found the batch too large; sending smaller ones"
+                );
+                false
+            }
+            Error::TooLarge(message) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.outbox
+                    .set_aside(batch[0].time, &format!("too large: {message}"));
+                false
+            }
+            Error::Unsupported(what) => {
+                if matches!(self.link, Link::Up) {
+                    tracing::error!(
+                        "the server does not offer {what}; upgrade the server or choose the other transport. Retrying every {}s",
+                        self.retry_max.as_secs()
+                    );
+                }
+                self.unavailable(&format!("no {what}"), Some(self.retry_max))
+            }
+            other => self.unavailable(&other.to_string(), None),
+        }
+    }
+
+    /// Waits out a back-off, logging only changes of state (and a reminder
+    /// every few minutes). Returns true when stopped.
+    fn unavailable(&mut self, reason: &str, retry_after: Option<Duration>) -> bool {
+        let delay = self.backoff.next_delay(retry_after);
+        let backlog = self.outbox.len();
+        match &mut self.link {
+            Link::Up => {
+                tracing::warn!(
+                    reason,
+                    backlog,
+                    retry_in_s = delay.as_secs_f64(),
+                    "server unreachable; samples stay in the outbox, retrying with back-off"
+                );
+                let now = Instant::now();
+                self.link = Link::Down {
+                    since: now,
+                    reminded_at: now,
+                };
+            }
+            Link::Down { since, reminded_at } => {
+                if reminded_at.elapsed() >= DOWN_REMINDER {
+                    tracing::info!(
+                        reason,
+                        backlog,
+                        down_for_s = since.elapsed().as_secs(),
+                        "server still unreachable"
+                    );
+                    *reminded_at = Instant::now();
+                } else {
+                    tracing::debug!(reason, retry_in_s = delay.as_secs_f64(), "send failed");
+                }
+            }
+        }
+        self.wake.sleep(delay)
+    }
+}
+
+/// A time in an acknowledgement as whole unix seconds (the agent's sample
+/// times always are).
+fn whole_seconds(time: UnixTime) -> Option<i64> {
+    let micros = time.micros();
+    (micros % 1_000_000 == 0).then_some(micros / 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledged_times_must_be_whole_seconds() {
+        assert_eq!(
+            whole_seconds(UnixTime::from_micros(1_764_000_000_000_000)),
+            Some(1_764_000_000)
+        );
+        assert_eq!(
+            whole_seconds(UnixTime::from_micros(1_764_000_000_500_000)),
+            None
+        );
+    }
+}

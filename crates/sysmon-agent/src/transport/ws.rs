@@ -1,0 +1,307 @@
+//! WebSocket: the server's `/echo` endpoint. One connection is kept open;
+//! after `HELLO`/`WELCOME`, each batch is a `CLIENT_BATCH` message answered
+//! by `BATCH_STORED` (or `ERROR`) carrying the same `batch_id`.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sysmon_core::v1::BatchAck;
+use sysmon_core::ws::NOT_PROTOCOL_REASON;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use super::{json_array, refused_index, Transport};
+use crate::error::{Error, Result};
+use crate::outbox::Pending;
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+pub struct WsTransport {
+    url: String,
+    timeout: Duration,
+    socket: Option<Socket>,
+    next_batch_id: u64,
+}
+
+/// `http://host:port/prefix` -> `ws://host:port/prefix/echo` (https -> wss).
+pub fn ws_url(server: &str) -> String {
+    let url = match server.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", server.trim_start_matches("http://")),
+    };
+    format!("{url}/echo")
+}
+
+impl WsTransport {
+    pub fn new(server: &str, timeout: Duration) -> WsTransport {
+        WsTransport {
+            url: ws_url(server),
+            timeout,
+            socket: None,
+            next_batch_id: 1,
+        }
+    }
+
+    fn connect(&self) -> Result<Socket> {
+        let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+            Error::unavailable(format!("cannot {what} {}: {e}", self.url))
+        };
+        let request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Config(format!("bad WebSocket URL {}: {e}", self.url)))?;
+        let uri = request.uri();
+        let host = uri
+            .host()
+            .ok_or_else(|| Error::Config(format!("no host in {}", self.url)))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("wss") {
+                443
+            } else {
+                80
+            });
+        let addresses = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| unavailable("resolve", &e))?;
+        let mut last_error = None;
+        let mut stream = None;
+        for address in addresses {
+            match TcpStream::connect_timeout(&address, self.timeout.min(Duration::from_secs(10))) {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let stream = stream.ok_or_else(|| match last_error {
+            Some(e) => unavailable("connect to", &e),
+            None => unavailable("resolve", &"no address"),
+        })?;
+        let configure = |s: &TcpStream| -> std::io::Result<()> {
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
+            s.set_nodelay(true)
+        };
+        configure(&stream).map_err(|e| unavailable("configure the connection to", &e))?;
+        #[cfg(feature = "tls")]
+        let handshake = tungstenite::client_tls_with_config(request, stream, None, None);
+        #[cfg(not(feature = "tls"))]
+        let handshake =
+            tungstenite::client::client_with_config(request, MaybeTlsStream::Plain(stream), None);
+        let (mut socket, _) = handshake.map_err(|e| unavailable("open a WebSocket to", &e))?;
+
+        socket
+            .send(Message::text(r#"{"type":"HELLO"}"#))
+            .map_err(|e| unavailable("greet", &e))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let message = read_json(&mut socket, deadline)?;
+            match message.get("type").and_then(Value::as_str) {
+                Some("WELCOME") => return Ok(socket),
+                Some("ERROR") => {
+                    return Err(Error::unavailable(format!(
+                        "{} refused HELLO: {}",
+                        self.url,
+                        reason_of(&message)
+                    )))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn exchange(&mut self, token: &str, batch: &[Pending]) -> Result<BatchAck> {
+        if self.socket.is_none() {
+            self.socket = Some(self.connect()?);
+        }
+        let batch_id = self.next_batch_id;
+        self.next_batch_id += 1;
+        let samples = String::from_utf8(json_array(batch))
+            .map_err(|e| Error::Config(format!("a stored sample is not UTF-8: {e}")))?;
+        let token = serde_json::to_string(token).map_err(|e| Error::Config(e.to_string()))?;
+        let message = format!(
+            r#"{{"type":"CLIENT_BATCH","client_id":{token},"batch_id":{batch_id},"samples":{samples}}}"#
+        );
+        let deadline = Instant::now() + self.timeout;
+        let socket = self
+            .socket
+            .as_mut()
+            .ok_or_else(|| Error::unavailable("not connected"))?;
+        socket
+            .send(Message::text(message))
+            .map_err(|e| Error::unavailable(format!("cannot send to {}: {e}", self.url)))?;
+        loop {
+            let reply = read_json(socket, deadline)?;
+            let reply_id = reply
+                .get("batch_id")
+                .or_else(|| reply.get("payload").and_then(|p| p.get("batch_id")))
+                .and_then(Value::as_u64);
+            match reply.get("type").and_then(Value::as_str) {
+                Some("BATCH_STORED") if reply_id == Some(batch_id) => {
+                    let payload = reply.get("payload").cloned().unwrap_or(Value::Null);
+                    return serde_json::from_value::<BatchAck>(payload).map_err(|e| {
+                        Error::unavailable(format!("unexpected BATCH_STORED ({e}): {reply}"))
+                    });
+                }
+                Some("ERROR") if reply_id.is_none() || reply_id == Some(batch_id) => {
+                    return Err(classify_error(&reason_of(&reply)));
+                }
+                // Replies to an earlier batch that timed out, events: not ours.
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl Transport for WsTransport {
+    fn send(&mut self, token: &str, batch: &[Pending]) -> Result<BatchAck> {
+        let outcome = self.exchange(token, batch);
+        if matches!(
+            outcome,
+            Err(Error::Unavailable { .. } | Error::Unsupported(_))
+        ) {
+            // Start from a fresh connection next time.
+            if let Some(mut socket) = self.socket.take() {
+                let _ = socket.close(None);
+                let _ = socket.flush();
+            }
+        }
+        outcome
+    }
+
+    fn describe(&self) -> String {
+        format!("websocket {}", self.url)
+    }
+}
+
+/// Reads the next JSON text message, answering pings on the way.
+fn read_json(socket: &mut Socket, deadline: Instant) -> Result<Value> {
+    loop {
+        if Instant::now() >= deadline {
+            return Err(Error::unavailable("no answer from the server in time"));
+        }
+        let message = socket
+            .read()
+            .map_err(|e| Error::unavailable(format!("WebSocket connection lost: {e}")))?;
+        match message {
+            Message::Text(text) => {
+                if let Ok(value) = serde_json::from_str::<Value>(text.as_str()) {
+                    return Ok(value);
+                }
+            }
+            Message::Close(frame) => {
+                return Err(Error::unavailable(format!(
+                    "the server closed the WebSocket{}",
+                    frame
+                        .map(|f| format!(": {} {}", u16::from(f.code), f.reason))
+                        .unwrap_or_default()
+                )))
+            }
+            _ => continue,
+        }
+    }
+}
+
+fn reason_of(message: &Value) -> String {
+    message
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given")
+        .to_owned()
+}
+
+/// What an `ERROR` reason means for the batch.
+pub fn classify_error(reason: &str) -> Error {
+    if reason == "authorization error" {
+        return Error::Unauthorized(format!(
+            "token rejected ({reason}); re-enroll with --name/--password"
+        ));
+    }
+    if let Some(index) = refused_index(reason) {
+        return Error::Rejected {
+            index: Some(index),
+            message: reason.to_owned(),
+        };
+    }
+    if reason == NOT_PROTOCOL_REASON {
+        return Error::Unsupported("the WebSocket message CLIENT_BATCH".to_owned());
+    }
+    if reason.contains("at most") && reason.contains("samples") {
+        return Error::TooLarge(reason.to_owned());
+    }
+    if reason.contains("must be a JSON array") || reason.contains("batch is empty") {
+        return Error::Rejected {
+            index: None,
+            message: reason.to_owned(),
+        };
+    }
+    Error::Unavailable {
+        reason: format!("server error: {reason}"),
+        retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_the_websocket_url() {
+        assert_eq!(ws_url("http://127.0.0.1:5000"), "ws://127.0.0.1:5000/echo");
+        assert_eq!(
+            ws_url("https://m.example.com/sysmon"),
+            "wss://m.example.com/sysmon/echo"
+        );
+    }
+
+    #[test]
+    fn classifies_error_reasons() {
+        assert!(matches!(
+            classify_error("authorization error"),
+            Error::Unauthorized(_)
+        ));
+        assert!(matches!(
+            classify_error("sample 4: field `time` must be unix seconds between the year 2000 and one day from now"),
+            Error::Rejected { index: Some(4), .. }
+        ));
+        assert!(matches!(
+            classify_error(NOT_PROTOCOL_REASON),
+            Error::Unsupported(_)
+        ));
+        assert!(matches!(
+            classify_error("a batch may hold at most 10000 samples"),
+            Error::TooLarge(_)
+        ));
+        assert!(matches!(
+            classify_error("database busy"),
+            Error::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut transport =
+            WsTransport::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
+        let batch = [Pending {
+            time: 1,
+            json: b"{}".to_vec(),
+        }];
+        assert!(matches!(
+            transport.send("t", &batch),
+            Err(Error::Unavailable { .. })
+        ));
+    }
+}
