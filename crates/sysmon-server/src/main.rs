@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     let options = CliOptions::parse();
     let config = Config::load(&options);
     init_logging(config.as_ref().map(|c| c.log_format).unwrap_or_default());
+    raise_open_file_limit();
     let outcome = match config {
         Ok(config) => run(config).await,
         Err(error) => Err(error.into()),
@@ -46,6 +47,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Every client holds a socket: lift the soft open-file limit to the hard
+/// one (often 1,024 -> 1,048,576), so a large fleet is not refused.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(error) => tracing::warn!(%error, soft, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
+    }
 }
 
 fn init_logging(format: LogFormat) {

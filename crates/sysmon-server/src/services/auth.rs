@@ -33,14 +33,19 @@ pub struct Login {
 
 pub struct Auth {
     store: Arc<dyn Store>,
+    /// argon2 takes 19 MiB and tens of milliseconds per hash: a burst of
+    /// logins must queue here, not fan out over every blocking thread.
+    hashing: tokio::sync::Semaphore,
     // Tokens are never revoked, so a positive entry never goes stale.
     known_tokens: RwLock<HashMap<TokenHash, TokenOwner>>,
 }
 
 impl Auth {
     pub fn new(store: Arc<dyn Store>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             store,
+            hashing: tokio::sync::Semaphore::new(cores),
             known_tokens: RwLock::new(HashMap::new()),
         }
     }
@@ -57,7 +62,10 @@ impl Auth {
                 "a new user needs a password (`pass`) of 1 to {MAX_PASSWORD_BYTES} bytes"
             )));
         }
-        let hash = hash_password(password.to_owned()).await?;
+        let hash = {
+            let _permit = self.hashing_permit().await?;
+            hash_password(password.to_owned()).await?
+        };
         match self.store.create_client(username, &hash).await? {
             Some(id) => Ok(Login {
                 registered: true,
@@ -80,9 +88,14 @@ impl Auth {
         stored_hash: &str,
         password: &str,
     ) -> Result<Login> {
-        if password.len() > MAX_PASSWORD_BYTES
-            || !verify_password(stored_hash.to_owned(), password.to_owned()).await?
-        {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::Unauthorized);
+        }
+        let verified = {
+            let _permit = self.hashing_permit().await?;
+            verify_password(stored_hash.to_owned(), password.to_owned()).await?
+        };
+        if !verified {
             return Err(Error::Unauthorized);
         }
         Ok(Login {
@@ -132,6 +145,13 @@ impl Auth {
     pub async fn authenticate_header(&self, header: Option<&str>) -> Result<TokenOwner> {
         let token = header.map(strip_bearer).ok_or(Error::Unauthorized)?;
         self.authenticate(token).await
+    }
+
+    async fn hashing_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.hashing
+            .acquire()
+            .await
+            .map_err(|_| Error::ShuttingDown)
     }
 
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenHash, TokenOwner>> {
