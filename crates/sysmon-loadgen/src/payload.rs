@@ -1,0 +1,195 @@
+//! The bytes a simulated client sends: one sample as form fields, as a JSON
+//! object, as a WebSocket `CLIENT_DATA`; a v1 batch; InfluxDB line protocol.
+//!
+//! Values are made up but plausible (and deterministic, so a failing run can
+//! be repeated): CPU load in tenths of a percent, memory and storage in MB.
+
+use std::fmt::Write as _;
+
+use sysmon_core::v1::HostSample;
+
+use crate::clock::{seconds_text, MICROS_PER_SECOND};
+
+/// The measured values of one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// CPU load in tenths of a percent, 0..=1000.
+    pub cpu_tenths: u32,
+    /// Memory used, MB.
+    pub mem: u32,
+    /// Storage used, MB.
+    pub storage: u32,
+}
+
+impl Reading {
+    /// A reading for client `client`'s `sequence`-th sample.
+    pub fn synthetic(client: usize, sequence: u64) -> Reading {
+        let client = client as u64;
+        Reading {
+            cpu_tenths: ((client * 31 + sequence * 7) % 1001) as u32,
+            mem: 1024 + ((client * 17 + sequence * 13) % 15_000) as u32,
+            storage: 50_000 + (client % 10_000) as u32 + (sequence % 100) as u32,
+        }
+    }
+
+    /// CPU load as the decimal text of a percentage: `12.5`, `100`.
+    pub fn cpu_text(&self) -> String {
+        match self.cpu_tenths % 10 {
+            0 => (self.cpu_tenths / 10).to_string(),
+            tenth => format!("{}.{tenth}", self.cpu_tenths / 10),
+        }
+    }
+
+    pub fn cpu_load(&self) -> f64 {
+        f64::from(self.cpu_tenths) / 10.0
+    }
+}
+
+/// `time=..&cpu_load=..&mem=..&storage=..`, as the GUI client sends it.
+pub fn form_body(time_micros: i64, reading: &Reading) -> String {
+    format!(
+        "time={}&cpu_load={}&mem={}&storage={}",
+        seconds_text(time_micros),
+        reading.cpu_text(),
+        reading.mem,
+        reading.storage
+    )
+}
+
+/// `{"time":..,"cpu_load":..,"mem":..,"storage":..}`.
+pub fn json_object(time_micros: i64, reading: &Reading) -> String {
+    format!(
+        r#"{{"time":{},"cpu_load":{},"mem":{},"storage":{}}}"#,
+        seconds_text(time_micros),
+        reading.cpu_text(),
+        reading.mem,
+        reading.storage
+    )
+}
+
+/// The original WebSocket push of one sample.
+pub fn ws_client_data(time_micros: i64, reading: &Reading, token: &str) -> String {
+    let token = serde_json::Value::from(token);
+    format!(
+        r#"{{"type":"CLIENT_DATA","data":{},"interval":1,"client_id":{token}}}"#,
+        json_object(time_micros, reading)
+    )
+}
+
+/// The WebSocket greeting sent once per connection.
+pub const WS_HELLO: &str = r#"{"type":"HELLO"}"#;
+
+/// One v1 sample with the original's three metrics.
+pub fn host_sample(time_micros: i64, reading: &Reading) -> HostSample {
+    HostSample {
+        time: time_micros as f64 / MICROS_PER_SECOND as f64,
+        cpu_load: Some(reading.cpu_load()),
+        mem: Some(f64::from(reading.mem)),
+        storage: Some(f64::from(reading.storage)),
+        extended: Default::default(),
+    }
+}
+
+/// A `POST /api/v1/samples` body: a JSON array of samples.
+pub fn v1_batch(samples: &[(i64, Reading)]) -> serde_json::Result<Vec<u8>> {
+    let samples: Vec<HostSample> = samples
+        .iter()
+        .map(|(time, reading)| host_sample(*time, reading))
+        .collect();
+    serde_json::to_vec(&samples)
+}
+
+/// Escapes an InfluxDB tag key or value: commas, spaces and equals signs
+/// get a backslash (line protocol has no other escapes for tags).
+pub fn escape_tag(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        if matches!(character, ',' | ' ' | '=' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}
+
+/// Appends one line of InfluxDB line protocol, nanosecond timestamp:
+/// `system,host=HOST cpu_load=12.5,mem=6172,storage=95888 1764079980123000000`.
+/// The fields are floats (no `i` suffix), as a collector would write them.
+pub fn influx_line(out: &mut String, escaped_host: &str, time_micros: i64, reading: &Reading) {
+    let _ = writeln!(
+        out,
+        "system,host={escaped_host} cpu_load={},mem={},storage={} {}",
+        reading.cpu_text(),
+        reading.mem,
+        reading.storage,
+        i128::from(time_micros) * 1000
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sysmon_core::UnixTime;
+
+    const TIME: i64 = 1_764_079_980_123_000;
+    const READING: Reading = Reading {
+        cpu_tenths: 125,
+        mem: 6172,
+        storage: 95_888,
+    };
+
+    #[test]
+    fn form_and_json_bodies() {
+        assert_eq!(
+            form_body(TIME, &READING),
+            "time=1764079980.123&cpu_load=12.5&mem=6172&storage=95888"
+        );
+        let json: serde_json::Value = serde_json::from_str(&json_object(TIME, &READING)).unwrap();
+        assert_eq!(json["cpu_load"], 12.5);
+        assert_eq!(json["time"], 1_764_079_980.123);
+        let message: serde_json::Value =
+            serde_json::from_str(&ws_client_data(TIME, &READING, "to\"ken")).unwrap();
+        assert_eq!(message["type"], "CLIENT_DATA");
+        assert_eq!(message["client_id"], "to\"ken");
+        assert_eq!(message["interval"], 1);
+        assert_eq!(message["data"]["mem"], 6172);
+        let hundred = Reading {
+            cpu_tenths: 1000,
+            ..READING
+        };
+        assert_eq!(hundred.cpu_text(), "100");
+    }
+
+    #[test]
+    fn v1_batch_is_what_the_server_parses() {
+        let body = v1_batch(&[(TIME, READING), (TIME + 1000, READING)]).unwrap();
+        let now = UnixTime::from_micros(TIME);
+        let samples = sysmon_core::v1::parse_json_batch(&body, now).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[0].time.micros(), TIME);
+        assert_eq!(samples[1].time.micros(), TIME + 1000);
+        assert_eq!(samples[0].cpu_load, Some(12.5));
+    }
+
+    #[test]
+    fn line_protocol() {
+        let mut out = String::new();
+        influx_line(&mut out, &escape_tag("lg_1"), TIME, &READING);
+        influx_line(&mut out, &escape_tag("a b,c=d"), TIME + 1, &READING);
+        assert_eq!(
+            out,
+            "system,host=lg_1 cpu_load=12.5,mem=6172,storage=95888 1764079980123000000\n\
+             system,host=a\\ b\\,c\\=d cpu_load=12.5,mem=6172,storage=95888 1764079980123001000\n"
+        );
+    }
+
+    #[test]
+    fn synthetic_readings_are_in_range() {
+        for client in [0, 1, 9_999] {
+            for sequence in 0..2_000 {
+                let reading = Reading::synthetic(client, sequence);
+                assert!(reading.cpu_tenths <= 1000);
+            }
+        }
+    }
+}
