@@ -54,7 +54,7 @@ impl Application {
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
         let state = AppState {
-            auth: Arc::new(Auth::new(store.clone())),
+            auth: Arc::new(Auth::new(store.clone())?),
             store,
             ingest,
             monitor: Arc::new(monitor),

@@ -3,18 +3,18 @@
 //! Passwords are kept as argon2id hashes. A login issues a fresh random
 //! token (256 bits) that is stored only as its SHA-256; earlier tokens stay
 //! valid. Token checks are on every sample, so known tokens are cached.
+//! Hashing itself runs in [`super::passwords`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::passwords::Passwords;
 use crate::error::{Error, Result};
 use crate::store::{Store, TokenOwner};
 
@@ -33,21 +33,19 @@ pub struct Login {
 
 pub struct Auth {
     store: Arc<dyn Store>,
-    /// argon2 takes 19 MiB and tens of milliseconds per hash: a burst of
-    /// logins must queue here, not fan out over every blocking thread.
-    hashing: tokio::sync::Semaphore,
+    passwords: Passwords,
     // Tokens are never revoked, so a positive entry never goes stale.
     known_tokens: RwLock<HashMap<TokenHash, TokenOwner>>,
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
+        Ok(Self {
             store,
-            hashing: tokio::sync::Semaphore::new(cores),
+            passwords: Passwords::start(cores)?,
             known_tokens: RwLock::new(HashMap::new()),
-        }
+        })
     }
 
     /// Registers `username`, or logs it in when it exists; either way
@@ -62,10 +60,7 @@ impl Auth {
                 "a new user needs a password (`pass`) of 1 to {MAX_PASSWORD_BYTES} bytes"
             )));
         }
-        let hash = {
-            let _permit = self.hashing_permit().await?;
-            hash_password(password.to_owned()).await?
-        };
+        let hash = self.passwords.hash(password.to_owned()).await?;
         match self.store.create_client(username, &hash).await? {
             Some(id) => Ok(Login {
                 registered: true,
@@ -91,10 +86,10 @@ impl Auth {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::Unauthorized);
         }
-        let verified = {
-            let _permit = self.hashing_permit().await?;
-            verify_password(stored_hash.to_owned(), password.to_owned()).await?
-        };
+        let verified = self
+            .passwords
+            .verify(stored_hash.to_owned(), password.to_owned())
+            .await?;
         if !verified {
             return Err(Error::Unauthorized);
         }
@@ -147,13 +142,6 @@ impl Auth {
         self.authenticate(token).await
     }
 
-    async fn hashing_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
-        self.hashing
-            .acquire()
-            .await
-            .map_err(|_| Error::ShuttingDown)
-    }
-
     fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenHash, TokenOwner>> {
         self.known_tokens
             .read()
@@ -185,33 +173,6 @@ fn hash_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-// argon2 is deliberately slow: keep it off the async workers.
-async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let mut salt = [0u8; 16];
-        OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Internal(e.to_string()))?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-}
-
-async fn verify_password(stored_hash: String, password: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&stored_hash)
-            .map_err(|e| Error::Internal(format!("stored password hash is unreadable: {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,13 +193,5 @@ mod tests {
         assert_eq!(strip_bearer("Bearer abc"), "abc");
         assert_eq!(strip_bearer("bearer  abc "), "abc");
         assert_eq!(strip_bearer("abc"), "abc");
-    }
-
-    #[tokio::test]
-    async fn password_hash_round_trip() {
-        let hash = hash_password("123".into()).await.unwrap();
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(verify_password(hash.clone(), "123".into()).await.unwrap());
-        assert!(!verify_password(hash, "124".into()).await.unwrap());
     }
 }

@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod ingest;
 pub mod metrics;
+pub mod passwords;
 pub mod self_monitor;
 pub mod status_log;
