@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestDatabase, TestServer};
+use common::TestDatabase;
 use serde_json::{json, Value};
 
 on_both_stores!(
@@ -727,6 +727,3 @@ async fn start_time_is_when_the_server_started() {
         "start_work is the server's start, not the request time: {body}"
     );
 }
-
-#[allow(dead_code)]
-fn assert_send(_: &TestServer) {}

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDatabase, TestServer, WsClient};
+use common::{TestDatabase, WsClient};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -331,6 +331,3 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
     assert!(frame.is_some(), "close frame carries a code");
     shutdown.await.unwrap();
 }
-
-#[allow(dead_code)]
-fn uses(_: &TestServer) {}
