@@ -14,18 +14,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use sqlx::Connection;
 use sysmon_core::v1::HostSample;
 use sysmon_server::Config;
 use tokio::sync::oneshot;
 
-pub const POSTGRES_URL_VARIABLE: &str = "SYSMON_TEST_POSTGRES_URL";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub use sysmon_testkit::{random_hex, Backend, FreshDatabase};
 
 /// Runs each named `async fn(TestDatabase)` once per store, as
 /// `sqlite::NAME` and `postgres::NAME`.
@@ -55,47 +48,24 @@ macro_rules! on_both_stores {
     };
 }
 
-/// A fresh, empty database and a directory for the server's and the
-/// agent's files; removed when dropped.
-pub struct TestDatabase {
-    pub backend: Backend,
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    postgres_schema: Option<(String, String)>,
+/// A fresh database for one test (see `sysmon_testkit`), with what the
+/// server and the agent need to run on it.
+pub struct TestDatabase(FreshDatabase);
+
+impl std::ops::Deref for TestDatabase {
+    type Target = FreshDatabase;
+
+    fn deref(&self) -> &FreshDatabase {
+        &self.0
+    }
 }
 
 impl TestDatabase {
     /// `None` when PostgreSQL is not configured outside CI.
     pub async fn create(backend: Backend) -> Option<TestDatabase> {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        match backend {
-            Backend::Sqlite => Some(TestDatabase {
-                backend,
-                url: format!("sqlite://{}", dir.path().join("sysmon.db").display()),
-                dir,
-                postgres_schema: None,
-            }),
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url()?;
-                let schema = format!("agent_test_{}", random_hex());
-                let mut connection = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("cannot connect to {POSTGRES_URL_VARIABLE}={admin_url}: {e}")
-                    });
-                sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
-                    .execute(&mut connection)
-                    .await
-                    .expect("create test schema");
-                let separator = if admin_url.contains('?') { '&' } else { '?' };
-                Some(TestDatabase {
-                    backend,
-                    url: format!("{admin_url}{separator}options[search_path]={schema}"),
-                    dir,
-                    postgres_schema: Some((admin_url, schema)),
-                })
-            }
-        }
+        FreshDatabase::create(backend, "agent_test")
+            .await
+            .map(TestDatabase)
     }
 
     pub fn config(&self, bind: &str) -> Config {
@@ -122,50 +92,6 @@ impl TestDatabase {
     pub fn state_dir(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let Some((admin_url, schema)) = self.postgres_schema.take() else {
-            return;
-        };
-        // Drop may run inside the test's runtime, which cannot be blocked on:
-        // clean up from a thread of our own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&mut connection)
-                    .await?;
-                Ok::<_, sqlx::Error>(())
-            })?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        });
-        let _ = cleanup.join();
-    }
-}
-
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VARIABLE) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if matches!(std::env::var("CI").as_deref(), Ok("true" | "1")) => {
-            panic!("{POSTGRES_URL_VARIABLE} is not set: CI must run the PostgreSQL tests")
-        }
-        _ => {
-            eprintln!("skipped: set {POSTGRES_URL_VARIABLE}=postgres://USER@HOST/DB to run the PostgreSQL tests");
-            None
-        }
-    }
-}
-
-pub fn random_hex() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn unix_now() -> f64 {
