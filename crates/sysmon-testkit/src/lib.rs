@@ -1,5 +1,6 @@
 //! Test support shared by the workspace's integration tests: a fresh, empty
-//! database for every test, on either store.
+//! database for every test, on either store, and a server running on it in
+//! the test's own process.
 //!
 //! SQLite gets a new file in a temporary directory. PostgreSQL gets a new
 //! schema in the database named by `SYSMON_TEST_POSTGRES_URL`, dropped again
@@ -7,9 +8,12 @@
 //! with a printed reason, except under CI (`CI=true` or `CI=1`), where a
 //! missing or unreachable PostgreSQL fails them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sqlx::Connection;
+use tokio::sync::oneshot;
 
 pub const POSTGRES_URL_VARIABLE: &str = "SYSMON_TEST_POSTGRES_URL";
 
@@ -119,4 +123,62 @@ pub fn random_hex() -> String {
     let mut bytes = [0u8; 8];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A sysmon server running in this process, on the address its
+/// configuration names (`127.0.0.1:0` picks a free port).
+pub struct RunningServer {
+    pub address: SocketAddr,
+    /// `http://ADDRESS`
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<sysmon_server::Result<()>>>,
+}
+
+impl RunningServer {
+    pub async fn start(config: sysmon_server::Config) -> RunningServer {
+        let app = sysmon_server::Application::build(&config)
+            .await
+            .expect("server starts");
+        let address = app.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        RunningServer {
+            address,
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns when the server has
+    /// stopped and its port is closed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("server stops within 20 s")
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use sysmon_core::v1::HostSample;
 use sysmon_server::Config;
-use tokio::sync::oneshot;
 
-pub use sysmon_testkit::{random_hex, Backend, FreshDatabase};
+pub use sysmon_testkit::{random_hex, Backend, FreshDatabase, RunningServer};
 
 /// Runs each named `async fn(TestDatabase)` once per store, as
 /// `sqlite::NAME` and `postgres::NAME`.
@@ -101,51 +100,27 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// A server running in this process.
-pub struct TestServer {
-    pub address: SocketAddr,
-    pub base: String,
-    pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<sysmon_server::Result<()>>>,
+/// A server running in this process (see `sysmon_testkit::RunningServer`),
+/// with this suite's helpers.
+pub struct TestServer(RunningServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = RunningServer;
+
+    fn deref(&self) -> &RunningServer {
+        &self.0
+    }
 }
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
-        let app = sysmon_server::Application::build(&config)
-            .await
-            .expect("server starts");
-        let address = app.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            address,
-            base: format!("http://{address}"),
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestServer(RunningServer::start(config).await)
     }
 
-    /// Graceful shutdown, as on SIGTERM; returns when the server has stopped
-    /// and its port is closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("server stops within 20 s")
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Graceful shutdown, as on SIGTERM; returns when the server has
+    /// stopped and its port is closed.
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 
     /// Every stored sample of the token's client, by time.
@@ -211,14 +186,6 @@ impl TestServer {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
         }
     }
 }

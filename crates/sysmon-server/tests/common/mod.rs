@@ -2,17 +2,15 @@
 //! (a new SQLite file or PostgreSQL schema, from `sysmon_testkit`).
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sysmon_server::Config;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use sysmon_testkit::{random_hex, Backend, FreshDatabase};
+pub use sysmon_testkit::{random_hex, Backend, FreshDatabase, RunningServer};
 
 /// Runs each named `async fn(TestServer)` once per store, as
 /// `sqlite::NAME` and `postgres::NAME`.
@@ -82,50 +80,27 @@ impl TestDatabase {
     }
 }
 
-/// A server running in this process on a free port.
-pub struct TestServer {
-    pub address: SocketAddr,
-    pub base: String,
-    pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<sysmon_server::Result<()>>>,
+/// A server running in this process (see `sysmon_testkit::RunningServer`),
+/// with this suite's helpers.
+pub struct TestServer(RunningServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = RunningServer;
+
+    fn deref(&self) -> &RunningServer {
+        &self.0
+    }
 }
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
-        let app = sysmon_server::Application::build(&config)
-            .await
-            .expect("server starts");
-        let address = app.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            address,
-            base: format!("http://{address}"),
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        TestServer(RunningServer::start(config).await)
     }
 
-    /// Graceful shutdown, as on SIGTERM; returns when the server has stopped.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("server stops within 20 s")
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// Graceful shutdown, as on SIGTERM; returns when the server has
+    /// stopped and its port is closed.
+    pub async fn shutdown(self) {
+        self.0.shutdown().await;
     }
 
     pub fn ws_url(&self) -> String {
@@ -201,14 +176,6 @@ impl TestServer {
         let rows = self.report(&username, &token, "").await;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["cpu"], 12.5);
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
