@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::services::ingest::IngestConfig;
+use crate::services::query::RetentionConfig;
 use crate::services::status_log::StatusLogConfig;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
@@ -22,12 +23,16 @@ Environment (overridden by flags, overriding the config file):
   SYSMON_BIND        address to listen on, HOST:PORT
   DATABASE_URL       sqlite://FILE or postgres://USER:PASS@HOST:PORT/DB
   SYSMON_STATUS_LOG  path of the status log CSV
+  SYSMON_INITIAL_ADMIN_PASSWORD  password of the dashboard user `admin`
+                     created on first start (random and logged once if unset)
   RUST_LOG           log filter, e.g. info or sysmon_server=debug
   APP_HOST, APP_PORT                                  the original server's bind address
   DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD the original server's PostgreSQL
 
 Examples:
   sysmon-server                                       SQLite file sysmon.db, port 5000
+  sysmon-server user add alice --admin                a dashboard admin (prints a password)
+  sysmon-server user add bob --client web1 --client web2
   sysmon-server --database-url postgres://sysmon@localhost/sysmon
   sysmon-server --config /etc/sysmon/server.yaml";
 
@@ -52,6 +57,37 @@ pub struct CliOptions {
     /// Log line format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tasks other than serving; they use the same store as the server.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a dashboard user. The password is the first line of stdin
+    /// (`echo "$PASSWORD" | sysmon-server user add NAME`); run from a
+    /// terminal, a random one is generated and printed instead.
+    Add {
+        /// Login name; starts with a letter.
+        name: String,
+        /// May read every client and the server's health.
+        #[arg(long)]
+        admin: bool,
+        /// A client this user may read (repeatable); ignored for admins.
+        #[arg(long = "client", value_name = "CLIENT")]
+        clients: Vec<String>,
+    },
+    /// List dashboard users.
+    List,
+    /// Delete a dashboard user and end its sessions.
+    Remove { name: String },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -74,6 +110,40 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The file this was read from, for the startup log.
     pub config_file: Option<PathBuf>,
+    pub dashboard: DashboardConfig,
+    pub retention: RetentionConfig,
+}
+
+/// Dashboard logins.
+#[derive(Clone, PartialEq)]
+pub struct DashboardConfig {
+    /// Password of `admin`, created on first start when there are no
+    /// dashboard users; random (and logged once) when unset.
+    pub initial_admin_password: Option<String>,
+    /// How long a dashboard login lasts.
+    pub session_lifetime: Duration,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            initial_admin_password: None,
+            session_lifetime: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+// Hand-written so that a logged config never shows the password.
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field(
+                "initial_admin_password",
+                &self.initial_admin_password.as_ref().map(|_| "***"),
+            )
+            .field("session_lifetime", &self.session_lifetime)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -86,6 +156,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
             config_file: None,
+            dashboard: DashboardConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -100,6 +172,26 @@ struct FileConfig {
     shutdown_grace_seconds: Option<f64>,
     status_log: Option<FileStatusLog>,
     ingest: Option<FileIngest>,
+    dashboard: Option<FileDashboard>,
+    retention: Option<FileRetention>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDashboard {
+    initial_admin_password: Option<String>,
+    session_days: Option<f64>,
+}
+
+/// Days each tier is kept; 0 keeps it forever.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    raw_days: Option<f64>,
+    minute_days: Option<f64>,
+    ten_minute_days: Option<f64>,
+    hour_days: Option<f64>,
+    check_interval_seconds: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +270,56 @@ impl Config {
                 ingest.enqueue_timeout_ms.map(Duration::from_millis),
             );
         }
+        if let Some(dashboard) = file.dashboard {
+            if dashboard.initial_admin_password.is_some() {
+                self.dashboard.initial_admin_password = dashboard.initial_admin_password;
+            }
+            if let Some(days) = dashboard.session_days {
+                self.dashboard.session_lifetime = days_setting("dashboard.session_days", days)?
+                    .ok_or_else(|| {
+                        Error::Config("dashboard.session_days must be more than 0".into())
+                    })?;
+            }
+        }
+        if let Some(retention) = file.retention {
+            let tiers = [
+                (
+                    "retention.raw_days",
+                    retention.raw_days,
+                    &mut self.retention.raw,
+                ),
+                (
+                    "retention.minute_days",
+                    retention.minute_days,
+                    &mut self.retention.one_minute,
+                ),
+                (
+                    "retention.ten_minute_days",
+                    retention.ten_minute_days,
+                    &mut self.retention.ten_minutes,
+                ),
+                (
+                    "retention.hour_days",
+                    retention.hour_days,
+                    &mut self.retention.one_hour,
+                ),
+            ];
+            for (key, days, slot) in tiers {
+                if let Some(days) = days {
+                    *slot = days_setting(key, days)?;
+                }
+            }
+            if let Some(seconds) = retention.check_interval_seconds {
+                self.retention.check_interval = Duration::try_from_secs_f64(seconds)
+                    .ok()
+                    .filter(|interval| !interval.is_zero())
+                    .ok_or_else(|| {
+                        Error::Config(
+                            "retention.check_interval_seconds must be a positive number".into(),
+                        )
+                    })?;
+            }
+        }
         Ok(())
     }
 
@@ -203,6 +345,9 @@ impl Config {
             &mut self.status_log.path,
             get("SYSMON_STATUS_LOG").map(PathBuf::from),
         );
+        if let Some(password) = get("SYSMON_INITIAL_ADMIN_PASSWORD") {
+            self.dashboard.initial_admin_password = Some(password);
+        }
         Ok(())
     }
 
@@ -239,6 +384,14 @@ impl Config {
                 "status_log max_size_mb must be at least 1".into(),
             ));
         }
+        if let Some(password) = &self.dashboard.initial_admin_password {
+            if password.chars().count() < crate::services::auth::MIN_DASHBOARD_PASSWORD_CHARS {
+                return Err(Error::Config(format!(
+                    "the initial admin password needs at least {} characters",
+                    crate::services::auth::MIN_DASHBOARD_PASSWORD_CHARS
+                )));
+            }
+        }
         if self.ingest.max_batch == 0 || self.ingest.queue_capacity == 0 || self.ingest.writers == 0
         {
             return Err(Error::Config(
@@ -247,6 +400,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A number of days as a duration; 0 means "no limit".
+fn days_setting(key: &str, days: f64) -> Result<Option<Duration>> {
+    if days == 0.0 {
+        return Ok(None);
+    }
+    Duration::try_from_secs_f64(days * 86_400.0)
+        .map(Some)
+        .map_err(|_| Error::Config(format!("{key} must be a number of days, 0 or more")))
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

@@ -30,6 +30,12 @@ pub enum Error {
     PayloadTooLarge,
     #[error("no such route; docs/api.md lists them")]
     NotFound,
+    #[error("not logged in: send the session cookie or `Authorization: Bearer TOKEN` (POST /api/v1/session gives one)")]
+    NotLoggedIn,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFoundNamed(String),
 
     // --- the server cannot take the request now; the client should retry ---
     #[error("the server is busy storing earlier samples; retry shortly")]
@@ -66,14 +72,17 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unauthorized | Error::UnsupportableUsername => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::UnsupportableUsername | Error::NotLoggedIn => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::LogEmpty => StatusCode::NOT_ACCEPTABLE,
             Error::ValueError
             | Error::InvalidSample(_)
             | Error::InvalidBatch(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sysmon_server::config::{CliOptions, LogFormat};
+use sysmon_server::config::{CliOptions, Command, LogFormat, UserCommand};
 use sysmon_server::store::redact_password;
 use sysmon_server::{Application, Config};
 use tracing_subscriber::EnvFilter;
@@ -16,9 +16,10 @@ async fn main() -> ExitCode {
     let config = Config::load(&options);
     init_logging(config.as_ref().map(|c| c.log_format).unwrap_or_default());
     raise_open_file_limit();
-    let outcome = match config {
-        Ok(config) => run(config).await,
-        Err(error) => Err(error.into()),
+    let outcome = match (config, options.command) {
+        (Ok(config), None) => run(config).await,
+        (Ok(config), Some(Command::User(command))) => manage_users(config, command).await,
+        (Err(error), _) => Err(error.into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -47,6 +48,80 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     app.run_until(shutdown_signal()).await?;
     Ok(())
+}
+
+/// `sysmon-server user ...`: dashboard users, in the configured store.
+async fn manage_users(config: Config, command: UserCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    use sysmon_server::services::auth::Auth;
+
+    let store = sysmon_server::store::connect(&config.database_url)
+        .await
+        .context("cannot open the store")?;
+    let auth = Auth::new(store.clone())?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        UserCommand::Add {
+            name,
+            admin,
+            clients,
+        } => {
+            let (password, generated) = new_user_password()?;
+            auth.add_dashboard_user(&name, &password, admin, clients)
+                .await
+                .context("cannot add the user")?;
+            let role = if admin { "admin" } else { "viewer" };
+            writeln!(out, "added dashboard user {name} ({role})")?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+            }
+        }
+        UserCommand::List => {
+            for user in store.dashboard_users().await? {
+                let access = if user.is_admin {
+                    "admin (every client)".to_owned()
+                } else if user.clients.is_empty() {
+                    "viewer (no clients)".to_owned()
+                } else {
+                    format!("viewer ({})", user.clients.join(", "))
+                };
+                writeln!(out, "{}\t{access}", user.name)?;
+            }
+        }
+        UserCommand::Remove { name } => {
+            if !store.delete_dashboard_user(&name).await? {
+                anyhow::bail!("there is no dashboard user `{name}`");
+            }
+            writeln!(out, "removed dashboard user {name} and its sessions")?;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// The first line of stdin, or a random password when stdin is a terminal
+/// (typing it there would echo it). Returns whether it was generated.
+fn new_user_password() -> anyhow::Result<(String, bool)> {
+    use base64::Engine;
+    use rand::RngCore;
+
+    if std::io::stdin().is_terminal() {
+        let mut secret = [0u8; 15];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        return Ok((password, true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!(
+            "no password on stdin: pipe one in, or run from a terminal to get a random one"
+        );
+    }
+    Ok((password, false))
 }
 
 /// Every client holds a socket: lift the soft open-file limit to the hard

@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::routes;
-use crate::services::auth::Auth;
+use crate::services::auth::{Auth, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
+use crate::services::retention;
 use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
 use crate::state::AppState;
@@ -53,20 +54,35 @@ impl Application {
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
+        let auth = Arc::new(Auth::new(store.clone())?);
+        let initial_password = config.dashboard.initial_admin_password.as_deref();
+        if let Some(password) = auth.ensure_first_admin(initial_password).await? {
+            tracing::warn!(
+                user = FIRST_ADMIN,
+                password,
+                "created the first dashboard user; this password is shown only once: \
+                 log in at / and keep it, or add users with `sysmon-server user add`"
+            );
+        }
+        let retention_job =
+            retention::spawn(store.clone(), config.retention, services_stop.clone());
+
         let state = AppState {
-            auth: Arc::new(Auth::new(store.clone())?),
+            auth,
             store,
             ingest,
             monitor: Arc::new(monitor),
             metrics,
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
+            retention: config.retention,
+            session_lifetime: config.dashboard.session_lifetime,
         };
         Ok(Application {
             listener,
             state,
             ingest_writers,
-            background: vec![sampler, status_writer],
+            background: vec![sampler, status_writer, retention_job],
             services_stop,
             shutdown_grace: config.shutdown_grace,
         })

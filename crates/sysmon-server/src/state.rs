@@ -1,6 +1,7 @@
 //! The one state struct every handler receives.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Local};
 use tokio_util::sync::CancellationToken;
@@ -8,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
+use crate::services::query::RetentionConfig;
 use crate::services::self_monitor::SelfMonitor;
 use crate::store::Store;
 
@@ -21,4 +23,8 @@ pub struct AppState {
     pub started_at: DateTime<Local>,
     /// Cancelled at shutdown; WebSocket sessions close when it is.
     pub shutdown: CancellationToken,
+    /// How long each tier is kept: queries avoid tiers that lost a range.
+    pub retention: RetentionConfig,
+    /// How long a dashboard login lasts.
+    pub session_lifetime: Duration,
 }

@@ -59,6 +59,20 @@ impl<S: Send + Sync> FromRequest<S> for BatchBody {
     }
 }
 
+/// A JSON body of a known shape; a malformed one is a 400 saying why.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        let bytes = read_body(request, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
 fn content_type(request: &Request) -> &str {
     request
         .headers()

@@ -4,7 +4,10 @@
 
 mod body;
 mod compat;
+mod dashboard;
 mod monitor;
+mod query;
+mod session;
 mod v1;
 mod ws;
 
@@ -30,7 +33,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(monitor::welcome))
+        .merge(dashboard::routes())
         .route("/client", post(compat::register))
         .route("/client/", post(compat::register))
         .route("/client/{username}", post(compat::push_sample))

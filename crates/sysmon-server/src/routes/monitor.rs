@@ -1,10 +1,9 @@
 //! The server's own health (`/monitor/...`, also under `/api`), the API
-//! banner and start time, and the welcome page.
+//! banner and start time.
 
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -122,8 +121,4 @@ pub async fn api_info() -> Json<Value> {
 /// When the server started, and the time now.
 pub async fn start_time(State(state): State<AppState>) -> Json<Value> {
     Json(work_time(state.started_at).to_json())
-}
-
-pub async fn welcome() -> Html<&'static str> {
-    Html(include_str!("welcome.html"))
 }

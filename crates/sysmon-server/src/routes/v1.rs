@@ -1,17 +1,25 @@
-//! The versioned API for agents: full samples in batches, and reading them
-//! back. Authenticated by the client's token (`Authorization: Bearer T`).
+//! The versioned API: agents' batches in and their samples back out
+//! (client token, `Authorization: Bearer T`), plus the dashboard's session
+//! and read routes. Every route is registered through one OpenAPI router,
+//! so `/api/v1/openapi.json` is generated from the same code that serves
+//! the routes and cannot drift from it.
 
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sysmon_core::v1::{self, BatchAck, HostSample};
 use sysmon_core::UnixTime;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::BatchBody;
-use super::{parse_bound, query_params};
+use super::session::{self, SESSION_COOKIE};
+use super::{parse_bound, query, query_params};
 use crate::error::{Error, Result};
 use crate::services::metrics::Source;
 use crate::state::AppState;
@@ -20,14 +28,71 @@ use crate::store::{TimeRange, TokenOwner};
 /// A full batch of 10,000 samples with many file systems fits.
 const MAX_BATCH_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sysmon v1 API",
+        description = "Agents push batches of samples; dashboards and scripts read the fleet back. The original server's routes are described in docs/api.md."
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "ingest", description = "Samples in, with a client's token"),
+        (name = "session", description = "Dashboard logins"),
+        (name = "query", description = "Reading the fleet back"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))),
+        );
+    }
+}
+
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/samples", post(ingest_batch).get(read_samples))
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ingest_batch, read_samples))
+        .routes(routes!(session::login, session::whoami, session::logout))
+        .routes(routes!(query::list_clients))
+        .routes(routes!(query::series))
+        .routes(routes!(query::export_csv))
+        .routes(routes!(query::live))
+        .routes(routes!(query::server_health))
+        .split_for_parts();
+    let document = std::sync::Arc::new(openapi);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES))
 }
 
-/// `POST /api/v1/samples`: one transaction for the whole batch; the answer
-/// lists which sample times were new and which were already stored.
+/// Store a batch of samples in one transaction. The answer lists which
+/// sample times were new and which were already stored, so a retry after
+/// a lost answer is harmless.
+#[utoipa::path(post, path = "/api/v1/samples", tag = "ingest",
+    request_body(content = Vec<Object>, description = "A JSON array of samples, or NDJSON (Content-Type: application/x-ndjson); fields in docs/api.md", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored: `{\"stored\": [times], \"duplicates\": [times]}`"),
+        (status = 400, description = "A sample is invalid; the message names it"),
+        (status = 401, description = "Bad token"),
+        (status = 503, description = "The store is behind; retry after `Retry-After`"),
+    ),
+    security(("bearer" = [])))]
 async fn ingest_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -47,7 +112,18 @@ async fn ingest_batch(
     Ok(Json(ack))
 }
 
-/// `GET /api/v1/samples?from=S&to=E`: the client's full samples, by time.
+/// The calling client's own full samples from `from` to `to` (unix
+/// seconds, inclusive), by time.
+#[utoipa::path(get, path = "/api/v1/samples", tag = "ingest",
+    params(
+        ("from" = Option<f64>, Query, description = "Start, unix seconds"),
+        ("to" = Option<f64>, Query, description = "End, unix seconds"),
+    ),
+    responses(
+        (status = 200, description = "`{\"samples\": [...]}`"),
+        (status = 401, description = "Bad token"),
+    ),
+    security(("bearer" = [])))]
 async fn read_samples(
     State(state): State<AppState>,
     headers: HeaderMap,

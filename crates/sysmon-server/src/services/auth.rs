@@ -4,6 +4,11 @@
 //! token (256 bits) that is stored only as its SHA-256; earlier tokens stay
 //! valid. Token checks are on every sample, so known tokens are cached.
 //! Hashing itself runs in [`super::passwords`].
+//!
+//! The dashboard adds people: dashboard users log in for a session that
+//! expires, and a client's own credentials log in too, seeing only that
+//! client. Either way a request's token resolves to a [`Principal`], which
+//! says what it may read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,10 +21,14 @@ use sha2::{Digest, Sha256};
 
 use super::passwords::Passwords;
 use crate::error::{Error, Result};
-use crate::store::{Store, TokenOwner};
+use crate::store::{DashboardUser, NewDashboardUser, Store, TokenOwner};
 
 const MAX_USERNAME_CHARS: usize = 64;
 const MAX_PASSWORD_BYTES: usize = 1024;
+/// Dashboard passwords are chosen by people; refuse the guessable ones.
+pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 8;
+/// The dashboard user created on first start.
+pub const FIRST_ADMIN: &str = "admin";
 
 type TokenHash = [u8; 32];
 
@@ -86,13 +95,7 @@ impl Auth {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::Unauthorized);
         }
-        let verified = self
-            .passwords
-            .verify(stored_hash.to_owned(), password.to_owned())
-            .await?;
-        if !verified {
-            return Err(Error::Unauthorized);
-        }
+        self.verify_password(stored_hash, password).await?;
         Ok(Login {
             registered: false,
             token: self.issue_token(client).await?,
@@ -100,9 +103,7 @@ impl Auth {
     }
 
     async fn issue_token(&self, client: crate::store::ClientId) -> Result<String> {
-        let mut secret = [0u8; 32];
-        OsRng.fill_bytes(&mut secret);
-        let token = URL_SAFE_NO_PAD.encode(secret);
+        let token = new_token();
         self.store.add_token(client, &hash_token(&token)).await?;
         Ok(token)
     }
@@ -149,6 +150,210 @@ impl Auth {
     }
 }
 
+/// Who is asking, once a token checked out, and what they may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A dashboard user who sees every client.
+    Admin { name: String },
+    /// A dashboard user who sees the clients granted to them.
+    Viewer { name: String, clients: Vec<String> },
+    /// A client logged in with its own credentials: sees only itself.
+    Client(TokenOwner),
+}
+
+impl Principal {
+    fn from_user(user: DashboardUser) -> Self {
+        if user.is_admin {
+            Principal::Admin { name: user.name }
+        } else {
+            Principal::Viewer {
+                name: user.name,
+                clients: user.clients,
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Admin { name } | Principal::Viewer { name, .. } => name,
+            Principal::Client(owner) => &owner.name,
+        }
+    }
+
+    /// "admin", "viewer" or "client", as the API reports it.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Principal::Admin { .. } => "admin",
+            Principal::Viewer { .. } => "viewer",
+            Principal::Client(_) => "client",
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::Admin { .. })
+    }
+
+    pub fn may_read(&self, client: &str) -> bool {
+        match self {
+            Principal::Admin { .. } => true,
+            Principal::Viewer { clients, .. } => clients.iter().any(|name| name == client),
+            Principal::Client(owner) => owner.name == client,
+        }
+    }
+
+    /// Fails with 403 unless this principal may read `client`. Checked
+    /// before the client is looked up, so a refusal never tells whether a
+    /// name exists.
+    pub fn check_read(&self, client: &str) -> Result<()> {
+        if self.may_read(client) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "`{}` may not read client `{client}`",
+                self.name()
+            )))
+        }
+    }
+
+    pub fn check_admin(&self) -> Result<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "only dashboard admins may read this".into(),
+            ))
+        }
+    }
+}
+
+/// A dashboard login's outcome: the token for the cookie or the
+/// `Authorization` header, and who it stands for.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub principal: Principal,
+}
+
+impl Auth {
+    /// Logs in a dashboard user or, when no such user exists, a client
+    /// with its own credentials.
+    pub async fn dashboard_login(
+        &self,
+        username: &str,
+        password: &str,
+        session_lifetime: std::time::Duration,
+    ) -> Result<Session> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::Unauthorized);
+        }
+        if let Some(user) = self.store.find_dashboard_user(username).await? {
+            self.verify_password(&user.password_hash, password).await?;
+            let token = new_token();
+            let expires = sysmon_core::UnixTime::now().micros()
+                + i64::try_from(session_lifetime.as_micros()).unwrap_or(i64::MAX / 2);
+            self.store
+                .add_session(user.id, &hash_token(&token), expires)
+                .await?;
+            return Ok(Session {
+                token,
+                principal: Principal::from_user(user),
+            });
+        }
+        let client = self
+            .store
+            .find_client(username)
+            .await?
+            .ok_or(Error::Unauthorized)?;
+        let login = self
+            .login(client.id, &client.password_hash, password)
+            .await?;
+        Ok(Session {
+            token: login.token,
+            principal: Principal::Client(TokenOwner {
+                id: client.id,
+                name: client.name,
+            }),
+        })
+    }
+
+    /// Ends a dashboard session. A client's token stays valid: the
+    /// original API's tokens never expire and its clients rely on that.
+    pub async fn logout(&self, token: &str) -> Result<()> {
+        self.store.delete_session(&hash_token(token)).await
+    }
+
+    /// Who a token stands for: a live dashboard session, else a client.
+    pub async fn principal(&self, token: &str) -> Result<Principal> {
+        let hash = hash_token(token);
+        let now = sysmon_core::UnixTime::now().micros();
+        if let Some(user) = self.store.session_user(&hash, now).await? {
+            return Ok(Principal::from_user(user));
+        }
+        self.authenticate(token).await.map(Principal::Client)
+    }
+
+    /// Creates a dashboard user (the `user add` subcommand).
+    pub async fn add_dashboard_user(
+        &self,
+        name: &str,
+        password: &str,
+        is_admin: bool,
+        clients: Vec<String>,
+    ) -> Result<()> {
+        validate_username(name)?;
+        let chars = password.chars().count();
+        if chars < MIN_DASHBOARD_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::BadRequest(format!(
+                "a dashboard password needs {MIN_DASHBOARD_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} characters"
+            )));
+        }
+        let user = NewDashboardUser {
+            name: name.to_owned(),
+            password_hash: self.passwords.hash(password.to_owned()).await?,
+            is_admin,
+            clients,
+        };
+        match self.store.create_dashboard_user(&user).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::BadRequest(format!(
+                "dashboard user `{name}` exists; remove it first to change it"
+            ))),
+        }
+    }
+
+    /// On a store without dashboard users, creates `admin` with the given
+    /// password, or a random one that is returned so it can be shown once.
+    pub async fn ensure_first_admin(&self, password: Option<&str>) -> Result<Option<String>> {
+        if !self.store.dashboard_users().await?.is_empty() {
+            return Ok(None);
+        }
+        let generated = password.is_none().then(|| new_token()[..20].to_owned());
+        let chosen = password.or(generated.as_deref()).unwrap_or_default();
+        self.add_dashboard_user(FIRST_ADMIN, chosen, true, Vec::new())
+            .await?;
+        Ok(generated)
+    }
+
+    async fn verify_password(&self, stored_hash: &str, password: &str) -> Result<()> {
+        let verified = self
+            .passwords
+            .verify(stored_hash.to_owned(), password.to_owned())
+            .await?;
+        if verified {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+}
+
+/// 256 random bits, URL-safe.
+fn new_token() -> String {
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    URL_SAFE_NO_PAD.encode(secret)
+}
+
 /// Usernames must start with a letter (the original's rule) and be short
 /// and printable, since they appear in URLs and logs.
 pub fn validate_username(username: &str) -> Result<()> {
@@ -161,7 +366,7 @@ pub fn validate_username(username: &str) -> Result<()> {
     }
 }
 
-fn strip_bearer(header: &str) -> &str {
+pub fn strip_bearer(header: &str) -> &str {
     let header = header.trim();
     match header.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
@@ -186,6 +391,33 @@ mod tests {
         assert!(validate_username("'quoted").is_err());
         assert!(validate_username("bad\nname").is_err());
         assert!(validate_username(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn principals_read_what_they_are_granted() {
+        let admin = Principal::Admin {
+            name: "root".into(),
+        };
+        let viewer = Principal::Viewer {
+            name: "ops".into(),
+            clients: vec!["web1".into()],
+        };
+        let client = Principal::Client(TokenOwner {
+            id: crate::store::ClientId(1),
+            name: "web2".into(),
+        });
+        assert!(admin.may_read("anything"));
+        assert!(viewer.may_read("web1") && !viewer.may_read("web2"));
+        assert!(client.may_read("web2") && !client.may_read("web1"));
+        assert!(matches!(
+            client.check_read("web1"),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(admin.check_admin().is_ok() && viewer.check_admin().is_err());
+        assert_eq!(
+            (admin.role(), viewer.role(), client.role()),
+            ("admin", "viewer", "client")
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! then answer each request (group commit). An acknowledgement therefore
 //! always means "committed". The queue is bounded: when the store falls
 //! behind, a request waits at most `enqueue_timeout` and then gets 503.
+//!
+//! Committed samples are also published to [`Ingest::subscribe`]rs, which is
+//! how dashboards update live.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sysmon_core::v1::BatchAck;
 use sysmon_core::Sample;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -49,12 +52,19 @@ struct Job {
     done: oneshot::Sender<Result<BatchAck>>,
 }
 
+/// Newly committed samples, as one commit published them.
+pub type Committed = Arc<[ClientSample]>;
+
+/// Commits a slow live reader may fall behind by before it skips ahead.
+const LIVE_BACKLOG: usize = 1024;
+
 /// The handle routes use; cheap to clone.
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Job>,
     enqueue_timeout: Duration,
     metrics: Arc<Metrics>,
+    live: broadcast::Sender<Committed>,
 }
 
 impl Ingest {
@@ -69,20 +79,23 @@ impl Ingest {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let mut writers = JoinSet::new();
+        let (live, _) = broadcast::channel(LIVE_BACKLOG);
         let writer_count = config.writers.clamp(1, store.max_concurrent_writers());
         for _ in 0..writer_count {
-            writers.spawn(run_writer(
-                store.clone(),
-                receiver.clone(),
-                config.max_batch.max(1),
-                metrics.clone(),
-                stop.clone(),
-            ));
+            writers.spawn(run_writer(Writer {
+                store: store.clone(),
+                receiver: receiver.clone(),
+                max_batch: config.max_batch.max(1),
+                metrics: metrics.clone(),
+                live: live.clone(),
+                stop: stop.clone(),
+            }));
         }
         let ingest = Ingest {
             queue,
             enqueue_timeout: config.enqueue_timeout,
             metrics,
+            live,
         };
         (ingest, writers)
     }
@@ -117,17 +130,33 @@ impl Ingest {
             .samples_acknowledged(source, ack.stored.len(), ack.duplicates.len());
         Ok(ack)
     }
+
+    /// Every sample committed from now on, newly stored ones only.
+    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.live.subscribe()
+    }
 }
 
-async fn run_writer(
+/// What one writer task works with.
+struct Writer {
     store: Arc<dyn Store>,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     metrics: Arc<Metrics>,
+    live: broadcast::Sender<Committed>,
     stop: CancellationToken,
-) {
-    while let Some(jobs) = next_batch(&receiver, max_batch, &metrics, &stop).await {
-        commit(store.as_ref(), jobs, &metrics).await;
+}
+
+async fn run_writer(writer: Writer) {
+    while let Some(jobs) = next_batch(
+        &writer.receiver,
+        writer.max_batch,
+        &writer.metrics,
+        &writer.stop,
+    )
+    .await
+    {
+        commit(&writer, jobs).await;
     }
 }
 
@@ -164,7 +193,8 @@ async fn next_batch(
     Some(jobs)
 }
 
-async fn commit(store: &dyn Store, jobs: Vec<Job>, metrics: &Metrics) {
+async fn commit(writer: &Writer, jobs: Vec<Job>) {
+    let (store, metrics) = (writer.store.as_ref(), writer.metrics.as_ref());
     let rows: Vec<ClientSample> = jobs
         .iter()
         .flat_map(|job| job.rows.iter().cloned())
@@ -190,6 +220,9 @@ async fn commit(store: &dyn Store, jobs: Vec<Job>, metrics: &Metrics) {
         ),
     }
     let inserted: Option<HashSet<SampleKey>> = outcome.ok().map(|keys| keys.into_iter().collect());
+    if let Some(inserted) = &inserted {
+        publish(&writer.live, rows, inserted);
+    }
     for job in jobs {
         let answer = match &inserted {
             Some(inserted) => Ok(acknowledge(&job.rows, inserted)),
@@ -198,6 +231,19 @@ async fn commit(store: &dyn Store, jobs: Vec<Job>, metrics: &Metrics) {
         // A requester that went away no longer needs an answer.
         let _ = job.done.send(answer);
     }
+}
+
+/// Hands the new rows to live readers, if there are any.
+fn publish(live: &broadcast::Sender<Committed>, rows: Vec<ClientSample>, new: &HashSet<SampleKey>) {
+    if live.receiver_count() == 0 || new.is_empty() {
+        return;
+    }
+    let committed: Committed = rows
+        .into_iter()
+        .filter(|row| new.contains(&(row.client.0, row.sample.time.micros())))
+        .collect();
+    // No receiver left since the check is fine: nobody is watching.
+    let _ = live.send(committed);
 }
 
 fn acknowledge(rows: &[ClientSample], inserted: &HashSet<SampleKey>) -> BatchAck {

@@ -71,6 +71,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     rejected: Family<ReasonLabels, Counter>,
     websockets: Gauge,
+    /// The sum over `samples`' stored series, for the health page.
+    stored_total: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -149,10 +151,22 @@ impl Metrics {
             queue_depth,
             rejected,
             websockets,
+            stored_total: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The few figures the dashboard's health page shows.
+    pub fn ingest_snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            samples_stored: self.stored_total.load(std::sync::atomic::Ordering::Relaxed),
+            queue_depth: self.queue_depth.get().max(0) as u64,
+            open_websockets: self.websockets.get().max(0) as u64,
         }
     }
 
     pub fn samples_acknowledged(&self, source: Source, stored: usize, duplicates: usize) {
+        self.stored_total
+            .fetch_add(stored as u64, std::sync::atomic::Ordering::Relaxed);
         for (outcome, count) in [("stored", stored), ("duplicate", duplicates)] {
             if count > 0 {
                 self.samples
@@ -215,6 +229,14 @@ impl Metrics {
             .map_err(|e| Error::Internal(format!("metrics encoding: {e}")))?;
         Ok(text)
     }
+}
+
+/// Ingest figures since the server started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestSnapshot {
+    pub samples_stored: u64,
+    pub queue_depth: u64,
+    pub open_websockets: u64,
 }
 
 pub struct WebSocketGuard(Gauge);

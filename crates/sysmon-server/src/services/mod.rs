@@ -5,5 +5,7 @@ pub mod auth;
 pub mod ingest;
 pub mod metrics;
 pub mod passwords;
+pub mod query;
+pub mod retention;
 pub mod self_monitor;
 pub mod status_log;

@@ -3,6 +3,7 @@
 //! module; each implementation runs its own migrations at startup.
 
 mod postgres;
+pub mod rollup;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sysmon_core::{Sample, UnixTime};
 use crate::error::{Error, Result};
 
 pub use postgres::PostgresStore;
+pub use rollup::{Bucket, SeriesQuery, Tier};
 pub use sqlite::SqliteStore;
 
 /// The database id of a client.
@@ -34,6 +36,43 @@ pub struct ClientRecord {
 pub struct TokenOwner {
     pub id: ClientId,
     pub name: String,
+}
+
+/// A client as the fleet overview shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientOverview {
+    pub id: ClientId,
+    pub name: String,
+    pub first_seen: Option<UnixTime>,
+    /// The latest sample, every metric included.
+    pub latest: Option<Sample>,
+    /// Times of the two samples before the latest, newest first, to tell
+    /// the client's interval.
+    pub previous: Vec<UnixTime>,
+}
+
+/// The database id of a dashboard user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(pub i64);
+
+/// A person who reads the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardUser {
+    pub id: UserId,
+    pub name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    /// The clients a non-admin may read, by name.
+    pub clients: Vec<String>,
+}
+
+/// A dashboard user to create.
+#[derive(Debug, Clone)]
+pub struct NewDashboardUser {
+    pub name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub clients: Vec<String>,
 }
 
 /// A sample with the client it belongs to: one row of the samples table.
@@ -91,6 +130,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// The same with every metric, extended ones and file systems included.
     async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>>;
+
+    /// A client's buckets over a range, aggregated by the database.
+    async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>>;
+
+    /// Every client with its first and latest samples, by name.
+    async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
+
+    /// Deletes a tier's rows filed before `before_us`; returns how many.
+    async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
+
+    /// Creates a dashboard user; `None` when the name is taken.
+    async fn create_dashboard_user(&self, user: &NewDashboardUser) -> Result<Option<UserId>>;
+
+    async fn find_dashboard_user(&self, name: &str) -> Result<Option<DashboardUser>>;
+
+    async fn dashboard_users(&self) -> Result<Vec<DashboardUser>>;
+
+    /// Deletes a dashboard user and its sessions; false when there was none.
+    async fn delete_dashboard_user(&self, name: &str) -> Result<bool>;
+
+    async fn add_session(&self, user: UserId, token_hash: &[u8], expires_at_us: i64) -> Result<()>;
+
+    /// The user a session token belongs to, while it has not expired.
+    async fn session_user(&self, token_hash: &[u8], now_us: i64) -> Result<Option<DashboardUser>>;
+
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<()>;
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);

@@ -8,10 +8,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use sysmon_core::{Sample, UnixTime};
 
+use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_from_row,
-    ClientId, ClientRecord, ClientSample, Column, FilesystemRow, SampleKey, SampleRow, Store,
-    TimeRange, TokenOwner, SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
+    ClientId, ClientOverview, ClientRecord, ClientSample, Column, DashboardUser, FilesystemRow,
+    NewDashboardUser, SampleKey, SampleRow, Store, TimeRange, TokenOwner, UserId, SAMPLE_COLUMNS,
+    SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -137,6 +139,15 @@ impl Store for SqliteStore {
             insert.push(" ON CONFLICT DO NOTHING");
             insert.build().execute(&mut *transaction).await?;
         }
+        for tier in Tier::ROLLUPS {
+            let buckets = rollup::summarise(samples, &inserted, tier);
+            for chunk in buckets.chunks(rollup::BUCKETS_PER_UPSERT) {
+                rollup::upsert_buckets::<Sqlite>(tier, chunk)
+                    .build()
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+        }
         transaction.commit().await?;
         Ok(inserted)
     }
@@ -201,7 +212,213 @@ impl Store for SqliteStore {
         Ok(samples)
     }
 
+    async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
+        let rows = rollup::select_series::<Sqlite>(query)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| rollup::bucket_from_row(row, query))
+            .collect()
+    }
+
+    async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
+        let clients = sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(
+            "SELECT c.id, c.name,
+                    (SELECT MIN(time_us) FROM samples WHERE client_id = c.id),
+                    (SELECT MAX(time_us) FROM samples WHERE client_id = c.id)
+             FROM clients c ORDER BY c.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut overviews = Vec::with_capacity(clients.len());
+        for (id, name, first, last) in clients {
+            let mut overview = ClientOverview {
+                id: ClientId(id),
+                name,
+                first_seen: first.map(UnixTime::from_micros),
+                latest: None,
+                previous: Vec::new(),
+            };
+            if let Some(last) = last {
+                let latest = sqlx::query(&format!(
+                    "SELECT {SAMPLE_COLUMNS} FROM samples WHERE client_id = ? AND time_us = ?"
+                ))
+                .bind(id)
+                .bind(last)
+                .fetch_one(&self.pool)
+                .await?;
+                overview.latest = Some(full_sample_from_row(&latest)?);
+                overview.previous = sqlx::query_scalar::<_, i64>(
+                    "SELECT time_us FROM samples WHERE client_id = ? AND time_us < ?
+                     ORDER BY time_us DESC LIMIT 2",
+                )
+                .bind(id)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(UnixTime::from_micros)
+                .collect();
+            }
+            overviews.push(overview);
+        }
+        Ok(overviews)
+    }
+
+    async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
+        let clients = sqlx::query_scalar::<_, i64>("SELECT id FROM clients")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut deleted = 0;
+        // One client at a time, so the single writer lock is never held
+        // long enough to stall ingest.
+        for client in clients {
+            let mut transaction = self.pool.begin().await?;
+            if tier == Tier::Raw {
+                sqlx::query("DELETE FROM sample_filesystems WHERE client_id = ? AND time_us < ?")
+                    .bind(client)
+                    .bind(before_us)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            deleted += sqlx::query(&format!(
+                "DELETE FROM {} WHERE client_id = ? AND {} < ?",
+                tier.table(),
+                tier.time_column()
+            ))
+            .bind(client)
+            .bind(before_us)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+            transaction.commit().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn create_dashboard_user(&self, user: &NewDashboardUser) -> Result<Option<UserId>> {
+        let mut transaction = self.pool.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO dashboard_users (name, password_hash, is_admin, created_at_us)
+             VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING id",
+        )
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.is_admin)
+        .bind(now_micros())
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        for client in &user.clients {
+            sqlx::query("INSERT INTO dashboard_user_clients (user_id, client_name) VALUES (?, ?)")
+                .bind(id)
+                .bind(client)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(Some(UserId(id)))
+    }
+
+    async fn find_dashboard_user(&self, name: &str) -> Result<Option<DashboardUser>> {
+        let row = sqlx::query_as::<_, (i64, String, String, bool)>(
+            "SELECT id, name, password_hash, is_admin FROM dashboard_users WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_clients(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn dashboard_users(&self) -> Result<Vec<DashboardUser>> {
+        let rows = sqlx::query_as::<_, (i64, String, String, bool)>(
+            "SELECT id, name, password_hash, is_admin FROM dashboard_users ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in rows {
+            users.push(self.with_clients(row).await?);
+        }
+        Ok(users)
+    }
+
+    async fn delete_dashboard_user(&self, name: &str) -> Result<bool> {
+        let deleted = sqlx::query("DELETE FROM dashboard_users WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted > 0)
+    }
+
+    async fn add_session(&self, user: UserId, token_hash: &[u8], expires_at_us: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (token_hash, user_id, created_at_us, expires_at_us)
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(user.0)
+        .bind(now_micros())
+        .bind(expires_at_us)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_user(&self, token_hash: &[u8], now_us: i64) -> Result<Option<DashboardUser>> {
+        let row = sqlx::query_as::<_, (i64, String, String, bool)>(
+            "SELECT u.id, u.name, u.password_hash, u.is_admin
+             FROM dashboard_sessions s JOIN dashboard_users u ON u.id = s.user_id
+             WHERE s.token_hash = ? AND s.expires_at_us > ?",
+        )
+        .bind(token_hash)
+        .bind(now_us)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some(self.with_clients(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
+        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// Completes a user row with the clients granted to it.
+    async fn with_clients(
+        &self,
+        (id, name, password_hash, is_admin): (i64, String, String, bool),
+    ) -> Result<DashboardUser> {
+        let clients = sqlx::query_scalar(
+            "SELECT client_name FROM dashboard_user_clients WHERE user_id = ? ORDER BY client_name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(DashboardUser {
+            id: UserId(id),
+            name,
+            password_hash,
+            is_admin,
+            clients,
+        })
     }
 }

@@ -1,0 +1,1158 @@
+// sysmon dashboard: a single page with hash routes (#/, #/host/NAME,
+// #/server) over the server's /api/v1 JSON API. Plain JavaScript with no
+// build step; the only library is uPlot (window.uPlot), served by the
+// sysmon server itself so the page works without any other host.
+"use strict";
+
+(() => {
+  const API = "/api/v1";
+
+  const PRESETS = [
+    { id: "1h", seconds: 3600, label: "Last hour" },
+    { id: "24h", seconds: 86400, label: "Last 24 hours" },
+    { id: "7d", seconds: 7 * 86400, label: "Last 7 days" },
+    { id: "30d", seconds: 30 * 86400, label: "Last 30 days" },
+    { id: "1y", seconds: 365 * 86400, label: "Last year" },
+  ];
+
+  // The host page's charts. `metrics` lists candidates; a chart with
+  // `pick` uses the first group that has data (memory: agents send bytes,
+  // the original client sends MB). `always` charts stay on the page with a
+  // "no data" note; the others appear only when the host reports them.
+  const CHARTS = [
+    {
+      id: "cpu", title: "CPU", unit: "percent", always: true, yMax: 100,
+      metrics: [{ key: "cpu_load", label: "CPU", color: "--c1" }],
+    },
+    {
+      id: "memory", title: "Memory", always: true,
+      pick: [
+        {
+          unit: "bytes",
+          metrics: [
+            { key: "memory_used_bytes", label: "Used", color: "--c3" },
+            { key: "memory_total_bytes", label: "Total", color: "--idle", dash: true, band: false },
+          ],
+        },
+        { unit: "MB", metrics: [{ key: "mem", label: "Used", color: "--c3" }] },
+      ],
+    },
+    {
+      // Disks fill slowly: a 0-based axis would show a flat line.
+      id: "storage", title: "Storage", unit: "MB", always: true, yAuto: true,
+      metrics: [{ key: "storage", label: "Used", color: "--c4" }],
+    },
+    {
+      id: "network", title: "Network", unit: "bytes/s", always: true,
+      metrics: [
+        { key: "network_receive_bytes_per_second", label: "Receive", color: "--c1" },
+        { key: "network_transmit_bytes_per_second", label: "Transmit", color: "--c2" },
+      ],
+    },
+    {
+      id: "disk", title: "Disk I/O", unit: "bytes/s", always: true,
+      metrics: [
+        { key: "disk_read_bytes_per_second", label: "Read", color: "--c4" },
+        { key: "disk_write_bytes_per_second", label: "Write", color: "--c2" },
+      ],
+    },
+    {
+      id: "load", title: "Load average (1 min)", unit: "number",
+      metrics: [{ key: "load_average_1m", label: "Load", color: "--c3" }],
+    },
+    {
+      id: "swap", title: "Swap", unit: "bytes",
+      metrics: [{ key: "swap_used_bytes", label: "Used", color: "--c2" }],
+    },
+    {
+      id: "temperature", title: "Temperature", unit: "celsius", yAuto: true,
+      metrics: [{ key: "temperature_celsius", label: "Temperature", color: "--bad" }],
+    },
+  ];
+
+  const FLEET_REFRESH_MS = 10000;
+  const SERVER_REFRESH_MS = 2000;
+  // In-page history of the server page: 15 minutes at one reading per 2 s.
+  const SERVER_HISTORY = 450;
+
+  let session = null; // {name, role} while logged in
+  let current = null; // the shown view: {stop()}
+
+  // ---------------------------------------------------------------- DOM
+
+  /** Builds an element. Text always goes in as text nodes: host names come
+   *  from clients and must never be parsed as HTML. */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === false || value === null || value === undefined) continue;
+      if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else if (value === true) el.setAttribute(name, "");
+      else el.setAttribute(name, String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
+  }
+
+  /** A CSS colour with the given opacity, for band fills. */
+  function alpha(color, opacity) {
+    return `color-mix(in srgb, ${color} ${Math.round(opacity * 100)}%, transparent)`;
+  }
+
+  // --------------------------------------------------------- formatting
+
+  const numberFormats = new Map();
+  function num(value, digits = 1) {
+    let format = numberFormats.get(digits);
+    if (!format) {
+      format = new Intl.NumberFormat(undefined, { maximumFractionDigits: digits });
+      numberFormats.set(digits, format);
+    }
+    return format.format(value);
+  }
+
+  const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+
+  // Tick spacings for byte axes: powers of two in every unit, so ticks
+  // land on 256 MiB, 4 GiB and the like instead of 4.66 GiB.
+  const BYTE_INCREMENTS = BYTE_UNITS.flatMap((_, power) =>
+    [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((m) => m * 1024 ** power));
+
+  function bytes(value) {
+    let unit = 0;
+    let scaled = Math.abs(value);
+    while (scaled >= 1024 && unit < BYTE_UNITS.length - 1) {
+      scaled /= 1024;
+      unit += 1;
+    }
+    const digits = scaled >= 100 || unit === 0 ? 0 : scaled >= 10 ? 1 : 2;
+    return `${num(Math.sign(value) * scaled, digits)} ${BYTE_UNITS[unit]}`;
+  }
+
+  /** A value in a chart's unit, for labels and read-outs. */
+  function formatValue(value, unit) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    switch (unit) {
+      case "percent": return `${num(value, 1)} %`;
+      case "bytes": return bytes(value);
+      case "bytes/s": return `${bytes(value)}/s`;
+      case "MB": return `${num(value, 0)} MB`;
+      case "celsius": return `${num(value, 1)} °C`;
+      default: return num(value, 2);
+    }
+  }
+
+  /** Shorter labels for axis ticks; `increment` is the tick spacing, so
+   *  neighbouring labels never round to the same text. */
+  function formatTick(value, unit, increment) {
+    switch (unit) {
+      case "percent": return `${num(value, 0)} %`;
+      case "MB": return value >= 10000 && increment >= 1000 ? `${num(value / 1000, 0)}k MB` : `${num(value, 0)} MB`;
+      case "celsius": return `${num(value, increment < 1 ? 1 : 0)} °C`;
+      default: return formatValue(value, unit);
+    }
+  }
+
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    const s = Math.max(0, Date.now() / 1000 - seconds);
+    if (s < 60) return `${Math.floor(s)} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} d ago`;
+  }
+
+  function duration(seconds) {
+    const s = Math.floor(seconds);
+    const d = Math.floor(s / 86400);
+    const hours = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    if (d > 0) return hours ? `${d} d ${hours} h` : `${d} d`;
+    if (hours > 0) return m ? `${hours} h ${m} min` : `${hours} h`;
+    if (m > 0) return s % 60 ? `${m} min ${s % 60} s` : `${m} min`;
+    return `${s} s`;
+  }
+
+  function dateTime(seconds, withDate) {
+    const options = withDate
+      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
+      : { hour: "2-digit", minute: "2-digit", second: "2-digit" };
+    return new Date(seconds * 1000).toLocaleString(undefined, options);
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  /** Calls the API with the session cookie. A 401 means the session is
+   *  gone: back to the login form. */
+  async function api(path, { method = "GET", body } = {}) {
+    const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(API + path, options);
+    } catch (error) {
+      throw new ApiError(0, "The sysmon server cannot be reached.");
+    }
+    if (response.status === 401 && path !== "/session") {
+      session = null;
+      route();
+      throw new ApiError(401, "Your session has ended; please log in again.");
+    }
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try {
+        const reply = await response.json();
+        if (reply && reply.error) message = reply.error;
+      } catch (_) {
+        // Not JSON: keep the status line.
+      }
+      throw new ApiError(response.status, message);
+    }
+    if (response.status === 204) return null;
+    return response.json();
+  }
+
+  const clientPath = (name) => `/clients/${encodeURIComponent(name)}`;
+
+  // ------------------------------------------------------------ routing
+
+  function route() {
+    if (current) {
+      current.stop();
+      current = null;
+    }
+    const main = $("#main");
+    main.replaceChildren();
+    renderTopbar();
+    if (!session) {
+      current = loginView(main);
+      return;
+    }
+    const hash = location.hash || "#/";
+    const host = /^#\/host\/(.+)$/.exec(hash);
+    if (host) current = hostView(main, decodeURIComponent(host[1]));
+    else if (hash === "#/server") current = serverView(main);
+    else current = fleetView(main);
+  }
+
+  function renderTopbar() {
+    const bar = $("#topbar");
+    bar.hidden = !session;
+    if (!session) return;
+    $("#user-name").textContent = session.name;
+    $("#user-role").textContent = session.role;
+    $("#nav-server").hidden = session.role !== "admin";
+    const hash = location.hash || "#/";
+    for (const link of bar.querySelectorAll("[data-nav]")) {
+      const active = link.dataset.nav === "server" ? hash === "#/server" : hash !== "#/server";
+      link.classList.toggle("active", active);
+    }
+  }
+
+  async function logout() {
+    try {
+      await api("/session", { method: "DELETE" });
+    } catch (_) {
+      // Logged out locally either way; the cookie expires with the session.
+    }
+    session = null;
+    route();
+  }
+
+  // -------------------------------------------------------------- login
+
+  function loginView(main) {
+    const error = h("p", { class: "error-text", role: "alert", id: "login-error" });
+    const username = h("input", { type: "text", name: "username", id: "login-username", autocomplete: "username", required: true });
+    const password = h("input", { type: "password", name: "password", id: "login-password", autocomplete: "current-password", required: true });
+    const submit = h("button", { type: "submit", class: "button primary", id: "login-submit" }, "Log in");
+    const form = h("form", { class: "card", id: "login-form", novalidate: true },
+      h("div", { class: "brand" }, $(".brand svg").cloneNode(true), h("span", {}, "sysmon")),
+      h("p", { class: "lead" }, "Log in to see your fleet."),
+      h("label", {}, "Username", username),
+      h("label", {}, "Password", password),
+      submit,
+      error);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.textContent = "";
+      if (!username.value || !password.value) {
+        error.textContent = "Enter your username and password.";
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const reply = await api("/session", {
+          method: "POST",
+          body: { username: username.value, password: password.value },
+        });
+        session = { name: reply.name, role: reply.role };
+        route();
+      } catch (e) {
+        error.textContent = e.status === 401 ? "Wrong username or password." : e.message;
+        submit.disabled = false;
+        password.select();
+      }
+    });
+    main.append(h("section", { class: "login", id: "login-view" }, form));
+    username.focus();
+    return { stop() {} };
+  }
+
+  // -------------------------------------------------------------- fleet
+
+  function fleetView(main) {
+    let stopped = false;
+    const rows = new Map(); // name -> {tr, client, spark}
+    const summary = h("p", { class: "summary" });
+    const tbody = h("tbody");
+    const table = h("table", { class: "fleet", id: "fleet-table" },
+      h("thead", {}, h("tr", {},
+        h("th", { "aria-label": "status" }),
+        h("th", {}, "Host"),
+        h("th", {}, "Last seen"),
+        h("th", { class: "num" }, "CPU"),
+        h("th", { class: "num" }, "Memory"),
+        h("th", { class: "num hide-narrow" }, "Storage"),
+        h("th", { class: "hide-narrow" }, "CPU, last hour"))),
+      tbody);
+    const empty = h("div", { class: "empty", hidden: true },
+      h("p", {}, "No host has reported yet."),
+      h("p", {}, "Run ", h("code", {}, "sysmon-agent --server URL --name HOST"), " on a machine, and it appears here."));
+    const failure = h("p", { class: "message error-text", hidden: true });
+    main.append(h("section", { class: "view", id: "fleet-view" },
+      h("div", { class: "view-head" }, h("h1", {}, "Fleet"), summary),
+      failure,
+      h("div", { class: "card table-card" }, table, empty)));
+
+    function cell(field, className, ...children) {
+      return h("td", { class: className, "data-field": field }, ...children);
+    }
+
+    function renderRow(client) {
+      let row = rows.get(client.name);
+      if (!row) {
+        const canvas = h("canvas", { width: 120, height: 30, "aria-hidden": "true" });
+        row = { tr: h("tr", { "data-client": client.name }), canvas, spark: null };
+        rows.set(client.name, row);
+      }
+      row.client = client;
+      const latest = client.latest || {};
+      const cpu = latest.cpu_load;
+      const memory = memoryCell(latest);
+      row.tr.dataset.online = String(Boolean(client.online));
+      row.tr.replaceChildren(
+        h("td", { class: "status" }, h("span", {
+          class: `dot${client.online ? " online" : ""}`,
+          title: client.online ? "online" : "offline",
+          role: "img",
+          "aria-label": client.online ? "online" : "offline",
+        })),
+        cell("name", "host", h("a", { href: `#/host/${encodeURIComponent(client.name)}` }, client.name)),
+        cell("last_seen", "last-seen", ago(client.last_seen)),
+        h("td", { class: "num", "data-field": "cpu_load", "data-value": cpu ?? "" },
+          formatValue(cpu, "percent"), meter(cpu)),
+        h("td", { class: "num", "data-field": "memory", "data-value": memory.value ?? "", title: memory.title },
+          memory.text, meter(memory.percent)),
+        h("td", { class: "num hide-narrow", "data-field": "storage", "data-value": latest.storage ?? "" },
+          formatValue(latest.storage, "MB")),
+        h("td", { class: "spark hide-narrow" }, row.canvas));
+      return row;
+    }
+
+    function memoryCell(latest) {
+      const used = latest.memory_used_bytes;
+      const total = latest.memory_total_bytes;
+      if (used !== undefined && total) {
+        const percent = (100 * used) / total;
+        return { value: percent, percent, text: `${num(percent, 0)} %`, title: `${bytes(used)} of ${bytes(total)}` };
+      }
+      if (latest.mem !== undefined) return { value: latest.mem, text: formatValue(latest.mem, "MB") };
+      return { value: null, text: "–" };
+    }
+
+    function meter(percent) {
+      if (percent === null || percent === undefined) return null;
+      const level = percent >= 90 ? " high" : percent >= 70 ? " warn" : "";
+      const bar = h("i");
+      bar.style.width = `${Math.min(100, Math.max(0, percent))}%`;
+      return h("span", { class: `meter${level}`, "aria-hidden": "true" }, bar);
+    }
+
+    async function refresh() {
+      let reply;
+      try {
+        reply = await api("/clients");
+      } catch (e) {
+        if (stopped || e.status === 401) return;
+        failure.textContent = `Cannot load the fleet: ${e.message}`;
+        failure.hidden = false;
+        return;
+      }
+      if (stopped) return;
+      failure.hidden = true;
+      const clients = [...(reply.clients || [])].sort((a, b) => a.name.localeCompare(b.name));
+      const names = new Set(clients.map((client) => client.name));
+      for (const name of [...rows.keys()]) if (!names.has(name)) rows.delete(name);
+      tbody.replaceChildren(...clients.map((client) => renderRow(client).tr));
+      const online = clients.filter((client) => client.online).length;
+      summary.textContent = `${clients.length} ${clients.length === 1 ? "host" : "hosts"} · ${online} online`;
+      empty.hidden = clients.length > 0;
+      table.hidden = clients.length === 0;
+      const to = Date.now() / 1000;
+      await Promise.all(clients.map((client) => loadSpark(client.name, to)));
+    }
+
+    async function loadSpark(name, to) {
+      try {
+        const series = await api(`${clientPath(name)}/series?from=${Math.floor(to - 3600)}&to=${Math.ceil(to)}&step=60&metrics=cpu_load`);
+        const row = rows.get(name);
+        if (stopped || !row) return;
+        row.spark = { from: to - 3600, to, time: series.time, values: series.metrics.cpu_load ? series.metrics.cpu_load.avg : [] };
+        drawSpark(row);
+      } catch (_) {
+        // A sparkline is decoration: the row shows the numbers anyway.
+      }
+    }
+
+    function tick() {
+      for (const row of rows.values()) {
+        const cell = $('[data-field="last_seen"]', row.tr);
+        if (cell) cell.textContent = ago(row.client.last_seen);
+      }
+    }
+
+    refresh();
+    const timers = [setInterval(refresh, FLEET_REFRESH_MS), setInterval(tick, 1000)];
+    return {
+      stop() {
+        stopped = true;
+        timers.forEach(clearInterval);
+      },
+    };
+  }
+
+  /** A small cpu line (0..100 %) over the last hour, gaps left open. */
+  function drawSpark(row) {
+    const { canvas, spark } = row;
+    const ratio = window.devicePixelRatio || 1;
+    const width = 120;
+    const height = 30;
+    canvas.width = width * ratio;
+    canvas.height = height * ratio;
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    const color = cssVar("--c1");
+    const x = (t) => ((t - spark.from) / (spark.to - spark.from)) * (width - 2) + 1;
+    const y = (v) => height - 2 - (Math.min(100, Math.max(0, v)) / 100) * (height - 4);
+    // Points more than 3 buckets apart are not joined: the host was away.
+    const segments = [];
+    let segment = [];
+    let previous = null;
+    spark.time.forEach((t, i) => {
+      const v = spark.values[i];
+      if (v === null || v === undefined || (previous !== null && t - previous > 180)) {
+        if (segment.length) segments.push(segment);
+        segment = [];
+      }
+      if (v !== null && v !== undefined) {
+        segment.push([x(t), y(v)]);
+        previous = t;
+      }
+    });
+    if (segment.length) segments.push(segment);
+    ctx.lineWidth = 1.5;
+    ctx.lineJoin = "round";
+    for (const points of segments) {
+      ctx.beginPath();
+      points.forEach(([px, py], i) => (i ? ctx.lineTo(px, py) : ctx.moveTo(px, py)));
+      ctx.strokeStyle = color;
+      if (points.length === 1) {
+        ctx.fillStyle = color;
+        ctx.fillRect(points[0][0] - 1, points[0][1] - 1, 2, 2);
+        continue;
+      }
+      ctx.stroke();
+      ctx.lineTo(points[points.length - 1][0], height);
+      ctx.lineTo(points[0][0], height);
+      ctx.closePath();
+      ctx.fillStyle = alpha(color, 0.15);
+      ctx.fill();
+    }
+  }
+
+  // --------------------------------------------------------------- host
+
+  function hostView(main, name) {
+    const state = {
+      stopped: false,
+      preset: PRESETS[0],
+      zoom: null, // {from, to} while zoomed in, else the preset ending now
+      range: null, // the shown {from, to}
+      data: null, // the last series reply, live samples appended
+      charts: [], // {def, group, el, plot, observer}
+      loadSeq: 0,
+      socket: null,
+      socketRetry: null,
+      socketFailures: 0,
+      poll: null,
+      client: null,
+    };
+
+    const status = h("span", { class: "dot", role: "img", "aria-label": "status" });
+    const seen = h("span", { class: "muted" });
+    const presetButtons = PRESETS.map((preset) =>
+      h("button", { type: "button", "data-preset": preset.id, "aria-pressed": "false", onclick: () => selectPreset(preset) }, preset.id));
+    const rangeLabel = h("span", { class: "range-label", id: "range-label" });
+    const resetZoom = h("button", { type: "button", class: "button", hidden: true, onclick: () => selectPreset(state.preset) }, "Reset zoom");
+    const resolution = h("span", { class: "badge", id: "resolution" });
+    const live = h("span", { class: "live", id: "live", title: "New samples appear as they arrive" }, h("span", { class: "dot" }), "Live");
+    const exportLink = h("a", { class: "button", id: "export", download: `${name}.csv` }, "Export CSV");
+    const failure = h("p", { class: "message error-text", hidden: true });
+    const charts = h("div", { class: "charts", id: "charts" });
+
+    main.append(h("section", { class: "view", id: "host-view", "data-host": name },
+      h("div", { class: "view-head" },
+        h("a", { href: "#/", class: "back" }, "← Fleet"),
+        h("h1", { class: "host-title" }, status, h("span", {}, name)),
+        seen),
+      h("div", { class: "toolbar" },
+        h("div", { class: "segmented", role: "group", "aria-label": "time range" }, presetButtons),
+        rangeLabel, resetZoom, resolution,
+        h("span", { class: "spacer" }),
+        live, exportLink),
+      failure,
+      charts,
+      h("p", { class: "muted" }, "Drag across a chart to zoom in; double-click to go back.")));
+
+    function currentRange() {
+      if (state.zoom) return state.zoom;
+      const to = Date.now() / 1000;
+      return { from: to - state.preset.seconds, to };
+    }
+
+    function isLive() {
+      return !state.zoom;
+    }
+
+    function selectPreset(preset) {
+      state.preset = preset;
+      state.zoom = null;
+      load();
+    }
+
+    function zoomTo(from, to) {
+      // Finer than a minute shows nothing new, even at raw resolution.
+      if (to - from < 60) {
+        const middle = (from + to) / 2;
+        from = middle - 30;
+        to = middle + 30;
+      }
+      state.zoom = { from, to };
+      load();
+    }
+
+    function renderToolbar() {
+      for (const button of presetButtons) {
+        const pressed = !state.zoom && button.dataset.preset === state.preset.id;
+        button.setAttribute("aria-pressed", String(pressed));
+      }
+      const { from, to } = state.range;
+      const withDate = to - from > 86400 || new Date(from * 1000).toDateString() !== new Date(to * 1000).toDateString();
+      rangeLabel.textContent = state.zoom
+        ? `${dateTime(from, withDate)} – ${dateTime(to, withDate)}`
+        : state.preset.label;
+      resetZoom.hidden = !state.zoom;
+      live.hidden = !isLive();
+      exportLink.href = `${API}${clientPath(name)}/export.csv?from=${Math.floor(from)}&to=${Math.ceil(to)}`;
+      if (state.data) {
+        const res = state.data.resolution;
+        resolution.textContent = res === "raw" ? "raw samples" : `${res} averages`;
+        resolution.title = `one point per ${duration(state.data.step)} or more`;
+      }
+    }
+
+    async function load() {
+      const seq = ++state.loadSeq;
+      state.range = currentRange();
+      renderToolbar();
+      const { from, to } = state.range;
+      let reply;
+      try {
+        reply = await api(`${clientPath(name)}/series?from=${Math.floor(from)}&to=${Math.ceil(to)}`);
+      } catch (e) {
+        if (state.stopped || seq !== state.loadSeq || e.status === 401) return;
+        failure.textContent = e.status === 404 ? `There is no host named “${name}”.` : `Cannot load the charts: ${e.message}`;
+        failure.hidden = false;
+        return;
+      }
+      if (state.stopped || seq !== state.loadSeq) return;
+      failure.hidden = true;
+      state.data = {
+        resolution: reply.resolution,
+        step: reply.step,
+        time: reply.time.slice(),
+        metrics: Object.fromEntries(Object.entries(reply.metrics || {}).map(([key, s]) =>
+          [key, { min: s.min.slice(), avg: s.avg.slice(), max: s.max.slice() }])),
+      };
+      renderToolbar();
+      renderCharts();
+      syncLive();
+    }
+
+    async function loadClient() {
+      try {
+        const reply = await api("/clients");
+        if (state.stopped) return;
+        state.client = (reply.clients || []).find((client) => client.name === name) || null;
+        renderStatus();
+      } catch (_) {
+        // The header keeps its last state; the charts say if the API is down.
+      }
+    }
+
+    function renderStatus() {
+      const client = state.client;
+      const online = Boolean(client && client.online);
+      status.className = `dot${online ? " online" : ""}`;
+      status.setAttribute("aria-label", online ? "online" : "offline");
+      status.title = online ? "online" : "offline";
+      let text = client ? `${online ? "online" : "offline"} · last seen ${ago(client.last_seen)}` : "";
+      if (client && client.interval_seconds) text += ` · every ${duration(client.interval_seconds)}`;
+      seen.textContent = text;
+    }
+
+    // ---- charts
+
+    function hasData(key) {
+      const series = state.data.metrics[key];
+      return Boolean(series && series.avg.some((v) => v !== null && v !== undefined));
+    }
+
+    /** The metric group a chart shows now, or null when it has no data. */
+    function groupFor(def) {
+      const groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
+      const group = groups.find((g) => hasData(g.metrics[0].key));
+      return group || null;
+    }
+
+    function destroyCharts() {
+      for (const chart of state.charts) {
+        if (chart.observer) chart.observer.disconnect();
+        if (chart.plot) chart.plot.destroy();
+      }
+      state.charts = [];
+    }
+
+    function renderCharts() {
+      destroyCharts();
+      charts.replaceChildren();
+      for (const def of CHARTS) {
+        const group = groupFor(def);
+        if (!group && !def.always) continue;
+        const primary = group ? group.metrics[0].key : (def.pick ? def.pick[0] : def).metrics[0].key;
+        const now = h("span", { class: "now" });
+        const plotEl = h("div", { class: "plot" });
+        const readout = h("div", { class: "readout" });
+        const el = h("section", { class: "chart card", "data-chart": def.id, "data-metric": primary, "data-points": "0", "data-last-value": "" },
+          h("header", {}, h("h3", {}, def.title), now),
+          plotEl, readout);
+        charts.append(el);
+        const chart = { def, group, el, now, plotEl, readout, plot: null, observer: null, primary };
+        state.charts.push(chart);
+        if (group) createPlot(chart);
+        else plotEl.append(h("div", { class: "no-data" }, "No data in this range"));
+        updateChartAttributes(chart);
+      }
+    }
+
+    function banded() {
+      return state.data.resolution !== "raw";
+    }
+
+    /** uPlot's columns for a chart: time, then per metric avg (and min,
+     *  max when banded). A null row is put into gaps longer than three
+     *  points' spacing, so uPlot leaves an offline stretch empty instead of
+     *  drawing a straight line across it. */
+    function columns(chart) {
+      const data = state.data;
+      const spacing = Math.max(data.step || 0, typicalSpacing(data.time));
+      const keys = [];
+      for (const metric of chart.group.metrics) {
+        const series = data.metrics[metric.key] || { min: [], avg: [], max: [] };
+        keys.push(series.avg);
+        if (banded() && metric.band !== false) keys.push(series.min, series.max);
+      }
+      const out = [[], ...keys.map(() => [])];
+      data.time.forEach((t, i) => {
+        if (i > 0 && t - data.time[i - 1] > 3 * spacing) {
+          out[0].push(data.time[i - 1] + spacing);
+          for (let k = 0; k < keys.length; k++) out[k + 1].push(null);
+        }
+        out[0].push(t);
+        for (let k = 0; k < keys.length; k++) out[k + 1].push(keys[k][i] ?? null);
+      });
+      return out;
+    }
+
+    function createPlot(chart) {
+      const { group, def } = chart;
+      const unit = group.unit;
+      const muted = cssVar("--muted");
+      const grid = cssVar("--grid");
+      const series = [{}];
+      const bands = [];
+      const bandSeries = new Set();
+      for (const metric of group.metrics) {
+        const color = cssVar(metric.color);
+        const avgIdx = series.length;
+        series.push({
+          label: metric.label,
+          stroke: color,
+          width: metric.dash ? 1 : 1.75,
+          dash: metric.dash ? [6, 4] : undefined,
+          fill: !metric.dash && group.metrics.length === 1 && !banded() ? alpha(color, 0.1) : undefined,
+          points: { show: false },
+        });
+        if (banded() && metric.band !== false) {
+          // min and max: invisible edges of the band around the average.
+          for (const label of ["min", "max"]) {
+            bandSeries.add(series.length);
+            series.push({ label: `${metric.label} ${label}`, stroke: "transparent", width: 0, points: { show: false } });
+          }
+          bands.push({ series: [avgIdx + 2, avgIdx + 1], fill: alpha(color, 0.22) });
+        }
+      }
+      const yMax = def.yMax;
+      const options = {
+        width: Math.max(200, chart.plotEl.clientWidth),
+        height: chartHeight(),
+        legend: { show: false },
+        cursor: {
+          sync: { key: `host-${name}` },
+          drag: { x: true, y: false, setScale: false },
+          points: { size: (u, i) => (bandSeries.has(i) ? 0 : 7) },
+          // Double-click goes back to the preset (refetching), instead of
+          // uPlot's own rescale to the loaded data.
+          bind: { dblclick: () => () => { if (state.zoom) selectPreset(state.preset); return null; } },
+        },
+        scales: {
+          x: { time: true, range: () => [state.range.from, state.range.to] },
+          y: {
+            range: (u, min, max) => {
+              if (yMax) return [0, yMax];
+              if (def.yAuto && min !== null && max !== null) return uPlot.rangeNum(min, max, 0.1, true);
+              const top = max === null || max <= 0 ? 1 : max;
+              return uPlot.rangeNum(0, top, 0.1, true);
+            },
+          },
+        },
+        axes: [
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
+          {
+            stroke: muted,
+            grid: { stroke: grid, width: 1 },
+            ticks: { show: false },
+            values: (u, splits, axisIdx, space, increment) => splits.map((v) => formatTick(v, unit, increment)),
+            size: axisSize,
+            incrs: unit === "bytes" || unit === "bytes/s" ? BYTE_INCREMENTS : undefined,
+          },
+        ],
+        series,
+        bands,
+        hooks: {
+          setSelect: [(u) => {
+            const { left, width } = u.select;
+            if (width < 5) return;
+            const from = u.posToVal(left, "x");
+            const to = u.posToVal(left + width, "x");
+            u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+            zoomTo(from, to);
+          }],
+          setCursor: [(u) => renderReadout(chart, u.cursor.idx)],
+        },
+      };
+      chart.plot = new uPlot(options, columns(chart), chart.plotEl);
+      chart.observer = new ResizeObserver(() => {
+        const width = Math.max(200, chart.plotEl.clientWidth);
+        if (chart.plot && (width !== chart.plot.width || chart.plot.height !== chartHeight())) {
+          chart.plot.setSize({ width, height: chartHeight() });
+        }
+      });
+      chart.observer.observe(chart.plotEl);
+    }
+
+    /** The latest value of a metric: its last non-null average. */
+    function lastValue(key) {
+      const series = state.data.metrics[key];
+      if (!series) return null;
+      for (let i = series.avg.length - 1; i >= 0; i--) {
+        if (series.avg[i] !== null && series.avg[i] !== undefined) return series.avg[i];
+      }
+      return null;
+    }
+
+    function updateChartAttributes(chart) {
+      const series = state.data.metrics[chart.primary];
+      const points = series ? series.avg.filter((v) => v !== null && v !== undefined).length : 0;
+      const last = lastValue(chart.primary);
+      chart.el.dataset.points = String(points);
+      chart.el.dataset.lastValue = last === null ? "" : String(last);
+      chart.el.dataset.resolution = state.data.resolution;
+      chart.now.textContent = last === null || !chart.group ? "" : formatValue(last, chart.group.unit);
+      renderReadout(chart, null);
+    }
+
+    /** Values at the hovered point, or the latest ones when not hovering. */
+    function renderReadout(chart, idx) {
+      if (!chart.group) return;
+      const data = chart.plot ? chart.plot.data : null;
+      const items = [];
+      const hovering = idx !== null && idx !== undefined && data;
+      if (hovering) items.push(h("span", {}, dateTime(data[0][idx], state.range.to - state.range.from > 86400)));
+      let column = 1;
+      for (const metric of chart.group.metrics) {
+        const withBand = banded() && metric.band !== false;
+        let text;
+        if (hovering) {
+          const avg = data[column][idx];
+          text = formatValue(avg, chart.group.unit);
+          if (withBand && avg !== null) {
+            text += ` (${formatValue(data[column + 1][idx], chart.group.unit)} – ${formatValue(data[column + 2][idx], chart.group.unit)})`;
+          }
+        } else {
+          text = formatValue(lastValue(metric.key), chart.group.unit);
+        }
+        column += withBand ? 3 : 1;
+        const swatch = h("i", { class: "swatch" });
+        swatch.style.background = cssVar(metric.color);
+        items.push(h("span", { class: "key" }, swatch, `${metric.label} ${text}`));
+      }
+      if (!hovering && banded()) items.push(h("span", {}, "shaded: min – max"));
+      chart.readout.replaceChildren(...items);
+    }
+
+    // ---- live updates
+
+    function appendSample(message) {
+      if (!state.data || message.client !== name || typeof message.time !== "number") return;
+      const data = state.data;
+      const t = message.time;
+      // Agents back-fill after an outage, so a sample may be older than the
+      // last one shown: keep the columns sorted.
+      let at = data.time.length;
+      while (at > 0 && data.time[at - 1] > t) at--;
+      if (at > 0 && data.time[at - 1] === t) return;
+      const values = message.values || {};
+      let newMetric = false;
+      for (const key of Object.keys(values)) {
+        if (!data.metrics[key]) {
+          const nulls = () => data.time.map(() => null);
+          data.metrics[key] = { min: nulls(), avg: nulls(), max: nulls() };
+          newMetric = true;
+        }
+      }
+      data.time.splice(at, 0, t);
+      for (const [key, series] of Object.entries(data.metrics)) {
+        const v = typeof values[key] === "number" ? values[key] : null;
+        series.min.splice(at, 0, v);
+        series.avg.splice(at, 0, v);
+        series.max.splice(at, 0, v);
+      }
+      // Slide the window: the range ends now, so the oldest points leave.
+      state.range = currentRange();
+      let drop = 0;
+      while (drop < data.time.length && data.time[drop] < state.range.from) drop++;
+      if (drop) {
+        data.time.splice(0, drop);
+        for (const series of Object.values(data.metrics)) {
+          series.min.splice(0, drop);
+          series.avg.splice(0, drop);
+          series.max.splice(0, drop);
+        }
+      }
+      renderToolbar();
+      // A chart that had no data, or a memory chart that can now show
+      // bytes, needs new series: build all charts anew.
+      const regroup = newMetric || state.charts.some((chart) => groupFor(chart.def) !== chart.group);
+      if (regroup) {
+        renderCharts();
+        return;
+      }
+      for (const chart of state.charts) {
+        if (chart.plot) chart.plot.setData(columns(chart));
+        updateChartAttributes(chart);
+      }
+    }
+
+    function syncLive() {
+      if (isLive()) openSocket();
+      else closeSocket();
+    }
+
+    function openSocket() {
+      if (state.socket || state.socketRetry || state.stopped) return;
+      const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+      const socket = new WebSocket(`${scheme}//${location.host}${API}${clientPath(name)}/live`);
+      state.socket = socket;
+      let opened = false;
+      socket.onopen = () => {
+        opened = true;
+        state.socketFailures = 0;
+        live.classList.add("on");
+        stopPolling();
+      };
+      socket.onmessage = (event) => {
+        let message;
+        try {
+          message = JSON.parse(event.data);
+        } catch (_) {
+          return;
+        }
+        if (message.type === "SAMPLE") appendSample(message);
+      };
+      socket.onclose = () => {
+        if (state.socket !== socket) return;
+        state.socket = null;
+        live.classList.remove("on");
+        if (state.stopped || !isLive()) return;
+        // Reconnect with backoff; meanwhile poll, so the page stays current.
+        state.socketFailures += 1;
+        const delay = Math.min(30000, 1000 * 2 ** Math.min(5, state.socketFailures - 1));
+        state.socketRetry = setTimeout(() => {
+          state.socketRetry = null;
+          // Samples stored while the socket was down come with the reload.
+          if (opened) load();
+          else openSocket();
+        }, delay);
+        startPolling();
+      };
+    }
+
+    function closeSocket() {
+      clearTimeout(state.socketRetry);
+      state.socketRetry = null;
+      stopPolling();
+      if (state.socket) {
+        const socket = state.socket;
+        state.socket = null;
+        socket.close();
+      }
+      live.classList.remove("on");
+    }
+
+    function startPolling() {
+      if (!state.poll) state.poll = setInterval(() => { if (isLive()) load(); }, 10000);
+    }
+
+    function stopPolling() {
+      clearInterval(state.poll);
+      state.poll = null;
+    }
+
+    // A host that went quiet opens on the smallest preset that still shows
+    // its last samples, not on an empty hour.
+    loadClient().then(() => {
+      if (state.stopped) return;
+      const lastSeen = state.client && state.client.last_seen;
+      if (lastSeen) {
+        const age = Date.now() / 1000 - lastSeen;
+        state.preset = PRESETS.find((preset) => preset.seconds > age + 60) || PRESETS[PRESETS.length - 1];
+      }
+      selectPreset(state.preset);
+    });
+    const timers = [setInterval(loadClient, FLEET_REFRESH_MS), setInterval(renderStatus, 1000)];
+    return {
+      stop() {
+        state.stopped = true;
+        timers.forEach(clearInterval);
+        closeSocket();
+        destroyCharts();
+      },
+    };
+  }
+
+  /** The usual distance between neighbouring points: the median of the
+   *  last few hundred gaps, which ignores the odd outage. */
+  function typicalSpacing(time) {
+    const gaps = [];
+    for (let i = Math.max(1, time.length - 300); i < time.length; i++) gaps.push(time[i] - time[i - 1]);
+    if (!gaps.length) return 0;
+    gaps.sort((a, b) => a - b);
+    return gaps[Math.floor(gaps.length / 2)];
+  }
+
+  function chartHeight() {
+    return window.matchMedia("(max-width: 640px)").matches ? 170 : 210;
+  }
+
+  /** Room for the longest tick label of a y axis, measured in its font. */
+  function axisSize(u, values, axisIdx, cycleNum) {
+    const axis = u.axes[axisIdx];
+    if (cycleNum > 1) return axis._size;
+    const gap = axis.gap ?? 5;
+    const ticks = axis.ticks && axis.ticks.show ? axis.ticks.size : 0;
+    let widest = 0;
+    if (values) {
+      u.ctx.font = axis.font[0];
+      for (const value of values) widest = Math.max(widest, u.ctx.measureText(value).width);
+    }
+    return Math.ceil(widest / (window.devicePixelRatio || 1) + gap + ticks + 8);
+  }
+
+  // ------------------------------------------------------------- server
+
+  function serverView(main) {
+    let stopped = false;
+    const history = { time: [], cpu: [], memory: [] };
+    const cards = h("div", { class: "cards", id: "server-cards" });
+    const failure = h("p", { class: "message error-text", hidden: true });
+    const cpuEl = h("div", { class: "plot" });
+    const memEl = h("div", { class: "plot" });
+    const plots = [];
+    const observers = [];
+    const subtitle = h("p", { class: "summary" });
+    main.append(h("section", { class: "view", id: "server-view" },
+      h("div", { class: "view-head" }, h("h1", {}, "Server"), subtitle),
+      failure,
+      cards,
+      h("div", { class: "charts" },
+        h("section", { class: "chart card", "data-chart": "server-cpu" }, h("header", {}, h("h3", {}, "Server CPU"), h("span", { class: "muted" }, "since this page opened")), cpuEl),
+        h("section", { class: "chart card", "data-chart": "server-memory" }, h("header", {}, h("h3", {}, "Server memory"), h("span", { class: "muted" }, "since this page opened")), memEl))));
+
+    function card(field, label, value, detail, percent) {
+      const parts = [h("div", { class: "label" }, label), h("div", { class: "value" }, value)];
+      if (detail) parts.push(h("div", { class: "detail" }, detail));
+      if (percent !== undefined && percent !== null) {
+        const bar = h("i");
+        bar.style.width = `${Math.min(100, Math.max(0, percent))}%`;
+        parts.push(h("div", { class: "bar" }, bar));
+      }
+      return h("div", { class: "card stat", "data-field": field }, ...parts);
+    }
+
+    function share(used, total) {
+      return total ? (100 * used) / total : null;
+    }
+
+    function render(s) {
+      const host = s.host || {};
+      const ingest = s.ingest || {};
+      const memPct = share(host.memory_used_bytes, host.memory_total_bytes);
+      const diskPct = share(host.storage_used_bytes, host.storage_total_bytes);
+      subtitle.textContent = `sysmon ${s.version} · ${s.store === "postgresql" ? "PostgreSQL" : "SQLite"} · up ${duration(s.uptime_seconds)}`;
+      cards.replaceChildren(
+        card("cpu_percent", "CPU", formatValue(host.cpu_percent, "percent"), null, host.cpu_percent),
+        card("memory", "Memory", memPct === null ? "–" : `${num(memPct, 0)} %`, `${bytes(host.memory_used_bytes || 0)} of ${bytes(host.memory_total_bytes || 0)}`, memPct),
+        card("storage", "Storage", diskPct === null ? "–" : `${num(diskPct, 0)} %`, `${bytes(host.storage_used_bytes || 0)} of ${bytes(host.storage_total_bytes || 0)}`, diskPct),
+        card("clients", "Hosts", num(s.clients, 0), "reporting to this server"),
+        card("samples_acknowledged", "Samples stored", num(ingest.samples_acknowledged, 0), "since start"),
+        card("queue_depth", "Ingest queue", num(ingest.queue_depth, 0), "requests waiting"),
+        card("open_websockets", "WebSockets", num(ingest.open_websockets, 0), "open now"),
+        card("uptime", "Uptime", duration(s.uptime_seconds), `since ${dateTime(s.started_at, true)}`),
+        card("version", "Version", s.version, s.store === "postgresql" ? "PostgreSQL store" : "SQLite store"));
+      history.time.push(Date.now() / 1000);
+      history.cpu.push(host.cpu_percent ?? null);
+      history.memory.push(memPct);
+      if (history.time.length > SERVER_HISTORY) {
+        for (const column of Object.values(history)) column.shift();
+      }
+      if (!plots.length) {
+        plots.push(historyPlot(cpuEl, "CPU", "--c1", [history.time, history.cpu]));
+        plots.push(historyPlot(memEl, "Memory", "--c3", [history.time, history.memory]));
+      } else {
+        plots[0].setData([history.time, history.cpu]);
+        plots[1].setData([history.time, history.memory]);
+      }
+    }
+
+    function historyPlot(el, label, colorVar, data) {
+      const color = cssVar(colorVar);
+      const muted = cssVar("--muted");
+      const grid = cssVar("--grid");
+      const plot = new uPlot({
+        width: Math.max(200, el.clientWidth),
+        height: chartHeight(),
+        legend: { show: false },
+        cursor: { drag: { x: false, y: false }, points: { size: 7 } },
+        // At least a minute wide, so the first readings do not get
+        // sub-second ticks; the line grows from the left as readings come.
+        scales: { x: { time: true, range: (u, min, max) => [min, Math.max(max, min + 60)] }, y: { range: [0, 100] } },
+        axes: [
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { show: false }, values: (u, splits) => splits.map((v) => `${v} %`), size: axisSize },
+        ],
+        series: [{}, { label, stroke: color, width: 1.75, fill: alpha(color, 0.1), points: { show: false } }],
+      }, data, el);
+      const observer = new ResizeObserver(() => plot.setSize({ width: Math.max(200, el.clientWidth), height: chartHeight() }));
+      observer.observe(el);
+      observers.push(observer);
+      return plot;
+    }
+
+    async function refresh() {
+      try {
+        const reply = await api("/server");
+        if (stopped) return;
+        failure.hidden = true;
+        render(reply);
+      } catch (e) {
+        if (stopped || e.status === 401) return;
+        failure.textContent = e.status === 403 ? "Only administrators can see the server page." : `Cannot load the server's status: ${e.message}`;
+        failure.hidden = false;
+      }
+    }
+
+    refresh();
+    const timer = setInterval(refresh, SERVER_REFRESH_MS);
+    return {
+      stop() {
+        stopped = true;
+        clearInterval(timer);
+        observers.forEach((observer) => observer.disconnect());
+        plots.forEach((plot) => plot.destroy());
+      },
+    };
+  }
+
+  // --------------------------------------------------------------- boot
+
+  async function boot() {
+    $("#logout").addEventListener("click", logout);
+    window.addEventListener("hashchange", route);
+    // Charts read the palette when drawn: redraw when it changes.
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => route());
+    try {
+      session = await api("/session");
+    } catch (_) {
+      session = null;
+    }
+    route();
+  }
+
+  if (typeof uPlot === "undefined") {
+    $("#main").replaceChildren(h("p", { class: "message error-text" }, "The chart library did not load; reload the page."));
+  } else {
+    boot();
+  }
+})();

@@ -1,0 +1,524 @@
+//! The read side of the v1 API, for the dashboard and for scripts: the
+//! fleet overview, a client's series at any resolution, CSV export, live
+//! samples over WebSocket, and the server's own health. Every route takes a
+//! session cookie or bearer token and checks what its principal may read.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sysmon_core::{Sample, UnixTime};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::parse_bound;
+use super::session::Authenticated;
+use crate::error::{Error, Result};
+use crate::services::auth::Principal;
+use crate::services::query::{self, ClientStatus, SeriesRequest};
+use crate::state::AppState;
+use crate::store::rollup::{metric_values, METRICS};
+use crate::store::{ClientId, Tier, TimeRange};
+
+/// A client in the fleet overview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientSummary {
+    name: String,
+    /// Unix seconds of the first and latest sample; null before any.
+    first_seen: Option<f64>,
+    last_seen: Option<f64>,
+    /// The client's sampling interval, from its latest samples.
+    interval_seconds: Option<f64>,
+    /// A sample arrived within three intervals (a minute when unknown).
+    online: bool,
+    /// The latest sample's metrics, by name; absent ones left out.
+    latest: BTreeMap<&'static str, f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientList {
+    clients: Vec<ClientSummary>,
+}
+
+/// The clients the caller may read, by name.
+#[utoipa::path(get, path = "/api/v1/clients", tag = "query",
+    responses((status = 200, body = ClientList), (status = 401, description = "Not logged in")),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_clients(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<ClientList>> {
+    let now = UnixTime::now();
+    let clients = state
+        .store
+        .client_overviews()
+        .await?
+        .into_iter()
+        .filter(|overview| principal.may_read(&overview.name))
+        .map(|overview| summary(ClientStatus::from_overview(overview, now)))
+        .collect();
+    Ok(Json(ClientList { clients }))
+}
+
+fn summary(status: ClientStatus) -> ClientSummary {
+    let latest = status
+        .latest
+        .as_ref()
+        .map(|sample| {
+            METRICS
+                .iter()
+                .zip(metric_values(sample))
+                .filter_map(|(metric, value)| value.map(|value| (metric.name, value)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ClientSummary {
+        name: status.name,
+        first_seen: status.first_seen.map(UnixTime::as_secs_f64),
+        last_seen: status.last_seen.map(UnixTime::as_secs_f64),
+        interval_seconds: status.interval.map(|interval| interval.as_secs_f64()),
+        online: status.online,
+        latest,
+    }
+}
+
+/// Query parameters of a series.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesParams {
+    /// Start, unix seconds (default: an hour before `to`).
+    from: Option<String>,
+    /// End, unix seconds, exclusive (default: now).
+    to: Option<String>,
+    /// Bucket width in seconds (default: about `points` buckets).
+    step: Option<String>,
+    /// Roughly how many buckets when `step` is not given (default 1000).
+    points: Option<String>,
+    /// Comma-separated metric names (default: all).
+    metrics: Option<String>,
+    /// Force a tier: raw, 1m, 10m or 1h (default: chosen from the step).
+    resolution: Option<String>,
+}
+
+/// Min, mean and max of one metric per bucket, aligned with `time`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricSeries {
+    min: Vec<Option<f64>>,
+    avg: Vec<Option<f64>>,
+    max: Vec<Option<f64>>,
+}
+
+/// A client's metrics over a range, one entry per non-empty bucket.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesResponse {
+    client: String,
+    /// The bucket-aligned range answered, unix seconds, `to` exclusive.
+    from: f64,
+    to: f64,
+    /// Bucket width in seconds.
+    step: f64,
+    /// Where it was read from: raw, 1m, 10m or 1h.
+    resolution: &'static str,
+    /// Bucket starts, unix seconds.
+    time: Vec<f64>,
+    /// Samples in each bucket.
+    count: Vec<i64>,
+    metrics: BTreeMap<&'static str, MetricSeries>,
+}
+
+/// A client's metrics from `from` to `to` in buckets of `step`: min, mean
+/// and max each. Long ranges are answered from rollups.
+#[utoipa::path(get, path = "/api/v1/clients/{name}/series", tag = "query",
+    params(("name" = String, Path, description = "Client name"), SeriesParams),
+    responses(
+        (status = 200, body = SeriesResponse),
+        (status = 400, description = "A parameter is malformed; the message names it"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "The caller may not read this client"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn series(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SeriesResponse>> {
+    let client = readable_client(&state, &principal, &name).await?;
+    let params: SeriesParams = parse_params(raw.as_deref())?;
+    let request = series_request(&params)?;
+    let series = query::series(state.store.as_ref(), client.0, &request, &state.retention).await?;
+    let seconds = |micros: i64| micros as f64 / 1e6;
+    let mut metrics = BTreeMap::new();
+    for &index in &series.metrics {
+        let summaries = series.buckets.iter().map(|bucket| bucket.metrics[index]);
+        metrics.insert(
+            METRICS[index].name,
+            MetricSeries {
+                min: summaries.clone().map(|s| s.min).collect(),
+                avg: summaries.clone().map(|s| s.mean()).collect(),
+                max: summaries.map(|s| s.max).collect(),
+            },
+        );
+    }
+    Ok(Json(SeriesResponse {
+        client: name,
+        from: seconds(series.plan.start_us),
+        to: seconds(series.plan.end_us),
+        step: seconds(series.plan.step_us),
+        resolution: series.plan.tier.label(),
+        time: series.buckets.iter().map(|b| seconds(b.start_us)).collect(),
+        count: series.buckets.iter().map(|b| b.sample_count).collect(),
+        metrics,
+    }))
+}
+
+fn series_request(params: &SeriesParams) -> Result<SeriesRequest> {
+    let bound = |name: &str, value: &Option<String>| {
+        parse_bound(value.as_deref())
+            .map_err(|_| Error::BadRequest(format!("`{name}` must be unix seconds")))
+    };
+    let step = match params.step.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<f64>()
+                .ok()
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .ok_or_else(|| Error::BadRequest("`step` must be a number of seconds".into()))?,
+        ),
+    };
+    let points = match params.points.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<u32>()
+                .map_err(|_| Error::BadRequest("`points` must be a whole number".into()))?,
+        ),
+    };
+    let resolution = match params.resolution.as_deref().map(str::trim) {
+        None | Some("") | Some("auto") => None,
+        Some(label) => Some(Tier::from_label(label).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "unknown resolution `{label}`; use raw, 1m, 10m, 1h or auto"
+            ))
+        })?),
+    };
+    Ok(SeriesRequest {
+        from: bound("from", &params.from)?,
+        to: bound("to", &params.to)?,
+        step,
+        points,
+        resolution,
+        metrics: query::parse_metrics(params.metrics.as_deref().unwrap_or(""))?,
+    })
+}
+
+/// The named client, once the principal may read it: 403 first (so a
+/// refusal does not reveal whether the name exists), then 404.
+async fn readable_client(state: &AppState, principal: &Principal, name: &str) -> Result<ClientId> {
+    principal.check_read(name)?;
+    state
+        .store
+        .find_client(name)
+        .await?
+        .map(|client| client.id)
+        .ok_or_else(|| Error::NotFoundNamed(format!("no client named `{name}`")))
+}
+
+fn parse_params<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| Error::BadRequest(format!("query string: {e}")))
+}
+
+/// Range of a CSV export.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Start, unix seconds, inclusive (default: a day before `to`).
+    from: Option<String>,
+    /// End, unix seconds, inclusive (default: now).
+    to: Option<String>,
+}
+
+/// Raw samples are exported in windows of this length, so a month of
+/// per-second samples streams instead of sitting in memory.
+const EXPORT_WINDOW: Duration = Duration::from_secs(6 * 3600);
+
+/// Every metric of every raw sample in a range, as CSV (one row per
+/// sample, file systems left out).
+#[utoipa::path(get, path = "/api/v1/clients/{name}/export.csv", tag = "query",
+    params(("name" = String, Path, description = "Client name"), ExportParams),
+    responses(
+        (status = 200, description = "CSV with a header row", content_type = "text/csv"),
+        (status = 400, description = "A bound is not unix seconds"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "The caller may not read this client"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn export_csv(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    let client = readable_client(&state, &principal, &name).await?;
+    let params: ExportParams = parse_params(raw.as_deref())?;
+    let bound = |key: &str, value: &Option<String>| {
+        parse_bound(value.as_deref())
+            .map_err(|_| Error::BadRequest(format!("`{key}` must be unix seconds")))
+    };
+    let end = bound("to", &params.to)?
+        .unwrap_or_else(UnixTime::now)
+        .micros();
+    let start = bound("from", &params.from)?.map_or(end - 86_400_000_000, UnixTime::micros);
+    if start > end {
+        return Err(Error::BadRequest("`from` must not be after `to`".into()));
+    }
+    let header = csv_row(CSV_HEADER.iter().map(|s| s.to_string()))?;
+    let window = EXPORT_WINDOW.as_micros() as i64;
+    let store = state.store.clone();
+    let chunks = futures_util::stream::try_unfold(Some(start), move |next| {
+        let store = store.clone();
+        async move {
+            let Some(from) = next else {
+                return Ok::<_, Error>(None);
+            };
+            let to = from.saturating_add(window - 1).min(end);
+            let range = TimeRange {
+                start: Some(UnixTime::from_micros(from)),
+                end: Some(UnixTime::from_micros(to)),
+            };
+            let samples = store.full_samples(client, range).await?;
+            let mut text = Vec::new();
+            for sample in &samples {
+                text.extend(csv_row(sample_fields(sample))?);
+            }
+            let next = (to < end).then_some(to + 1);
+            Ok(Some((text, next)))
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(header) }).chain(chunks);
+    let filename = format!(
+        "attachment; filename=\"{}.csv\"",
+        name.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+            "_"
+        )
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (CONTENT_DISPOSITION, filename),
+        ],
+        Body::from_stream(body.map(|chunk: Result<Vec<u8>>| {
+            chunk.map_err(|error| std::io::Error::other(error.to_string()))
+        })),
+    )
+        .into_response())
+}
+
+const CSV_HEADER: [&str; 18] = [
+    "time",
+    "cpu_load",
+    "mem",
+    "storage",
+    "load_average_1m",
+    "load_average_5m",
+    "load_average_15m",
+    "memory_used_bytes",
+    "memory_available_bytes",
+    "memory_total_bytes",
+    "swap_used_bytes",
+    "swap_total_bytes",
+    "disk_read_bytes_per_second",
+    "disk_write_bytes_per_second",
+    "network_receive_bytes_per_second",
+    "network_transmit_bytes_per_second",
+    "uptime_seconds",
+    "temperature_celsius",
+];
+
+fn sample_fields(sample: &Sample) -> impl Iterator<Item = String> {
+    let default = sysmon_core::v1::ExtendedMetrics::default();
+    let e = sample.extended.as_deref().unwrap_or(&default);
+    let float = |value: Option<f64>| value.map(|v| v.to_string()).unwrap_or_default();
+    let integer = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
+    [
+        sample.time.to_json().to_string(),
+        float(sample.cpu_load),
+        float(sample.mem),
+        float(sample.storage),
+        float(e.load_average_1m),
+        float(e.load_average_5m),
+        float(e.load_average_15m),
+        integer(e.memory_used_bytes),
+        integer(e.memory_available_bytes),
+        integer(e.memory_total_bytes),
+        integer(e.swap_used_bytes),
+        integer(e.swap_total_bytes),
+        float(e.disk_read_bytes_per_second),
+        float(e.disk_write_bytes_per_second),
+        float(e.network_receive_bytes_per_second),
+        float(e.network_transmit_bytes_per_second),
+        integer(e.uptime_seconds),
+        float(e.temperature_celsius),
+    ]
+    .into_iter()
+}
+
+fn csv_row(fields: impl Iterator<Item = String>) -> Result<Vec<u8>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(fields)
+        .map_err(|e| Error::Internal(format!("CSV: {e}")))?;
+    writer
+        .into_inner()
+        .map_err(|e| Error::Internal(format!("CSV: {e}")))
+}
+
+/// The server's own health, for the dashboard's server page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerHealth {
+    version: &'static str,
+    /// sqlite or postgresql
+    store: &'static str,
+    /// Unix seconds.
+    started_at: f64,
+    uptime_seconds: f64,
+    host: HostHealth,
+    ingest: IngestHealth,
+    /// Registered clients.
+    clients: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostHealth {
+    cpu_percent: f64,
+    memory_used_bytes: u64,
+    memory_total_bytes: u64,
+    storage_used_bytes: u64,
+    storage_total_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestHealth {
+    /// Samples stored since the server started.
+    samples_acknowledged: u64,
+    /// Requests waiting for a writer.
+    queue_depth: u64,
+    open_websockets: u64,
+}
+
+/// The server's version, store, uptime, host load and ingest figures.
+#[utoipa::path(get, path = "/api/v1/server", tag = "query",
+    responses(
+        (status = 200, body = ServerHealth),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Only admins"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn server_health(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<ServerHealth>> {
+    principal.check_admin()?;
+    let host = state.monitor.latest();
+    let ingest = state.metrics.ingest_snapshot();
+    let started = state.started_at.timestamp_micros() as f64 / 1e6;
+    Ok(Json(ServerHealth {
+        version: env!("CARGO_PKG_VERSION"),
+        store: state.store.kind(),
+        started_at: started,
+        uptime_seconds: (UnixTime::now().as_secs_f64() - started).max(0.0),
+        host: HostHealth {
+            cpu_percent: host.cpu_load,
+            memory_used_bytes: host.memory.used,
+            memory_total_bytes: host.memory.total,
+            storage_used_bytes: host.storage.used,
+            storage_total_bytes: host.storage.total,
+        },
+        ingest: IngestHealth {
+            samples_acknowledged: ingest.samples_stored,
+            queue_depth: ingest.queue_depth,
+            open_websockets: ingest.open_websockets,
+        },
+        clients: state.store.client_overviews().await?.len(),
+    }))
+}
+
+/// A WebSocket of the client's samples as they are stored:
+/// `{"type": "SAMPLE", "client", "time", "values": {metric: value}}`.
+#[utoipa::path(get, path = "/api/v1/clients/{name}/live", tag = "query",
+    params(("name" = String, Path, description = "Client name")),
+    responses(
+        (status = 101, description = "WebSocket upgrade"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "The caller may not read this client"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn live(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response> {
+    let client = readable_client(&state, &principal, &name).await?;
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |socket| stream_live(socket, state, client, name)))
+}
+
+async fn stream_live(socket: WebSocket, state: AppState, client: ClientId, name: String) {
+    let _open = state.metrics.websocket_opened();
+    let mut committed = state.ingest.subscribe();
+    let (mut sink, mut incoming) = socket.split();
+    loop {
+        tokio::select! {
+            batch = committed.recv() => match batch {
+                Ok(rows) => {
+                    for row in rows.iter().filter(|row| row.client == client) {
+                        let message = live_message(&name, &row.sample);
+                        if sink.send(Message::Text(message.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Fell behind: skip ahead; the chart refetches on reconnect.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            },
+            frame = incoming.next() => match frame {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = state.shutdown.cancelled() => break,
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+}
+
+fn live_message(client: &str, sample: &Sample) -> String {
+    let values: BTreeMap<&str, f64> = METRICS
+        .iter()
+        .zip(metric_values(sample))
+        .filter_map(|(metric, value)| value.map(|value| (metric.name, value)))
+        .collect();
+    json!({
+        "type": "SAMPLE",
+        "client": client,
+        "time": sample.time.as_secs_f64(),
+        "values": values,
+    })
+    .to_string()
+}

@@ -1,0 +1,60 @@
+//! The retention job: drops each tier's rows once they are older than that
+//! tier is kept, so the store stops growing while long ranges stay
+//! answerable from the coarser tiers.
+
+use std::sync::Arc;
+
+use sysmon_core::UnixTime;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::query::RetentionConfig;
+use crate::error::Result;
+use crate::store::{Store, Tier};
+
+/// Prunes every tier once; returns the rows deleted per tier.
+pub async fn prune_once(
+    store: &dyn Store,
+    retention: &RetentionConfig,
+    now: UnixTime,
+) -> Result<Vec<(Tier, u64)>> {
+    let mut deleted = Vec::new();
+    for tier in Tier::ALL {
+        if let Some(horizon) = retention.horizon_us(tier, now.micros()) {
+            deleted.push((tier, store.prune(tier, horizon).await?));
+        }
+    }
+    Ok(deleted)
+}
+
+/// Runs [`prune_once`] at start and then every `check_interval`, until
+/// `stop`. Failures are logged and retried at the next round.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    retention: RetentionConfig,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match prune_once(store.as_ref(), &retention, UnixTime::now()).await {
+                Ok(deleted) => {
+                    for (tier, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {
+                        tracing::info!(
+                            tier = tier.label(),
+                            rows,
+                            kept_days = retention
+                                .keep(tier)
+                                .map_or(0.0, |keep| keep.as_secs_f64() / 86_400.0),
+                            "retention removed expired rows"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "retention run failed; retrying later"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(retention.check_interval) => {}
+            }
+        }
+    })
+}

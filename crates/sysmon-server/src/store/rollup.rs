@@ -1,0 +1,467 @@
+//! Summaries of samples over fixed buckets: the charted metrics, the tiers
+//! they are kept at, and the arithmetic that merges them.
+//!
+//! Every tier row holds, per metric, min, max, sum and count, so rows merge
+//! exactly (min of mins, sum of sums) and a mean over any union of buckets
+//! is `sum / count`. The same shape comes out of a query over raw samples,
+//! which is why one set of types serves every resolution.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+use sysmon_core::Sample;
+
+use super::{ClientSample, SampleKey};
+use crate::error::Result;
+
+/// What a metric's source column holds: the stores' samples table keeps
+/// byte counts as integers and everything else as floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Float,
+    Integer,
+}
+
+/// A charted metric. Its name is the samples table's column, the prefix of
+/// its rollup columns and its key in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub source: SourceKind,
+}
+
+const fn float(name: &'static str) -> Metric {
+    Metric {
+        name,
+        source: SourceKind::Float,
+    }
+}
+
+const fn integer(name: &'static str) -> Metric {
+    Metric {
+        name,
+        source: SourceKind::Integer,
+    }
+}
+
+/// Every metric the rollup tables summarise, in their column order.
+pub const METRICS: [Metric; METRIC_COUNT] = [
+    float("cpu_load"),
+    float("mem"),
+    float("storage"),
+    float("load_average_1m"),
+    integer("memory_used_bytes"),
+    integer("memory_total_bytes"),
+    integer("swap_used_bytes"),
+    float("disk_read_bytes_per_second"),
+    float("disk_write_bytes_per_second"),
+    float("network_receive_bytes_per_second"),
+    float("network_transmit_bytes_per_second"),
+    float("temperature_celsius"),
+];
+pub const METRIC_COUNT: usize = 12;
+
+/// The position of a metric in [`METRICS`].
+pub fn metric_index(name: &str) -> Option<usize> {
+    METRICS.iter().position(|metric| metric.name == name)
+}
+
+/// The value of every charted metric in one sample, in [`METRICS`] order.
+pub fn metric_values(sample: &Sample) -> [Option<f64>; METRIC_COUNT] {
+    let extended = sample.extended.as_deref();
+    let float =
+        |pick: fn(&sysmon_core::v1::ExtendedMetrics) -> Option<f64>| extended.and_then(pick);
+    let bytes = |pick: fn(&sysmon_core::v1::ExtendedMetrics) -> Option<u64>| {
+        extended.and_then(pick).map(|value| value as f64)
+    };
+    [
+        sample.cpu_load,
+        sample.mem,
+        sample.storage,
+        float(|e| e.load_average_1m),
+        bytes(|e| e.memory_used_bytes),
+        bytes(|e| e.memory_total_bytes),
+        bytes(|e| e.swap_used_bytes),
+        float(|e| e.disk_read_bytes_per_second),
+        float(|e| e.disk_write_bytes_per_second),
+        float(|e| e.network_receive_bytes_per_second),
+        float(|e| e.network_transmit_bytes_per_second),
+        float(|e| e.temperature_celsius),
+    ]
+}
+
+/// Where a series is read from: the samples themselves or a rollup table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    Raw,
+    OneMinute,
+    TenMinutes,
+    OneHour,
+}
+
+impl Tier {
+    /// Finest first.
+    pub const ALL: [Tier; 4] = [Tier::Raw, Tier::OneMinute, Tier::TenMinutes, Tier::OneHour];
+    /// The tiers kept as tables, finest first.
+    pub const ROLLUPS: [Tier; 3] = [Tier::OneMinute, Tier::TenMinutes, Tier::OneHour];
+
+    /// Bucket width; 0 for raw samples, which have none.
+    pub const fn bucket_micros(self) -> i64 {
+        match self {
+            Tier::Raw => 0,
+            Tier::OneMinute => 60_000_000,
+            Tier::TenMinutes => 600_000_000,
+            Tier::OneHour => 3_600_000_000,
+        }
+    }
+
+    /// The name used in the API and in configuration.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Tier::Raw => "raw",
+            Tier::OneMinute => "1m",
+            Tier::TenMinutes => "10m",
+            Tier::OneHour => "1h",
+        }
+    }
+
+    pub fn from_label(label: &str) -> Option<Tier> {
+        Tier::ALL.into_iter().find(|tier| tier.label() == label)
+    }
+
+    /// The table holding this tier's rows.
+    pub const fn table(self) -> &'static str {
+        match self {
+            Tier::Raw => "samples",
+            Tier::OneMinute => "rollup_1m",
+            Tier::TenMinutes => "rollup_10m",
+            Tier::OneHour => "rollup_1h",
+        }
+    }
+
+    /// The column holding the time a row is filed under.
+    pub const fn time_column(self) -> &'static str {
+        match self {
+            Tier::Raw => "time_us",
+            _ => "bucket_us",
+        }
+    }
+}
+
+/// Min, max, sum and count of one metric over a bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MetricSummary {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub sum: f64,
+    pub count: i64,
+}
+
+impl MetricSummary {
+    pub fn add(&mut self, value: f64) {
+        self.min = Some(self.min.map_or(value, |min| min.min(value)));
+        self.max = Some(self.max.map_or(value, |max| max.max(value)));
+        self.sum += value;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &MetricSummary) {
+        if other.count == 0 {
+            return;
+        }
+        self.min = min_option(self.min, other.min);
+        self.max = max_option(self.max, other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    /// The mean; `None` for a bucket without values.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+fn min_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One bucket of one client: the unit rollup tables store and series return.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    pub client_id: i64,
+    /// Start of the bucket, in microseconds since the epoch.
+    pub start_us: i64,
+    pub sample_count: i64,
+    pub metrics: [MetricSummary; METRIC_COUNT],
+}
+
+impl Bucket {
+    pub fn empty(client_id: i64, start_us: i64) -> Self {
+        Bucket {
+            client_id,
+            start_us,
+            sample_count: 0,
+            metrics: [MetricSummary::default(); METRIC_COUNT],
+        }
+    }
+
+    pub fn add_sample(&mut self, sample: &Sample) {
+        self.sample_count += 1;
+        for (summary, value) in self.metrics.iter_mut().zip(metric_values(sample)) {
+            if let Some(value) = value {
+                summary.add(value);
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Bucket) {
+        self.sample_count += other.sample_count;
+        for (summary, other) in self.metrics.iter_mut().zip(&other.metrics) {
+            summary.merge(other);
+        }
+    }
+}
+
+/// Start of the bucket of width `width_us` that holds `time_us`.
+pub fn bucket_start(time_us: i64, width_us: i64) -> i64 {
+    time_us.div_euclid(width_us) * width_us
+}
+
+/// Summarises the newly stored samples for one tier, a row per (client,
+/// bucket), ordered by key so concurrent writers lock rows in one order.
+pub fn summarise(samples: &[ClientSample], stored: &[SampleKey], tier: Tier) -> Vec<Bucket> {
+    let width = tier.bucket_micros();
+    // Usually every sample is new; only replays need the lookup.
+    let stored: Option<HashSet<SampleKey>> =
+        (stored.len() != samples.len()).then(|| stored.iter().copied().collect());
+    let mut buckets: BTreeMap<(i64, i64), Bucket> = BTreeMap::new();
+    for row in samples {
+        let key = (row.client.0, row.sample.time.micros());
+        if stored.as_ref().is_some_and(|stored| !stored.contains(&key)) {
+            continue;
+        }
+        let start = bucket_start(key.1, width);
+        buckets
+            .entry((key.0, start))
+            .or_insert_with(|| Bucket::empty(key.0, start))
+            .add_sample(&row.sample);
+    }
+    buckets.into_values().collect()
+}
+
+/// Rows per upsert statement: 50 parameters a row stays under both stores'
+/// limits (SQLite 32766, PostgreSQL 65535).
+pub const BUCKETS_PER_UPSERT: usize = 600;
+
+/// `INSERT ... ON CONFLICT DO UPDATE` merging `buckets` into a tier's table.
+/// The SQL is the same on both stores; only placeholders differ, and the
+/// builder writes those.
+pub fn upsert_buckets<'a, DB>(tier: Tier, buckets: &'a [Bucket]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+    f64: Encode<'a, DB> + Type<DB>,
+    Option<f64>: Encode<'a, DB> + Type<DB>,
+{
+    let table = tier.table();
+    let mut columns = String::from("client_id, bucket_us, sample_count");
+    let mut updates = String::from("sample_count = t.sample_count + excluded.sample_count");
+    for metric in METRICS {
+        let m = metric.name;
+        columns.push_str(&format!(", {m}_min, {m}_max, {m}_sum, {m}_count"));
+        // A NULL comparison is not true, so a missing side keeps the other.
+        updates.push_str(&format!(
+            ", {m}_min = CASE WHEN t.{m}_min IS NULL OR excluded.{m}_min < t.{m}_min \
+                 THEN excluded.{m}_min ELSE t.{m}_min END\
+             , {m}_max = CASE WHEN t.{m}_max IS NULL OR excluded.{m}_max > t.{m}_max \
+                 THEN excluded.{m}_max ELSE t.{m}_max END\
+             , {m}_sum = t.{m}_sum + excluded.{m}_sum\
+             , {m}_count = t.{m}_count + excluded.{m}_count"
+        ));
+    }
+    let mut builder = QueryBuilder::new(format!("INSERT INTO {table} AS t ({columns}) "));
+    builder.push_values(buckets, |mut row, bucket| {
+        row.push_bind(bucket.client_id)
+            .push_bind(bucket.start_us)
+            .push_bind(bucket.sample_count);
+        for summary in &bucket.metrics {
+            row.push_bind(summary.min)
+                .push_bind(summary.max)
+                .push_bind(summary.sum)
+                .push_bind(summary.count);
+        }
+    });
+    builder.push(format!(
+        " ON CONFLICT (client_id, bucket_us) DO UPDATE SET {updates}"
+    ));
+    builder
+}
+
+/// What a series query reads: one client's buckets of `step_us` from a tier
+/// over `[start_us, end_us)`, for the metrics at `metrics` (indices into
+/// [`METRICS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesQuery {
+    pub client_id: i64,
+    pub tier: Tier,
+    pub step_us: i64,
+    pub start_us: i64,
+    pub end_us: i64,
+    pub metrics: Vec<usize>,
+}
+
+/// The aggregate `SELECT` for a series: grouped by bucket in the database,
+/// so only one row per bucket travels.
+pub fn select_series<'a, DB>(query: &SeriesQuery) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let time = query.tier.time_column();
+    let step = query.step_us;
+    let mut sql = format!("SELECT {time} / {step} AS bucket, ");
+    if query.tier == Tier::Raw {
+        sql.push_str("COUNT(*)");
+        for &index in &query.metrics {
+            // Byte counts are integer columns; aggregate them as floats so
+            // both stores return one type (PostgreSQL sums BIGINT as NUMERIC).
+            let m = METRICS[index].name;
+            let value = format!("CAST({m} AS DOUBLE PRECISION)");
+            sql.push_str(&format!(
+                ", MIN({value}), MAX({value}), SUM({value}), COUNT({m})"
+            ));
+        }
+    } else {
+        sql.push_str("CAST(SUM(sample_count) AS BIGINT)");
+        for &index in &query.metrics {
+            let m = METRICS[index].name;
+            sql.push_str(&format!(
+                ", MIN({m}_min), MAX({m}_max), SUM({m}_sum), CAST(SUM({m}_count) AS BIGINT)"
+            ));
+        }
+    }
+    sql.push_str(&format!(" FROM {} WHERE client_id = ", query.tier.table()));
+    let mut builder = QueryBuilder::new(sql);
+    builder.push_bind(query.client_id);
+    builder.push(format!(" AND {time} >= "));
+    builder.push_bind(query.start_us);
+    builder.push(format!(" AND {time} < "));
+    builder.push_bind(query.end_us);
+    builder.push(" GROUP BY bucket ORDER BY bucket");
+    builder
+}
+
+/// Reads one row of [`select_series`] into a bucket (metrics not asked for
+/// stay empty).
+pub fn bucket_from_row<'r, R>(row: &'r R, query: &SeriesQuery) -> Result<Bucket>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let index: i64 = row.try_get(0)?;
+    let mut bucket = Bucket::empty(query.client_id, index * query.step_us);
+    bucket.sample_count = row.try_get(1)?;
+    for (position, &metric) in query.metrics.iter().enumerate() {
+        let column = 2 + position * 4;
+        let count: i64 = row.try_get(column + 3)?;
+        bucket.metrics[metric] = MetricSummary {
+            min: row.try_get(column)?,
+            max: row.try_get(column + 1)?,
+            sum: row.try_get::<Option<f64>, _>(column + 2)?.unwrap_or(0.0),
+            count,
+        };
+    }
+    Ok(bucket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ClientId;
+    use sysmon_core::UnixTime;
+
+    fn sample(seconds: i64, cpu: Option<f64>) -> ClientSample {
+        ClientSample {
+            client: ClientId(7),
+            sample: Sample {
+                time: UnixTime::from_micros(seconds * 1_000_000),
+                cpu_load: cpu,
+                mem: Some(seconds as f64),
+                storage: None,
+                extended: None,
+            },
+        }
+    }
+
+    #[test]
+    fn summaries_merge_exactly() {
+        let mut left = MetricSummary::default();
+        [3.0, 1.0].into_iter().for_each(|v| left.add(v));
+        let mut right = MetricSummary::default();
+        [8.0, 4.0].into_iter().for_each(|v| right.add(v));
+        left.merge(&right);
+        left.merge(&MetricSummary::default());
+        assert_eq!(left.min, Some(1.0));
+        assert_eq!(left.max, Some(8.0));
+        assert_eq!(left.count, 4);
+        assert_eq!(left.mean(), Some(4.0));
+        assert_eq!(MetricSummary::default().mean(), None);
+    }
+
+    #[test]
+    fn samples_fall_into_buckets_by_start() {
+        assert_eq!(bucket_start(119_999_999, 60_000_000), 60_000_000);
+        assert_eq!(bucket_start(120_000_000, 60_000_000), 120_000_000);
+        assert_eq!(bucket_start(-1, 60_000_000), -60_000_000);
+    }
+
+    #[test]
+    fn summarise_groups_by_client_and_bucket_and_skips_duplicates() {
+        let samples = vec![
+            sample(60, Some(10.0)),
+            sample(61, None),
+            sample(119, Some(30.0)),
+            sample(120, Some(50.0)),
+        ];
+        let all: Vec<SampleKey> = samples
+            .iter()
+            .map(|s| (s.client.0, s.sample.time.micros()))
+            .collect();
+        let buckets = summarise(&samples, &all, Tier::OneMinute);
+        assert_eq!(buckets.len(), 2);
+        assert_eq!(buckets[0].start_us, 60_000_000);
+        assert_eq!(buckets[0].sample_count, 3);
+        let cpu = buckets[0].metrics[0];
+        assert_eq!((cpu.min, cpu.max, cpu.count), (Some(10.0), Some(30.0), 2));
+        assert_eq!(cpu.mean(), Some(20.0));
+        assert_eq!(buckets[0].metrics[1].count, 3);
+
+        // Only the first two were new: the others were replays.
+        let buckets = summarise(&samples, &all[..2], Tier::OneHour);
+        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets[0].sample_count, 2);
+        assert_eq!(buckets[0].metrics[0].max, Some(10.0));
+    }
+
+    #[test]
+    fn tiers_round_trip_their_labels() {
+        for tier in Tier::ALL {
+            assert_eq!(Tier::from_label(tier.label()), Some(tier));
+        }
+        assert_eq!(Tier::from_label("5m"), None);
+        assert_eq!(metric_index("cpu_load"), Some(0));
+        assert_eq!(metric_index("nope"), None);
+    }
+}
