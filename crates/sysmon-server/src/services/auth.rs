@@ -329,9 +329,15 @@ impl Auth {
         }
         let generated = password.is_none().then(|| new_token()[..20].to_owned());
         let chosen = password.or(generated.as_deref()).unwrap_or_default();
-        self.add_dashboard_user(FIRST_ADMIN, chosen, true, Vec::new())
-            .await?;
-        Ok(generated)
+        match self
+            .add_dashboard_user(FIRST_ADMIN, chosen, true, Vec::new())
+            .await
+        {
+            Ok(()) => Ok(generated),
+            // Another server on the same database got there first.
+            Err(_) if self.store.find_dashboard_user(FIRST_ADMIN).await?.is_some() => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     async fn verify_password(&self, stored_hash: &str, password: &str) -> Result<()> {

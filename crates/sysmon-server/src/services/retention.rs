@@ -1,6 +1,7 @@
 //! The retention job: drops each tier's rows once they are older than that
 //! tier is kept, so the store stops growing while long ranges stay
-//! answerable from the coarser tiers.
+//! answerable from the coarser tiers. It also forgets expired dashboard
+//! sessions.
 
 use std::sync::Arc;
 
@@ -36,6 +37,12 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Err(error) = store
+                .delete_expired_sessions(UnixTime::now().micros())
+                .await
+            {
+                tracing::warn!(%error, "cannot delete expired dashboard sessions");
+            }
             match prune_once(store.as_ref(), &retention, UnixTime::now()).await {
                 Ok(deleted) => {
                     for (tier, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {

@@ -157,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn delete_session(&self, token_hash: &[u8]) -> Result<()>;
 
+    /// Deletes sessions that have expired; returns how many.
+    async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64>;
+
     /// Waits for open connections to finish and closes them.
     async fn close(&self);
 }

@@ -432,6 +432,15 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64> {
+        let deleted = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at_us <= $1")
+            .bind(now_us)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
     async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
         sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
             .bind(token_hash)

@@ -388,6 +388,15 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64> {
+        let deleted = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at_us <= ?")
+            .bind(now_us)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
     async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
         sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = ?")
             .bind(token_hash)
