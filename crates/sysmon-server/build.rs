@@ -80,11 +80,16 @@ fn npm_install(dashboard: &Path, work: &Path) -> PathBuf {
         .output();
     match output {
         Ok(output) if output.status.success() => package,
-        Ok(output) => fail(&format!(
-            "`npm ci` failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
+        Ok(output) => {
+            // npm's first lines name the cause; the rest is its stack.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let cause: Vec<&str> = stderr.lines().take(8).collect();
+            fail(&format!(
+                "`npm ci` failed ({}):\n{}",
+                output.status,
+                cause.join("\n")
+            ))
+        }
         Err(e) => fail(&format!("cannot run `{npm}`: {e}")),
     }
 }

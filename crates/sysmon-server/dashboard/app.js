@@ -530,20 +530,22 @@
     const exportLink = h("a", { class: "button", id: "export", download: `${name}.csv` }, "Export CSV");
     const failure = h("p", { class: "message error-text", hidden: true });
     const charts = h("div", { class: "charts", id: "charts" });
+    const toolbar = h("div", { class: "toolbar" },
+      h("div", { class: "segmented", role: "group", "aria-label": "time range" }, presetButtons),
+      rangeLabel, resetZoom, resolution,
+      h("span", { class: "spacer" }),
+      live, exportLink);
+    const hint = h("p", { class: "muted" }, "Drag across a chart to zoom in; double-click to go back.");
 
     main.append(h("section", { class: "view", id: "host-view", "data-host": name },
       h("div", { class: "view-head" },
         h("a", { href: "#/", class: "back" }, "← Fleet"),
         h("h1", { class: "host-title" }, status, h("span", {}, name)),
         seen),
-      h("div", { class: "toolbar" },
-        h("div", { class: "segmented", role: "group", "aria-label": "time range" }, presetButtons),
-        rangeLabel, resetZoom, resolution,
-        h("span", { class: "spacer" }),
-        live, exportLink),
+      toolbar,
       failure,
       charts,
-      h("p", { class: "muted" }, "Drag across a chart to zoom in; double-click to go back.")));
+      hint));
 
     function currentRange() {
       if (state.zoom) return state.zoom;
@@ -604,9 +606,12 @@
         if (state.stopped || seq !== state.loadSeq || e.status === 401) return;
         failure.textContent = e.status === 404 ? `There is no host named “${name}”.` : `Cannot load the charts: ${e.message}`;
         failure.hidden = false;
+        // Nothing to choose a range of.
+        toolbar.hidden = hint.hidden = e.status === 404;
         return;
       }
       if (state.stopped || seq !== state.loadSeq) return;
+      toolbar.hidden = hint.hidden = false;
       failure.hidden = true;
       state.data = {
         resolution: reply.resolution,
@@ -1023,6 +1028,12 @@
   // ------------------------------------------------------------- server
 
   function serverView(main) {
+    if (session.role !== "admin") {
+      main.append(h("section", { class: "view", id: "server-view" },
+        h("div", { class: "view-head" }, h("h1", {}, "Server")),
+        h("p", { class: "message" }, "Only administrators can see the server page.")));
+      return { stop() {} };
+    }
     let stopped = false;
     const history = { time: [], cpu: [], memory: [] };
     const cards = h("div", { class: "cards", id: "server-cards" });
@@ -1095,9 +1106,9 @@
         height: chartHeight(),
         legend: { show: false },
         cursor: { drag: { x: false, y: false }, points: { size: 7 } },
-        // At least a minute wide, so the first readings do not get
-        // sub-second ticks; the line grows from the left as readings come.
-        scales: { x: { time: true, range: (u, min, max) => [min, Math.max(max, min + 60)] }, y: { range: [0, 100] } },
+        // At least 10 s wide, so the first readings do not get sub-second
+        // ticks; the line grows from the left as readings come.
+        scales: { x: { time: true, range: (u, min, max) => [min, Math.max(max, min + 10)] }, y: { range: [0, 100] } },
         axes: [
           { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
           { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { show: false }, values: (u, splits) => splits.map((v) => `${v} %`), size: axisSize },
@@ -1120,6 +1131,8 @@
         if (stopped || e.status === 401) return;
         failure.textContent = e.status === 403 ? "Only administrators can see the server page." : `Cannot load the server's status: ${e.message}`;
         failure.hidden = false;
+        // Asking again will not make this user an administrator.
+        if (e.status === 403) clearInterval(timer);
       }
     }
 

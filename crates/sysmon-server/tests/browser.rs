@@ -1,0 +1,831 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven over
+//! WebDriver by chromedriver, against a server running in this process on
+//! SQLite and filled through the HTTP API with a day of three hosts' samples.
+//!
+//! Without `chromium` and `chromedriver` the test is skipped with a printed
+//! reason, except under CI (`CI=true` or `CI=1`), where it fails.
+//! `SYSMON_UPDATE_SCREENSHOTS=1` writes its screenshots to
+//! `docs/screenshots/`; otherwise they go to a temporary directory, so a
+//! normal run leaves the tree as it was.
+
+mod common;
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Backend, TestDatabase, TestServer};
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
+
+const ADMIN_PASSWORD: &str = "browser-test-admin";
+
+/// How long any one thing may take to show up in the page.
+const WAIT: Duration = Duration::from_secs(10);
+
+const DESKTOP: Viewport = Viewport::Window {
+    width: 1280,
+    height: 900,
+};
+/// A phone, emulated: desktop Chromium keeps windows at least 500 px wide.
+const PHONE: Viewport = Viewport::Phone {
+    width: 390,
+    height: 844,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_a_real_browser() {
+    let Some(tools) = BrowserTools::find() else {
+        return;
+    };
+    // Every browser step waits at most WAIT; this bounds the whole test
+    // should chromedriver itself stop answering.
+    tokio::time::timeout(Duration::from_secs(240), run(tools))
+        .await
+        .expect("the browser test finishes within 4 minutes");
+}
+
+async fn run(tools: BrowserTools) {
+    let database = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("SQLite needs no setup");
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    let fleet = seed(&server).await;
+    let shots = Screenshots::new(&database);
+    let driver = ChromeDriver::start(&tools, &database.path("chromedriver.log"));
+
+    let browser = driver.session(&tools, DESKTOP).await;
+    login_form(&browser, &server, &shots).await;
+    fleet_table(&browser, &fleet, &shots).await;
+    let web = &fleet[0];
+    host_page(&browser, &server, web).await;
+    zoom(&browser, web).await;
+    host_day(&browser, web, &shots).await;
+    server_page(&browser, &shots).await;
+    // Logging out shows the form again.
+    click(&browser, "#logout").await;
+    browser.wait_for_element("#login-form").await;
+    browser.close().await.expect("close the desktop browser");
+
+    let phone = driver.session(&tools, PHONE).await;
+    phone_layout(&phone, &server, web, &shots).await;
+    phone.close().await.expect("close the phone browser");
+
+    server.shutdown().await;
+}
+
+/// The form refuses a wrong password and lets the admin in.
+async fn login_form(browser: &Client, server: &TestServer, shots: &Screenshots) {
+    browser.goto(&server.url("/")).await.expect("open /");
+    browser.wait_for_element("#login-username").await;
+    shots.take(browser, "login").await;
+    type_into(browser, "#login-username", "admin").await;
+    type_into(browser, "#login-password", "not-the-password").await;
+    click(browser, "#login-submit").await;
+    wait_for(
+        browser,
+        "the login error",
+        "return document.querySelector('#login-error')?.textContent || null",
+    )
+    .await;
+    log_in(browser).await;
+}
+
+/// Every seeded host, its state and its latest cpu load.
+async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
+    let rows = wait_for(
+        browser,
+        "the fleet table with the seeded hosts",
+        "const rows = [...document.querySelectorAll('#fleet-table tr[data-client]')];
+         return rows.length === 3 ? rows.map(row => ({
+           name: row.dataset.client,
+           online: row.dataset.online,
+           cpu: row.querySelector('[data-field=cpu_load]').dataset.value,
+         })) : null;",
+    )
+    .await;
+    let rows = rows.as_array().expect("rows");
+    for host in fleet {
+        let row = rows
+            .iter()
+            .find(|row| row["name"] == host.name)
+            .unwrap_or_else(|| panic!("a row for {} in {rows:?}", host.name));
+        assert_eq!(row["online"], host.online.to_string(), "{row}");
+        assert_eq!(number(&row["cpu"]), Some(host.last_cpu), "{row}");
+    }
+    wait_for(
+        browser,
+        "the fleet's sparklines",
+        "return document.querySelectorAll('#fleet-table canvas').length === 3 || null",
+    )
+    .await;
+    // The sparklines' data comes a moment after the rows.
+    settle(browser).await;
+    shots.take(browser, "fleet").await;
+}
+
+/// A host page, opened from its row: the cpu chart holds the seeded hour,
+/// and a sample posted now appears without a reload, over the live socket.
+async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
+    click(browser, &format!("tr[data-client=\"{}\"] a", web.name)).await;
+    let chart = wait_for(
+        browser,
+        "the cpu chart with the seeded hour",
+        &chart_script("cpu", web.samples_last_hour),
+    )
+    .await;
+    assert_eq!(chart["metric"], "cpu_load");
+    assert_eq!(chart["canvas"], true, "uPlot drew the chart");
+    assert_eq!(number(&chart["last"]), Some(web.last_cpu), "{chart}");
+    wait_for(
+        browser,
+        "the live connection",
+        "return document.querySelector('#live.on') ? true : null",
+    )
+    .await;
+
+    let new_cpu = 77.25;
+    let stored = server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .bearer_auth(&web.token)
+        .json(&json!([agent_sample(web, now().floor(), Some(new_cpu))]))
+        .send()
+        .await
+        .expect("push a sample");
+    assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
+    let chart = wait_for(
+        browser,
+        "the new sample in the cpu chart",
+        &chart_script("cpu", web.samples_last_hour + 1),
+    )
+    .await;
+    assert_eq!(number(&chart["last"]), Some(new_cpu), "{chart}");
+
+    // The export link downloads the range shown, with the session cookie.
+    let export = wait_for(
+        browser,
+        "the CSV export",
+        "return fetch(document.querySelector('#export').href)
+           .then(async r => ({status: r.status, type: r.headers.get('content-type'),
+                              lines: (await r.text()).trim().split('\\n').length}));",
+    )
+    .await;
+    assert_eq!(export["status"], 200, "{export}");
+    assert!(
+        export["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("text/csv")),
+        "{export}"
+    );
+    // A header line, then one line per sample.
+    assert_eq!(
+        export["lines"].as_u64(),
+        Some(web.samples_last_hour as u64 + 2),
+        "{export}"
+    );
+}
+
+/// Dragging across a chart zooms in: the server is asked for that stretch
+/// alone. A double-click goes back to the preset.
+async fn zoom(browser: &Client, web: &Host) {
+    let shown = web.samples_last_hour + 1;
+    let plot = browser.wait_for_element("[data-chart=cpu] .u-over").await;
+    let drag = mouse([
+        PointerAction::MoveToElement {
+            element: plot,
+            duration: None,
+            x: -120.0,
+            y: 0.0,
+        },
+        PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        },
+        PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(300)),
+            x: 160.0,
+            y: 0.0,
+        },
+        PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        },
+    ]);
+    browser.perform_actions(drag).await.expect("drag");
+    wait_for(
+        browser,
+        "the zoomed cpu chart",
+        &format!(
+            "const el = document.querySelector('[data-chart=cpu]');
+             const label = document.querySelector('#range-label').textContent;
+             return label !== 'Last hour' && el && +el.dataset.points > 0
+               && +el.dataset.points < {shown} ? +el.dataset.points : null;"
+        ),
+    )
+    .await;
+
+    // The zoomed chart is a new element.
+    let plot = browser.wait_for_element("[data-chart=cpu] .u-over").await;
+    let press = || {
+        [
+            PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            },
+            PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            },
+        ]
+    };
+    let mut double_click = vec![PointerAction::MoveToElement {
+        element: plot,
+        duration: None,
+        x: 0.0,
+        y: 0.0,
+    }];
+    double_click.extend(press());
+    double_click.extend(press());
+    browser
+        .perform_actions(mouse(double_click))
+        .await
+        .expect("double-click");
+    wait_for(
+        browser,
+        "the preset after a double-click",
+        &format!(
+            "return document.querySelector('#range-label').textContent === 'Last hour'
+               && document.querySelector('[data-chart=cpu]').dataset.points === '{shown}' || null;"
+        ),
+    )
+    .await;
+}
+
+/// The day: every chart drawn, for the screenshot with min/max bands where
+/// the server answers with rollups.
+async fn host_day(browser: &Client, web: &Host, shots: &Screenshots) {
+    click(browser, "[data-preset=\"24h\"]").await;
+    let day = wait_for(
+        browser,
+        "the 24 h range",
+        &format!(
+            "const el = document.querySelector('[data-chart=cpu]');
+             return el && +el.dataset.points > {} ? +el.dataset.points : null;",
+            web.samples_last_hour + 1
+        ),
+    )
+    .await;
+    assert!(day.as_u64().is_some_and(|points| points > 100), "{day}");
+    for chart in ["cpu", "memory", "storage", "network", "disk"] {
+        let last = wait_for(
+            browser,
+            &format!("the {chart} chart"),
+            &format!(
+                "const el = document.querySelector('[data-chart={chart}]');
+                 return el && el.querySelector('canvas') && el.dataset.lastValue || null;"
+            ),
+        )
+        .await;
+        assert!(number(&last).is_some(), "{chart}: {last}");
+    }
+    browser
+        .set_window_size(1280, 1460)
+        .await
+        .expect("resize for the host screenshot");
+    settle(browser).await;
+    shots.take(browser, "host").await;
+    browser.set_window_size(1280, 900).await.expect("resize");
+}
+
+/// The server page (the admin sees its link), after a few readings.
+async fn server_page(browser: &Client, shots: &Screenshots) {
+    click(browser, "#nav-server").await;
+    wait_for(
+        browser,
+        "the server's cards",
+        "const el = document.querySelector('[data-field=clients] .value');
+         return el && el.textContent === '3' ? true : null;",
+    )
+    .await;
+    // Its charts gain a point every 2 s: a few more for the screenshot.
+    let readings = if shots.keep { 15 } else { 3 };
+    tokio::time::sleep(Duration::from_secs(readings)).await;
+    shots.take(browser, "server").await;
+}
+
+/// On a phone the fleet table and a host page fit the screen's width.
+async fn phone_layout(phone: &Client, server: &TestServer, web: &Host, shots: &Screenshots) {
+    phone
+        .goto(&server.url("/"))
+        .await
+        .expect("open / on a phone");
+    log_in(phone).await;
+    let layout = wait_for(
+        phone,
+        "the fleet table on a phone",
+        "const table = document.querySelector('#fleet-table');
+         if (!table || table.querySelectorAll('tr[data-client]').length !== 3) return null;
+         return {width: window.innerWidth, table: table.getBoundingClientRect().width,
+                 page: document.documentElement.scrollWidth};",
+    )
+    .await;
+    let width = f64::from(PHONE.width());
+    assert_eq!(layout["width"].as_f64(), Some(width), "{layout}");
+    let fits = |key: &str| layout[key].as_f64().is_some_and(|w| w <= width);
+    assert!(
+        fits("table") && fits("page"),
+        "no sideways scrolling: {layout}"
+    );
+    let table = phone
+        .find(Locator::Css("#fleet-table"))
+        .await
+        .expect("table");
+    assert!(table.is_displayed().await.expect("displayed"));
+    shots.take(phone, "fleet-phone").await;
+
+    click(phone, &format!("tr[data-client=\"{}\"] a", web.name)).await;
+    wait_for(
+        phone,
+        "the cpu chart on a phone",
+        "const el = document.querySelector('[data-chart=cpu] canvas');
+         return el && document.documentElement.scrollWidth <= window.innerWidth ? true : null;",
+    )
+    .await;
+    settle(phone).await;
+    shots.take(phone, "host-phone").await;
+}
+
+// ---------------------------------------------------------------- data
+
+/// A seeded host and what the page must show for it.
+struct Host {
+    name: &'static str,
+    token: String,
+    online: bool,
+    last_cpu: f64,
+    samples_last_hour: usize,
+    /// Where the seeded day begins, unix seconds.
+    day_start: f64,
+    profile: Profile,
+}
+
+#[derive(Clone, Copy)]
+struct Profile {
+    seed: u64,
+    /// An agent sends every metric; the original client only cpu, mem and
+    /// storage.
+    agent: bool,
+    cpu_base: f64,
+    cpu_swing: f64,
+    memory_total_bytes: u64,
+    memory_base: f64,
+    storage_mb: f64,
+    network_mib: f64,
+}
+
+/// Three hosts: two agents reporting every 20 s for a day and up to now,
+/// and an original client that stopped three hours ago.
+async fn seed(server: &TestServer) -> Vec<Host> {
+    let now = now();
+    let profiles = [
+        (
+            "web-1",
+            true,
+            42.5,
+            Profile {
+                seed: 1,
+                agent: true,
+                cpu_base: 22.0,
+                cpu_swing: 30.0,
+                memory_total_bytes: 16 << 30,
+                memory_base: 0.45,
+                storage_mb: 95_000.0,
+                network_mib: 6.0,
+            },
+        ),
+        (
+            "db-1",
+            true,
+            17.25,
+            Profile {
+                seed: 2,
+                agent: true,
+                cpu_base: 12.0,
+                cpu_swing: 14.0,
+                memory_total_bytes: 64 << 30,
+                memory_base: 0.7,
+                storage_mb: 410_000.0,
+                network_mib: 2.0,
+            },
+        ),
+        (
+            "legacy-box",
+            false,
+            8.5,
+            Profile {
+                seed: 3,
+                agent: false,
+                cpu_base: 6.0,
+                cpu_swing: 8.0,
+                memory_total_bytes: 0,
+                memory_base: 0.0,
+                storage_mb: 21_000.0,
+                network_mib: 0.0,
+            },
+        ),
+    ];
+    let mut hosts = Vec::new();
+    for (name, online, last_cpu, profile) in profiles {
+        let token = server.register(name, "seed-password").await;
+        let mut host = Host {
+            name,
+            token,
+            online,
+            last_cpu,
+            samples_last_hour: 0,
+            day_start: now - 86400.0,
+            profile,
+        };
+        // Newest first, so the first carries the known last cpu load. No
+        // samples lie within 100 s either side of "an hour ago", so the
+        // page's last hour holds the same ones however long the test takes
+        // to get there (up to 100 s).
+        let last = if online {
+            now - 2.0
+        } else {
+            now - 3.0 * 3600.0
+        };
+        let times: Vec<f64> = (0..)
+            .map(|k| last - 20.0 * f64::from(k))
+            .take_while(|&t| t > host.day_start)
+            .filter(|&t| (t - (now - 3600.0)).abs() > 100.0)
+            .collect();
+        host.samples_last_hour = times.iter().filter(|&&t| t > now - 3600.0).count();
+        let samples: Vec<Value> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| agent_sample(&host, t.floor(), (i == 0).then_some(last_cpu)))
+            .collect();
+        let response = server
+            .http
+            .post(server.url("/api/v1/samples"))
+            .bearer_auth(&host.token)
+            .json(&samples)
+            .send()
+            .await
+            .expect("seed request");
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+        hosts.push(host);
+    }
+    hosts
+}
+
+/// A plausible sample: a daily rhythm, slower and faster swings, a little
+/// noise and the rare spike; the same on every run.
+fn agent_sample(host: &Host, t: f64, cpu: Option<f64>) -> Value {
+    let p = host.profile;
+    let seed = p.seed as f64;
+    let day = (t / 86400.0 * std::f64::consts::TAU + seed).sin();
+    let slow = (t / 5400.0 + seed * 1.7).sin();
+    let swing = 0.6 * (t / 1300.0 + seed * 2.3).sin() + 0.4 * (t / 370.0 + seed).sin();
+    let jitter = noise(p.seed, t as u64) - 0.5;
+    let spike = if noise(p.seed + 100, t as u64) > 0.985 {
+        40.0
+    } else {
+        0.0
+    };
+    let cpu = cpu.unwrap_or_else(|| {
+        (p.cpu_base
+            + p.cpu_swing * (0.5 + 0.5 * day)
+            + 5.0 * slow
+            + 4.0 * swing
+            + 6.0 * jitter
+            + spike)
+            .clamp(0.5, 99.0)
+    });
+    let cpu = (cpu * 100.0).round() / 100.0;
+    // Disks fill up over the day, a few hundred MB.
+    let storage = (p.storage_mb + 600.0 * (t - host.day_start) / 86400.0 + 20.0 * slow).round();
+    if !p.agent {
+        return json!({"time": t, "cpu_load": cpu, "mem": (3000.0 + 900.0 * day).round(), "storage": storage});
+    }
+    let total = p.memory_total_bytes as f64;
+    let used = total * (p.memory_base + 0.12 * day + 0.04 * slow + 0.01 * swing).clamp(0.05, 0.95);
+    let mib = 1024.0 * 1024.0;
+    let rx = p.network_mib * mib * (0.55 + 0.35 * day + 0.1 * swing + 0.2 * jitter).max(0.02);
+    let tx = 0.35 * rx * (1.0 + 0.3 * slow);
+    json!({
+        "time": t,
+        "cpu_load": cpu,
+        "mem": (used / mib).round(),
+        "storage": storage,
+        "load_average_1m": ((cpu / 25.0) * 100.0).round() / 100.0,
+        "memory_used_bytes": used as u64,
+        "memory_total_bytes": p.memory_total_bytes,
+        "swap_used_bytes": (total * (0.01 + 0.002 * slow)) as u64,
+        "disk_read_bytes_per_second": (mib * (0.4 + 0.2 * slow + 0.15 * swing + 0.3 * jitter)).max(0.0).round(),
+        "disk_write_bytes_per_second": (mib * (1.2 + 0.8 * day + 0.3 * swing + 0.4 * jitter)).max(0.0).round(),
+        "network_receive_bytes_per_second": rx.round(),
+        "network_transmit_bytes_per_second": tx.round(),
+        "temperature_celsius": (45.0 + cpu / 5.0 + 2.0 * slow).round(),
+    })
+}
+
+/// Deterministic noise in 0..1 (splitmix64 of seed and time).
+fn noise(seed: u64, t: u64) -> f64 {
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ t;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+// ------------------------------------------------------------- browser
+
+/// Reads a chart's attributes once it has `points` points.
+fn chart_script(chart: &str, points: usize) -> String {
+    format!(
+        "const el = document.querySelector('[data-chart={chart}]');
+         if (!el || el.dataset.points !== '{points}') return null;
+         return {{metric: el.dataset.metric, points: el.dataset.points,
+                 last: el.dataset.lastValue, canvas: !!el.querySelector('canvas')}};"
+    )
+}
+
+/// A number the page wrote as text into an attribute.
+fn number(value: &Value) -> Option<f64> {
+    value.as_str().and_then(|text| text.parse().ok())
+}
+
+fn mouse(steps: impl IntoIterator<Item = PointerAction>) -> MouseActions {
+    steps
+        .into_iter()
+        .fold(MouseActions::new("mouse".into()), |actions, step| {
+            actions.then(step)
+        })
+}
+
+async fn log_in(browser: &Client) {
+    let username = browser.wait_for_element("#login-username").await;
+    username.clear().await.expect("clear");
+    username.send_keys("admin").await.expect("type");
+    let password = browser.wait_for_element("#login-password").await;
+    password.clear().await.expect("clear");
+    password.send_keys(ADMIN_PASSWORD).await.expect("type");
+    click(browser, "#login-submit").await;
+    browser.wait_for_element("#fleet-view").await;
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let field = browser.wait_for_element(css).await;
+    field.clear().await.expect("clear");
+    field.send_keys(text).await.expect("type");
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .wait_for_element(css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Lets charts finish drawing after a resize or a load.
+async fn settle(browser: &Client) {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let _ = browser.execute("return true", vec![]).await;
+}
+
+/// Polls `script` (a function body) until it returns something other than
+/// null; panics after WAIT, naming `what`.
+async fn wait_for(browser: &Client, what: &str, script: &str) -> Value {
+    poll(what, || async {
+        match browser.execute(script, vec![]).await {
+            Ok(Value::Null) => Err("not yet".to_owned()),
+            Ok(value) => Ok(value),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+async fn poll<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("waited {WAIT:?} for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+trait WaitForElement {
+    async fn wait_for_element(&self, css: &str) -> fantoccini::elements::Element;
+}
+
+impl WaitForElement for Client {
+    async fn wait_for_element(&self, css: &str) -> fantoccini::elements::Element {
+        poll(css, || async {
+            self.find(Locator::Css(css))
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Viewport {
+    Window { width: u32, height: u32 },
+    Phone { width: u32, height: u32 },
+}
+
+impl Viewport {
+    fn width(self) -> u32 {
+        match self {
+            Viewport::Window { width, .. } | Viewport::Phone { width, .. } => width,
+        }
+    }
+}
+
+/// Where the browser and its driver are.
+struct BrowserTools {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+impl BrowserTools {
+    /// `None` (after printing why) when either is missing outside CI.
+    fn find() -> Option<BrowserTools> {
+        let chromium = find_program("SYSMON_CHROMIUM", &["chromium", "chromium-browser"]);
+        let chromedriver = find_program("SYSMON_CHROMEDRIVER", &["chromedriver"]);
+        match (chromium, chromedriver) {
+            (Some(chromium), Some(chromedriver)) => Some(BrowserTools {
+                chromium,
+                chromedriver,
+            }),
+            _ => {
+                let reason = "the browser test needs chromium and chromedriver \
+                     (Debian: apt-get install chromium chromium-driver; or set \
+                     SYSMON_CHROMIUM and SYSMON_CHROMEDRIVER to their paths)";
+                if matches!(std::env::var("CI").as_deref(), Ok("true" | "1")) {
+                    panic!("{reason}: CI must run it");
+                }
+                eprintln!("skipped: {reason}");
+                None
+            }
+        }
+    }
+}
+
+/// The program named by `variable`, or the first of `names` on the PATH.
+fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable).filter(|path| !path.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A chromedriver process on a free loopback port, killed when dropped.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    fn start(tools: &BrowserTools, log: &Path) -> ChromeDriver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&tools.chromedriver)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", tools.chromedriver.display()));
+        ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A new browser with its own profile, at the given size.
+    async fn session(&self, tools: &BrowserTools, viewport: Viewport) -> Client {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-background-networking".to_owned(),
+            // Numbers in the page are formatted for the browser's language.
+            "--lang=en-US".to_owned(),
+        ];
+        let mut options = json!({"binary": tools.chromium});
+        match viewport {
+            Viewport::Window { width, height } => {
+                args.push(format!("--window-size={width},{height}"));
+            }
+            Viewport::Phone { width, height } => {
+                args.push("--window-size=800,1000".to_owned());
+                options["mobileEmulation"] = json!({
+                    "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true}
+                });
+            }
+        }
+        options["args"] = json!(args);
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert("goog:chromeOptions".into(), options);
+        // chromedriver may take a moment to listen.
+        poll("chromedriver to start a browser", || {
+            let capabilities = capabilities.clone();
+            async move {
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(capabilities)
+                    .connect(&self.url)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for ChromeDriver {
+    /// Asks chromedriver to quit, which closes the browsers it started:
+    /// killing it alone would leave them running when a test fails before
+    /// closing its sessions. Killed anyway if it does not exit in time.
+    fn drop(&mut self) {
+        let shutdown =
+            TcpStream::connect(self.url.trim_start_matches("http://")).and_then(|mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                stream.write_all(
+                    b"GET /shutdown HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                )?;
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply)
+            });
+        if shutdown.is_ok() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Screenshots go to docs/screenshots with SYSMON_UPDATE_SCREENSHOTS=1,
+/// else to the test's temporary directory.
+struct Screenshots {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Screenshots {
+    fn new(database: &TestDatabase) -> Screenshots {
+        let keep = std::env::var("SYSMON_UPDATE_SCREENSHOTS").as_deref() == Ok("1");
+        let dir = if keep {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
+        } else {
+            database.path("screenshots")
+        };
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        Screenshots { dir, keep }
+    }
+
+    async fn take(&self, browser: &Client, name: &str) {
+        let png = browser.screenshot().await.expect("screenshot");
+        let path = self.dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+}
