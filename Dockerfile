@@ -5,11 +5,19 @@
 #
 # By default the server stores its data in SQLite at /var/lib/sysmon/sysmon.db;
 # set DATABASE_URL=postgres://... (or the original's DB_* variables) to use
-# PostgreSQL instead. See README.md.
+# PostgreSQL instead. The dashboard is at http://HOST:5000/; set
+# SYSMON_INITIAL_ADMIN_PASSWORD on the first run, or read the one-time admin
+# password from `docker logs`. See README.md.
 
 # --- build -------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
+
+# npm: the build script installs the dashboard's chart library (uPlot) from
+# the npm registry and compiles it into the binary.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm \
+ && rm -rf /var/lib/apt/lists/*
 
 # The whole workspace: the migrations under crates/sysmon-server/migrations
 # are compiled into the binary.
