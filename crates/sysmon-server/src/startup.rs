@@ -48,6 +48,7 @@ impl Application {
         let (ingest, ingest_writers) = Ingest::start(
             store.clone(),
             &config.ingest,
+            config.retention.raw,
             metrics.clone(),
             services_stop.clone(),
         );

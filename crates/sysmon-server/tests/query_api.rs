@@ -244,11 +244,25 @@ async fn rollups_equal_the_raw_samples_they_summarise(database: TestDatabase) {
     let server = start(&database).await;
     let token = server.register("web1", "pw").await;
     let samples = varied_samples();
-    for chunk in samples.chunks(1000) {
+    // Ten samples are held back, to arrive later with a repeated time.
+    let held = &samples[500..510];
+    let rest: Vec<Value> = samples[..500]
+        .iter()
+        .chain(&samples[510..])
+        .cloned()
+        .collect();
+    for chunk in rest.chunks(1000) {
         post_batch(&server, &token, chunk).await;
     }
-    // A replay must not count twice.
+    // A replay must not count twice...
     post_batch(&server, &token, &samples[..500]).await;
+    // ...nor a new time that comes twice in one batch: the first row is
+    // the one stored, so it is the one summarised.
+    let mut repeated = held.to_vec();
+    let mut changed = held[5].clone();
+    changed["cpu_load"] = json!(99.5);
+    repeated.push(changed);
+    post_batch(&server, &token, &repeated).await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     let range = format!("from={BASE}&to={}", BASE + 7200);
     for (step, tier) in [(60, "1m"), (600, "10m"), (3600, "1h"), (1200, "10m")] {
@@ -292,14 +306,11 @@ async fn rollups_equal_the_raw_samples_they_summarise(database: TestDatabase) {
 }
 
 async fn retention_removes_only_what_expired(database: TestDatabase) {
+    // Samples stored while everything was kept...
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
-    config.retention.raw = Some(Duration::from_secs(86_400));
-    config.retention.one_minute = Some(Duration::from_secs(2 * 86_400));
-    config.retention.ten_minutes = None;
-    config.retention.one_hour = None;
-    config.retention.check_interval = Duration::from_millis(200);
-    let server = TestServer::start(config).await;
+    config.retention.raw = None;
+    let server = TestServer::start(config.clone()).await;
     let token = server.register("web1", "pw").await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -312,6 +323,15 @@ async fn retention_removes_only_what_expired(database: TestDatabase) {
         .map(|t| json!({"time": t, "cpu_load": 50.0}))
         .collect();
     post_batch(&server, &token, &samples).await;
+    server.shutdown().await;
+
+    // ...then a restart with shorter retention.
+    config.retention.raw = Some(Duration::from_secs(day as u64));
+    config.retention.one_minute = Some(Duration::from_secs(2 * day as u64));
+    config.retention.ten_minutes = None;
+    config.retention.one_hour = None;
+    config.retention.check_interval = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     let count = |body: &Value| -> i64 {
         body["count"]
@@ -322,42 +342,45 @@ async fn retention_removes_only_what_expired(database: TestDatabase) {
             .sum()
     };
     let range = format!("from={}&to={}", now - 4 * day, now);
-    let mut raw_left = -1;
+    let tier = |resolution: &str| format!("{range}&step=3600&resolution={resolution}");
+    // The job runs at start and every 200 ms: wait for both tiers.
+    let (mut raw_left, mut minute_left) = (-1, -1);
     for _ in 0..50 {
-        let raw = series(
-            &server,
-            &admin,
-            "web1",
-            &format!("{range}&step=3600&resolution=raw"),
-        )
-        .await;
-        raw_left = count(&raw);
-        if raw_left == 1 {
+        raw_left = count(&series(&server, &admin, "web1", &tier("raw")).await);
+        minute_left = count(&series(&server, &admin, "web1", &tier("1m")).await);
+        if (raw_left, minute_left) == (1, 2) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(raw_left, 1, "raw keeps only the last day");
-    let minute = series(
-        &server,
-        &admin,
-        "web1",
-        &format!("{range}&step=3600&resolution=1m"),
-    )
-    .await;
-    assert_eq!(count(&minute), 2, "1-minute rollups keep two days");
-    let ten = series(
-        &server,
-        &admin,
-        "web1",
-        &format!("{range}&step=3600&resolution=10m"),
-    )
-    .await;
+    assert_eq!(minute_left, 2, "1-minute rollups keep two days");
+    let ten = series(&server, &admin, "web1", &tier("10m")).await;
     assert_eq!(count(&ten), 3, "10-minute rollups are kept forever here");
+    let hour = series(&server, &admin, "web1", &tier("1h")).await;
+    assert_eq!(count(&hour), 3);
     // The automatic choice skips the tiers that lost the range's start.
     let auto = series(&server, &admin, "web1", &format!("{range}&step=60")).await;
     assert_eq!(auto["resolution"], "10m");
     assert_eq!(count(&auto), 3);
+    // A sample older than raw samples are kept is refused, saying why.
+    let response = server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .bearer_auth(&token)
+        .json(&json!([{"time": now - 2 * day, "cpu_load": 1.0}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("retention.raw_days"),
+        "{body}"
+    );
 }
 
 async fn access_control_in_every_direction(database: TestDatabase) {
@@ -408,6 +431,44 @@ async fn access_control_in_every_direction(database: TestDatabase) {
         }
         assert_eq!(get(&server, "/api/v1/server", Some(token)).await.0, 403);
     }
+    // A dashboard session is not an ingest token, and logging out ends it.
+    let pushed = server
+        .push_form(
+            "alpha",
+            &session_a,
+            &[("time", "1764000100"), ("cpu_load", "1")],
+        )
+        .await;
+    assert_eq!(pushed.status(), 401);
+    let logout = server
+        .http
+        .delete(server.url("/api/v1/session"))
+        .bearer_auth(&session_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(
+        get(&server, "/api/v1/clients", Some(&session_a)).await.0,
+        401
+    );
+    assert_eq!(
+        get(&server, "/api/v1/clients", Some(&token_a)).await.0,
+        200,
+        "ingest tokens stay valid"
+    );
+
+    // A login body must be JSON, so a cross-site form cannot post one.
+    let form = server
+        .http
+        .post(server.url("/api/v1/session"))
+        .header("Content-Type", "text/plain")
+        .body(r#"{"username": "alpha", "password": "pw-a"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 400);
+
     let (_, list) = get(&server, "/api/v1/clients", Some(&token_b)).await;
     assert_eq!(list["clients"].as_array().unwrap().len(), 1);
     assert_eq!(list["clients"][0]["name"], "bravo");
@@ -439,6 +500,14 @@ async fn access_control_in_every_direction(database: TestDatabase) {
     let (status, body) = get(&server, "/api/v1/clients/nobody/series", Some(&admin)).await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("nobody"));
+    // Bounds far outside any sample time are clamped, not overflowed.
+    let (status, body) = get(
+        &server,
+        "/api/v1/clients/alpha/series?from=-9000000000000&to=9000000000000&step=1&resolution=raw",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     let (status, health) = get(&server, "/api/v1/server", Some(&admin)).await;
     assert_eq!(status, 200);
     assert_eq!(health["clients"], 2);
@@ -477,14 +546,33 @@ async fn live_updates_carry_only_the_watched_client(database: TestDatabase) {
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
 
     let url = format!("ws://{}/api/v1/clients/alpha/live", server.address);
-    // Without a session the upgrade is refused.
+    // Without a session, with another client's token, or from another
+    // site's page, the upgrade is refused.
     assert!(tokio_tungstenite::connect_async(url.as_str())
         .await
         .is_err());
+    let mut as_bravo = url.as_str().into_client_request().unwrap();
+    as_bravo.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {token_b}").parse().unwrap(),
+    );
+    assert!(tokio_tungstenite::connect_async(as_bravo).await.is_err());
+    let mut cross_site = url.as_str().into_client_request().unwrap();
+    cross_site
+        .headers_mut()
+        .insert("Cookie", format!("sysmon_session={admin}").parse().unwrap());
+    cross_site
+        .headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(cross_site).await.is_err());
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
         .insert("Cookie", format!("sysmon_session={admin}").parse().unwrap());
+    let origin = format!("http://{}", server.address);
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     // Give the server a moment to subscribe before the samples commit.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -705,7 +793,11 @@ async fn user_subcommand_adds_lists_and_removes_dashboard_users() {
     );
     let short = run(&["user", "add", "dave"], "short\n");
     assert!(!short.status.success());
-    assert!(String::from_utf8_lossy(&short.stdout).contains("8"));
+    assert!(
+        String::from_utf8_lossy(&short.stdout).contains("needs 8 to 1024 characters"),
+        "{}",
+        String::from_utf8_lossy(&short.stdout)
+    );
     let again = run(&["user", "add", "carol"], "carol-password\n");
     assert!(
         !again.status.success(),

@@ -184,12 +184,15 @@ CREATE TABLE dashboard_user_clients (
     PRIMARY KEY (user_id, client_name)
 ) WITHOUT ROWID;
 
--- Dashboard sessions, stored only as SHA-256 hashes of their tokens.
+-- Dashboard sessions, stored only as SHA-256 hashes of their tokens: a
+-- dashboard user's, or a client's that logged in with its own credentials.
 CREATE TABLE dashboard_sessions (
     token_hash    BLOB  PRIMARY KEY,
-    user_id       INTEGER NOT NULL REFERENCES dashboard_users (id) ON DELETE CASCADE,
+    user_id       INTEGER REFERENCES dashboard_users (id) ON DELETE CASCADE,
+    client_id     INTEGER REFERENCES clients (id) ON DELETE CASCADE,
     created_at_us INTEGER NOT NULL,
-    expires_at_us INTEGER NOT NULL
+    expires_at_us INTEGER NOT NULL,
+    CHECK ((user_id IS NULL) <> (client_id IS NULL))
 ) WITHOUT ROWID;
 -- Summarise what earlier versions stored.
 INSERT INTO rollup_1m (client_id, bucket_us, sample_count, cpu_load_min, cpu_load_max, cpu_load_sum, cpu_load_count, mem_min, mem_max, mem_sum, mem_count, storage_min, storage_max, storage_sum, storage_count, load_average_1m_min, load_average_1m_max, load_average_1m_sum, load_average_1m_count, memory_used_bytes_min, memory_used_bytes_max, memory_used_bytes_sum, memory_used_bytes_count, memory_total_bytes_min, memory_total_bytes_max, memory_total_bytes_sum, memory_total_bytes_count, swap_used_bytes_min, swap_used_bytes_max, swap_used_bytes_sum, swap_used_bytes_count, disk_read_bytes_per_second_min, disk_read_bytes_per_second_max, disk_read_bytes_per_second_sum, disk_read_bytes_per_second_count, disk_write_bytes_per_second_min, disk_write_bytes_per_second_max, disk_write_bytes_per_second_sum, disk_write_bytes_per_second_count, network_receive_bytes_per_second_min, network_receive_bytes_per_second_max, network_receive_bytes_per_second_sum, network_receive_bytes_per_second_count, network_transmit_bytes_per_second_min, network_transmit_bytes_per_second_max, network_transmit_bytes_per_second_sum, network_transmit_bytes_per_second_count, temperature_celsius_min, temperature_celsius_max, temperature_celsius_sum, temperature_celsius_count)

@@ -66,6 +66,13 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Self> {
+        // A form on another site can post any text, but not with a JSON
+        // content type: requiring it keeps cross-site posts out.
+        if !content_type(&request).starts_with("application/json") {
+            return Err(Error::BadRequest(
+                "send the body as JSON with Content-Type: application/json".into(),
+            ));
+        }
         let bytes = read_body(request, state).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)

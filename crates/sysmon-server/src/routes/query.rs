@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
@@ -20,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::parse_bound;
-use super::session::Authenticated;
+use super::session::{request_token, Authenticated};
 use crate::error::{Error, Result};
 use crate::services::auth::Principal;
 use crate::services::query::{self, ClientStatus, SeriesRequest};
@@ -284,10 +285,17 @@ pub async fn export_csv(
     if start > end {
         return Err(Error::BadRequest("`from` must not be after `to`".into()));
     }
+    // Only the span the client has samples in: a far-off bound must not
+    // turn into millions of empty windows.
+    let (start, end) = match state.store.log_span(client).await? {
+        Some((first, last)) => (start.max(first.micros()), end.min(last.micros())),
+        None => (1, 0),
+    };
     let header = csv_row(CSV_HEADER.iter().map(|s| s.to_string()))?;
     let window = EXPORT_WINDOW.as_micros() as i64;
     let store = state.store.clone();
-    let chunks = futures_util::stream::try_unfold(Some(start), move |next| {
+    let first_window = (start <= end).then_some(start);
+    let chunks = futures_util::stream::try_unfold(first_window, move |next| {
         let store = store.clone();
         async move {
             let Some(from) = next else {
@@ -321,7 +329,12 @@ pub async fn export_csv(
             (CONTENT_DISPOSITION, filename),
         ],
         Body::from_stream(body.map(|chunk: Result<Vec<u8>>| {
-            chunk.map_err(|error| std::io::Error::other(error.to_string()))
+            chunk.map_err(|error| {
+                // The status line is long gone: the client sees a cut-off
+                // download, and the log says why.
+                tracing::error!(%error, "CSV export failed midway");
+                std::io::Error::other(error.to_string())
+            })
         })),
     )
         .into_response())
@@ -398,7 +411,7 @@ pub struct ServerHealth {
     host: HostHealth,
     ingest: IngestHealth,
     /// Registered clients.
-    clients: usize,
+    clients: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -452,7 +465,7 @@ pub async fn server_health(
             queue_depth: ingest.queue_depth,
             open_websockets: ingest.open_websockets,
         },
-        clients: state.store.client_overviews().await?.len(),
+        clients: state.store.count_clients().await?,
     }))
 }
 
@@ -471,20 +484,63 @@ pub async fn live(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(name): Path<String>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response> {
+    check_same_origin(&headers)?;
     let client = readable_client(&state, &principal, &name).await?;
+    let token = request_token(&headers).unwrap_or_default();
     Ok(upgrade
         .max_message_size(4096)
-        .on_upgrade(move |socket| stream_live(socket, state, client, name)))
+        .on_upgrade(move |socket| stream_live(socket, state, client, name, token)))
 }
 
-async fn stream_live(socket: WebSocket, state: AppState, client: ClientId, name: String) {
+/// Browsers send their page's origin with a WebSocket upgrade and apply no
+/// same-origin rule to it, so a page of another site on the same domain
+/// could open one with the user's cookie. Only this server's own pages may
+/// (clients without a browser send no Origin).
+fn check_same_origin(headers: &HeaderMap) -> Result<()> {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"))
+        .map(|(_, host)| host);
+    let host = headers.get(HOST).and_then(|host| host.to_str().ok());
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err(Error::Forbidden(
+            "cross-origin WebSocket refused: open it from this server's dashboard".into(),
+        )),
+    }
+}
+
+/// How often a live socket checks that its session still may read.
+const LIVE_RECHECK: Duration = Duration::from_secs(30);
+
+async fn stream_live(
+    socket: WebSocket,
+    state: AppState,
+    client: ClientId,
+    name: String,
+    token: String,
+) {
     let _open = state.metrics.websocket_opened();
     let mut committed = state.ingest.subscribe();
     let (mut sink, mut incoming) = socket.split();
+    let mut recheck = tokio::time::interval(LIVE_RECHECK);
+    recheck.tick().await;
     loop {
         tokio::select! {
+            // A logout, a removed user or an expired session ends the feed.
+            _ = recheck.tick() => {
+                let allowed = state.auth.principal(&token).await.is_ok_and(|p| p.may_read(&name));
+                if !allowed {
+                    break;
+                }
+            },
             batch = committed.recv() => match batch {
                 Ok(rows) => {
                     for row in rows.iter().filter(|row| row.client == client) {

@@ -36,7 +36,7 @@ impl FromRequestParts<AppState> for Authenticated {
 }
 
 /// The bearer token, else the session cookie.
-fn request_token(headers: &HeaderMap) -> Option<String> {
+pub fn request_token(headers: &HeaderMap) -> Option<String> {
     if let Some(header) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return Some(strip_bearer(header).to_owned());
     }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::passwords::Passwords;
 use crate::error::{Error, Result};
-use crate::store::{DashboardUser, NewDashboardUser, Store, TokenOwner};
+use crate::store::{DashboardUser, NewDashboardUser, SessionOwner, Store, TokenOwner};
 
 const MAX_USERNAME_CHARS: usize = 64;
 const MAX_PASSWORD_BYTES: usize = 1024;
@@ -45,6 +45,9 @@ pub struct Auth {
     passwords: Passwords,
     // Tokens are never revoked, so a positive entry never goes stale.
     known_tokens: RwLock<HashMap<TokenHash, TokenOwner>>,
+    /// A hash of nothing anyone knows, checked against when a login names
+    /// no one.
+    dummy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl Auth {
@@ -54,6 +57,7 @@ impl Auth {
             store,
             passwords: Passwords::start(cores)?,
             known_tokens: RwLock::new(HashMap::new()),
+            dummy_hash: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -246,29 +250,43 @@ impl Auth {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::Unauthorized);
         }
+        let expires = sysmon_core::UnixTime::now().micros()
+            + i64::try_from(session_lifetime.as_micros()).unwrap_or(i64::MAX / 2);
         if let Some(user) = self.store.find_dashboard_user(username).await? {
             self.verify_password(&user.password_hash, password).await?;
             let token = new_token();
-            let expires = sysmon_core::UnixTime::now().micros()
-                + i64::try_from(session_lifetime.as_micros()).unwrap_or(i64::MAX / 2);
             self.store
-                .add_session(user.id, &hash_token(&token), expires)
+                .add_session(SessionOwner::User(user.id), &hash_token(&token), expires)
                 .await?;
             return Ok(Session {
                 token,
                 principal: Principal::from_user(user),
             });
         }
-        let client = self
-            .store
-            .find_client(username)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        let login = self
-            .login(client.id, &client.password_hash, password)
+        let Some(client) = self.store.find_client(username).await? else {
+            // As slow as a wrong password, so timing does not tell which
+            // names exist.
+            let dummy = self
+                .dummy_hash
+                .get_or_try_init(|| self.passwords.hash(new_token()))
+                .await?;
+            let _ = self.verify_password(dummy, password).await;
+            return Err(Error::Unauthorized);
+        };
+        // A session of its own, not one of the client's ingest tokens: it
+        // expires, logging out ends it, and it cannot push samples.
+        self.verify_password(&client.password_hash, password)
+            .await?;
+        let token = new_token();
+        self.store
+            .add_session(
+                SessionOwner::Client(client.id),
+                &hash_token(&token),
+                expires,
+            )
             .await?;
         Ok(Session {
-            token: login.token,
+            token,
             principal: Principal::Client(TokenOwner {
                 id: client.id,
                 name: client.name,
@@ -276,8 +294,8 @@ impl Auth {
         })
     }
 
-    /// Ends a dashboard session. A client's token stays valid: the
-    /// original API's tokens never expire and its clients rely on that.
+    /// Ends a dashboard session (a client's ingest tokens are not sessions
+    /// and stay valid: the original API's clients rely on that).
     pub async fn logout(&self, token: &str) -> Result<()> {
         self.store.delete_session(&hash_token(token)).await
     }
@@ -288,6 +306,9 @@ impl Auth {
         let now = sysmon_core::UnixTime::now().micros();
         if let Some(user) = self.store.session_user(&hash, now).await? {
             return Ok(Principal::from_user(user));
+        }
+        if let Some(client) = self.store.session_client(&hash, now).await? {
+            return Ok(Principal::Client(client));
         }
         self.authenticate(token).await.map(Principal::Client)
     }

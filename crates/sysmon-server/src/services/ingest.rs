@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sysmon_core::v1::BatchAck;
-use sysmon_core::Sample;
+use sysmon_core::{Sample, UnixTime};
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -65,14 +65,17 @@ pub struct Ingest {
     enqueue_timeout: Duration,
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
+    raw_retention: Option<Duration>,
 }
 
 impl Ingest {
     /// Starts the writers. They run until `stop` is cancelled, then store
     /// whatever is still queued and end; `writers` ends when they have.
+    /// Samples older than `raw_retention` are refused.
     pub fn start(
         store: Arc<dyn Store>,
         config: &IngestConfig,
+        raw_retention: Option<Duration>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> (Ingest, JoinSet<()>) {
@@ -96,6 +99,7 @@ impl Ingest {
             enqueue_timeout: config.enqueue_timeout,
             metrics,
             live,
+            raw_retention,
         };
         (ingest, writers)
     }
@@ -108,6 +112,7 @@ impl Ingest {
         samples: Vec<Sample>,
         source: Source,
     ) -> Result<BatchAck> {
+        self.check_retention(&samples)?;
         let rows = samples
             .into_iter()
             .map(|sample| ClientSample { client, sample })
@@ -129,6 +134,26 @@ impl Ingest {
         self.metrics
             .samples_acknowledged(source, ack.stored.len(), ack.duplicates.len());
         Ok(ack)
+    }
+
+    /// Refuses samples older than raw samples are kept: retention would
+    /// delete them at once, and a replay of one would be counted into the
+    /// rollups a second time, since the raw row it duplicates is gone.
+    fn check_retention(&self, samples: &[Sample]) -> Result<()> {
+        let Some(keep) = self.raw_retention else {
+            return Ok(());
+        };
+        let horizon = UnixTime::now()
+            .micros()
+            .saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
+        match samples.iter().find(|sample| sample.time.micros() < horizon) {
+            Some(old) => Err(Error::BadRequest(format!(
+                "sample time {} is older than raw samples are kept ({} days, retention.raw_days)",
+                old.time.to_json(),
+                keep.as_secs_f64() / 86_400.0
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Every sample committed from now on, newly stored ones only.
@@ -238,9 +263,11 @@ fn publish(live: &broadcast::Sender<Committed>, rows: Vec<ClientSample>, new: &H
     if live.receiver_count() == 0 || new.is_empty() {
         return;
     }
+    // A key twice in one commit was stored once, from its first row.
+    let mut unsent = new.clone();
     let committed: Committed = rows
         .into_iter()
-        .filter(|row| new.contains(&(row.client.0, row.sample.time.micros())))
+        .filter(|row| unsent.remove(&(row.client.0, row.sample.time.micros())))
         .collect();
     // No receiver left since the check is fine: nobody is watching.
     let _ = live.send(committed);

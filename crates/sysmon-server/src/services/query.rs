@@ -23,6 +23,12 @@ pub const MAX_POINTS: u32 = 10_000;
 pub const MAX_BUCKETS: i64 = 100_000;
 /// Range when `from` is not given.
 pub const DEFAULT_RANGE: Duration = Duration::from_secs(3600);
+/// The earliest time a sample can have (the ingest validation's bound):
+/// 2000-01-01.
+pub const EARLIEST_US: i64 = 946_684_800_000_000;
+/// How far ahead of now a sample's time may be.
+const LATEST_AHEAD_US: i64 = 86_400_000_000;
+const MAX_STEP_US: i64 = 10 * 366 * 86_400_000_000;
 /// A client's interval when it has too few samples to tell.
 pub const UNKNOWN_INTERVAL: Duration = Duration::from_secs(60);
 /// A client is offline after this many intervals without a sample.
@@ -104,19 +110,26 @@ pub struct Plan {
 
 /// Chooses tier, step and bucket-aligned bounds for a request.
 pub fn plan(request: &SeriesRequest, retention: &RetentionConfig, now_us: i64) -> Result<Plan> {
-    let to_us = request.to.map_or(now_us, UnixTime::micros);
+    // Bounds outside the times a sample can have are clamped to them, which
+    // also keeps the arithmetic below far from overflow.
+    let latest_us = now_us + LATEST_AHEAD_US;
+    let to_us = request
+        .to
+        .map_or(now_us, UnixTime::micros)
+        .clamp(EARLIEST_US, latest_us);
     let from_us = request
         .from
-        .map_or(to_us - micros(DEFAULT_RANGE), UnixTime::micros);
+        .map_or(to_us - micros(DEFAULT_RANGE), UnixTime::micros)
+        .clamp(EARLIEST_US, latest_us);
     if from_us >= to_us {
         return Err(Error::BadRequest("`from` must be before `to`".into()));
     }
     let step_us = match request.step {
         Some(step) => {
             let step_us = micros(step);
-            if step_us < 1_000 {
+            if !(1_000..=MAX_STEP_US).contains(&step_us) {
                 return Err(Error::BadRequest(
-                    "`step` must be at least 0.001 seconds".into(),
+                    "`step` must be 0.001 seconds to 10 years".into(),
                 ));
             }
             step_us
@@ -303,6 +316,8 @@ mod tests {
 
     const NOW: i64 = 1_764_000_000_000_000;
     const HOUR: i64 = 3_600_000_000;
+    /// A time aligned to the hour, a day before NOW.
+    const T: i64 = 1_763_913_600;
 
     fn request(from_s: i64, to_s: i64, step_s: Option<u64>) -> SeriesRequest {
         SeriesRequest {
@@ -325,14 +340,14 @@ mod tests {
 
     #[test]
     fn buckets_are_whole_and_aligned() {
-        let plan = plan(&request(1_000_030, 1_000_150, Some(60)), &forever(), NOW).unwrap();
+        let plan = plan(&request(T + 30, T + 150, Some(60)), &forever(), NOW).unwrap();
         assert_eq!(plan.tier, Tier::OneMinute);
         assert_eq!(plan.step_us, 60_000_000);
-        assert_eq!(plan.start_us, 1_000_020_000_000);
-        // `to` is exclusive: 1_000_150 lies in the bucket from 1_000_140.
-        assert_eq!(plan.end_us, 1_000_200_000_000);
-        let exact = plan_for(1_000_020, 1_000_140, 60);
-        assert_eq!(exact.end_us, 1_000_140_000_000);
+        assert_eq!(plan.start_us, T * 1_000_000);
+        // `to` is exclusive: T + 150 lies in the bucket from T + 120.
+        assert_eq!(plan.end_us, (T + 180) * 1_000_000);
+        let exact = plan_for(T, T + 120, 60);
+        assert_eq!(exact.end_us, (T + 120) * 1_000_000);
     }
 
     fn plan_for(from: i64, to: i64, step: u64) -> Plan {
@@ -341,17 +356,17 @@ mod tests {
 
     #[test]
     fn tier_is_the_coarsest_that_divides_the_step() {
-        assert_eq!(plan_for(0, 3600, 10).tier, Tier::Raw);
-        assert_eq!(plan_for(0, 3600, 60).tier, Tier::OneMinute);
-        assert_eq!(plan_for(0, 86_400, 2_592).tier, Tier::TenMinutes);
-        assert_eq!(plan_for(0, 86_400, 2_592).step_us, 2_400_000_000);
-        assert_eq!(plan_for(0, 86_400, 7_200).tier, Tier::OneHour);
+        assert_eq!(plan_for(T, T + 3600, 10).tier, Tier::Raw);
+        assert_eq!(plan_for(T, T + 3600, 60).tier, Tier::OneMinute);
+        assert_eq!(plan_for(T, T + 86_400, 2_592).tier, Tier::TenMinutes);
+        assert_eq!(plan_for(T, T + 86_400, 2_592).step_us, 2_400_000_000);
+        assert_eq!(plan_for(T, T + 86_400, 7_200).tier, Tier::OneHour);
     }
 
     #[test]
     fn a_thirty_day_chart_gets_about_a_thousand_points_from_a_rollup() {
         let thirty_days = 30 * 86_400;
-        let plan = plan(&request(0, thirty_days, None), &forever(), NOW).unwrap();
+        let plan = plan(&request(T - thirty_days, T, None), &forever(), NOW).unwrap();
         assert_eq!(plan.tier, Tier::TenMinutes);
         let points = (plan.end_us - plan.start_us) / plan.step_us;
         assert_eq!(points, 1_080);
@@ -378,17 +393,43 @@ mod tests {
 
     #[test]
     fn bad_requests_say_what_is_wrong() {
-        let reversed = plan(&request(10, 5, None), &forever(), NOW);
+        let reversed = plan(&request(T + 10, T + 5, None), &forever(), NOW);
         assert!(matches!(reversed, Err(Error::BadRequest(m)) if m.contains("before")));
-        let too_fine = plan(&request(0, 86_400 * 30, Some(1)), &forever(), NOW);
+        let too_fine = plan(&request(T - 86_400 * 30, T, Some(1)), &forever(), NOW);
         assert!(matches!(too_fine, Err(Error::BadRequest(m)) if m.contains("at most")));
+        let huge_step = plan(
+            &request(T, T + 10, Some(400 * 86_400 * 366)),
+            &forever(),
+            NOW,
+        );
+        assert!(matches!(huge_step, Err(Error::BadRequest(m)) if m.contains("step")));
         let points = SeriesRequest {
             points: Some(0),
-            ..request(0, 10, None)
+            ..request(T, T + 10, None)
         };
         assert!(plan(&points, &forever(), NOW).is_err());
         assert!(parse_metrics("cpu_load,bogus").is_err());
         assert_eq!(parse_metrics("cpu_load, mem").unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn far_bounds_are_clamped_not_overflowed() {
+        // From the epoch's far past to the far future: clamped to 2000 and
+        // a day after now, so the bucket count is honest and refused.
+        let wild = plan(
+            &request(-9_000_000_000_000, 9_000_000_000_000, Some(1)),
+            &forever(),
+            NOW,
+        );
+        assert!(matches!(wild, Err(Error::BadRequest(m)) if m.contains("at most")));
+        let everything = plan(
+            &request(0, 9_000_000_000_000, Some(86_400 * 365)),
+            &forever(),
+            NOW,
+        )
+        .unwrap();
+        assert!(everything.start_us <= EARLIEST_US);
+        assert!(everything.end_us <= NOW + 2 * 86_400_000_000 + everything.step_us);
     }
 
     #[test]

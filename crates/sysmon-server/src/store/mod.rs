@@ -66,6 +66,14 @@ pub struct DashboardUser {
     pub clients: Vec<String>,
 }
 
+/// Whose a dashboard session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOwner {
+    User(UserId),
+    /// A client logged in with its own credentials.
+    Client(ClientId),
+}
+
 /// A dashboard user to create.
 #[derive(Debug, Clone)]
 pub struct NewDashboardUser {
@@ -137,6 +145,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every client with its first and latest samples, by name.
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
 
+    async fn count_clients(&self) -> Result<u64>;
+
     /// Deletes a tier's rows filed before `before_us`; returns how many.
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
 
@@ -150,10 +160,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a dashboard user and its sessions; false when there was none.
     async fn delete_dashboard_user(&self, name: &str) -> Result<bool>;
 
-    async fn add_session(&self, user: UserId, token_hash: &[u8], expires_at_us: i64) -> Result<()>;
+    async fn add_session(
+        &self,
+        owner: SessionOwner,
+        token_hash: &[u8],
+        expires_at_us: i64,
+    ) -> Result<()>;
 
     /// The user a session token belongs to, while it has not expired.
     async fn session_user(&self, token_hash: &[u8], now_us: i64) -> Result<Option<DashboardUser>>;
+
+    /// The client a session token belongs to, while it has not expired.
+    async fn session_client(&self, token_hash: &[u8], now_us: i64) -> Result<Option<TokenOwner>>;
 
     async fn delete_session(&self, token_hash: &[u8]) -> Result<()>;
 

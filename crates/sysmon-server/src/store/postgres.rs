@@ -13,8 +13,8 @@ use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
     sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, DashboardUser,
-    FilesystemRow, NewDashboardUser, SampleKey, SampleRow, Store, TimeRange, TokenOwner, UserId,
-    SAMPLE_COLUMNS,
+    FilesystemRow, NewDashboardUser, SampleKey, SampleRow, SessionOwner, Store, TimeRange,
+    TokenOwner, UserId, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
 
@@ -308,33 +308,40 @@ impl Store for PostgresStore {
         Ok(overviews)
     }
 
+    async fn count_clients(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
         let clients = sqlx::query_scalar::<_, i64>("SELECT id FROM clients")
             .fetch_all(&self.pool)
             .await?;
-        let mut deleted = 0;
-        // One client at a time, so the single writer lock is never held
-        // long enough to stall ingest.
-        for client in clients {
-            let mut transaction = self.pool.begin().await?;
-            if tier == Tier::Raw {
-                sqlx::query("DELETE FROM sample_filesystems WHERE client_id = $1 AND time_us < $2")
-                    .bind(client)
-                    .bind(before_us)
-                    .execute(&mut *transaction)
-                    .await?;
-            }
-            deleted += sqlx::query(&format!(
+        // Raw samples go with their file systems in one statement: both
+        // deletes see one snapshot, so a sample committed meanwhile cannot
+        // leave a file-system row without its sample.
+        let sql = match tier {
+            Tier::Raw => "WITH filesystems AS (
+                    DELETE FROM sample_filesystems WHERE client_id = $1 AND time_us < $2)
+                 DELETE FROM samples WHERE client_id = $1 AND time_us < $2"
+                .to_owned(),
+            _ => format!(
                 "DELETE FROM {} WHERE client_id = $1 AND {} < $2",
                 tier.table(),
                 tier.time_column()
-            ))
-            .bind(client)
-            .bind(before_us)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
-            transaction.commit().await?;
+            ),
+        };
+        let mut deleted = 0;
+        // A statement per client: each stays short and uses the primary key.
+        for client in clients {
+            deleted += sqlx::query(&sql)
+                .bind(client)
+                .bind(before_us)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         }
         Ok(deleted)
     }
@@ -402,13 +409,24 @@ impl Store for PostgresStore {
         Ok(deleted > 0)
     }
 
-    async fn add_session(&self, user: UserId, token_hash: &[u8], expires_at_us: i64) -> Result<()> {
+    async fn add_session(
+        &self,
+        owner: SessionOwner,
+        token_hash: &[u8],
+        expires_at_us: i64,
+    ) -> Result<()> {
+        let (user, client) = match owner {
+            SessionOwner::User(user) => (Some(user.0), None),
+            SessionOwner::Client(client) => (None, Some(client.0)),
+        };
         sqlx::query(
-            "INSERT INTO dashboard_sessions (token_hash, user_id, created_at_us, expires_at_us)
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO dashboard_sessions
+                 (token_hash, user_id, client_id, created_at_us, expires_at_us)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
-        .bind(user.0)
+        .bind(user)
+        .bind(client)
         .bind(now_micros())
         .bind(expires_at_us)
         .execute(&self.pool)
@@ -430,6 +448,22 @@ impl Store for PostgresStore {
             Some(row) => Ok(Some(self.with_clients(row).await?)),
             None => Ok(None),
         }
+    }
+
+    async fn session_client(&self, token_hash: &[u8], now_us: i64) -> Result<Option<TokenOwner>> {
+        let row = sqlx::query_as::<_, (i64, String)>(
+            "SELECT c.id, c.name
+             FROM dashboard_sessions s JOIN clients c ON c.id = s.client_id
+             WHERE s.token_hash = $1 AND s.expires_at_us > $2",
+        )
+        .bind(token_hash)
+        .bind(now_us)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name)| TokenOwner {
+            id: ClientId(id),
+            name,
+        }))
     }
 
     async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64> {

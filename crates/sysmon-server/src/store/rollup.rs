@@ -241,13 +241,15 @@ pub fn bucket_start(time_us: i64, width_us: i64) -> i64 {
 /// bucket), ordered by key so concurrent writers lock rows in one order.
 pub fn summarise(samples: &[ClientSample], stored: &[SampleKey], tier: Tier) -> Vec<Bucket> {
     let width = tier.bucket_micros();
-    // Usually every sample is new; only replays need the lookup.
-    let stored: Option<HashSet<SampleKey>> =
+    // Usually every sample is new; only replays need the lookup. A key
+    // twice in one batch is stored once, from its first row: taking keys
+    // out of the set as they are used counts it once too.
+    let mut stored: Option<HashSet<SampleKey>> =
         (stored.len() != samples.len()).then(|| stored.iter().copied().collect());
     let mut buckets: BTreeMap<(i64, i64), Bucket> = BTreeMap::new();
     for row in samples {
         let key = (row.client.0, row.sample.time.micros());
-        if stored.as_ref().is_some_and(|stored| !stored.contains(&key)) {
+        if stored.as_mut().is_some_and(|stored| !stored.remove(&key)) {
             continue;
         }
         let start = bucket_start(key.1, width);
@@ -452,6 +454,13 @@ mod tests {
         let buckets = summarise(&samples, &all[..2], Tier::OneHour);
         assert_eq!(buckets.len(), 1);
         assert_eq!(buckets[0].sample_count, 2);
+        assert_eq!(buckets[0].metrics[0].max, Some(10.0));
+
+        // The same time twice in one batch: stored once, counted once,
+        // with the first row's values.
+        let twice = vec![sample(60, Some(10.0)), sample(60, Some(90.0))];
+        let buckets = summarise(&twice, &all[..1], Tier::OneMinute);
+        assert_eq!(buckets[0].sample_count, 1);
         assert_eq!(buckets[0].metrics[0].max, Some(10.0));
     }
 

@@ -12,8 +12,8 @@ use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_from_row,
     ClientId, ClientOverview, ClientRecord, ClientSample, Column, DashboardUser, FilesystemRow,
-    NewDashboardUser, SampleKey, SampleRow, Store, TimeRange, TokenOwner, UserId, SAMPLE_COLUMNS,
-    SAMPLE_COLUMN_COUNT,
+    NewDashboardUser, SampleKey, SampleRow, SessionOwner, Store, TimeRange, TokenOwner, UserId,
+    SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -266,6 +266,13 @@ impl Store for SqliteStore {
         Ok(overviews)
     }
 
+    async fn count_clients(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
         let clients = sqlx::query_scalar::<_, i64>("SELECT id FROM clients")
             .fetch_all(&self.pool)
@@ -358,13 +365,24 @@ impl Store for SqliteStore {
         Ok(deleted > 0)
     }
 
-    async fn add_session(&self, user: UserId, token_hash: &[u8], expires_at_us: i64) -> Result<()> {
+    async fn add_session(
+        &self,
+        owner: SessionOwner,
+        token_hash: &[u8],
+        expires_at_us: i64,
+    ) -> Result<()> {
+        let (user, client) = match owner {
+            SessionOwner::User(user) => (Some(user.0), None),
+            SessionOwner::Client(client) => (None, Some(client.0)),
+        };
         sqlx::query(
-            "INSERT INTO dashboard_sessions (token_hash, user_id, created_at_us, expires_at_us)
-             VALUES (?, ?, ?, ?)",
+            "INSERT INTO dashboard_sessions
+                 (token_hash, user_id, client_id, created_at_us, expires_at_us)
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(token_hash)
-        .bind(user.0)
+        .bind(user)
+        .bind(client)
         .bind(now_micros())
         .bind(expires_at_us)
         .execute(&self.pool)
@@ -386,6 +404,22 @@ impl Store for SqliteStore {
             Some(row) => Ok(Some(self.with_clients(row).await?)),
             None => Ok(None),
         }
+    }
+
+    async fn session_client(&self, token_hash: &[u8], now_us: i64) -> Result<Option<TokenOwner>> {
+        let row = sqlx::query_as::<_, (i64, String)>(
+            "SELECT c.id, c.name
+             FROM dashboard_sessions s JOIN clients c ON c.id = s.client_id
+             WHERE s.token_hash = ? AND s.expires_at_us > ?",
+        )
+        .bind(token_hash)
+        .bind(now_us)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, name)| TokenOwner {
+            id: ClientId(id),
+            name,
+        }))
     }
 
     async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64> {
