@@ -26,6 +26,7 @@ use crate::options::{Length, Mode, Plan};
 use crate::payload::{self, Reading};
 use crate::stats::{FailureKind, Stats};
 use crate::users::User;
+use crate::walk::HostWalk;
 
 /// Resending a 503'd sample stops after this many tries.
 pub const MAX_RETRIES: u32 = 20;
@@ -107,12 +108,17 @@ pub async fn run_client(index: usize, user: User, context: Arc<Context>) -> Clie
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         ticker
     });
-    let base = base_time(
-        now_micros(),
-        report.user.last_stored_micros,
-        plan.time_step_us,
-    );
+    // History starts where it was told to, whatever the user already
+    // holds: the server reports any time it has as a duplicate.
+    let base = plan.start_micros.unwrap_or_else(|| {
+        base_time(
+            now_micros(),
+            report.user.last_stored_micros,
+            plan.time_step_us,
+        )
+    });
     let mut clock = SampleClock::new(base, plan.time_step_us);
+    let mut walk = plan.start_micros.map(|_| HostWalk::new(index));
     let mut quota = plan.quota(index);
     let keep_times = plan.check.is_some();
     let mut batch: Vec<(i64, Reading)> = Vec::with_capacity(plan.batch_size);
@@ -145,7 +151,13 @@ pub async fn run_client(index: usize, user: User, context: Arc<Context>) -> Clie
         for _ in 0..size {
             let sequence = clock.issued();
             match clock.next(now) {
-                Ok(time) => batch.push((time, Reading::synthetic(index, sequence))),
+                Ok(time) => {
+                    let reading = match walk.as_mut() {
+                        Some(walk) => walk.next(time),
+                        None => Reading::synthetic(index, sequence),
+                    };
+                    batch.push((time, reading));
+                }
                 Err(_) => {
                     stats.failed(size, &FailureKind::TimeBudget);
                     break 'run;

@@ -10,6 +10,10 @@
 //! `CLIENT_DATA`), v1 batches (`POST /api/v1/samples`), and InfluxDB line
 //! protocol (`POST /write`, to compare with InfluxDB or VictoriaMetrics).
 //!
+//! With `--start-time` clients send history instead: samples from a given
+//! time on, carrying every metric the server charts, to seed a database
+//! for query benchmarks.
+//!
 //! After the run every client reads back what the server stored and counts
 //! the acknowledged samples that are missing; that count must be zero.
 //! `docs/loadgen.md` describes the options and the figures measured.
@@ -26,6 +30,7 @@ pub mod payload;
 pub mod run;
 pub mod stats;
 pub mod users;
+pub mod walk;
 
 use std::path::PathBuf;
 

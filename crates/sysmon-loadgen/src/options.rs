@@ -28,6 +28,11 @@ Examples:
   # exactly 100,000 samples over HTTP JSON, then check every one was stored
   sysmon-loadgen --mode http-json --clients 16 --count 100000
 
+  # 30 days of history for one host, one sample per second with every metric,
+  # ending at 2025-11-25 00:00 UTC (2,592,000 samples in batches of 10,000)
+  sysmon-loadgen --mode v1-batch --clients 1 --batch-size 10000 --count 2592000 \
+      --start-time 1761436800 --time-step-us 1000000 --no-check
+
   # the same line-protocol load against InfluxDB 1.x or VictoriaMetrics
   sysmon-loadgen --url http://127.0.0.1:8428 --mode influx --clients 64 --batch-size 1000
 
@@ -178,6 +183,12 @@ pub struct Options {
     /// Microseconds between a client's consecutive sample times.
     #[arg(long, default_value_t = 1000, value_name = "MICROS")]
     pub time_step_us: u64,
+
+    /// Send history: each client's samples start at this unix time (whole
+    /// seconds) instead of now, and carry every metric the server charts
+    /// (a deterministic random walk). Only with --mode v1-batch and --count.
+    #[arg(long, value_name = "UNIX", requires = "count")]
+    pub start_time: Option<i64>,
 }
 
 /// How long the measured part lasts.
@@ -212,6 +223,8 @@ pub struct Plan {
     pub check: Option<CheckApi>,
     pub influx_db: String,
     pub time_step_us: i64,
+    /// `--start-time`, unix µs: every client's first sample time.
+    pub start_micros: Option<i64>,
 }
 
 impl Plan {
@@ -307,6 +320,22 @@ impl Options {
         if self.time_step_us == 0 || self.time_step_us > 3_600_000_000 {
             return invalid("--time-step-us must be 1 to 3600000000".into());
         }
+        let start_micros = match self.start_time {
+            None => None,
+            Some(_) if self.mode != Mode::V1Batch => {
+                return invalid(
+                    "--start-time needs --mode v1-batch, the only transport with every metric"
+                        .into(),
+                )
+            }
+            Some(seconds) if seconds < EARLIEST_START_SECONDS => {
+                return invalid(format!(
+                    "--start-time must be unix seconds from {EARLIEST_START_SECONDS} (2000-01-01) \
+                     on, which the server accepts (got {seconds})"
+                ))
+            }
+            Some(seconds) => Some(seconds.saturating_mul(crate::clock::MICROS_PER_SECOND)),
+        };
         let check = match (self.no_check, self.mode, self.check_api) {
             (true, _, _) | (false, Mode::Influx, _) => None,
             (false, Mode::V1Batch, CheckApi::Auto) => Some(CheckApi::V1),
@@ -332,10 +361,22 @@ impl Options {
             check,
             influx_db: self.influx_db.clone(),
             time_step_us: self.time_step_us as i64,
+            start_micros,
         };
         if let Some(quota) = plan.quota(0) {
             let span = quota.saturating_mul(self.time_step_us);
-            if span > crate::clock::MAX_AHEAD_MICROS as u64 {
+            // From now, or from the start time: either may not run more
+            // than a day past the clock, or the server refuses the rest.
+            let ahead = match start_micros {
+                Some(start) => {
+                    let last = start.saturating_add(
+                        i64::try_from(span.saturating_sub(self.time_step_us)).unwrap_or(i64::MAX),
+                    );
+                    last.saturating_sub(crate::clock::now_micros())
+                }
+                None => i64::try_from(span).unwrap_or(i64::MAX),
+            };
+            if ahead > crate::clock::MAX_AHEAD_MICROS {
                 return invalid(format!(
                     "{quota} samples per client at --time-step-us {} would run more than a day \
                      ahead of the clock; use a smaller step or more clients",
@@ -346,6 +387,10 @@ impl Options {
         Ok(plan)
     }
 }
+
+/// The earliest sample time the server accepts (2000-01-01, its
+/// plausibility bound).
+pub const EARLIEST_START_SECONDS: i64 = 946_684_800;
 
 /// A username prefix must keep usernames valid on the server (start with a
 /// letter, at most 64 characters) and safe in a URL path.
@@ -440,6 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn history_starts_at_the_given_time() {
+        let plan = plan(&[]).unwrap();
+        assert_eq!(plan.start_micros, None);
+        // 30 days of one sample a second, ending now: allowed.
+        let now_s = crate::clock::now_micros() / 1_000_000;
+        let start = (now_s - 2_592_000).to_string();
+        let plan = self::plan(&[
+            "--mode",
+            "v1-batch",
+            "--clients",
+            "1",
+            "--count",
+            "2592000",
+            "--batch-size",
+            "10000",
+            "--time-step-us",
+            "1000000",
+            "--start-time",
+            &start,
+        ])
+        .unwrap();
+        assert_eq!(plan.start_micros, Some((now_s - 2_592_000) * 1_000_000));
+        assert_eq!(plan.quota(0), Some(2_592_000));
+        assert_eq!(plan.batch_size, 10_000);
+    }
+
+    #[test]
     fn refusals() {
         for args in [
             &["--clients", "0"][..],
@@ -452,6 +524,47 @@ mod tests {
             &["--prefix", "a/b"],
             &["--url", "127.0.0.1:5000"],
             &["--count", "100000000", "--clients", "1"],
+            // History: needs v1 batches and a count, and must not end in
+            // the far future.
+            &["--mode", "v1-batch", "--start-time", "1764000000"],
+            &[
+                "--mode",
+                "http-form",
+                "--count",
+                "5",
+                "--start-time",
+                "1764000000",
+            ],
+            &[
+                "--mode",
+                "v1-batch",
+                "--count",
+                "5",
+                "--start-time",
+                "900000000",
+            ],
+            &[
+                "--mode",
+                "v1-batch",
+                "--count",
+                "5",
+                "--start-time",
+                "99999999999",
+            ],
+            &[
+                "--mode",
+                "v1-batch",
+                "--count",
+                "200000",
+                "--clients",
+                "1",
+                "--time-step-us",
+                "1000000",
+                "--start-time",
+                (crate::clock::now_micros() / 1_000_000)
+                    .to_string()
+                    .as_str(),
+            ],
         ] {
             assert!(plan(args).is_err(), "{args:?} should be refused");
         }

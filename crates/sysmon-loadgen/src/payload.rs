@@ -3,10 +3,12 @@
 //!
 //! Values are made up but plausible (and deterministic, so a failing run can
 //! be repeated): CPU load in tenths of a percent, memory and storage in MB.
+//! Historical runs (`--start-time`) also carry every other metric the server
+//! charts, from [`crate::walk`].
 
 use std::fmt::Write as _;
 
-use sysmon_core::v1::HostSample;
+use sysmon_core::v1::{ExtendedMetrics, HostSample};
 
 use crate::clock::{seconds_text, MICROS_PER_SECOND};
 
@@ -19,6 +21,40 @@ pub struct Reading {
     pub mem: u32,
     /// Storage used, MB.
     pub storage: u32,
+    /// The metrics beyond the original three; only v1 batches send them.
+    pub host: Option<HostMetrics>,
+}
+
+/// The v1 metrics beyond the original three. Whole numbers (fixed-point
+/// where the metric has decimals), so that a reading stays `Copy` and `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostMetrics {
+    pub load_average_hundredths: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    pub swap_used_bytes: u64,
+    pub disk_read_bytes_per_second: u64,
+    pub disk_write_bytes_per_second: u64,
+    pub network_receive_bytes_per_second: u64,
+    pub network_transmit_bytes_per_second: u64,
+    pub temperature_tenths: i32,
+}
+
+impl HostMetrics {
+    pub fn extended(&self) -> ExtendedMetrics {
+        ExtendedMetrics {
+            load_average_1m: Some(f64::from(self.load_average_hundredths) / 100.0),
+            memory_used_bytes: Some(self.memory_used_bytes),
+            memory_total_bytes: Some(self.memory_total_bytes),
+            swap_used_bytes: Some(self.swap_used_bytes),
+            disk_read_bytes_per_second: Some(self.disk_read_bytes_per_second as f64),
+            disk_write_bytes_per_second: Some(self.disk_write_bytes_per_second as f64),
+            network_receive_bytes_per_second: Some(self.network_receive_bytes_per_second as f64),
+            network_transmit_bytes_per_second: Some(self.network_transmit_bytes_per_second as f64),
+            temperature_celsius: Some(f64::from(self.temperature_tenths) / 10.0),
+            ..ExtendedMetrics::default()
+        }
+    }
 }
 
 impl Reading {
@@ -29,6 +65,7 @@ impl Reading {
             cpu_tenths: ((client * 31 + sequence * 7) % 1001) as u32,
             mem: 1024 + ((client * 17 + sequence * 13) % 15_000) as u32,
             storage: 50_000 + (client % 10_000) as u32 + (sequence % 100) as u32,
+            host: None,
         }
     }
 
@@ -79,14 +116,15 @@ pub fn ws_client_data(time_micros: i64, reading: &Reading, token: &str) -> Strin
 /// The WebSocket greeting sent once per connection.
 pub const WS_HELLO: &str = r#"{"type":"HELLO"}"#;
 
-/// One v1 sample with the original's three metrics.
+/// One v1 sample: the original's three metrics, and the others when the
+/// reading has them.
 pub fn host_sample(time_micros: i64, reading: &Reading) -> HostSample {
     HostSample {
         time: time_micros as f64 / MICROS_PER_SECOND as f64,
         cpu_load: Some(reading.cpu_load()),
         mem: Some(f64::from(reading.mem)),
         storage: Some(f64::from(reading.storage)),
-        extended: Default::default(),
+        extended: reading.host.map(|host| host.extended()).unwrap_or_default(),
     }
 }
 
@@ -136,6 +174,7 @@ mod tests {
         cpu_tenths: 125,
         mem: 6172,
         storage: 95_888,
+        host: None,
     };
 
     #[test]
@@ -169,6 +208,36 @@ mod tests {
         assert_eq!(samples[0].time.micros(), TIME);
         assert_eq!(samples[1].time.micros(), TIME + 1000);
         assert_eq!(samples[0].cpu_load, Some(12.5));
+        assert!(samples[0]
+            .extended
+            .as_deref()
+            .is_some_and(|e| e.temperature_celsius.is_none()));
+    }
+
+    #[test]
+    fn historical_readings_carry_every_metric() {
+        let mut walk = crate::walk::HostWalk::new(0);
+        let reading = walk.next(TIME);
+        let body = v1_batch(&[(TIME, reading)]).unwrap();
+        let now = UnixTime::from_micros(TIME + 86_400_000_000);
+        let samples = sysmon_core::v1::parse_json_batch(&body, now).unwrap();
+        let extended = samples[0].extended.as_deref().expect("extended metrics");
+        let host = reading.host.expect("host metrics");
+        assert_eq!(extended.memory_used_bytes, Some(host.memory_used_bytes));
+        assert_eq!(
+            extended.temperature_celsius,
+            Some(f64::from(host.temperature_tenths) / 10.0)
+        );
+        for value in [
+            extended.load_average_1m,
+            extended.disk_read_bytes_per_second,
+            extended.disk_write_bytes_per_second,
+            extended.network_receive_bytes_per_second,
+            extended.network_transmit_bytes_per_second,
+        ] {
+            assert!(value.is_some());
+        }
+        assert!(extended.swap_used_bytes.is_some() && extended.memory_total_bytes.is_some());
     }
 
     #[test]

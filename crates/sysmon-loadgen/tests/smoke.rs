@@ -200,6 +200,93 @@ async fn count_and_users_file() {
     server.stop().await;
 }
 
+/// `--start-time` sends history: one sample a second from the given time,
+/// with every charted metric, which the server files into its rollups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_a_start_time() {
+    let server = Server::start().await;
+    let url = server.url();
+    let users = server.dir.path().join("history-users.json");
+    let users = users.to_str().expect("UTF-8 path");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    // Two days back, on a whole hour, so every minute bucket is full.
+    let start = (now - 2 * 86_400) / 3600 * 3600;
+    let start_text = start.to_string();
+    let run = loadgen(&[
+        "--url",
+        &url,
+        "--mode",
+        "v1-batch",
+        "--clients",
+        "1",
+        "--count",
+        "3000",
+        "--batch-size",
+        "1000",
+        "--time-step-us",
+        "1000000",
+        "--start-time",
+        &start_text,
+        "--users-file",
+        users,
+    ])
+    .await;
+    assert_clean(&run);
+    assert_eq!(run.result["acked_samples"], 3000);
+    assert_eq!(run.result["duplicates"], 0);
+
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(users).expect("users file")).expect("JSON");
+    let user = &file["users"][0];
+    let (name, token) = (
+        user["username"].as_str().expect("username"),
+        user["token"].as_str().expect("token"),
+    );
+    let series: Value = reqwest::Client::new()
+        .get(format!(
+            "{url}/api/v1/clients/{name}/series?from={start}&to={}&step=60",
+            start + 3000
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("series request")
+        .json()
+        .await
+        .expect("series JSON");
+    assert_eq!(series["resolution"], "1m", "{series:#}");
+    let counts: Vec<i64> = serde_json::from_value(series["count"].clone()).expect("counts");
+    assert_eq!(counts, vec![60; 50], "a sample every second: {series:#}");
+    for metric in [
+        "cpu_load",
+        "mem",
+        "storage",
+        "load_average_1m",
+        "memory_used_bytes",
+        "memory_total_bytes",
+        "swap_used_bytes",
+        "disk_read_bytes_per_second",
+        "disk_write_bytes_per_second",
+        "network_receive_bytes_per_second",
+        "network_transmit_bytes_per_second",
+        "temperature_celsius",
+    ] {
+        let avg = &series["metrics"][metric]["avg"];
+        assert!(
+            avg.as_array()
+                .is_some_and(|values| values.len() == 50 && values.iter().all(Value::is_number)),
+            "{metric}: {avg}"
+        );
+    }
+    let cpu_min = &series["metrics"]["cpu_load"]["min"];
+    let cpu_max = &series["metrics"]["cpu_load"]["max"];
+    assert_ne!(cpu_min, cpu_max, "values vary within a minute");
+    server.stop().await;
+}
+
 /// A stand-in for InfluxDB's `/write`: answers the first `busy` writes
 /// 503 with `Retry-After: 0`, the others 204, and hands on each body it
 /// accepted.
