@@ -91,6 +91,53 @@ fn insert_sample_rows(
     query
 }
 
+/// Merges buckets into a tier's table in one statement: an array per
+/// column, UNNEST into rows. The text is fixed per tier, so it is prepared
+/// once per connection whatever the number of buckets.
+fn upsert_buckets(
+    tier: Tier,
+    buckets: &[Bucket],
+) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut arrays = vec![
+            "$1::BIGINT[]".to_owned(),
+            "$2::BIGINT[]".to_owned(),
+            "$3::BIGINT[]".to_owned(),
+        ];
+        for column in 0..rollup::ROLLUP_VALUE_COLUMNS {
+            let kind = if column % 4 == 3 { "BIGINT" } else { "FLOAT8" };
+            arrays.push(format!("${}::{kind}[]", column + 4));
+        }
+        Tier::ROLLUPS
+            .iter()
+            .map(|tier| {
+                format!(
+                    "INSERT INTO {} AS t ({}) SELECT * FROM UNNEST({}){}",
+                    tier.table(),
+                    rollup::rollup_columns(),
+                    arrays.join(", "),
+                    rollup::merge_on_conflict()
+                )
+            })
+            .collect()
+    });
+    let index = Tier::ROLLUPS.iter().position(|t| *t == tier).unwrap_or(0);
+    let mut query = sqlx::query(all[index].as_str())
+        .bind(buckets.iter().map(|b| b.client_id).collect::<Vec<i64>>())
+        .bind(buckets.iter().map(|b| b.start_us).collect::<Vec<i64>>())
+        .bind(buckets.iter().map(|b| b.sample_count).collect::<Vec<i64>>());
+    for metric in 0..rollup::METRIC_COUNT {
+        let summaries = || buckets.iter().map(move |b| b.metrics[metric]);
+        query = query
+            .bind(summaries().map(|s| s.min).collect::<Vec<Option<f64>>>())
+            .bind(summaries().map(|s| s.max).collect::<Vec<Option<f64>>>())
+            .bind(summaries().map(|s| s.sum).collect::<Vec<f64>>())
+            .bind(summaries().map(|s| s.count).collect::<Vec<i64>>());
+    }
+    query
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn kind(&self) -> &'static str {
@@ -182,9 +229,8 @@ impl Store for PostgresStore {
         }
         for tier in Tier::ROLLUPS {
             let buckets = rollup::summarise(samples, &inserted, tier);
-            for chunk in buckets.chunks(rollup::BUCKETS_PER_UPSERT) {
-                rollup::upsert_buckets::<Postgres>(tier, chunk)
-                    .build()
+            if !buckets.is_empty() {
+                upsert_buckets(tier, &buckets)
                     .execute(&mut *transaction)
                     .await?;
             }

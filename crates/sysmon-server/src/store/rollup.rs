@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+
 use sysmon_core::Sample;
 
 use super::{ClientSample, SampleKey};
@@ -261,26 +262,25 @@ pub fn summarise(samples: &[ClientSample], stored: &[SampleKey], tier: Tier) -> 
     buckets.into_values().collect()
 }
 
-/// Rows per upsert statement: 50 parameters a row stays under both stores'
-/// limits (SQLite 32766, PostgreSQL 65535).
-pub const BUCKETS_PER_UPSERT: usize = 600;
-
-/// `INSERT ... ON CONFLICT DO UPDATE` merging `buckets` into a tier's table.
-/// The SQL is the same on both stores; only placeholders differ, and the
-/// builder writes those.
-pub fn upsert_buckets<'a, DB>(tier: Tier, buckets: &'a [Bucket]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    i64: Encode<'a, DB> + Type<DB>,
-    f64: Encode<'a, DB> + Type<DB>,
-    Option<f64>: Encode<'a, DB> + Type<DB>,
-{
-    let table = tier.table();
+/// The columns of a rollup table, in the order rows are bound.
+pub fn rollup_columns() -> String {
     let mut columns = String::from("client_id, bucket_us, sample_count");
-    let mut updates = String::from("sample_count = t.sample_count + excluded.sample_count");
     for metric in METRICS {
         let m = metric.name;
         columns.push_str(&format!(", {m}_min, {m}_max, {m}_sum, {m}_count"));
+    }
+    columns
+}
+
+/// Rollup columns after the three key columns: four per metric.
+pub const ROLLUP_VALUE_COLUMNS: usize = 4 * METRIC_COUNT;
+
+/// The tail of an upsert into a tier's table (aliased `t`): merges a new
+/// bucket into a stored one. The same SQL on both stores.
+pub fn merge_on_conflict() -> String {
+    let mut updates = String::from("sample_count = t.sample_count + excluded.sample_count");
+    for metric in METRICS {
+        let m = metric.name;
         // A NULL comparison is not true, so a missing side keeps the other.
         updates.push_str(&format!(
             ", {m}_min = CASE WHEN t.{m}_min IS NULL OR excluded.{m}_min < t.{m}_min \
@@ -291,22 +291,7 @@ where
              , {m}_count = t.{m}_count + excluded.{m}_count"
         ));
     }
-    let mut builder = QueryBuilder::new(format!("INSERT INTO {table} AS t ({columns}) "));
-    builder.push_values(buckets, |mut row, bucket| {
-        row.push_bind(bucket.client_id)
-            .push_bind(bucket.start_us)
-            .push_bind(bucket.sample_count);
-        for summary in &bucket.metrics {
-            row.push_bind(summary.min)
-                .push_bind(summary.max)
-                .push_bind(summary.sum)
-                .push_bind(summary.count);
-        }
-    });
-    builder.push(format!(
-        " ON CONFLICT (client_id, bucket_us) DO UPDATE SET {updates}"
-    ));
-    builder
+    format!(" ON CONFLICT (client_id, bucket_us) DO UPDATE SET {updates}")
 }
 
 /// What a series query reads: one client's buckets of `step_us` from a tier

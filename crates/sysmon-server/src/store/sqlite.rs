@@ -1,6 +1,7 @@
 //! The embedded default: one SQLite file in WAL mode.
 
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,30 @@ use crate::error::{Error, Result};
 const MAX_PARAMETERS: usize = 32_766;
 const SAMPLES_PER_INSERT: usize = MAX_PARAMETERS / SAMPLE_COLUMN_COUNT;
 const FILESYSTEMS_PER_INSERT: usize = MAX_PARAMETERS / 5;
+
+/// The upsert of one bucket into a tier's table. One fixed text per tier,
+/// so SQLite parses it once per connection and each bucket costs only an
+/// execution (a statement with a VALUES row per bucket would differ with
+/// every batch's size and be parsed again each time).
+fn upsert_sql(tier: Tier) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let placeholders = vec!["?"; 3 + rollup::ROLLUP_VALUE_COLUMNS].join(", ");
+        Tier::ROLLUPS
+            .iter()
+            .map(|tier| {
+                format!(
+                    "INSERT INTO {} AS t ({}) VALUES ({placeholders}){}",
+                    tier.table(),
+                    rollup::rollup_columns(),
+                    rollup::merge_on_conflict()
+                )
+            })
+            .collect()
+    });
+    let index = Tier::ROLLUPS.iter().position(|t| *t == tier).unwrap_or(0);
+    &all[index]
+}
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -140,12 +165,19 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *transaction).await?;
         }
         for tier in Tier::ROLLUPS {
-            let buckets = rollup::summarise(samples, &inserted, tier);
-            for chunk in buckets.chunks(rollup::BUCKETS_PER_UPSERT) {
-                rollup::upsert_buckets::<Sqlite>(tier, chunk)
-                    .build()
-                    .execute(&mut *transaction)
-                    .await?;
+            for bucket in rollup::summarise(samples, &inserted, tier) {
+                let mut upsert = sqlx::query(upsert_sql(tier))
+                    .bind(bucket.client_id)
+                    .bind(bucket.start_us)
+                    .bind(bucket.sample_count);
+                for summary in bucket.metrics {
+                    upsert = upsert
+                        .bind(summary.min)
+                        .bind(summary.max)
+                        .bind(summary.sum)
+                        .bind(summary.count);
+                }
+                upsert.execute(&mut *transaction).await?;
             }
         }
         transaction.commit().await?;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Ingest throughput of two server binaries, side by side: the same load
+# generator against each in turn, rounds alternating A, B, A, B, ... so a
+# noisy machine hurts both alike. Prints each run and the medians.
+#
+#   scripts/compare-ingest.sh SERVER_A SERVER_B [ROUNDS] [SECONDS]
+#
+# Workloads: the original HTTP route (64 clients, one sample per request)
+# and v1 batches (8 clients, 1000 samples per request), on SQLite and, if
+# reachable, PostgreSQL. LOADGEN names the load generator binary
+# (default target/release/sysmon-loadgen).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { sed -n 2,12p "$0"; exit 2; }
+SERVER_A=$1 SERVER_B=$2 ROUNDS=${3:-3} SECONDS_EACH=${4:-10}
+LOADGEN=${LOADGEN:-target/release/sysmon-loadgen}
+PORT=5079
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+stores=(sqlite)
+if psql -h 127.0.0.1 -U postgres -qAt -c "select 1" >/dev/null 2>&1; then stores+=(postgres); fi
+
+database_url() { # STORE -> a fresh database's URL
+  case $1 in
+    sqlite) rm -f "$work"/cmp.db*; echo "sqlite://$work/cmp.db" ;;
+    postgres)
+      psql -h 127.0.0.1 -U postgres -qAt -c "DROP DATABASE IF EXISTS sysmon_compare WITH (FORCE)" >/dev/null
+      psql -h 127.0.0.1 -U postgres -qAt -c "CREATE DATABASE sysmon_compare" >/dev/null
+      echo "postgres://postgres@127.0.0.1:5432/sysmon_compare" ;;
+  esac
+}
+
+run_once() { # SERVER STORE MODE -> samples/s
+  local server=$1 store=$2 mode=$3 url pid rate
+  url=$(database_url "$store")
+  RUST_LOG=warn "$server" --bind "127.0.0.1:$PORT" --database-url "$url" \
+    --status-log "$work/load.csv" >"$work/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/api" >/dev/null && break; sleep 0.1; done
+  local args=(--url "http://127.0.0.1:$PORT" --duration "$SECONDS_EACH")
+  case $mode in
+    http-form) args+=(--mode http-form --clients 64) ;;
+    v1-batch) args+=(--mode v1-batch --clients 8 --batch-size 1000) ;;
+  esac
+  rate=$("$LOADGEN" "${args[@]}" 2>/dev/null | sed -n 's/^RESULT //p' \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["missing"]==0, r; print(round(r["samples_per_s"]))')
+  kill -TERM $pid; wait $pid || true
+  echo "$rate"
+}
+
+declare -A results
+for store in "${stores[@]}"; do
+  for mode in http-form v1-batch; do
+    for round in $(seq 1 "$ROUNDS"); do
+      for side in A B; do
+        server=$SERVER_A; [ $side = B ] && server=$SERVER_B
+        rate=$(run_once "$server" "$store" "$mode")
+        echo "$store $mode round $round $side: $rate samples/s"
+        results[$store.$mode.$side]+="$rate "
+      done
+    done
+  done
+done
+
+echo
+echo "| store | workload | A median | B median | B / A |"
+echo "|---|---|---|---|---|"
+for store in "${stores[@]}"; do
+  for mode in http-form v1-batch; do
+    python3 - "$store" "$mode" ${results[$store.$mode.A]} -- ${results[$store.$mode.B]} <<'EOF'
+import statistics, sys
+store, mode, *rest = sys.argv[1:]
+split = rest.index("--")
+a = statistics.median(map(float, rest[:split]))
+b = statistics.median(map(float, rest[split + 1:]))
+print(f"| {store} | {mode} | {a:,.0f}/s | {b:,.0f}/s | {b / a:.2f} |")
+EOF
+  done
+done
