@@ -50,6 +50,8 @@ pub enum Error {
     Config(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database (chart reader): {0}")]
+    ChartReader(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("{context}: {source}")]
@@ -89,6 +91,7 @@ impl Error {
             Error::Database(error) if is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_)
             | Error::Database(_)
+            | Error::ChartReader(_)
             | Error::Migration(_)
             | Error::Io { .. }
             | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

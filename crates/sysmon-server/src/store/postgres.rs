@@ -301,8 +301,10 @@ impl Store for PostgresStore {
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
-        let rows = rollup::select_series::<Postgres>(query)
-            .build()
+        let rows = sqlx::query(&rollup::series_sql(query, ["$1", "$2", "$3"]))
+            .bind(query.client_id)
+            .bind(query.start_us)
+            .bind(query.end_us)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()

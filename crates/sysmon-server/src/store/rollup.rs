@@ -8,8 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
-
+use sqlx::{ColumnIndex, Decode, Row, Type};
 use sysmon_core::Sample;
 
 use super::{ClientSample, SampleKey};
@@ -308,12 +307,9 @@ pub struct SeriesQuery {
 }
 
 /// The aggregate `SELECT` for a series: grouped by bucket in the database,
-/// so only one row per bucket travels.
-pub fn select_series<'a, DB>(query: &SeriesQuery) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    i64: Encode<'a, DB> + Type<DB>,
-{
+/// so only one row per bucket travels. `placeholders` stand for the client
+/// id, the start and the end, in the store's syntax.
+pub fn series_sql(query: &SeriesQuery, placeholders: [&str; 3]) -> String {
     let time = query.tier.time_column();
     let step = query.step_us;
     let mut sql = format!("SELECT {time} / {step} AS bucket, ");
@@ -337,19 +333,42 @@ where
             ));
         }
     }
-    sql.push_str(&format!(" FROM {} WHERE client_id = ", query.tier.table()));
-    let mut builder = QueryBuilder::new(sql);
-    builder.push_bind(query.client_id);
-    builder.push(format!(" AND {time} >= "));
-    builder.push_bind(query.start_us);
-    builder.push(format!(" AND {time} < "));
-    builder.push_bind(query.end_us);
-    builder.push(" GROUP BY bucket ORDER BY bucket");
-    builder
+    let [client, start, end] = placeholders;
+    sql.push_str(&format!(
+        " FROM {} WHERE client_id = {client} AND {time} >= {start} AND {time} < {end} \
+         GROUP BY bucket ORDER BY bucket",
+        query.tier.table()
+    ));
+    sql
 }
 
-/// Reads one row of [`select_series`] into a bucket (metrics not asked for
-/// stay empty).
+/// One metric's columns in a row of [`series_sql`]: min, max, sum, count.
+pub type SummaryColumns = (Option<f64>, Option<f64>, Option<f64>, i64);
+
+/// Builds a bucket from a row of [`series_sql`], whatever library read it:
+/// `bucket` and `count` are its first two columns, `metric(i)` the i-th
+/// metric's four (metrics not asked for stay empty).
+pub fn bucket_from_columns<E>(
+    query: &SeriesQuery,
+    bucket: i64,
+    count: i64,
+    mut metric: impl FnMut(usize) -> std::result::Result<SummaryColumns, E>,
+) -> std::result::Result<Bucket, E> {
+    let mut result = Bucket::empty(query.client_id, bucket * query.step_us);
+    result.sample_count = count;
+    for (position, &index) in query.metrics.iter().enumerate() {
+        let (min, max, sum, count) = metric(2 + position * 4)?;
+        result.metrics[index] = MetricSummary {
+            min,
+            max,
+            sum: sum.unwrap_or(0.0),
+            count,
+        };
+    }
+    Ok(result)
+}
+
+/// Reads one row of [`series_sql`] fetched with sqlx.
 pub fn bucket_from_row<'r, R>(row: &'r R, query: &SeriesQuery) -> Result<Bucket>
 where
     R: Row,
@@ -357,20 +376,15 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
     f64: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let index: i64 = row.try_get(0)?;
-    let mut bucket = Bucket::empty(query.client_id, index * query.step_us);
-    bucket.sample_count = row.try_get(1)?;
-    for (position, &metric) in query.metrics.iter().enumerate() {
-        let column = 2 + position * 4;
-        let count: i64 = row.try_get(column + 3)?;
-        bucket.metrics[metric] = MetricSummary {
-            min: row.try_get(column)?,
-            max: row.try_get(column + 1)?,
-            sum: row.try_get::<Option<f64>, _>(column + 2)?.unwrap_or(0.0),
-            count,
-        };
-    }
-    Ok(bucket)
+    let summary = |column: usize| -> Result<SummaryColumns> {
+        Ok((
+            row.try_get(column)?,
+            row.try_get(column + 1)?,
+            row.try_get(column + 2)?,
+            row.try_get(column + 3)?,
+        ))
+    };
+    bucket_from_columns(query, row.try_get(0)?, row.try_get(1)?, summary)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The embedded default: one SQLite file in WAL mode.
 
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,6 +50,7 @@ fn upsert_sql(tier: Tier) -> &'static str {
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    chart_readers: Arc<ChartReaders>,
 }
 
 impl SqliteStore {
@@ -64,12 +66,91 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| Error::Config(format!("cannot open SQLite database `{url}`: {e}")))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let chart_readers = Arc::new(ChartReaders::new(options.get_filename().to_owned()));
+        Ok(Self {
+            pool,
+            chart_readers,
+        })
     }
+}
+
+/// Read-only connections for chart series, used on blocking threads.
+///
+/// A series returns about a thousand rows of fifty values. Through sqlx
+/// each row is copied value by value and handed from its worker thread to
+/// the request, which was about 45% of a 30-day chart's time (a profile is
+/// in docs/benchmarks.md); read here, the values go straight into buckets.
+/// WAL mode lets these read while the writer commits.
+struct ChartReaders {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl ChartReaders {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
+        let connection = self.checkout()?;
+        let buckets = read_series(&connection, query);
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(connection);
+        Ok(buckets?)
+    }
+
+    fn checkout(&self) -> Result<rusqlite::Connection> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_secs(10))?;
+        Ok(connection)
+    }
+}
+
+fn read_series(
+    connection: &rusqlite::Connection,
+    query: &SeriesQuery,
+) -> rusqlite::Result<Vec<Bucket>> {
+    let mut statement =
+        connection.prepare_cached(&rollup::series_sql(query, ["?1", "?2", "?3"]))?;
+    let mut rows = statement.query((query.client_id, query.start_us, query.end_us))?;
+    let mut buckets = Vec::new();
+    while let Some(row) = rows.next()? {
+        let summary = |column: usize| -> rusqlite::Result<rollup::SummaryColumns> {
+            Ok((
+                row.get(column)?,
+                row.get(column + 1)?,
+                row.get(column + 2)?,
+                row.get(column + 3)?,
+            ))
+        };
+        buckets.push(rollup::bucket_from_columns(
+            query,
+            row.get(0)?,
+            row.get(1)?,
+            summary,
+        )?);
+    }
+    Ok(buckets)
 }
 
 #[async_trait]
@@ -245,13 +326,11 @@ impl Store for SqliteStore {
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
-        let rows = rollup::select_series::<Sqlite>(query)
-            .build()
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| rollup::bucket_from_row(row, query))
-            .collect()
+        let readers = self.chart_readers.clone();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || readers.series(&query))
+            .await
+            .map_err(|e| Error::Internal(format!("chart reader task: {e}")))?
     }
 
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
