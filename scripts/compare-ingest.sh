@@ -7,8 +7,8 @@
 #
 # Workloads: the original HTTP route (64 clients, one sample per request)
 # and v1 batches (8 clients, 1000 samples per request), on SQLite and, if
-# reachable, PostgreSQL. LOADGEN names the load generator binary
-# (default target/release/sysmon-loadgen).
+# reachable, PostgreSQL (STORES="sqlite" or "postgres" picks one). LOADGEN
+# names the load generator binary (default target/release/sysmon-loadgen).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 2,12p "$0"; exit 2; }
@@ -20,6 +20,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 stores=(sqlite)
 if psql -h 127.0.0.1 -U postgres -qAt -c "select 1" >/dev/null 2>&1; then stores+=(postgres); fi
+if [ -n "${STORES:-}" ]; then read -ra stores <<<"$STORES"; fi
 
 database_url() { # STORE -> a fresh database's URL
   case $1 in

@@ -24,28 +24,54 @@ const MAX_PARAMETERS: usize = 32_766;
 const SAMPLES_PER_INSERT: usize = MAX_PARAMETERS / SAMPLE_COLUMN_COUNT;
 const FILESYSTEMS_PER_INSERT: usize = MAX_PARAMETERS / 5;
 
-/// The upsert of one bucket into a tier's table. One fixed text per tier,
-/// so SQLite parses it once per connection and each bucket costs only an
-/// execution (a statement with a VALUES row per bucket would differ with
-/// every batch's size and be parsed again each time).
-fn upsert_sql(tier: Tier) -> &'static str {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+/// Buckets per rollup upsert statement. A batch's buckets are split into
+/// statements of these sizes, largest first, so there are few statements
+/// (each is a hop to sqlx's SQLite thread) and few distinct texts (each is
+/// parsed once per connection, then reused from the statement cache).
+const UPSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// The upsert of `rows` buckets into a tier's table.
+fn upsert_sql(tier: Tier, rows: usize) -> &'static str {
+    static SQL: OnceLock<Vec<Vec<String>>> = OnceLock::new();
     let all = SQL.get_or_init(|| {
-        let placeholders = vec!["?"; 3 + rollup::ROLLUP_VALUE_COLUMNS].join(", ");
+        let row = format!(
+            "({})",
+            vec!["?"; 3 + rollup::ROLLUP_VALUE_COLUMNS].join(", ")
+        );
         Tier::ROLLUPS
             .iter()
             .map(|tier| {
-                format!(
-                    "INSERT INTO {} AS t ({}) VALUES ({placeholders}){}",
-                    tier.table(),
-                    rollup::rollup_columns(),
-                    rollup::merge_on_conflict()
-                )
+                UPSERT_SIZES
+                    .iter()
+                    .map(|&size| {
+                        format!(
+                            "INSERT INTO {} AS t ({}) VALUES {}{}",
+                            tier.table(),
+                            rollup::rollup_columns(),
+                            vec![row.as_str(); size].join(", "),
+                            rollup::merge_on_conflict()
+                        )
+                    })
+                    .collect()
             })
             .collect()
     });
-    let index = Tier::ROLLUPS.iter().position(|t| *t == tier).unwrap_or(0);
-    &all[index]
+    let tier_index = Tier::ROLLUPS.iter().position(|t| *t == tier).unwrap_or(0);
+    let size_index = UPSERT_SIZES.iter().position(|&s| s == rows).unwrap_or(0);
+    &all[tier_index][size_index]
+}
+
+/// Splits `buckets` into runs of [`UPSERT_SIZES`], largest first.
+fn upsert_chunks(mut buckets: &[Bucket]) -> Vec<&[Bucket]> {
+    let mut chunks = Vec::new();
+    for size in UPSERT_SIZES {
+        while buckets.len() >= size {
+            let (chunk, rest) = buckets.split_at(size);
+            chunks.push(chunk);
+            buckets = rest;
+        }
+    }
+    chunks
 }
 
 pub struct SqliteStore {
@@ -246,17 +272,21 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *transaction).await?;
         }
         for tier in Tier::ROLLUPS {
-            for bucket in rollup::summarise(samples, &inserted, tier) {
-                let mut upsert = sqlx::query(upsert_sql(tier))
-                    .bind(bucket.client_id)
-                    .bind(bucket.start_us)
-                    .bind(bucket.sample_count);
-                for summary in bucket.metrics {
+            let buckets = rollup::summarise(samples, &inserted, tier);
+            for chunk in upsert_chunks(&buckets) {
+                let mut upsert = sqlx::query(upsert_sql(tier, chunk.len()));
+                for bucket in chunk {
                     upsert = upsert
-                        .bind(summary.min)
-                        .bind(summary.max)
-                        .bind(summary.sum)
-                        .bind(summary.count);
+                        .bind(bucket.client_id)
+                        .bind(bucket.start_us)
+                        .bind(bucket.sample_count);
+                    for summary in bucket.metrics {
+                        upsert = upsert
+                            .bind(summary.min)
+                            .bind(summary.max)
+                            .bind(summary.sum)
+                            .bind(summary.count);
+                    }
                 }
                 upsert.execute(&mut *transaction).await?;
             }
@@ -574,5 +604,25 @@ impl SqliteStore {
             is_admin,
             clients,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_split_into_few_fixed_size_statements() {
+        let buckets: Vec<Bucket> = (0..341).map(|i| Bucket::empty(1, i)).collect();
+        let sizes: Vec<usize> = upsert_chunks(&buckets).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [256, 64, 16, 4, 1]);
+        let sizes: Vec<usize> = upsert_chunks(&buckets[..70])
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [64, 4, 1, 1]);
+        assert!(upsert_chunks(&[]).is_empty());
+        // 256 rows of 51 parameters stay under SQLite's 32,766.
+        assert!(256 * (3 + rollup::ROLLUP_VALUE_COLUMNS) <= MAX_PARAMETERS);
     }
 }
