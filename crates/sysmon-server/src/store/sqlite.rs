@@ -29,6 +29,8 @@ const FILESYSTEMS_PER_INSERT: usize = MAX_PARAMETERS / 5;
 /// (each is a hop to sqlx's SQLite thread) and few distinct texts (each is
 /// parsed once per connection, then reused from the statement cache).
 const UPSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+// The largest statement's parameters fit SQLite's limit.
+const _: () = assert!(UPSERT_SIZES[0] * (3 + rollup::ROLLUP_VALUE_COLUMNS) <= MAX_PARAMETERS);
 
 /// The upsert of `rows` buckets into a tier's table.
 fn upsert_sql(tier: Tier, rows: usize) -> &'static str {
@@ -622,7 +624,5 @@ mod tests {
             .collect();
         assert_eq!(sizes, [64, 4, 1, 1]);
         assert!(upsert_chunks(&[]).is_empty());
-        // 256 rows of 51 parameters stay under SQLite's 32,766.
-        assert!(256 * (3 + rollup::ROLLUP_VALUE_COLUMNS) <= MAX_PARAMETERS);
     }
 }
