@@ -2,6 +2,8 @@
 //! embedded SQLite file and for PostgreSQL. All SQL of the server is in this
 //! module; each implementation runs its own migrations at startup.
 
+#[macro_use]
+mod dashboard_users;
 mod postgres;
 pub mod rollup;
 mod sqlite;
@@ -15,6 +17,7 @@ use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
 
+pub use dashboard_users::UserStore;
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
 pub use sqlite::SqliteStore;
@@ -107,7 +110,9 @@ impl TimeRange {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Everything the server keeps; dashboard users and sessions are in the
+/// [`UserStore`] part.
+pub trait Store: UserStore + Send + Sync + 'static {
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;
 
@@ -149,34 +154,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a tier's rows filed before `before_us`; returns how many.
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
-
-    /// Creates a dashboard user; `None` when the name is taken.
-    async fn create_dashboard_user(&self, user: &NewDashboardUser) -> Result<Option<UserId>>;
-
-    async fn find_dashboard_user(&self, name: &str) -> Result<Option<DashboardUser>>;
-
-    async fn dashboard_users(&self) -> Result<Vec<DashboardUser>>;
-
-    /// Deletes a dashboard user and its sessions; false when there was none.
-    async fn delete_dashboard_user(&self, name: &str) -> Result<bool>;
-
-    async fn add_session(
-        &self,
-        owner: SessionOwner,
-        token_hash: &[u8],
-        expires_at_us: i64,
-    ) -> Result<()>;
-
-    /// The user a session token belongs to, while it has not expired.
-    async fn session_user(&self, token_hash: &[u8], now_us: i64) -> Result<Option<DashboardUser>>;
-
-    /// The client a session token belongs to, while it has not expired.
-    async fn session_client(&self, token_hash: &[u8], now_us: i64) -> Result<Option<TokenOwner>>;
-
-    async fn delete_session(&self, token_hash: &[u8]) -> Result<()>;
-
-    /// Deletes sessions that have expired; returns how many.
-    async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64>;
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);

@@ -12,9 +12,8 @@ use sysmon_core::{Sample, UnixTime};
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
-    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, DashboardUser,
-    FilesystemRow, NewDashboardUser, SampleKey, SampleRow, SessionOwner, Store, TimeRange,
-    TokenOwner, UserId, SAMPLE_COLUMNS,
+    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, FilesystemRow,
+    SampleKey, SampleRow, Store, TimeRange, TokenOwner, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
 
@@ -122,7 +121,7 @@ fn upsert_buckets(
             })
             .collect()
     });
-    let index = Tier::ROLLUPS.iter().position(|t| *t == tier).unwrap_or(0);
+    let index = tier.rollup_index();
     let mut query = sqlx::query(all[index].as_str())
         .bind(buckets.iter().map(|b| b.client_id).collect::<Vec<i64>>())
         .bind(buckets.iter().map(|b| b.start_us).collect::<Vec<i64>>())
@@ -137,6 +136,8 @@ fn upsert_buckets(
     }
     query
 }
+
+impl_user_store!(PostgresStore);
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -394,166 +395,7 @@ impl Store for PostgresStore {
         Ok(deleted)
     }
 
-    async fn create_dashboard_user(&self, user: &NewDashboardUser) -> Result<Option<UserId>> {
-        let mut transaction = self.pool.begin().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO dashboard_users (name, password_hash, is_admin, created_at_us)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING RETURNING id",
-        )
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.is_admin)
-        .bind(now_micros())
-        .fetch_optional(&mut *transaction)
-        .await?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        for client in &user.clients {
-            sqlx::query(
-                "INSERT INTO dashboard_user_clients (user_id, client_name) VALUES ($1, $2)",
-            )
-            .bind(id)
-            .bind(client)
-            .execute(&mut *transaction)
-            .await?;
-        }
-        transaction.commit().await?;
-        Ok(Some(UserId(id)))
-    }
-
-    async fn find_dashboard_user(&self, name: &str) -> Result<Option<DashboardUser>> {
-        let row = sqlx::query_as::<_, (i64, String, String, bool)>(
-            "SELECT id, name, password_hash, is_admin FROM dashboard_users WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_clients(row).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn dashboard_users(&self) -> Result<Vec<DashboardUser>> {
-        let rows = sqlx::query_as::<_, (i64, String, String, bool)>(
-            "SELECT id, name, password_hash, is_admin FROM dashboard_users ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut users = Vec::with_capacity(rows.len());
-        for row in rows {
-            users.push(self.with_clients(row).await?);
-        }
-        Ok(users)
-    }
-
-    async fn delete_dashboard_user(&self, name: &str) -> Result<bool> {
-        let deleted = sqlx::query("DELETE FROM dashboard_users WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted > 0)
-    }
-
-    async fn add_session(
-        &self,
-        owner: SessionOwner,
-        token_hash: &[u8],
-        expires_at_us: i64,
-    ) -> Result<()> {
-        let (user, client) = match owner {
-            SessionOwner::User(user) => (Some(user.0), None),
-            SessionOwner::Client(client) => (None, Some(client.0)),
-        };
-        sqlx::query(
-            "INSERT INTO dashboard_sessions
-                 (token_hash, user_id, client_id, created_at_us, expires_at_us)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(token_hash)
-        .bind(user)
-        .bind(client)
-        .bind(now_micros())
-        .bind(expires_at_us)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn session_user(&self, token_hash: &[u8], now_us: i64) -> Result<Option<DashboardUser>> {
-        let row = sqlx::query_as::<_, (i64, String, String, bool)>(
-            "SELECT u.id, u.name, u.password_hash, u.is_admin
-             FROM dashboard_sessions s JOIN dashboard_users u ON u.id = s.user_id
-             WHERE s.token_hash = $1 AND s.expires_at_us > $2",
-        )
-        .bind(token_hash)
-        .bind(now_us)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some(self.with_clients(row).await?)),
-            None => Ok(None),
-        }
-    }
-
-    async fn session_client(&self, token_hash: &[u8], now_us: i64) -> Result<Option<TokenOwner>> {
-        let row = sqlx::query_as::<_, (i64, String)>(
-            "SELECT c.id, c.name
-             FROM dashboard_sessions s JOIN clients c ON c.id = s.client_id
-             WHERE s.token_hash = $1 AND s.expires_at_us > $2",
-        )
-        .bind(token_hash)
-        .bind(now_us)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(id, name)| TokenOwner {
-            id: ClientId(id),
-            name,
-        }))
-    }
-
-    async fn delete_expired_sessions(&self, now_us: i64) -> Result<u64> {
-        let deleted = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at_us <= $1")
-            .bind(now_us)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        Ok(deleted)
-    }
-
-    async fn delete_session(&self, token_hash: &[u8]) -> Result<()> {
-        sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-impl PostgresStore {
-    /// Completes a user row with the clients granted to it.
-    async fn with_clients(
-        &self,
-        (id, name, password_hash, is_admin): (i64, String, String, bool),
-    ) -> Result<DashboardUser> {
-        let clients = sqlx::query_scalar(
-            "SELECT client_name FROM dashboard_user_clients WHERE user_id = $1 ORDER BY client_name",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(DashboardUser {
-            id: UserId(id),
-            name,
-            password_hash,
-            is_admin,
-            clients,
-        })
     }
 }

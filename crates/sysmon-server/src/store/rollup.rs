@@ -115,6 +115,15 @@ impl Tier {
         }
     }
 
+    /// Position in [`Tier::ROLLUPS`], for per-tier tables of SQL; 0 for raw,
+    /// which has no rollup table and no upsert.
+    pub fn rollup_index(self) -> usize {
+        Tier::ROLLUPS
+            .iter()
+            .position(|tier| *tier == self)
+            .unwrap_or(0)
+    }
+
     /// The name used in the API and in configuration.
     pub const fn label(self) -> &'static str {
         match self {
