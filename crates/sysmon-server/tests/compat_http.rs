@@ -15,6 +15,8 @@ on_both_stores!(
     report_returns_the_range_in_order,
     same_client_and_time_is_stored_once,
     concurrent_pushes_are_all_stored,
+    long_report_streams_every_row_in_order,
+    client_hanging_up_mid_report_frees_the_reader,
 );
 
 async fn registration_issues_working_tokens(database: TestDatabase) {
@@ -726,4 +728,78 @@ async fn start_time_is_when_the_server_started() {
         actual > start,
         "start_work is the server's start, not the request time: {body}"
     );
+}
+
+/// Stores `count` samples one second apart from `first_second`, through the
+/// v1 batch route (quicker than one request each).
+async fn store_seconds(server: &common::TestServer, token: &str, first_second: i64, count: i64) {
+    for start in (0..count).step_by(5_000) {
+        let batch: Vec<Value> = (start..(start + 5_000).min(count))
+            .map(|i| json!({"time": first_second + i, "cpu_load": (i % 1000) as f64 / 10.0, "mem": i}))
+            .collect();
+        let response = server
+            .http
+            .post(server.url("/api/v1/samples"))
+            .header("Authorization", format!("Bearer {token}"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+}
+
+async fn long_report_streams_every_row_in_order(database: TestDatabase) {
+    // Several of the store's read chunks (4096 rows each), and a range whose
+    // edges fall inside chunks.
+    let server = database.start().await;
+    let token = server.register("wood", "pw").await;
+    let first: i64 = 1_700_000_000;
+    store_seconds(&server, &token, first, 12_345).await;
+
+    let rows = server.report("wood", &token, "").await;
+    assert_eq!(rows.len(), 12_345);
+    for (i, row) in rows.iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(
+            *row,
+            json!({"cpu": sysmon_core::number::json_number((i % 1000) as f64 / 10.0),
+                   "mem": i, "storage": null, "unix_time": first + i}),
+        );
+    }
+    let middle = server
+        .report("wood", &token, &format!("?start={}&end={}", first + 4_000, first + 8_200))
+        .await;
+    assert_eq!(middle.len(), 4_201);
+    assert_eq!(middle[0]["unix_time"], first + 4_000);
+    assert_eq!(middle[4_200]["unix_time"], first + 8_200);
+}
+
+async fn client_hanging_up_mid_report_frees_the_reader(database: TestDatabase) {
+    // More abandoned reports than the store has connections: each must give
+    // its connection back, or the last reports and pushes would hang.
+    let server = database.start().await;
+    let token = server.register("wood", "pw").await;
+    store_seconds(&server, &token, 1_700_000_000, 20_000).await;
+    for _ in 0..24 {
+        let mut response = server
+            .http
+            .get(server.url("/client/wood/time/report"))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let opening = response.chunk().await.unwrap().unwrap();
+        assert!(opening.starts_with(b"{\"payload\":["));
+        drop(response);
+    }
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        server.report("wood", &token, ""),
+    )
+    .await
+    .expect("a report after abandoned ones answers");
+    assert_eq!(answer.len(), 20_000);
+    server.assert_round_trip().await;
 }

@@ -18,6 +18,22 @@ use sysmon_core::{Sample, UnixTime};
 use crate::error::{Error, Result};
 
 pub use dashboard_users::UserStore;
+
+/// The receiving end of [`Store::samples`].
+pub type SampleChunks = tokio::sync::mpsc::Receiver<Result<Vec<Sample>>>;
+
+/// Rows per chunk of [`Store::samples`]: large enough that handing a chunk
+/// over costs nothing per row, small enough to start answering at once.
+const SAMPLE_CHUNK_ROWS: usize = 4096;
+
+/// Chunks in flight between the reader and the response: the reader stays
+/// a little ahead of a client that reads at full speed and stops for one
+/// that does not.
+const SAMPLE_CHUNKS_AHEAD: usize = 2;
+
+fn sample_chunks() -> (tokio::sync::mpsc::Sender<Result<Vec<Sample>>>, SampleChunks) {
+    tokio::sync::mpsc::channel(SAMPLE_CHUNKS_AHEAD)
+}
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
 pub use sqlite::SqliteStore;
@@ -138,8 +154,10 @@ pub trait Store: UserStore + Send + Sync + 'static {
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>>;
 
     /// A client's samples within the range, ordered by time: the original's
-    /// three metrics only.
-    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>>;
+    /// three metrics only. They arrive in chunks as the database reads them,
+    /// so a report of millions of rows never sits in memory whole; a failure
+    /// part way is the channel's last item.
+    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks>;
 
     /// The same with every metric, extended ones and file systems included.
     async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>>;

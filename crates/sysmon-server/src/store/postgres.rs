@@ -5,15 +5,18 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row};
 use sysmon_core::{Sample, UnixTime};
+use tokio::sync::mpsc;
 
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
-    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, FilesystemRow,
-    SampleKey, SampleRow, Store, TimeRange, TokenOwner, SAMPLE_COLUMNS,
+    sample_chunks, sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column,
+    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
+    SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
 
@@ -253,21 +256,16 @@ impl Store for PostgresStore {
             .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
     }
 
-    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
         let (start, end) = range.bounds_micros();
-        let rows = sqlx::query_as::<_, (i64, Option<f64>, Option<f64>, Option<f64>)>(
-            "SELECT time_us, cpu_load, mem, storage FROM samples
-             WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
-        )
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(time, cpu, mem, storage)| sample_from_row(time, cpu, mem, storage))
-            .collect())
+        let (sender, chunks) = sample_chunks();
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if let Err(error) = send_samples(&pool, client, start, end, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        Ok(chunks)
     }
 
     async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
@@ -398,4 +396,37 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Reads a client's samples into `sender` chunk by chunk as PostgreSQL
+/// sends them; stops early when the receiver is gone (the client hung up).
+async fn send_samples(
+    pool: &PgPool,
+    client: ClientId,
+    start_us: i64,
+    end_us: i64,
+    sender: &mpsc::Sender<Result<Vec<Sample>>>,
+) -> Result<()> {
+    let mut rows = sqlx::query_as::<_, (i64, Option<f64>, Option<f64>, Option<f64>)>(
+        "SELECT time_us, cpu_load, mem, storage FROM samples
+         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
+    )
+    .bind(client.0)
+    .bind(start_us)
+    .bind(end_us)
+    .fetch(pool);
+    let mut chunk = Vec::with_capacity(SAMPLE_CHUNK_ROWS);
+    while let Some((time, cpu, mem, storage)) = rows.try_next().await? {
+        chunk.push(sample_from_row(time, cpu, mem, storage));
+        if chunk.len() == SAMPLE_CHUNK_ROWS {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(SAMPLE_CHUNK_ROWS));
+            if sender.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = sender.send(Ok(chunk)).await;
+    }
+    Ok(())
 }

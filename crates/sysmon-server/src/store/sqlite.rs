@@ -9,12 +9,14 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use sysmon_core::{Sample, UnixTime};
+use tokio::sync::mpsc;
 
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
-    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_from_row,
-    ClientId, ClientOverview, ClientRecord, ClientSample, Column, FilesystemRow, SampleKey,
-    SampleRow, Store, TimeRange, TokenOwner, SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
+    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_chunks,
+    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, FilesystemRow,
+    SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner, SAMPLE_CHUNK_ROWS,
+    SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -77,7 +79,7 @@ fn upsert_chunks(mut buckets: &[Bucket]) -> Vec<&[Bucket]> {
 
 pub struct SqliteStore {
     pool: SqlitePool,
-    chart_readers: Arc<ChartReaders>,
+    readers: Arc<BlockingReaders>,
 }
 
 impl SqliteStore {
@@ -97,27 +99,25 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Config(format!("cannot open SQLite database `{url}`: {e}")))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let chart_readers = Arc::new(ChartReaders::new(options.get_filename().to_owned()));
-        Ok(Self {
-            pool,
-            chart_readers,
-        })
+        let readers = Arc::new(BlockingReaders::new(options.get_filename().to_owned()));
+        Ok(Self { pool, readers })
     }
 }
 
-/// Read-only connections for chart series, used on blocking threads.
+/// Read-only connections for the big reads (chart series, reports), used
+/// on blocking threads.
 ///
-/// A series returns about a thousand rows of fifty values. Through sqlx
-/// each row is copied value by value and handed from its worker thread to
-/// the request, which was about 45% of a 30-day chart's time (a profile is
-/// in docs/benchmarks.md); read here, the values go straight into buckets.
-/// WAL mode lets these read while the writer commits.
-struct ChartReaders {
+/// Through sqlx each row is copied value by value and handed from its
+/// worker thread to the request: about 45% of a 30-day chart's time and
+/// most of a 100k-row report's (profiles in docs/benchmarks.md). Read here,
+/// the values go straight into their final shape. WAL mode lets these read
+/// while the writer commits.
+struct BlockingReaders {
     path: PathBuf,
     idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
 }
 
-impl ChartReaders {
+impl BlockingReaders {
     fn new(path: PathBuf) -> Self {
         Self {
             path,
@@ -125,14 +125,30 @@ impl ChartReaders {
         }
     }
 
-    fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
+    /// Runs `read` on an idle connection, on a blocking thread.
+    async fn read<T, F>(self: &Arc<Self>, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || readers.with_connection(read))
+            .await
+            .map_err(|e| Error::Internal(format!("SQLite reader task: {e}")))?
+    }
+
+    /// Runs `read` on an idle connection, on this (blocking) thread.
+    fn with_connection<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let connection = self.checkout()?;
-        let buckets = read_series(&connection, query);
+        let result = read(&connection);
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(connection);
-        Ok(buckets?)
+        Ok(result?)
     }
 
     fn checkout(&self) -> Result<rusqlite::Connection> {
@@ -178,6 +194,41 @@ fn read_series(
         )?);
     }
     Ok(buckets)
+}
+
+/// Reads a client's samples into `sender` chunk by chunk; stops early when
+/// the receiver is gone (the client hung up).
+fn send_samples(
+    connection: &rusqlite::Connection,
+    client: ClientId,
+    start_us: i64,
+    end_us: i64,
+    sender: &mpsc::Sender<Result<Vec<Sample>>>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare_cached(
+        "SELECT time_us, cpu_load, mem, storage FROM samples
+         WHERE client_id = ?1 AND time_us >= ?2 AND time_us <= ?3 ORDER BY time_us",
+    )?;
+    let mut rows = statement.query((client.0, start_us, end_us))?;
+    let mut chunk = Vec::with_capacity(SAMPLE_CHUNK_ROWS);
+    while let Some(row) = rows.next()? {
+        chunk.push(sample_from_row(
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+        ));
+        if chunk.len() == SAMPLE_CHUNK_ROWS {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(SAMPLE_CHUNK_ROWS));
+            if sender.blocking_send(Ok(full)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = sender.blocking_send(Ok(chunk));
+    }
+    Ok(())
 }
 
 impl_user_store!(SqliteStore);
@@ -310,21 +361,19 @@ impl Store for SqliteStore {
             .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
     }
 
-    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+    async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
         let (start, end) = range.bounds_micros();
-        let rows = sqlx::query_as::<_, (i64, Option<f64>, Option<f64>, Option<f64>)>(
-            "SELECT time_us, cpu_load, mem, storage FROM samples
-             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us",
-        )
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(time, cpu, mem, storage)| sample_from_row(time, cpu, mem, storage))
-            .collect())
+        let (sender, chunks) = sample_chunks();
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = readers.with_connection(|connection| {
+                send_samples(connection, client, start, end, &sender)
+            });
+            if let Err(error) = read {
+                let _ = sender.blocking_send(Err(error));
+            }
+        });
+        Ok(chunks)
     }
 
     async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
@@ -359,11 +408,10 @@ impl Store for SqliteStore {
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
-        let readers = self.chart_readers.clone();
         let query = query.clone();
-        tokio::task::spawn_blocking(move || readers.series(&query))
+        self.readers
+            .read(move |connection| read_series(connection, &query))
             .await
-            .map_err(|e| Error::Internal(format!("chart reader task: {e}")))?
     }
 
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
