@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::services::ingest::IngestConfig;
 use crate::services::query::RetentionConfig;
 use crate::services::status_log::StatusLogConfig;
+use crate::store::Durability;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sysmon.db";
@@ -209,6 +210,7 @@ struct FileIngest {
     queue_capacity: Option<usize>,
     writers: Option<usize>,
     enqueue_timeout_ms: Option<u64>,
+    durability: Option<Durability>,
 }
 
 impl Config {
@@ -269,6 +271,7 @@ impl Config {
                 &mut self.ingest.enqueue_timeout,
                 ingest.enqueue_timeout_ms.map(Duration::from_millis),
             );
+            set(&mut self.ingest.durability, ingest.durability);
         }
         if let Some(dashboard) = file.dashboard {
             if dashboard.initial_admin_password.is_some() {
@@ -506,6 +509,30 @@ mod tests {
         assert_eq!(config.status_log.path, PathBuf::from("f.csv"));
         assert_eq!(config.status_log.max_bytes, 2 * 1024 * 1024);
         assert_eq!(config.config_file.as_deref(), Some(file.path()));
+    }
+
+    #[test]
+    fn durability_is_full_unless_relaxed_by_name() {
+        let default = Config::from_sources(&CliOptions::default(), &env(&[])).unwrap();
+        assert_eq!(default.ingest.durability, Durability::Full);
+        let relaxed = yaml("ingest:\n  durability: relaxed\n");
+        let options = CliOptions {
+            config: Some(relaxed.path().to_owned()),
+            ..Default::default()
+        };
+        let config = Config::from_sources(&options, &env(&[])).unwrap();
+        assert_eq!(config.ingest.durability, Durability::Relaxed);
+        let unknown = yaml("ingest:\n  durability: fast\n");
+        let options = CliOptions {
+            config: Some(unknown.path().to_owned()),
+            ..Default::default()
+        };
+        let error = Config::from_sources(&options, &env(&[])).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("fast") && message.contains("relaxed"),
+            "{message}"
+        );
     }
 
     #[test]

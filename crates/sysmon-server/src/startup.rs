@@ -37,7 +37,13 @@ impl Application {
     /// Opens the store (running migrations), starts the services and binds
     /// the address. Errors here are configuration errors: the caller exits.
     pub async fn build(config: &Config) -> Result<Application> {
-        let store = store::connect(&config.database_url).await?;
+        let store = store::connect(&config.database_url, config.ingest.durability).await?;
+        if config.ingest.durability == store::Durability::Relaxed {
+            tracing::warn!(
+                "ingest.durability is relaxed: an acknowledged sample survives sysmon \
+                 crashing, but not a power cut or an OS crash just after"
+            );
+        }
         let status_log = StatusLog::open(config.status_log.clone())?;
         let listener = TcpListener::bind(&config.bind)
             .await

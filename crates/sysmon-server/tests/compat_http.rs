@@ -17,6 +17,7 @@ on_both_stores!(
     concurrent_pushes_are_all_stored,
     long_report_streams_every_row_in_order,
     client_hanging_up_mid_report_frees_the_reader,
+    relaxed_durability_stores_every_acknowledged_sample,
 );
 
 async fn registration_issues_working_tokens(database: TestDatabase) {
@@ -768,7 +769,11 @@ async fn long_report_streams_every_row_in_order(database: TestDatabase) {
         );
     }
     let middle = server
-        .report("wood", &token, &format!("?start={}&end={}", first + 4_000, first + 8_200))
+        .report(
+            "wood",
+            &token,
+            &format!("?start={}&end={}", first + 4_000, first + 8_200),
+        )
         .await;
     assert_eq!(middle.len(), 4_201);
     assert_eq!(middle[0]["unix_time"], first + 4_000);
@@ -802,4 +807,25 @@ async fn client_hanging_up_mid_report_frees_the_reader(database: TestDatabase) {
     .expect("a report after abandoned ones answers");
     assert_eq!(answer.len(), 20_000);
     server.assert_round_trip().await;
+}
+
+async fn relaxed_durability_stores_every_acknowledged_sample(database: TestDatabase) {
+    // Relaxed only skips the flush to disk: everything acknowledged is
+    // committed, and still there after a restart on the default setting.
+    let mut config = database.config();
+    config.ingest.durability = sysmon_server::store::Durability::Relaxed;
+    let server = common::TestServer::start(config).await;
+    let token = server.register("wood", "pw").await;
+    for second in 0..20 {
+        let time = (1_700_000_000 + second).to_string();
+        let response = server
+            .push_form("wood", &token, &[("time", &time), ("cpu_load", "3")])
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    store_seconds(&server, &token, 1_700_001_000, 500).await;
+    server.shutdown().await;
+
+    let server = database.start().await;
+    assert_eq!(server.report("wood", &token, "").await.len(), 520);
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, Source};
 use crate::error::{Error, Result};
-use crate::store::{ClientId, ClientSample, SampleKey, Store};
+use crate::store::{ClientId, ClientSample, Durability, SampleKey, Store};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
@@ -33,6 +33,8 @@ pub struct IngestConfig {
     pub writers: usize,
     /// How long a request may wait for room in the queue before a 503.
     pub enqueue_timeout: Duration,
+    /// When a commit counts as done, and so when samples are acknowledged.
+    pub durability: Durability,
 }
 
 impl Default for IngestConfig {
@@ -42,6 +44,7 @@ impl Default for IngestConfig {
             queue_capacity: 20_000,
             writers: 2,
             enqueue_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
         }
     }
 }
@@ -220,12 +223,12 @@ async fn next_batch(
 
 async fn commit(writer: &Writer, jobs: Vec<Job>) {
     let (store, metrics) = (writer.store.as_ref(), writer.metrics.as_ref());
-    let rows: Vec<ClientSample> = jobs
+    let rows: Arc<[ClientSample]> = jobs
         .iter()
         .flat_map(|job| job.rows.iter().cloned())
         .collect();
     let started = Instant::now();
-    let outcome = store.insert_samples(&rows).await;
+    let outcome = store.insert_samples(rows.clone()).await;
     match &outcome {
         Ok(_) => metrics.batch_committed(rows.len(), started.elapsed().as_secs_f64()),
         Err(_) => metrics.batch_failed(),
@@ -259,15 +262,21 @@ async fn commit(writer: &Writer, jobs: Vec<Job>) {
 }
 
 /// Hands the new rows to live readers, if there are any.
-fn publish(live: &broadcast::Sender<Committed>, rows: Vec<ClientSample>, new: &HashSet<SampleKey>) {
+fn publish(live: &broadcast::Sender<Committed>, rows: Committed, new: &HashSet<SampleKey>) {
     if live.receiver_count() == 0 || new.is_empty() {
+        return;
+    }
+    if new.len() == rows.len() {
+        // Every row is new (and so no key is there twice): send as is.
+        let _ = live.send(rows);
         return;
     }
     // A key twice in one commit was stored once, from its first row.
     let mut unsent = new.clone();
     let committed: Committed = rows
-        .into_iter()
+        .iter()
         .filter(|row| unsent.remove(&(row.client.0, row.sample.time.micros())))
+        .cloned()
         .collect();
     // No receiver left since the check is fine: nobody is watching.
     let _ = live.send(committed);

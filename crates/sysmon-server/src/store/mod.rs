@@ -148,7 +148,7 @@ pub trait Store: UserStore + Send + Sync + 'static {
     /// Stores samples in one transaction. A sample whose (client, time) is
     /// already stored is skipped, so retries never duplicate. Returns the
     /// keys of the rows that were new.
-    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<Vec<SampleKey>>;
+    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>>;
 
     /// Time of the first and of the last sample of a client.
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>>;
@@ -177,13 +177,27 @@ pub trait Store: UserStore + Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// When a commit counts as done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Flushed to disk: an acknowledged sample survives a power cut.
+    #[default]
+    Full,
+    /// Written to the database's log but not yet flushed (SQLite
+    /// `synchronous=NORMAL`, PostgreSQL `synchronous_commit=off`): an
+    /// acknowledged sample survives sysmon crashing, not the machine
+    /// losing power or the OS (or PostgreSQL) crashing just after.
+    Relaxed,
+}
+
 /// Opens the store a URL names (`sqlite://...` or `postgres://...`),
 /// creating a missing SQLite file, and brings its schema up to date.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+pub async fn connect(url: &str, durability: Durability) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
     match scheme {
-        "sqlite" => Ok(Arc::new(SqliteStore::connect(url).await?)),
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url).await?)),
+        "sqlite" => Ok(Arc::new(SqliteStore::connect(url, durability).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, durability).await?)),
         _ => Err(Error::Config(format!(
             "unsupported database URL `{}`: use sqlite://FILE or postgres://USER@HOST/DB",
             redact_password(url)

@@ -1,7 +1,7 @@
 //! The production store: PostgreSQL.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
     sample_chunks, sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column,
-    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
+    Durability, FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
     SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
@@ -27,10 +27,14 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
         let shown = redact_password(url);
-        let options = PgConnectOptions::from_str(url)
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid PostgreSQL URL `{shown}`: {e}")))?;
+        if durability == Durability::Relaxed {
+            // For every write of this server, which is almost all ingest.
+            options = options.options([("synchronous_commit", "off")]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
@@ -204,7 +208,8 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<Vec<SampleKey>> {
+    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
+        let samples = &samples[..];
         // One statement whatever the batch size: arrays in, UNNEST out. Rows
         // are sorted so concurrent writers lock keys in the same order.
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();

@@ -7,83 +7,56 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::mpsc;
 
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_chunks,
-    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, FilesystemRow,
-    SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner, SAMPLE_CHUNK_ROWS,
-    SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
+    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, Durability,
+    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
+    SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
-/// SQLite allows 32766 bound parameters per statement.
-const MAX_PARAMETERS: usize = 32_766;
-const SAMPLES_PER_INSERT: usize = MAX_PARAMETERS / SAMPLE_COLUMN_COUNT;
-const FILESYSTEMS_PER_INSERT: usize = MAX_PARAMETERS / 5;
-
-/// Buckets per rollup upsert statement. A batch's buckets are split into
-/// statements of these sizes, largest first, so there are few statements
-/// (each is a hop to sqlx's SQLite thread) and few distinct texts (each is
-/// parsed once per connection, then reused from the statement cache).
-const UPSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
-// The largest statement's parameters fit SQLite's limit.
-const _: () = assert!(UPSERT_SIZES[0] * (3 + rollup::ROLLUP_VALUE_COLUMNS) <= MAX_PARAMETERS);
-
-/// The upsert of `rows` buckets into a tier's table.
-fn upsert_sql(tier: Tier, rows: usize) -> &'static str {
-    static SQL: OnceLock<Vec<Vec<String>>> = OnceLock::new();
+/// The upsert of one bucket into a tier's table, kept prepared by the
+/// writer; SQL text is parsed once per connection.
+fn upsert_sql(tier: Tier) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
     let all = SQL.get_or_init(|| {
-        let row = format!(
-            "({})",
-            vec!["?"; 3 + rollup::ROLLUP_VALUE_COLUMNS].join(", ")
-        );
         Tier::ROLLUPS
             .iter()
             .map(|tier| {
-                UPSERT_SIZES
-                    .iter()
-                    .map(|&size| {
-                        format!(
-                            "INSERT INTO {} AS t ({}) VALUES {}{}",
-                            tier.table(),
-                            rollup::rollup_columns(),
-                            vec![row.as_str(); size].join(", "),
-                            rollup::merge_on_conflict()
-                        )
-                    })
-                    .collect()
+                format!(
+                    "INSERT INTO {} AS t ({}) VALUES ({}){}",
+                    tier.table(),
+                    rollup::rollup_columns(),
+                    numbered_parameters(3 + rollup::ROLLUP_VALUE_COLUMNS),
+                    rollup::merge_on_conflict()
+                )
             })
             .collect()
     });
-    let tier_index = tier.rollup_index();
-    let size_index = UPSERT_SIZES.iter().position(|&s| s == rows).unwrap_or(0);
-    &all[tier_index][size_index]
+    &all[tier.rollup_index()]
 }
 
-/// Splits `buckets` into runs of [`UPSERT_SIZES`], largest first.
-fn upsert_chunks(mut buckets: &[Bucket]) -> Vec<&[Bucket]> {
-    let mut chunks = Vec::new();
-    for size in UPSERT_SIZES {
-        while buckets.len() >= size {
-            let (chunk, rest) = buckets.split_at(size);
-            chunks.push(chunk);
-            buckets = rest;
-        }
-    }
-    chunks
+/// `?1, ?2, ..., ?count`.
+fn numbered_parameters(count: usize) -> String {
+    (1..=count)
+        .map(|index| format!("?{index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: Arc<BlockingWriter>,
     readers: Arc<BlockingReaders>,
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid SQLite URL `{url}`: {e}")))?
             .create_if_missing(true)
@@ -99,9 +72,152 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Config(format!("cannot open SQLite database `{url}`: {e}")))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let readers = Arc::new(BlockingReaders::new(options.get_filename().to_owned()));
-        Ok(Self { pool, readers })
+        let path = options.get_filename().to_owned();
+        let writer = Arc::new(BlockingWriter::open(&path, durability)?);
+        let readers = Arc::new(BlockingReaders::new(path));
+        Ok(Self {
+            pool,
+            writer,
+            readers,
+        })
     }
+}
+
+/// The connection samples are written through, on blocking threads.
+///
+/// Ingest is one writer committing small batches back to back, and through
+/// sqlx every statement of a batch is a hop to sqlx's SQLite thread with
+/// its parameters copied on the way. Here the batch runs as one blocking
+/// call: prepared statements, one row at a time (SQLite's fastest way to
+/// insert; multi-row statements only saved hops), one commit. Everything
+/// else (clients, tokens, sessions, retention) still goes through sqlx and
+/// shares the database lock with it.
+struct BlockingWriter {
+    connection: std::sync::Mutex<rusqlite::Connection>,
+}
+
+impl BlockingWriter {
+    fn open(path: &std::path::Path, durability: Durability) -> Result<Self> {
+        let connection = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_secs(10))?;
+        // The file is already in WAL mode (set by the pool, and persistent).
+        // FULL: an acknowledged sample survives a power cut, not only a
+        // crash; group commit pays the fsync once per batch. NORMAL: WAL
+        // writes reach the OS at commit and disk at checkpoints.
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        connection.pragma_update(None, "synchronous", synchronous)?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Self {
+            connection: std::sync::Mutex::new(connection),
+        })
+    }
+
+    /// Stores a batch in one transaction; returns the keys that were new.
+    fn insert(&self, samples: &[ClientSample]) -> rusqlite::Result<Vec<SampleKey>> {
+        let mut connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inserted = insert_rows(&transaction, samples)?;
+        insert_filesystems(&transaction, samples)?;
+        for tier in Tier::ROLLUPS {
+            upsert_buckets(
+                &transaction,
+                tier,
+                &rollup::summarise(samples, &inserted, tier),
+            )?;
+        }
+        transaction.commit()?;
+        Ok(inserted)
+    }
+}
+
+/// Inserts samples not stored yet; returns their keys.
+fn insert_rows(
+    connection: &rusqlite::Connection,
+    samples: &[ClientSample],
+) -> rusqlite::Result<Vec<SampleKey>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES ({})
+             ON CONFLICT (client_id, time_us) DO NOTHING",
+            numbered_parameters(SAMPLE_COLUMN_COUNT)
+        )
+    });
+    let mut insert = connection.prepare_cached(sql)?;
+    let mut inserted = Vec::with_capacity(samples.len());
+    for item in samples {
+        for (index, column) in SampleRow::from_sample(item)
+            .columns()
+            .into_iter()
+            .enumerate()
+        {
+            match column {
+                Column::Integer(value) => insert.raw_bind_parameter(index + 1, value)?,
+                Column::Float(value) => insert.raw_bind_parameter(index + 1, value)?,
+            }
+        }
+        if insert.raw_execute()? == 1 {
+            inserted.push((item.client.0, item.sample.time.micros()));
+        }
+    }
+    Ok(inserted)
+}
+
+fn insert_filesystems(
+    connection: &rusqlite::Connection,
+    samples: &[ClientSample],
+) -> rusqlite::Result<()> {
+    let rows = filesystem_rows(samples);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+    )?;
+    for (client, time, fs) in rows {
+        insert.execute((
+            client,
+            time,
+            &fs.mount_point,
+            fs.used_bytes as i64,
+            fs.total_bytes as i64,
+        ))?;
+    }
+    Ok(())
+}
+
+fn upsert_buckets(
+    connection: &rusqlite::Connection,
+    tier: Tier,
+    buckets: &[Bucket],
+) -> rusqlite::Result<()> {
+    let mut upsert = connection.prepare_cached(upsert_sql(tier))?;
+    for bucket in buckets {
+        upsert.raw_bind_parameter(1, bucket.client_id)?;
+        upsert.raw_bind_parameter(2, bucket.start_us)?;
+        upsert.raw_bind_parameter(3, bucket.sample_count)?;
+        let mut index = 4;
+        for summary in &bucket.metrics {
+            upsert.raw_bind_parameter(index, summary.min)?;
+            upsert.raw_bind_parameter(index + 1, summary.max)?;
+            upsert.raw_bind_parameter(index + 2, summary.sum)?;
+            upsert.raw_bind_parameter(index + 3, summary.count)?;
+            index += 4;
+        }
+        upsert.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// Read-only connections for the big reads (chart series, reports), used
@@ -292,61 +408,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn insert_samples(&self, samples: &[ClientSample]) -> Result<Vec<SampleKey>> {
-        let mut transaction = self.pool.begin().await?;
-        let mut inserted = Vec::with_capacity(samples.len());
-        for chunk in samples.chunks(SAMPLES_PER_INSERT) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new(format!("INSERT INTO samples ({SAMPLE_COLUMNS}) "));
-            insert.push_values(chunk, |mut row, item| {
-                for column in SampleRow::from_sample(item).columns() {
-                    match column {
-                        Column::Integer(value) => row.push_bind(value),
-                        Column::Float(value) => row.push_bind(value),
-                    };
-                }
-            });
-            insert
-                .push(" ON CONFLICT (client_id, time_us) DO NOTHING RETURNING client_id, time_us");
-            let keys: Vec<SampleKey> = insert.build_query_as().fetch_all(&mut *transaction).await?;
-            inserted.extend(keys);
-        }
-        for chunk in filesystem_rows(samples).chunks(FILESYSTEMS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes) ",
-            );
-            insert.push_values(chunk, |mut row, (client, time, fs)| {
-                row.push_bind(*client)
-                    .push_bind(*time)
-                    .push_bind(fs.mount_point.clone())
-                    .push_bind(fs.used_bytes as i64)
-                    .push_bind(fs.total_bytes as i64);
-            });
-            insert.push(" ON CONFLICT DO NOTHING");
-            insert.build().execute(&mut *transaction).await?;
-        }
-        for tier in Tier::ROLLUPS {
-            let buckets = rollup::summarise(samples, &inserted, tier);
-            for chunk in upsert_chunks(&buckets) {
-                let mut upsert = sqlx::query(upsert_sql(tier, chunk.len()));
-                for bucket in chunk {
-                    upsert = upsert
-                        .bind(bucket.client_id)
-                        .bind(bucket.start_us)
-                        .bind(bucket.sample_count);
-                    for summary in bucket.metrics {
-                        upsert = upsert
-                            .bind(summary.min)
-                            .bind(summary.max)
-                            .bind(summary.sum)
-                            .bind(summary.count);
-                    }
-                }
-                upsert.execute(&mut *transaction).await?;
-            }
-        }
-        transaction.commit().await?;
-        Ok(inserted)
+    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || Ok(writer.insert(&samples)?))
+            .await
+            .map_err(|e| Error::Internal(format!("SQLite writer task: {e}")))?
     }
 
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
@@ -498,23 +564,5 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buckets_split_into_few_fixed_size_statements() {
-        let buckets: Vec<Bucket> = (0..341).map(|i| Bucket::empty(1, i)).collect();
-        let sizes: Vec<usize> = upsert_chunks(&buckets).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, [256, 64, 16, 4, 1]);
-        let sizes: Vec<usize> = upsert_chunks(&buckets[..70])
-            .iter()
-            .map(|c| c.len())
-            .collect();
-        assert_eq!(sizes, [64, 4, 1, 1]);
-        assert!(upsert_chunks(&[]).is_empty());
     }
 }
