@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
+use sysmon_core::v1::FilesystemUsage;
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::mpsc;
 
@@ -48,10 +49,15 @@ impl PostgresStore {
     }
 }
 
-/// `INSERT ... SELECT * FROM UNNEST(...)` with one array per column, typed
-/// from the rows' own columns so the SQL and the binds cannot disagree.
-fn insert_sample_rows(
+/// A batch in one statement: the samples go in as one array per column
+/// (UNNEST makes rows of them), and the rows actually inserted (not the
+/// replays) come back out of `RETURNING` to be summarised into every rollup
+/// tier and returned. One statement is one implicit transaction and one
+/// round trip, where separate statements took six. Arrays are typed from
+/// the rows' own columns, so the SQL and the binds cannot disagree.
+fn insert_batch(
     rows: &[SampleRow],
+    filesystems: &[(i64, i64, &FilesystemUsage)],
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     static SQL: OnceLock<String> = OnceLock::new();
     let template = SampleRow::default().columns();
@@ -64,11 +70,37 @@ fn insert_sample_rows(
                 Column::Float(_) => format!("${}::FLOAT8[]", index + 1),
             })
             .collect();
-        format!(
-            "INSERT INTO samples ({SAMPLE_COLUMNS}) SELECT * FROM UNNEST({})
-             ON CONFLICT (client_id, time_us) DO NOTHING RETURNING client_id, time_us",
-            arrays.join(", ")
-        )
+        let first_fs = template.len() + 1;
+        let metrics: Vec<&str> = rollup::METRICS.iter().map(|m| m.name).collect();
+        let mut sql = format!(
+            "WITH new AS (
+               INSERT INTO samples ({SAMPLE_COLUMNS}) SELECT * FROM UNNEST({arrays})
+               ON CONFLICT (client_id, time_us) DO NOTHING
+               RETURNING client_id, time_us, {metrics}
+             ), filesystems AS (
+               INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
+               SELECT * FROM UNNEST(${a}::BIGINT[], ${b}::BIGINT[], ${c}::TEXT[], ${d}::BIGINT[], ${e}::BIGINT[])
+               ON CONFLICT DO NOTHING
+             )",
+            arrays = arrays.join(", "),
+            metrics = metrics.join(", "),
+            a = first_fs,
+            b = first_fs + 1,
+            c = first_fs + 2,
+            d = first_fs + 3,
+            e = first_fs + 4,
+        );
+        for tier in Tier::ROLLUPS {
+            sql.push_str(&format!(
+                ", {table} AS (INSERT INTO {table} AS t ({columns}) {aggregate}{merge})",
+                table = tier.table(),
+                columns = rollup::rollup_columns(),
+                aggregate = rollup::aggregate_sql(tier, "new"),
+                merge = rollup::merge_on_conflict(),
+            ));
+        }
+        sql.push_str(" SELECT client_id, time_us FROM new");
+        sql
     });
     let columns: Vec<_> = rows.iter().map(SampleRow::columns).collect();
     let mut query = sqlx::query(sql.as_str());
@@ -95,53 +127,36 @@ fn insert_sample_rows(
         };
     }
     query
-}
-
-/// Merges buckets into a tier's table in one statement: an array per
-/// column, UNNEST into rows. The text is fixed per tier, so it is prepared
-/// once per connection whatever the number of buckets.
-fn upsert_buckets(
-    tier: Tier,
-    buckets: &[Bucket],
-) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
-    static SQL: OnceLock<Vec<String>> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        let mut arrays = vec![
-            "$1::BIGINT[]".to_owned(),
-            "$2::BIGINT[]".to_owned(),
-            "$3::BIGINT[]".to_owned(),
-        ];
-        for column in 0..rollup::ROLLUP_VALUE_COLUMNS {
-            let kind = if column % 4 == 3 { "BIGINT" } else { "FLOAT8" };
-            arrays.push(format!("${}::{kind}[]", column + 4));
-        }
-        Tier::ROLLUPS
-            .iter()
-            .map(|tier| {
-                format!(
-                    "INSERT INTO {} AS t ({}) SELECT * FROM UNNEST({}){}",
-                    tier.table(),
-                    rollup::rollup_columns(),
-                    arrays.join(", "),
-                    rollup::merge_on_conflict()
-                )
-            })
-            .collect()
-    });
-    let index = tier.rollup_index();
-    let mut query = sqlx::query(all[index].as_str())
-        .bind(buckets.iter().map(|b| b.client_id).collect::<Vec<i64>>())
-        .bind(buckets.iter().map(|b| b.start_us).collect::<Vec<i64>>())
-        .bind(buckets.iter().map(|b| b.sample_count).collect::<Vec<i64>>());
-    for metric in 0..rollup::METRIC_COUNT {
-        let summaries = || buckets.iter().map(move |b| b.metrics[metric]);
-        query = query
-            .bind(summaries().map(|s| s.min).collect::<Vec<Option<f64>>>())
-            .bind(summaries().map(|s| s.max).collect::<Vec<Option<f64>>>())
-            .bind(summaries().map(|s| s.sum).collect::<Vec<f64>>())
-            .bind(summaries().map(|s| s.count).collect::<Vec<i64>>());
-    }
-    query
+        .bind(
+            filesystems
+                .iter()
+                .map(|(client, _, _)| *client)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            filesystems
+                .iter()
+                .map(|(_, time, _)| *time)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            filesystems
+                .iter()
+                .map(|(_, _, fs)| fs.mount_point.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            filesystems
+                .iter()
+                .map(|(_, _, fs)| fs.used_bytes as i64)
+                .collect::<Vec<i64>>(),
+        )
+        .bind(
+            filesystems
+                .iter()
+                .map(|(_, _, fs)| fs.total_bytes as i64)
+                .collect::<Vec<i64>>(),
+        )
 }
 
 impl_user_store!(PostgresStore);
@@ -215,37 +230,12 @@ impl Store for PostgresStore {
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
         rows.sort_by_key(|row| (row.client_id, row.time_us));
         let filesystems = filesystem_rows(samples);
-        let mut transaction = self.pool.begin().await?;
-        let inserted = insert_sample_rows(&rows)
-            .fetch_all(&mut *transaction)
+        insert_batch(&rows, &filesystems)
+            .fetch_all(&self.pool)
             .await?
             .into_iter()
             .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
-            .collect::<Result<Vec<SampleKey>>>()?;
-        if !filesystems.is_empty() {
-            sqlx::query(
-                "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[])
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(filesystems.iter().map(|(client, _, _)| *client).collect::<Vec<i64>>())
-            .bind(filesystems.iter().map(|(_, time, _)| *time).collect::<Vec<i64>>())
-            .bind(filesystems.iter().map(|(_, _, fs)| fs.mount_point.clone()).collect::<Vec<String>>())
-            .bind(filesystems.iter().map(|(_, _, fs)| fs.used_bytes as i64).collect::<Vec<i64>>())
-            .bind(filesystems.iter().map(|(_, _, fs)| fs.total_bytes as i64).collect::<Vec<i64>>())
-            .execute(&mut *transaction)
-            .await?;
-        }
-        for tier in Tier::ROLLUPS {
-            let buckets = rollup::summarise(samples, &inserted, tier);
-            if !buckets.is_empty() {
-                upsert_buckets(tier, &buckets)
-                    .execute(&mut *transaction)
-                    .await?;
-            }
-        }
-        transaction.commit().await?;
-        Ok(inserted)
+            .collect()
     }
 
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
