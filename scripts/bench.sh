@@ -6,7 +6,12 @@
 #
 #   scripts/bench.sh [DURATION_S=10] [RUNS=3] [FLEET=10000]
 #
-# Writes target/bench/results.md (and the raw RESULT lines next to it).
+# DURABILITY=relaxed runs the server with `ingest.durability: relaxed` (no
+# flush per commit) and only the ingest workloads, to show what the flush
+# costs; the peers are skipped then (PEERS=0 skips them too).
+#
+# Writes target/bench/results.md, or results-relaxed.md (and the raw
+# RESULT lines next to it).
 # The load generator runs on the same machine as the server: numbers are
 # for one 2-core box shared by both.
 set -euo pipefail
@@ -17,22 +22,26 @@ FLEET="${3:-10000}"
 PORT=5090
 PG_ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
 PG_URL="postgres://sysmon@127.0.0.1:5432/sysmon_bench"
+DURABILITY="${DURABILITY:-full}"
+PEERS="${PEERS:-1}"
 OUT=target/bench
 mkdir -p "$OUT"
-RAW="$OUT/raw.jsonl"; : > "$RAW"
+SUFFIX=""; [ "$DURABILITY" = full ] || { SUFFIX="-$DURABILITY"; PEERS=0; }
+RAW="$OUT/raw$SUFFIX.jsonl"; : > "$RAW"
 work=$(mktemp -d)
+printf 'ingest:\n  durability: %s\n' "$DURABILITY" > "$work/server.yaml"
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
 cargo build --release -q -p sysmon-server -p sysmon-loadgen
-SERVER=target/release/sysmon-server
-LOADGEN=target/release/sysmon-loadgen
+SERVER="${CARGO_TARGET_DIR:-target}/release/sysmon-server"
+LOADGEN="${CARGO_TARGET_DIR:-target}/release/sysmon-loadgen"
 URL="http://127.0.0.1:$PORT"
 
 start_server() { # DATABASE_URL
-  RUST_LOG=warn "$SERVER" --bind "127.0.0.1:$PORT" --database-url "$1" --status-log "$work/load.csv" &
+  RUST_LOG=warn "$SERVER" --config "$work/server.yaml" --bind "127.0.0.1:$PORT" --database-url "$1" --status-log "$work/load.csv" &
   server_pid=$!
   for _ in $(seq 1 100); do curl -sf "$URL/api" >/dev/null && return; sleep 0.1; done
   echo "server did not start" >&2; exit 1
@@ -102,10 +111,12 @@ for store in sqlite postgresql; do
   run_workload $store http "--mode" http-form --clients 64 --duration "$DURATION"
   run_workload $store ws "--mode" ws --clients 64 --duration "$DURATION"
   run_workload $store batch "--mode" v1-batch --clients 8 --batch-size 1000 --duration "$DURATION"
-  TABLE["$store|report"]="$(report_latency) ms median of 21"
-  stop_server
-  start_server "$(fresh_database $store)"
-  TABLE["$store|fleet"]="$(fleet)"
+  if [ "$DURABILITY" = full ]; then
+    TABLE["$store|report"]="$(report_latency) ms median of 21"
+    stop_server
+    start_server "$(fresh_database $store)"
+    TABLE["$store|fleet"]="$(fleet)"
+  fi
   stop_server
 done
 
@@ -116,11 +127,11 @@ peer() { # NAME URL -> samples/s of influx line protocol, 64 clients x 1000
   done
   echo "$(echo "$rates" | median) samples/s"
 }
-if command -v victoria-metrics >/dev/null; then
+if [ "$PEERS" = 1 ] && command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath "$work/vm" -httpListenAddr 127.0.0.1:8428 >/dev/null 2>&1 & vm=$!
   sleep 2; TABLE["peer|victoria"]="$(peer VictoriaMetrics http://127.0.0.1:8428)"; kill $vm; wait $vm 2>/dev/null || true
 fi
-if command -v influxd >/dev/null; then
+if [ "$PEERS" = 1 ] && command -v influxd >/dev/null; then
   mkdir -p "$work/influx"
   cat > "$work/influx.conf" <<CONF
 [meta]
@@ -147,5 +158,5 @@ fi
   echo
   echo "Peers, InfluxDB line protocol, 64 connections x 1000 points: VictoriaMetrics ${TABLE[peer|victoria]:-not installed}; InfluxDB ${TABLE[peer|influx]:-not installed}."
   echo
-  echo "Medians of $RUNS runs of ${DURATION}s; $(nproc) cores; $(date -u +%Y-%m-%d); load generator on the same machine."
-} | tee "$OUT/results.md"
+  echo "Medians of $RUNS runs of ${DURATION}s; ingest.durability $DURABILITY; $(nproc) cores; $(date -u +%Y-%m-%d); load generator on the same machine."
+} | tee "$OUT/results$SUFFIX.md"
