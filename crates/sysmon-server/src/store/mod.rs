@@ -2,6 +2,7 @@
 //! embedded SQLite file and for PostgreSQL. All SQL of the server is in this
 //! module; each implementation runs its own migrations at startup.
 
+mod copy_binary;
 #[macro_use]
 mod dashboard_users;
 mod postgres;

@@ -6,17 +6,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use sysmon_core::v1::FilesystemUsage;
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::mpsc;
 
+use super::copy_binary::SampleRowDecoder;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
-    sample_chunks, sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column,
-    Durability, FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
+    sample_chunks, ClientId, ClientOverview, ClientRecord, ClientSample, Column, Durability,
+    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
     SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS,
 };
 use crate::error::{Error, Result};
@@ -394,7 +395,8 @@ impl Store for PostgresStore {
 }
 
 /// Reads a client's samples into `sender` chunk by chunk as PostgreSQL
-/// sends them; stops early when the receiver is gone (the client hung up).
+/// sends them (binary COPY, see [`copy_binary`]); stops early when the
+/// receiver is gone (the client hung up).
 async fn send_samples(
     pool: &PgPool,
     client: ClientId,
@@ -402,26 +404,49 @@ async fn send_samples(
     end_us: i64,
     sender: &mpsc::Sender<Result<Vec<Sample>>>,
 ) -> Result<()> {
-    let mut rows = sqlx::query_as::<_, (i64, Option<f64>, Option<f64>, Option<f64>)>(
-        "SELECT time_us, cpu_load, mem, storage FROM samples
-         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
-    )
-    .bind(client.0)
-    .bind(start_us)
-    .bind(end_us)
-    .fetch(pool);
+    // COPY takes no bind parameters; these are integers formatted here.
+    let statement = format!(
+        "COPY (SELECT time_us, cpu_load, mem, storage FROM samples
+               WHERE client_id = {} AND time_us >= {start_us} AND time_us <= {end_us}
+               ORDER BY time_us) TO STDOUT (FORMAT binary)",
+        client.0
+    );
+    let mut connection = pool.acquire().await?;
+    let outcome = copy_samples(&mut connection, &statement, sender).await;
+    if !matches!(outcome, Ok(Copy::Complete)) {
+        // A COPY left part way leaves its rows in the connection's stream:
+        // close the connection rather than give it to the next query.
+        connection.close_on_drop();
+    }
+    outcome.map(|_| ())
+}
+
+/// How a COPY out ended.
+enum Copy {
+    Complete,
+    Abandoned,
+}
+
+async fn copy_samples(
+    connection: &mut PgConnection,
+    statement: &str,
+    sender: &mpsc::Sender<Result<Vec<Sample>>>,
+) -> Result<Copy> {
+    let mut data = connection.copy_out_raw(statement).await?;
+    let mut decoder = SampleRowDecoder::default();
     let mut chunk = Vec::with_capacity(SAMPLE_CHUNK_ROWS);
-    while let Some((time, cpu, mem, storage)) = rows.try_next().await? {
-        chunk.push(sample_from_row(time, cpu, mem, storage));
-        if chunk.len() == SAMPLE_CHUNK_ROWS {
+    while let Some(bytes) = data.try_next().await? {
+        decoder.feed(&bytes, &mut chunk)?;
+        if chunk.len() >= SAMPLE_CHUNK_ROWS {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(SAMPLE_CHUNK_ROWS));
             if sender.send(Ok(full)).await.is_err() {
-                return Ok(());
+                return Ok(Copy::Abandoned);
             }
         }
     }
+    decoder.finish()?;
     if !chunk.is_empty() {
         let _ = sender.send(Ok(chunk)).await;
     }
-    Ok(())
+    Ok(Copy::Complete)
 }
