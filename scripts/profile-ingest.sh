@@ -46,11 +46,16 @@ fi
   "${args[@]}" --duration "$SECS" --users-file "$work/users.json" > "$work/result" &
 loadgen=$!
 sleep 1 # past the load generator's start
+written_before=$(awk '/^write_bytes/ {print $2}' "/proc/$server/io")
+rows_before=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^sysmon_ingest_batch_rows_sum/ {print $2}')
 perf record -q -F 999 -e cpu-clock -a -g -o "$work/perf.data" -- sleep "$((SECS - 2))" 2>/dev/null
+written=$(( $(awk '/^write_bytes/ {print $2}' "/proc/$server/io") - written_before ))
+rows=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk -v before="$rows_before" '/^sysmon_ingest_batch_rows_sum/ {print $2 - before}')
 wait "$loadgen"
 grep '^RESULT' "$work/result"
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^sysmon_ingest_(commit_duration_seconds|batch_rows)_(sum|count)'
 
+echo "== the server wrote $((written / 1048576)) MiB to disk for $rows rows: $(( written / ${rows%.*} )) bytes per row (SQLite; PostgreSQL writes from its own processes)"
 echo "== CPU by process, % of both cores over $((SECS - 2)) s of the run"
 perf script -i "$work/perf.data" -F pid,comm 2>/dev/null | awk -v server="$server" -v loadgen="$loadgen" '
   { n++; pid = $NF; comm = $1
