@@ -19,6 +19,9 @@ use sysmon_core::{Sample, UnixTime};
 use crate::error::{Error, Result};
 
 pub use dashboard_users::UserStore;
+pub use postgres::PostgresStore;
+pub use rollup::{Bucket, SeriesQuery, Tier};
+pub use sqlite::SqliteStore;
 
 /// The receiving end of [`Store::samples`].
 pub type SampleChunks = tokio::sync::mpsc::Receiver<Result<Vec<Sample>>>;
@@ -35,9 +38,6 @@ const SAMPLE_CHUNKS_AHEAD: usize = 2;
 fn sample_chunks() -> (tokio::sync::mpsc::Sender<Result<Vec<Sample>>>, SampleChunks) {
     tokio::sync::mpsc::channel(SAMPLE_CHUNKS_AHEAD)
 }
-pub use postgres::PostgresStore;
-pub use rollup::{Bucket, SeriesQuery, Tier};
-pub use sqlite::SqliteStore;
 
 /// The database id of a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
