@@ -515,19 +515,17 @@ mod tests {
     fn durability_is_full_unless_relaxed_by_name() {
         let default = Config::from_sources(&CliOptions::default(), &env(&[])).unwrap();
         assert_eq!(default.ingest.durability, Durability::Full);
-        let relaxed = yaml("ingest:\n  durability: relaxed\n");
-        let options = CliOptions {
-            config: Some(relaxed.path().to_owned()),
-            ..Default::default()
+        let from_file = |text: &str| {
+            let file = yaml(text);
+            let options = CliOptions {
+                config: Some(file.path().to_owned()),
+                ..Default::default()
+            };
+            Config::from_sources(&options, &env(&[]))
         };
-        let config = Config::from_sources(&options, &env(&[])).unwrap();
+        let config = from_file("ingest:\n  durability: relaxed\n").unwrap();
         assert_eq!(config.ingest.durability, Durability::Relaxed);
-        let unknown = yaml("ingest:\n  durability: fast\n");
-        let options = CliOptions {
-            config: Some(unknown.path().to_owned()),
-            ..Default::default()
-        };
-        let error = Config::from_sources(&options, &env(&[])).unwrap_err();
+        let error = from_file("ingest:\n  durability: fast\n").unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("fast") && message.contains("relaxed"),
