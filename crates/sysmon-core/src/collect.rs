@@ -109,6 +109,8 @@ impl SampleCollector {
         let (net_rx, net_tx) = rates(&self.previous.networks, &counters.networks, window);
         self.previous = counters;
 
+        // Every field named, no `..Default::default()`: a metric added to
+        // the metric list must be measured here, or be `None` on purpose.
         let extended = ExtendedMetrics {
             load_average_1m: finite_non_negative(load.one).map(|v| round_to(v, 2)),
             load_average_5m: finite_non_negative(load.five).map(|v| round_to(v, 2)),

@@ -8,6 +8,7 @@
 
 pub mod collect;
 pub mod host;
+pub mod metrics;
 pub mod number;
 pub mod sample;
 pub mod units;

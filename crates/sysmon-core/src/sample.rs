@@ -124,8 +124,8 @@ pub enum SampleError {
     NotFinite(&'static str),
     #[error("field `{0}` must not be negative")]
     Negative(&'static str),
-    #[error("field `cpu_load` must be a percentage between 0 and 100")]
-    CpuAbove100,
+    #[error("field `{0}` must be a percentage between 0 and 100")]
+    AbovePercent(&'static str),
     #[error("field `time` must be unix seconds between the year 2000 and one day from now")]
     ImplausibleTime,
     #[error("field `{0}` is out of range")]
@@ -208,7 +208,7 @@ impl Sample {
             return Err(SampleError::Empty);
         }
         if cpu_load.is_some_and(|cpu| cpu > 100.0) {
-            return Err(SampleError::CpuAbove100);
+            return Err(SampleError::AbovePercent("cpu_load"));
         }
         let time = match time {
             Some(seconds) => plausible_time(seconds, now)?,
@@ -378,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             text(&[("cpu_load", "100.5")]),
-            Err(SampleError::CpuAbove100)
+            Err(SampleError::AbovePercent("cpu_load"))
         );
         assert_eq!(text(&[("time", "12")]), Err(SampleError::ImplausibleTime));
         let too_late = (NOW + 2 * 86_400).to_string();

@@ -7,125 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::metrics::{ExtendedMetrics, FilesystemUsage};
 use crate::sample::{Sample, SampleError, UnixTime};
 
 /// Most samples one batch may carry.
 pub const MAX_BATCH_SAMPLES: usize = 10_000;
-
-/// Usage of one mounted file system.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilesystemUsage {
-    pub mount_point: String,
-    pub used_bytes: u64,
-    pub total_bytes: u64,
-}
-
-/// The metrics beyond the original three. Every field is optional: a host
-/// without swap or sensors simply leaves them out.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExtendedMetrics {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_average_1m: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_average_5m: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_average_15m: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_used_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_available_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_total_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swap_used_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swap_total_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_read_bytes_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_write_bytes_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_receive_bytes_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_transmit_bytes_per_second: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uptime_seconds: Option<u64>,
-    /// The hottest sensor, where the host has any. May be below zero.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature_celsius: Option<f64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filesystems: Vec<FilesystemUsage>,
-}
-
-impl ExtendedMetrics {
-    /// Checks the values a deserializer cannot: finite, non-negative rates
-    /// and byte counts that fit the store's signed 64-bit columns.
-    pub fn validate(&self) -> Result<(), SampleError> {
-        let non_negative = [
-            ("load_average_1m", self.load_average_1m),
-            ("load_average_5m", self.load_average_5m),
-            ("load_average_15m", self.load_average_15m),
-            (
-                "disk_read_bytes_per_second",
-                self.disk_read_bytes_per_second,
-            ),
-            (
-                "disk_write_bytes_per_second",
-                self.disk_write_bytes_per_second,
-            ),
-            (
-                "network_receive_bytes_per_second",
-                self.network_receive_bytes_per_second,
-            ),
-            (
-                "network_transmit_bytes_per_second",
-                self.network_transmit_bytes_per_second,
-            ),
-        ];
-        for (field, value) in non_negative {
-            match value {
-                Some(value) if !value.is_finite() => return Err(SampleError::NotFinite(field)),
-                Some(value) if value < 0.0 => return Err(SampleError::Negative(field)),
-                _ => {}
-            }
-        }
-        if self
-            .temperature_celsius
-            .is_some_and(|value| !value.is_finite())
-        {
-            return Err(SampleError::NotFinite("temperature_celsius"));
-        }
-        let byte_counts = [
-            ("memory_used_bytes", self.memory_used_bytes),
-            ("memory_available_bytes", self.memory_available_bytes),
-            ("memory_total_bytes", self.memory_total_bytes),
-            ("swap_used_bytes", self.swap_used_bytes),
-            ("swap_total_bytes", self.swap_total_bytes),
-            ("uptime_seconds", self.uptime_seconds),
-        ];
-        let filesystem_counts = self.filesystems.iter().flat_map(|fs| {
-            [
-                ("filesystems.used_bytes", Some(fs.used_bytes)),
-                ("filesystems.total_bytes", Some(fs.total_bytes)),
-            ]
-        });
-        for (field, value) in byte_counts.into_iter().chain(filesystem_counts) {
-            if value.is_some_and(|value| value > i64::MAX as u64) {
-                return Err(SampleError::OutOfRange(field));
-            }
-        }
-        if self
-            .filesystems
-            .iter()
-            .any(|fs| fs.mount_point.is_empty() || fs.mount_point.len() > 4096)
-        {
-            return Err(SampleError::OutOfRange("filesystems.mount_point"));
-        }
-        Ok(())
-    }
-}
 
 /// One full sample as an agent sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,8 +60,8 @@ impl HostSample {
                 .filter_map(|(key, value)| value.map(|value| (key, FieldValue::Number(value)))),
             now,
         )?;
-        self.extended.validate()?;
         sample.extended = Some(Box::new(self.extended));
+        crate::metrics::validate(&sample)?;
         Ok(sample)
     }
 }

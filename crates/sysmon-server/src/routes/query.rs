@@ -16,6 +16,7 @@ use axum::Json;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sysmon_core::metrics::{charted_values, CHARTED, METRICS};
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
@@ -26,7 +27,6 @@ use crate::error::{Error, Result};
 use crate::services::auth::Principal;
 use crate::services::query::{self, ClientStatus, SeriesRequest};
 use crate::state::AppState;
-use crate::store::rollup::{metric_values, METRICS};
 use crate::store::{ClientId, Tier, TimeRange};
 
 /// A client in the fleet overview.
@@ -74,9 +74,9 @@ fn summary(status: ClientStatus) -> ClientSummary {
         .latest
         .as_ref()
         .map(|sample| {
-            METRICS
+            CHARTED
                 .iter()
-                .zip(metric_values(sample))
+                .zip(charted_values(sample))
                 .filter_map(|(metric, value)| value.map(|value| (metric.name, value)))
                 .collect()
         })
@@ -163,7 +163,7 @@ pub async fn series(
     for &index in &series.metrics {
         let summaries = series.buckets.iter().map(|bucket| bucket.metrics[index]);
         metrics.insert(
-            METRICS[index].name,
+            CHARTED[index].name,
             MetricSeries {
                 min: summaries.clone().map(|s| s.min).collect(),
                 avg: summaries.clone().map(|s| s.mean()).collect(),
@@ -291,7 +291,7 @@ pub async fn export_csv(
         Some((first, last)) => (start.max(first.micros()), end.min(last.micros())),
         None => (1, 0),
     };
-    let header = csv_row(CSV_HEADER.iter().map(|s| s.to_string()))?;
+    let header = csv_row(csv_header())?;
     let window = EXPORT_WINDOW.as_micros() as i64;
     let store = state.store.clone();
     let first_window = (start <= end).then_some(start);
@@ -340,53 +340,20 @@ pub async fn export_csv(
         .into_response())
 }
 
-const CSV_HEADER: [&str; 18] = [
-    "time",
-    "cpu_load",
-    "mem",
-    "storage",
-    "load_average_1m",
-    "load_average_5m",
-    "load_average_15m",
-    "memory_used_bytes",
-    "memory_available_bytes",
-    "memory_total_bytes",
-    "swap_used_bytes",
-    "swap_total_bytes",
-    "disk_read_bytes_per_second",
-    "disk_write_bytes_per_second",
-    "network_receive_bytes_per_second",
-    "network_transmit_bytes_per_second",
-    "uptime_seconds",
-    "temperature_celsius",
-];
+/// `time`, then every metric by name.
+fn csv_header() -> impl Iterator<Item = String> {
+    std::iter::once("time".to_owned()).chain(METRICS.iter().map(|metric| metric.name.to_owned()))
+}
 
-fn sample_fields(sample: &Sample) -> impl Iterator<Item = String> {
-    let default = sysmon_core::v1::ExtendedMetrics::default();
-    let e = sample.extended.as_deref().unwrap_or(&default);
-    let float = |value: Option<f64>| value.map(|v| v.to_string()).unwrap_or_default();
-    let integer = |value: Option<u64>| value.map(|v| v.to_string()).unwrap_or_default();
-    [
-        sample.time.to_json().to_string(),
-        float(sample.cpu_load),
-        float(sample.mem),
-        float(sample.storage),
-        float(e.load_average_1m),
-        float(e.load_average_5m),
-        float(e.load_average_15m),
-        integer(e.memory_used_bytes),
-        integer(e.memory_available_bytes),
-        integer(e.memory_total_bytes),
-        integer(e.swap_used_bytes),
-        integer(e.swap_total_bytes),
-        float(e.disk_read_bytes_per_second),
-        float(e.disk_write_bytes_per_second),
-        float(e.network_receive_bytes_per_second),
-        float(e.network_transmit_bytes_per_second),
-        integer(e.uptime_seconds),
-        float(e.temperature_celsius),
-    ]
-    .into_iter()
+/// A sample's time and every metric; an absent one is an empty field.
+fn sample_fields(sample: &Sample) -> impl Iterator<Item = String> + '_ {
+    let values = METRICS.iter().map(|metric| {
+        metric
+            .get(sample)
+            .map(|value| value.to_string())
+            .unwrap_or_default()
+    });
+    std::iter::once(sample.time.to_json().to_string()).chain(values)
 }
 
 fn csv_row(fields: impl Iterator<Item = String>) -> Result<Vec<u8>> {
@@ -565,9 +532,9 @@ async fn stream_live(
 }
 
 fn live_message(client: &str, sample: &Sample) -> String {
-    let values: BTreeMap<&str, f64> = METRICS
+    let values: BTreeMap<&str, f64> = CHARTED
         .iter()
-        .zip(metric_values(sample))
+        .zip(charted_values(sample))
         .filter_map(|(metric, value)| value.map(|value| (metric.name, value)))
         .collect();
     json!({

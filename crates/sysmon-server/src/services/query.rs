@@ -13,7 +13,9 @@ use std::time::Duration;
 use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
-use crate::store::rollup::{bucket_start, METRICS, METRIC_COUNT};
+use sysmon_core::metrics::{charted_index, CHARTED, CHARTED_COUNT};
+
+use crate::store::rollup::bucket_start;
 use crate::store::{Bucket, ClientOverview, SeriesQuery, Store, Tier};
 
 /// Points a chart gets when it does not choose a step.
@@ -95,7 +97,7 @@ pub struct SeriesRequest {
     pub step: Option<Duration>,
     pub points: Option<u32>,
     pub resolution: Option<Tier>,
-    /// Indices into [`METRICS`]; all when empty.
+    /// Indices into [`CHARTED`]; all when empty.
     pub metrics: Vec<usize>,
 }
 
@@ -228,7 +230,7 @@ pub async fn series(
 ) -> Result<Series> {
     let plan = plan(request, retention, UnixTime::now().micros())?;
     let metrics = if request.metrics.is_empty() {
-        (0..METRIC_COUNT).collect()
+        (0..CHARTED_COUNT).collect()
     } else {
         request.metrics.clone()
     };
@@ -254,8 +256,8 @@ pub fn parse_metrics(list: &str) -> Result<Vec<usize>> {
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .map(|name| {
-            crate::store::rollup::metric_index(name).ok_or_else(|| {
-                let known: Vec<&str> = METRICS.iter().map(|metric| metric.name).collect();
+            charted_index(name).ok_or_else(|| {
+                let known: Vec<&str> = CHARTED.iter().map(|metric| metric.name).collect();
                 Error::BadRequest(format!(
                     "unknown metric `{name}`; known: {}",
                     known.join(", ")

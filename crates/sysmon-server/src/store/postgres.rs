@@ -8,17 +8,16 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Row};
+use sysmon_core::metrics::CHARTED;
 use sysmon_core::v1::FilesystemUsage;
-use sysmon_core::{Sample, UnixTime};
+use sysmon_core::Sample;
 use tokio::sync::mpsc;
 
 use super::copy_binary::SampleRowDecoder;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
-    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, redact_password,
-    sample_chunks, ClientId, ClientOverview, ClientRecord, ClientSample, Column, Durability,
-    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
-    SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS,
+    filesystem_rows, redact_password, sample_chunks, sample_columns, ClientId, ClientSample,
+    Column, Durability, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
 };
 use crate::error::{Error, Result};
 
@@ -61,7 +60,7 @@ fn insert_batch(
     filesystems: &[(i64, i64, &FilesystemUsage)],
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     static SQL: OnceLock<String> = OnceLock::new();
-    let template = SampleRow::default().columns();
+    let template: Vec<Column> = SampleRow::column_kinds().collect();
     let sql = SQL.get_or_init(|| {
         let arrays: Vec<String> = template
             .iter()
@@ -72,10 +71,10 @@ fn insert_batch(
             })
             .collect();
         let first_fs = template.len() + 1;
-        let metrics: Vec<&str> = rollup::METRICS.iter().map(|m| m.name).collect();
+        let metrics: Vec<&str> = CHARTED.iter().map(|m| m.name).collect();
         let mut sql = format!(
             "WITH new AS (
-               INSERT INTO samples ({SAMPLE_COLUMNS}) SELECT * FROM UNNEST({arrays})
+               INSERT INTO samples ({}) SELECT * FROM UNNEST({arrays})
                ON CONFLICT (client_id, time_us) DO NOTHING
                RETURNING client_id, time_us, {metrics}
              ), filesystems AS (
@@ -83,6 +82,7 @@ fn insert_batch(
                SELECT * FROM UNNEST(${a}::BIGINT[], ${b}::BIGINT[], ${c}::TEXT[], ${d}::BIGINT[], ${e}::BIGINT[])
                ON CONFLICT DO NOTHING
              )",
+            sample_columns(),
             arrays = arrays.join(", "),
             metrics = metrics.join(", "),
             a = first_fs,
@@ -103,7 +103,7 @@ fn insert_batch(
         sql.push_str(" SELECT client_id, time_us FROM new");
         sql
     });
-    let columns: Vec<_> = rows.iter().map(SampleRow::columns).collect();
+    let columns: Vec<Vec<Column>> = rows.iter().map(|row| row.columns().collect()).collect();
     let mut query = sqlx::query(sql.as_str());
     for (index, kind) in template.iter().enumerate() {
         query = match kind {
@@ -160,6 +160,7 @@ fn insert_batch(
         )
 }
 
+impl_client_store!(PostgresStore);
 impl_user_store!(PostgresStore);
 
 #[async_trait]
@@ -171,57 +172,6 @@ impl Store for PostgresStore {
     fn max_concurrent_writers(&self) -> usize {
         // Leave pool connections for reads and registrations.
         MAX_CONNECTIONS as usize / 2
-    }
-
-    async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>> {
-        let row = sqlx::query(
-            "INSERT INTO clients (name, password_hash, created_at_us) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO NOTHING RETURNING id",
-        )
-        .bind(name)
-        .bind(password_hash)
-        .bind(now_micros())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| ClientId(row.get(0))))
-    }
-
-    async fn find_client(&self, name: &str) -> Result<Option<ClientRecord>> {
-        let row = sqlx::query("SELECT id, name, password_hash FROM clients WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| ClientRecord {
-            id: ClientId(row.get(0)),
-            name: row.get(1),
-            password_hash: row.get(2),
-        }))
-    }
-
-    async fn add_token(&self, client: ClientId, token_hash: &[u8]) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO tokens (token_hash, client_id, created_at_us) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash)
-        .bind(client.0)
-        .bind(now_micros())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
-        let row = sqlx::query(
-            "SELECT c.id, c.name FROM tokens t JOIN clients c ON c.id = t.client_id
-             WHERE t.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| TokenOwner {
-            id: ClientId(row.get(0)),
-            name: row.get(1),
-        }))
     }
 
     async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
@@ -239,19 +189,6 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
-        let row =
-            sqlx::query("SELECT MIN(time_us), MAX(time_us) FROM samples WHERE client_id = $1")
-                .bind(client.0)
-                .fetch_one(&self.pool)
-                .await?;
-        let first: Option<i64> = row.get(0);
-        let last: Option<i64> = row.get(1);
-        Ok(first
-            .zip(last)
-            .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
-    }
-
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
         let (start, end) = range.bounds_micros();
         let (sender, chunks) = sample_chunks();
@@ -264,37 +201,6 @@ impl Store for PostgresStore {
         Ok(chunks)
     }
 
-    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
-        let (start, end) = range.bounds_micros();
-        let rows = sqlx::query(&format!(
-            "SELECT {SAMPLE_COLUMNS} FROM samples
-             WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us"
-        ))
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut samples = rows
-            .iter()
-            .map(full_sample_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
-            "SELECT time_us, mount_point, used_bytes, total_bytes FROM sample_filesystems
-             WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us, mount_point",
-        )
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        attach_filesystems(
-            &mut samples,
-            filesystems.into_iter().map(FilesystemRow::from).collect(),
-        );
-        Ok(samples)
-    }
-
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
         let rows = sqlx::query(&rollup::series_sql(query, ["$1", "$2", "$3"]))
             .bind(query.client_id)
@@ -305,57 +211,6 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| rollup::bucket_from_row(row, query))
             .collect()
-    }
-
-    async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
-        let clients = sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(
-            "SELECT c.id, c.name,
-                    (SELECT MIN(time_us) FROM samples WHERE client_id = c.id),
-                    (SELECT MAX(time_us) FROM samples WHERE client_id = c.id)
-             FROM clients c ORDER BY c.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut overviews = Vec::with_capacity(clients.len());
-        for (id, name, first, last) in clients {
-            let mut overview = ClientOverview {
-                id: ClientId(id),
-                name,
-                first_seen: first.map(UnixTime::from_micros),
-                latest: None,
-                previous: Vec::new(),
-            };
-            if let Some(last) = last {
-                let latest = sqlx::query(&format!(
-                    "SELECT {SAMPLE_COLUMNS} FROM samples WHERE client_id = $1 AND time_us = $2"
-                ))
-                .bind(id)
-                .bind(last)
-                .fetch_one(&self.pool)
-                .await?;
-                overview.latest = Some(full_sample_from_row(&latest)?);
-                overview.previous = sqlx::query_scalar::<_, i64>(
-                    "SELECT time_us FROM samples WHERE client_id = $1 AND time_us < $2
-                     ORDER BY time_us DESC LIMIT 2",
-                )
-                .bind(id)
-                .bind(last)
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(UnixTime::from_micros)
-                .collect();
-            }
-            overviews.push(overview);
-        }
-        Ok(overviews)
-    }
-
-    async fn count_clients(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count.max(0) as u64)
     }
 
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {

@@ -9,86 +9,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
+use sysmon_core::metrics::{charted_values, CHARTED, CHARTED_COUNT};
 use sysmon_core::Sample;
 
 use super::{ClientSample, SampleKey};
 use crate::error::Result;
-
-/// What a metric's source column holds: the stores' samples table keeps
-/// byte counts as integers and everything else as floats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    Float,
-    Integer,
-}
-
-/// A charted metric. Its name is the samples table's column, the prefix of
-/// its rollup columns and its key in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Metric {
-    pub name: &'static str,
-    pub source: SourceKind,
-}
-
-const fn float(name: &'static str) -> Metric {
-    Metric {
-        name,
-        source: SourceKind::Float,
-    }
-}
-
-const fn integer(name: &'static str) -> Metric {
-    Metric {
-        name,
-        source: SourceKind::Integer,
-    }
-}
-
-/// Every metric the rollup tables summarise, in their column order.
-pub const METRICS: [Metric; METRIC_COUNT] = [
-    float("cpu_load"),
-    float("mem"),
-    float("storage"),
-    float("load_average_1m"),
-    integer("memory_used_bytes"),
-    integer("memory_total_bytes"),
-    integer("swap_used_bytes"),
-    float("disk_read_bytes_per_second"),
-    float("disk_write_bytes_per_second"),
-    float("network_receive_bytes_per_second"),
-    float("network_transmit_bytes_per_second"),
-    float("temperature_celsius"),
-];
-pub const METRIC_COUNT: usize = 12;
-
-/// The position of a metric in [`METRICS`].
-pub fn metric_index(name: &str) -> Option<usize> {
-    METRICS.iter().position(|metric| metric.name == name)
-}
-
-/// The value of every charted metric in one sample, in [`METRICS`] order.
-pub fn metric_values(sample: &Sample) -> [Option<f64>; METRIC_COUNT] {
-    let extended = sample.extended.as_deref();
-    let float =
-        |pick: fn(&sysmon_core::v1::ExtendedMetrics) -> Option<f64>| extended.and_then(pick);
-    let bytes = |pick: fn(&sysmon_core::v1::ExtendedMetrics) -> Option<u64>| {
-        extended.and_then(pick).map(|value| value as f64)
-    };
-    [
-        sample.cpu_load,
-        sample.mem,
-        sample.storage,
-        float(|e| e.load_average_1m),
-        bytes(|e| e.memory_used_bytes),
-        bytes(|e| e.memory_total_bytes),
-        bytes(|e| e.swap_used_bytes),
-        float(|e| e.disk_read_bytes_per_second),
-        float(|e| e.disk_write_bytes_per_second),
-        float(|e| e.network_receive_bytes_per_second),
-        float(|e| e.network_transmit_bytes_per_second),
-        float(|e| e.temperature_celsius),
-    ]
-}
 
 /// Where a series is read from: the samples themselves or a rollup table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -211,7 +136,7 @@ pub struct Bucket {
     /// Start of the bucket, in microseconds since the epoch.
     pub start_us: i64,
     pub sample_count: i64,
-    pub metrics: [MetricSummary; METRIC_COUNT],
+    pub metrics: [MetricSummary; CHARTED_COUNT],
 }
 
 impl Bucket {
@@ -220,13 +145,13 @@ impl Bucket {
             client_id,
             start_us,
             sample_count: 0,
-            metrics: [MetricSummary::default(); METRIC_COUNT],
+            metrics: [MetricSummary::default(); CHARTED_COUNT],
         }
     }
 
     pub fn add_sample(&mut self, sample: &Sample) {
         self.sample_count += 1;
-        for (summary, value) in self.metrics.iter_mut().zip(metric_values(sample)) {
+        for (summary, value) in self.metrics.iter_mut().zip(charted_values(sample)) {
             if let Some(value) = value {
                 summary.add(value);
             }
@@ -273,7 +198,7 @@ pub fn summarise(samples: &[ClientSample], stored: &[SampleKey], tier: Tier) -> 
 /// The columns of a rollup table, in the order rows are bound.
 pub fn rollup_columns() -> String {
     let mut columns = String::from("client_id, bucket_us, sample_count");
-    for metric in METRICS {
+    for metric in CHARTED {
         let m = metric.name;
         columns.push_str(&format!(", {m}_min, {m}_max, {m}_sum, {m}_count"));
     }
@@ -286,7 +211,7 @@ pub fn rollup_columns() -> String {
 pub fn aggregate_sql(tier: Tier, source: &str) -> String {
     let width = tier.bucket_micros();
     let mut select = format!("SELECT client_id, time_us / {width} * {width}, COUNT(*)");
-    for metric in METRICS {
+    for metric in CHARTED {
         let m = metric.name;
         select.push_str(&format!(
             ", MIN({m}), MAX({m}), COALESCE(SUM({m}), 0), COUNT({m})"
@@ -297,13 +222,13 @@ pub fn aggregate_sql(tier: Tier, source: &str) -> String {
 }
 
 /// Rollup columns after the three key columns: four per metric.
-pub const ROLLUP_VALUE_COLUMNS: usize = 4 * METRIC_COUNT;
+pub const ROLLUP_VALUE_COLUMNS: usize = 4 * CHARTED_COUNT;
 
 /// The tail of an upsert into a tier's table (aliased `t`): merges a new
 /// bucket into a stored one. The same SQL on both stores.
 pub fn merge_on_conflict() -> String {
     let mut updates = String::from("sample_count = t.sample_count + excluded.sample_count");
-    for metric in METRICS {
+    for metric in CHARTED {
         let m = metric.name;
         // A NULL comparison is not true, so a missing side keeps the other.
         updates.push_str(&format!(
@@ -320,7 +245,7 @@ pub fn merge_on_conflict() -> String {
 
 /// What a series query reads: one client's buckets of `step_us` from a tier
 /// over `[start_us, end_us)`, for the metrics at `metrics` (indices into
-/// [`METRICS`]).
+/// [`CHARTED`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesQuery {
     pub client_id: i64,
@@ -343,7 +268,7 @@ pub fn series_sql(query: &SeriesQuery, placeholders: [&str; 3]) -> String {
         for &index in &query.metrics {
             // Byte counts are integer columns; aggregate them as floats so
             // both stores return one type (PostgreSQL sums BIGINT as NUMERIC).
-            let m = METRICS[index].name;
+            let m = CHARTED[index].name;
             let value = format!("CAST({m} AS DOUBLE PRECISION)");
             sql.push_str(&format!(
                 ", MIN({value}), MAX({value}), SUM({value}), COUNT({m})"
@@ -352,7 +277,7 @@ pub fn series_sql(query: &SeriesQuery, placeholders: [&str; 3]) -> String {
     } else {
         sql.push_str("CAST(SUM(sample_count) AS BIGINT)");
         for &index in &query.metrics {
-            let m = METRICS[index].name;
+            let m = CHARTED[index].name;
             sql.push_str(&format!(
                 ", MIN({m}_min), MAX({m}_max), SUM({m}_sum), CAST(SUM({m}_count) AS BIGINT)"
             ));
@@ -494,7 +419,5 @@ mod tests {
             assert_eq!(Tier::from_label(tier.label()), Some(tier));
         }
         assert_eq!(Tier::from_label("5m"), None);
-        assert_eq!(metric_index("cpu_load"), Some(0));
-        assert_eq!(metric_index("nope"), None);
     }
 }

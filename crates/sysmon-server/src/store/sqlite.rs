@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use sysmon_core::{Sample, UnixTime};
+use sqlx::SqlitePool;
+use sysmon_core::Sample;
 use tokio::sync::mpsc;
 
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
-    attach_filesystems, filesystem_rows, full_sample_from_row, now_micros, sample_chunks,
-    sample_from_row, ClientId, ClientOverview, ClientRecord, ClientSample, Column, Durability,
-    FilesystemRow, SampleChunks, SampleKey, SampleRow, Store, TimeRange, TokenOwner,
-    SAMPLE_CHUNK_ROWS, SAMPLE_COLUMNS, SAMPLE_COLUMN_COUNT,
+    filesystem_rows, sample_chunks, sample_columns, sample_from_row, ClientId, ClientSample,
+    Column, Durability, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
+    SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -155,19 +154,16 @@ fn insert_rows(
     static SQL: OnceLock<String> = OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
-            "INSERT INTO samples ({SAMPLE_COLUMNS}) VALUES ({})
+            "INSERT INTO samples ({}) VALUES ({})
              ON CONFLICT (client_id, time_us) DO NOTHING",
+            sample_columns(),
             numbered_parameters(SAMPLE_COLUMN_COUNT)
         )
     });
     let mut insert = connection.prepare_cached(sql)?;
     let mut inserted = Vec::with_capacity(samples.len());
     for item in samples {
-        for (index, column) in SampleRow::from_sample(item)
-            .columns()
-            .into_iter()
-            .enumerate()
-        {
+        for (index, column) in SampleRow::from_sample(item).columns().enumerate() {
             match column {
                 Column::Integer(value) => insert.raw_bind_parameter(index + 1, value)?,
                 Column::Float(value) => insert.raw_bind_parameter(index + 1, value)?,
@@ -354,6 +350,7 @@ fn send_samples(
     Ok(())
 }
 
+impl_client_store!(SqliteStore);
 impl_user_store!(SqliteStore);
 
 #[async_trait]
@@ -366,72 +363,11 @@ impl Store for SqliteStore {
         1
     }
 
-    async fn create_client(&self, name: &str, password_hash: &str) -> Result<Option<ClientId>> {
-        let row = sqlx::query(
-            "INSERT INTO clients (name, password_hash, created_at_us) VALUES (?, ?, ?)
-             ON CONFLICT (name) DO NOTHING RETURNING id",
-        )
-        .bind(name)
-        .bind(password_hash)
-        .bind(now_micros())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| ClientId(row.get(0))))
-    }
-
-    async fn find_client(&self, name: &str) -> Result<Option<ClientRecord>> {
-        let row = sqlx::query("SELECT id, name, password_hash FROM clients WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| ClientRecord {
-            id: ClientId(row.get(0)),
-            name: row.get(1),
-            password_hash: row.get(2),
-        }))
-    }
-
-    async fn add_token(&self, client: ClientId, token_hash: &[u8]) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (token_hash, client_id, created_at_us) VALUES (?, ?, ?)")
-            .bind(token_hash)
-            .bind(client.0)
-            .bind(now_micros())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>> {
-        let row = sqlx::query(
-            "SELECT c.id, c.name FROM tokens t JOIN clients c ON c.id = t.client_id
-             WHERE t.token_hash = ?",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| TokenOwner {
-            id: ClientId(row.get(0)),
-            name: row.get(1),
-        }))
-    }
-
     async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || Ok(writer.insert(&samples)?))
             .await
             .map_err(|e| Error::Internal(format!("SQLite writer task: {e}")))?
-    }
-
-    async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
-        let row = sqlx::query("SELECT MIN(time_us), MAX(time_us) FROM samples WHERE client_id = ?")
-            .bind(client.0)
-            .fetch_one(&self.pool)
-            .await?;
-        let first: Option<i64> = row.get(0);
-        let last: Option<i64> = row.get(1);
-        Ok(first
-            .zip(last)
-            .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
     }
 
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
@@ -449,93 +385,11 @@ impl Store for SqliteStore {
         Ok(chunks)
     }
 
-    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
-        let (start, end) = range.bounds_micros();
-        let rows = sqlx::query(&format!(
-            "SELECT {SAMPLE_COLUMNS} FROM samples
-             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us"
-        ))
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut samples = rows
-            .iter()
-            .map(full_sample_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
-            "SELECT time_us, mount_point, used_bytes, total_bytes FROM sample_filesystems
-             WHERE client_id = ? AND time_us >= ? AND time_us <= ? ORDER BY time_us, mount_point",
-        )
-        .bind(client.0)
-        .bind(start)
-        .bind(end)
-        .fetch_all(&self.pool)
-        .await?;
-        attach_filesystems(
-            &mut samples,
-            filesystems.into_iter().map(FilesystemRow::from).collect(),
-        );
-        Ok(samples)
-    }
-
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>> {
         let query = query.clone();
         self.readers
             .read(move |connection| read_series(connection, &query))
             .await
-    }
-
-    async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
-        let clients = sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(
-            "SELECT c.id, c.name,
-                    (SELECT MIN(time_us) FROM samples WHERE client_id = c.id),
-                    (SELECT MAX(time_us) FROM samples WHERE client_id = c.id)
-             FROM clients c ORDER BY c.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut overviews = Vec::with_capacity(clients.len());
-        for (id, name, first, last) in clients {
-            let mut overview = ClientOverview {
-                id: ClientId(id),
-                name,
-                first_seen: first.map(UnixTime::from_micros),
-                latest: None,
-                previous: Vec::new(),
-            };
-            if let Some(last) = last {
-                let latest = sqlx::query(&format!(
-                    "SELECT {SAMPLE_COLUMNS} FROM samples WHERE client_id = ? AND time_us = ?"
-                ))
-                .bind(id)
-                .bind(last)
-                .fetch_one(&self.pool)
-                .await?;
-                overview.latest = Some(full_sample_from_row(&latest)?);
-                overview.previous = sqlx::query_scalar::<_, i64>(
-                    "SELECT time_us FROM samples WHERE client_id = ? AND time_us < ?
-                     ORDER BY time_us DESC LIMIT 2",
-                )
-                .bind(id)
-                .bind(last)
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(UnixTime::from_micros)
-                .collect();
-            }
-            overviews.push(overview);
-        }
-        Ok(overviews)
-    }
-
-    async fn count_clients(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count.max(0) as u64)
     }
 
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
