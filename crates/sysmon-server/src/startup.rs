@@ -17,6 +17,7 @@ use crate::routes;
 use crate::services::auth::{Auth, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
+use crate::services::reads::Reads;
 use crate::services::retention;
 use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
@@ -27,6 +28,8 @@ use crate::store;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Closed last, once every writer has finished.
+    store: Arc<dyn store::Store>,
     ingest_writers: JoinSet<()>,
     background: Vec<JoinHandle<()>>,
     services_stop: CancellationToken,
@@ -76,18 +79,18 @@ impl Application {
 
         let state = AppState {
             auth,
-            store,
+            reads: Reads::new(store.clone(), config.retention),
             ingest,
             monitor: Arc::new(monitor),
             metrics,
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
-            retention: config.retention,
             session_lifetime: config.dashboard.session_lifetime,
         };
         Ok(Application {
             listener,
             state,
+            store,
             ingest_writers,
             background: vec![sampler, status_writer, retention_job],
             services_stop,
@@ -102,7 +105,7 @@ impl Application {
     }
 
     pub fn store_kind(&self) -> &'static str {
-        self.state.store.kind()
+        self.store.kind()
     }
 
     /// Serves until `stop` resolves, then: stops accepting, closes
@@ -115,12 +118,12 @@ impl Application {
         let Application {
             listener,
             state,
+            store,
             mut ingest_writers,
             background,
             services_stop,
             shutdown_grace,
         } = self;
-        let store = state.store.clone();
         let connections_stop = state.shutdown.clone();
         let app = routes::router(state);
 

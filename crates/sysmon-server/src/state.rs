@@ -1,4 +1,5 @@
-//! The one state struct every handler receives.
+//! The one state struct every handler receives: the services, never the
+//! store itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,22 +10,19 @@ use tokio_util::sync::CancellationToken;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
-use crate::services::query::RetentionConfig;
+use crate::services::reads::Reads;
 use crate::services::self_monitor::SelfMonitor;
-use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
     pub auth: Arc<Auth>,
+    pub reads: Reads,
     pub ingest: Ingest,
     pub monitor: Arc<SelfMonitor>,
     pub metrics: Arc<Metrics>,
     pub started_at: DateTime<Local>,
     /// Cancelled at shutdown; WebSocket sessions close when it is.
     pub shutdown: CancellationToken,
-    /// How long each tier is kept: queries avoid tiers that lost a range.
-    pub retention: RetentionConfig,
     /// How long a dashboard login lasts.
     pub session_lifetime: Duration,
 }

@@ -62,7 +62,7 @@ pub async fn log_span(
 ) -> Result<Json<Value>> {
     let owner = authorize(&state, &headers, &username).await?;
     let (start, end) = state
-        .store
+        .reads
         .log_span(owner.id)
         .await?
         .ok_or(Error::LogEmpty)?;
@@ -89,7 +89,7 @@ pub async fn report(
         start: bound("start")?,
         end: bound("end")?,
     };
-    let mut chunks = state.store.samples(owner.id, range).await?;
+    let mut chunks = state.reads.report(owner.id, range).await?;
     // Awaiting the first chunk before answering gives a query that fails at
     // once a proper error status; later failures can only cut the body short.
     let first = chunks.recv().await.transpose()?.unwrap_or_default();

@@ -24,10 +24,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::parse_bound;
 use super::session::{request_token, Authenticated};
 use crate::error::{Error, Result};
-use crate::services::auth::Principal;
 use crate::services::query::{self, ClientStatus, SeriesRequest};
 use crate::state::AppState;
-use crate::store::{ClientId, Tier, TimeRange};
+use crate::store::{ClientId, Tier};
 
 /// A client in the fleet overview.
 #[derive(Debug, Serialize, ToSchema)]
@@ -57,14 +56,12 @@ pub async fn list_clients(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
 ) -> Result<Json<ClientList>> {
-    let now = UnixTime::now();
     let clients = state
-        .store
-        .client_overviews()
+        .reads
+        .fleet(&principal)
         .await?
         .into_iter()
-        .filter(|overview| principal.may_read(&overview.name))
-        .map(|overview| summary(ClientStatus::from_overview(overview, now)))
+        .map(summary)
         .collect();
     Ok(Json(ClientList { clients }))
 }
@@ -154,10 +151,10 @@ pub async fn series(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SeriesResponse>> {
-    let client = readable_client(&state, &principal, &name).await?;
+    let client = state.reads.readable_client(&principal, &name).await?;
     let params: SeriesParams = parse_params(raw.as_deref())?;
     let request = series_request(&params)?;
-    let series = query::series(state.store.as_ref(), client.0, &request, &state.retention).await?;
+    let series = state.reads.series(client, &request).await?;
     let seconds = |micros: i64| micros as f64 / 1e6;
     let mut metrics = BTreeMap::new();
     for &index in &series.metrics {
@@ -222,18 +219,6 @@ fn series_request(params: &SeriesParams) -> Result<SeriesRequest> {
     })
 }
 
-/// The named client, once the principal may read it: 403 first (so a
-/// refusal does not reveal whether the name exists), then 404.
-async fn readable_client(state: &AppState, principal: &Principal, name: &str) -> Result<ClientId> {
-    principal.check_read(name)?;
-    state
-        .store
-        .find_client(name)
-        .await?
-        .map(|client| client.id)
-        .ok_or_else(|| Error::NotFoundNamed(format!("no client named `{name}`")))
-}
-
 fn parse_params<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T> {
     serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| Error::BadRequest(format!("query string: {e}")))
@@ -249,10 +234,6 @@ pub struct ExportParams {
     /// End, unix seconds, inclusive (default: now).
     to: Option<String>,
 }
-
-/// Raw samples are exported in windows of this length, so a month of
-/// per-second samples streams instead of sitting in memory.
-const EXPORT_WINDOW: Duration = Duration::from_secs(6 * 3600);
 
 /// Every metric of every raw sample in a range, as CSV (one row per
 /// sample, file systems left out).
@@ -272,50 +253,29 @@ pub async fn export_csv(
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    let client = readable_client(&state, &principal, &name).await?;
+    let client = state.reads.readable_client(&principal, &name).await?;
     let params: ExportParams = parse_params(raw.as_deref())?;
     let bound = |key: &str, value: &Option<String>| {
         parse_bound(value.as_deref())
             .map_err(|_| Error::BadRequest(format!("`{key}` must be unix seconds")))
     };
-    let end = bound("to", &params.to)?
-        .unwrap_or_else(UnixTime::now)
-        .micros();
-    let start = bound("from", &params.from)?.map_or(end - 86_400_000_000, UnixTime::micros);
-    if start > end {
-        return Err(Error::BadRequest("`from` must not be after `to`".into()));
-    }
-    // Only the span the client has samples in: a far-off bound must not
-    // turn into millions of empty windows.
-    let (start, end) = match state.store.log_span(client).await? {
-        Some((first, last)) => (start.max(first.micros()), end.min(last.micros())),
-        None => (1, 0),
-    };
+    let windows = state
+        .reads
+        .export(
+            client,
+            bound("from", &params.from)?,
+            bound("to", &params.to)?,
+        )
+        .await?;
     let header = csv_row(csv_header())?;
-    let window = EXPORT_WINDOW.as_micros() as i64;
-    let store = state.store.clone();
-    let first_window = (start <= end).then_some(start);
-    let chunks = futures_util::stream::try_unfold(first_window, move |next| {
-        let store = store.clone();
-        async move {
-            let Some(from) = next else {
-                return Ok::<_, Error>(None);
-            };
-            let to = from.saturating_add(window - 1).min(end);
-            let range = TimeRange {
-                start: Some(UnixTime::from_micros(from)),
-                end: Some(UnixTime::from_micros(to)),
-            };
-            let samples = store.full_samples(client, range).await?;
-            let mut text = Vec::new();
-            for sample in &samples {
-                text.extend(csv_row(sample_fields(sample))?);
-            }
-            let next = (to < end).then_some(to + 1);
-            Ok(Some((text, next)))
+    let rows = windows.map(|samples| {
+        let mut text = Vec::new();
+        for sample in &samples? {
+            text.extend(csv_row(sample_fields(sample))?);
         }
+        Ok(text)
     });
-    let body = futures_util::stream::once(async move { Ok(header) }).chain(chunks);
+    let body = futures_util::stream::once(async move { Ok(header) }).chain(rows);
     let filename = format!(
         "attachment; filename=\"{}.csv\"",
         name.replace(
@@ -417,7 +377,7 @@ pub async fn server_health(
     let started = state.started_at.timestamp_micros() as f64 / 1e6;
     Ok(Json(ServerHealth {
         version: env!("CARGO_PKG_VERSION"),
-        store: state.store.kind(),
+        store: state.reads.store_kind(),
         started_at: started,
         uptime_seconds: (UnixTime::now().as_secs_f64() - started).max(0.0),
         host: HostHealth {
@@ -432,7 +392,7 @@ pub async fn server_health(
             queue_depth: ingest.queue_depth,
             open_websockets: ingest.open_websockets,
         },
-        clients: state.store.count_clients().await?,
+        clients: state.reads.count_clients().await?,
     }))
 }
 
@@ -455,7 +415,7 @@ pub async fn live(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response> {
     check_same_origin(&headers)?;
-    let client = readable_client(&state, &principal, &name).await?;
+    let client = state.reads.readable_client(&principal, &name).await?;
     let token = request_token(&headers).unwrap_or_default();
     Ok(upgrade
         .max_message_size(4096)

@@ -139,7 +139,7 @@ async fn read_samples(
         start: bound("from")?,
         end: bound("to")?,
     };
-    let samples = state.store.full_samples(owner.id, range).await?;
+    let samples = state.reads.full_samples(owner.id, range).await?;
     let samples: Vec<HostSample> = samples.iter().map(HostSample::from_sample).collect();
     Ok(Json(json!({"samples": samples})))
 }

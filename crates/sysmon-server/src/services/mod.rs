@@ -1,11 +1,13 @@
 //! What the routes call: each service owns one concern and talks to the
-//! store (or the host) on the routes' behalf.
+//! store (or the host) on the routes' behalf. Routes never see the store:
+//! writes go through `ingest` and `auth`, reads through `reads`.
 
 pub mod auth;
 pub mod ingest;
 pub mod metrics;
 pub mod passwords;
 pub mod query;
+pub mod reads;
 pub mod retention;
 pub mod self_monitor;
 pub mod status_log;
