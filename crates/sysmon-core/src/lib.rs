@@ -7,6 +7,7 @@
 //! is not a finite, non-negative number is rejected with the field's name).
 
 pub mod collect;
+pub mod error_reply;
 pub mod host;
 pub mod metrics;
 pub mod number;

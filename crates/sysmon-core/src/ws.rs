@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use crate::error_reply::{ErrorCode, ErrorReply};
+
 /// The original's reply to anything it could not understand.
 pub const NOT_PROTOCOL_REASON: &str = "Data type incorrect, please use json";
 pub const MIN_SUBSCRIBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -130,6 +132,21 @@ pub enum WsError {
     BadField(String),
 }
 
+impl WsError {
+    /// The ERROR reporting it: the original's fixed text for a frame that is
+    /// not the protocol, a coded one for a bad field.
+    pub fn reply(&self) -> ServerMessage {
+        match self {
+            WsError::NotProtocol => ServerMessage::error(NOT_PROTOCOL_REASON),
+            WsError::BadField(reason) => ServerMessage::Error(ErrorReply {
+                error: reason.clone(),
+                code: Some(ErrorCode::InvalidMessage),
+                index: None,
+            }),
+        }
+    }
+}
+
 impl ClientMessage {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Self, WsError> {
@@ -209,9 +226,9 @@ fn parse_interval(value: Option<&Value>) -> Result<Duration, WsError> {
 #[derive(Debug, Clone)]
 pub enum ServerMessage {
     Welcome,
-    Error {
-        reason: String,
-    },
+    /// An ERROR: the message as `reason`, with `code` (and `index`) except
+    /// where the original protocol fixes the message (see [`Self::error`]).
+    Error(ErrorReply),
     DataReturn {
         data: Value,
     },
@@ -235,18 +252,22 @@ pub enum ServerMessage {
         batch_id: Value,
         ack: crate::v1::BatchAck,
     },
-    /// An ERROR about one batch: the original's ERROR plus the batch's id.
+    /// An ERROR about one batch: an ERROR plus the batch's id.
     BatchError {
         batch_id: Value,
-        reason: String,
+        error: ErrorReply,
     },
 }
 
 impl ServerMessage {
+    /// An ERROR whose text the original protocol fixes: no code, as the
+    /// original sent it.
     pub fn error(reason: impl Into<String>) -> Self {
-        ServerMessage::Error {
-            reason: reason.into(),
-        }
+        ServerMessage::Error(ErrorReply {
+            error: reason.into(),
+            code: None,
+            index: None,
+        })
     }
 
     pub fn to_json(&self) -> Value {
@@ -254,7 +275,7 @@ impl ServerMessage {
             ServerMessage::Welcome => {
                 json!({"type": "WELCOME", "payload": {"welcome": "WELCOME"}})
             }
-            ServerMessage::Error { reason } => json!({"type": "ERROR", "reason": reason}),
+            ServerMessage::Error(error) => error_json(error, None),
             ServerMessage::DataReturn { data } => {
                 json!({"type": "DATA_RETURN", "payload": {"data": data}})
             }
@@ -283,10 +304,44 @@ impl ServerMessage {
                     "batch_id": batch_id, "stored": ack.stored, "duplicates": ack.duplicates,
                 }})
             }
-            ServerMessage::BatchError { batch_id, reason } => {
-                json!({"type": "ERROR", "reason": reason, "batch_id": batch_id})
-            }
+            ServerMessage::BatchError { batch_id, error } => error_json(error, Some(batch_id)),
         }
+    }
+}
+
+/// `{"type": "ERROR", "reason", "code", "index", "batch_id"}`, the optional
+/// ones only when known.
+fn error_json(error: &ErrorReply, batch_id: Option<&Value>) -> Value {
+    let mut message = Map::new();
+    message.insert("type".into(), json!("ERROR"));
+    message.insert("reason".into(), json!(error.error));
+    if let Some(code) = error.code {
+        message.insert("code".into(), json!(code));
+    }
+    if let Some(index) = error.index {
+        message.insert("index".into(), json!(index));
+    }
+    if let Some(batch_id) = batch_id {
+        message.insert("batch_id".into(), batch_id.clone());
+    }
+    Value::Object(message)
+}
+
+/// The error an ERROR message reports, as a client reads it.
+pub fn error_reply(message: &Value) -> ErrorReply {
+    ErrorReply {
+        error: message
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given")
+            .to_owned(),
+        code: message
+            .get("code")
+            .and_then(|code| serde_json::from_value(code.clone()).ok()),
+        index: message
+            .get("index")
+            .and_then(Value::as_u64)
+            .and_then(|index| usize::try_from(index).ok()),
     }
 }
 
@@ -360,6 +415,33 @@ mod tests {
         assert_eq!(
             ServerMessage::error("incorrect data size").to_json(),
             json!({"type": "ERROR", "reason": "incorrect data size"})
+        );
+    }
+
+    #[test]
+    fn coded_errors_round_trip() {
+        let error = ErrorReply {
+            error: "sample 2: field `mem` must not be negative".into(),
+            code: Some(ErrorCode::InvalidSample),
+            index: Some(2),
+        };
+        let message = ServerMessage::BatchError {
+            batch_id: json!(9),
+            error: error.clone(),
+        }
+        .to_json();
+        assert_eq!(
+            message,
+            json!({"type": "ERROR", "reason": error.error, "code": "invalid_sample", "index": 2, "batch_id": 9})
+        );
+        assert_eq!(error_reply(&message), error);
+        assert_eq!(
+            WsError::BadField("interval".into()).reply().to_json()["code"],
+            "invalid_message"
+        );
+        assert_eq!(
+            WsError::NotProtocol.reply().to_json(),
+            json!({"type": "ERROR", "reason": NOT_PROTOCOL_REASON})
         );
     }
 }

@@ -4,7 +4,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use sysmon_core::error_reply::{ErrorCode, ErrorReply};
+use sysmon_core::v1::BatchError;
 use sysmon_core::SampleError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -23,7 +24,14 @@ pub enum Error {
     #[error(transparent)]
     InvalidSample(#[from] SampleError),
     #[error(transparent)]
-    InvalidBatch(#[from] sysmon_core::v1::BatchError),
+    InvalidBatch(#[from] BatchError),
+    #[error("sample time {time} is older than raw samples are kept ({keep_days} days, retention.raw_days)")]
+    RetentionExpired {
+        /// The sample's position in its batch.
+        index: usize,
+        time: String,
+        keep_days: f64,
+    },
     #[error("{0}")]
     BadRequest(String),
     #[error("request body is too large: the limit is 1 MiB (16 MiB for /api/v1/samples)")]
@@ -81,6 +89,7 @@ impl Error {
             Error::ValueError
             | Error::InvalidSample(_)
             | Error::InvalidBatch(_)
+            | Error::RetentionExpired { .. }
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
@@ -115,6 +124,78 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The stable code clients act on.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::UnsupportableUsername => ErrorCode::InvalidUsername,
+            Error::NotLoggedIn => ErrorCode::NotLoggedIn,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::NotFound | Error::NotFoundNamed(_) => ErrorCode::NotFound,
+            Error::LogEmpty => ErrorCode::LogEmpty,
+            Error::InvalidSample(_) => ErrorCode::InvalidSample,
+            Error::InvalidBatch(error) => match error {
+                BatchError::Malformed { .. } | BatchError::Invalid { .. } => {
+                    ErrorCode::InvalidSample
+                }
+                BatchError::TooLarge => ErrorCode::BatchTooLarge,
+                BatchError::NotABatch | BatchError::Empty => ErrorCode::InvalidBatch,
+            },
+            Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
+            Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
+            Error::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Error::Overloaded => ErrorCode::Overloaded,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::StoreUnavailable => ErrorCode::StoreUnavailable,
+            Error::Database(error) if is_transient(error) => ErrorCode::StoreUnavailable,
+            Error::Config(_)
+            | Error::Database(_)
+            | Error::ChartReader(_)
+            | Error::Migration(_)
+            | Error::Io { .. }
+            | Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The sample at fault, for an error about one sample of a batch.
+    pub fn index(&self) -> Option<usize> {
+        match self {
+            Error::InvalidBatch(BatchError::Malformed { index, .. })
+            | Error::InvalidBatch(BatchError::Invalid { index, .. })
+            | Error::RetentionExpired { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// What a client of the v1 API (or of anything new) is told.
+    pub fn reply(&self) -> ErrorReply {
+        ErrorReply {
+            error: self.client_message(),
+            code: Some(self.code()),
+            index: self.index(),
+        }
+    }
+
+    /// What a client of the original API is told: the bodies its contract
+    /// fixes (docs/api.md marks them *fixed*) exactly as the original
+    /// sent them, without a code; the rest as [`Error::reply`].
+    pub fn original_reply(&self) -> ErrorReply {
+        let fixed = matches!(
+            self,
+            Error::Unauthorized
+                | Error::UnsupportableUsername
+                | Error::LogEmpty
+                | Error::ValueError
+                | Error::InvalidSample(SampleError::Empty)
+        );
+        ErrorReply {
+            code: (!fixed).then(|| self.code()),
+            ..self.reply()
+        }
+    }
+}
+
 /// Errors that say the database is out of reach for now, not that the
 /// request or the server is wrong: the client should retry.
 fn is_transient(error: &sqlx::Error) -> bool {
@@ -129,13 +210,40 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (status, Json(json!({"error": self.client_message()}))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
+        respond(self.status(), self.reply())
     }
+}
+
+/// An error on a route of the original API: answered as
+/// [`Error::original_reply`]. Its handlers return `Result<_, OriginalApiError>`
+/// and `?` converts.
+#[derive(Debug)]
+pub struct OriginalApiError(pub Error);
+
+impl From<Error> for OriginalApiError {
+    fn from(error: Error) -> Self {
+        OriginalApiError(error)
+    }
+}
+
+impl From<SampleError> for OriginalApiError {
+    fn from(error: SampleError) -> Self {
+        OriginalApiError(error.into())
+    }
+}
+
+impl IntoResponse for OriginalApiError {
+    fn into_response(self) -> Response {
+        respond(self.0.status(), self.0.original_reply())
+    }
+}
+
+fn respond(status: StatusCode, reply: ErrorReply) -> Response {
+    let mut response = (status, Json(reply)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }

@@ -381,6 +381,10 @@ async fn retention_removes_only_what_expired(database: TestDatabase) {
             .contains("retention.raw_days"),
         "{body}"
     );
+    assert_eq!(
+        (&body["code"], &body["index"]),
+        (&json!("retention_expired"), &json!(0))
+    );
 }
 
 async fn access_control_in_every_direction(database: TestDatabase) {

@@ -143,24 +143,69 @@ async fn bad_batches_are_refused_whole(database: TestDatabase) {
     negative["disk_read_bytes_per_second"] = json!(-1.0);
     let mut unknown = full_sample(1_700_000_001.0);
     unknown["gpu_percent"] = json!(3.0);
+    // Each refusal: what the message names, its code and the sample's index.
     let cases = [
         (
             json!([full_sample(1_700_000_000.0), negative]).to_string(),
             "sample 1",
+            "invalid_sample",
+            json!(1),
         ),
-        (json!([unknown]).to_string(), "gpu_percent"),
-        (json!([{"time": 12, "mem": 1.0}]).to_string(), "time"),
-        (json!([{"mem": 1.0}]).to_string(), "time"),
-        ("[]".to_owned(), "empty"),
-        ("{\"time\": 1700000000}".to_owned(), "JSON array"),
-        ("not json".to_owned(), "JSON array"),
+        (
+            json!([unknown]).to_string(),
+            "gpu_percent",
+            "invalid_sample",
+            json!(0),
+        ),
+        (
+            json!([{"time": 12, "mem": 1.0}]).to_string(),
+            "time",
+            "invalid_sample",
+            json!(0),
+        ),
+        (
+            json!([{"mem": 1.0}]).to_string(),
+            "time",
+            "invalid_sample",
+            json!(0),
+        ),
+        ("[]".to_owned(), "empty", "invalid_batch", Value::Null),
+        (
+            "{\"time\": 1700000000}".to_owned(),
+            "JSON array",
+            "invalid_batch",
+            Value::Null,
+        ),
+        (
+            "not json".to_owned(),
+            "JSON array",
+            "invalid_batch",
+            Value::Null,
+        ),
     ];
-    for (body, named) in cases {
+    for (body, named, code, index) in cases {
         let (status, error) = post_batch(&server, &token, body.clone(), "application/json").await;
         assert_eq!(status, 400, "{body}");
         let message = error["error"].as_str().unwrap();
         assert!(message.contains(named), "{body}: {message}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert_eq!(error["index"], index, "{body}: {error}");
     }
+    let too_many: Vec<Value> = (0..10_001)
+        .map(|n| json!({"time": 1_700_000_000 + n, "mem": 1}))
+        .collect();
+    let (status, error) = post_batch(
+        &server,
+        &token,
+        json!(too_many).to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, &error["code"]),
+        (400, &json!("batch_too_large")),
+        "{error}"
+    );
     assert!(
         read_back(&server, &token, "").await.is_empty(),
         "a refused batch stores nothing, not even its good samples"
@@ -175,7 +220,10 @@ async fn bad_batches_are_refused_whole(database: TestDatabase) {
     .await;
     assert_eq!(
         (status, error),
-        (401, json!({"error": "authorization error"}))
+        (
+            401,
+            json!({"error": "authorization error", "code": "unauthorized"})
+        )
     );
     let response = server
         .http
@@ -232,13 +280,17 @@ async fn websocket_batches_are_acknowledged_after_commit(database: TestDatabase)
         .await;
     assert_eq!(
         reply,
-        json!({"type": "ERROR", "reason": "authorization error", "batch_id": "b8"})
+        json!({"type": "ERROR", "reason": "authorization error", "code": "unauthorized", "batch_id": "b8"})
     );
     let reply = ws
         .request(&json!({"type": "CLIENT_BATCH", "client_id": token, "batch_id": 9, "samples": [{"time": 1_700_000_003, "mem": -1.0}]}))
         .await;
     assert_eq!(reply["type"], "ERROR");
     assert_eq!(reply["batch_id"], 9);
+    assert_eq!(
+        (&reply["code"], &reply["index"]),
+        (&json!("invalid_sample"), &json!(0))
+    );
     assert!(
         reply["reason"].as_str().unwrap().contains("`mem`"),
         "{reply}"

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use sysmon_core::v1::BatchAck;
 
-use super::{json_array, refused_index, Transport};
+use sysmon_core::error_reply::ErrorReply;
+
+use super::{classify_coded, json_array, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
 
@@ -116,8 +118,17 @@ impl Transport for HttpTransport {
     }
 }
 
-/// What a reply to a batch means.
+/// What a reply to a batch means: its code when it has one, else its
+/// status (an older server, or a proxy's page).
 pub fn classify(reply: Reply) -> Result<BatchAck> {
+    if !(200..=299).contains(&reply.status) {
+        if let Some(error) = serde_json::from_slice::<ErrorReply>(&reply.body)
+            .ok()
+            .and_then(|body| classify_coded(body, reply.retry_after))
+        {
+            return Err(error);
+        }
+    }
     match reply.status {
         200..=299 => serde_json::from_slice::<BatchAck>(&reply.body).map_err(|e| {
             Error::unavailable(format!(
@@ -137,13 +148,10 @@ pub fn classify(reply: Reply) -> Result<BatchAck> {
             "POST /api/v1/samples ({})",
             reply.error_message()
         ))),
-        400 | 422 => {
-            let message = reply.error_message();
-            Err(Error::Rejected {
-                index: refused_index(&message),
-                message,
-            })
-        }
+        400 | 422 => Err(Error::Rejected {
+            index: None,
+            message: reply.error_message(),
+        }),
         status => Err(Error::Unavailable {
             reason: format!("server answered {status}: {}", reply.error_message()),
             retry_after: reply.retry_after,
@@ -175,9 +183,16 @@ mod tests {
         assert!(matches!(
             classify(reply(
                 400,
-                r#"{"error":"sample 2: field `mem` must not be negative"}"#
+                r#"{"error":"sample 2: field `mem` must not be negative","code":"invalid_sample","index":2}"#
             )),
             Err(Error::Rejected { index: Some(2), .. })
+        ));
+        assert!(matches!(
+            classify(reply(
+                400,
+                r#"{"error":"a batch may hold at most 10000 samples","code":"batch_too_large"}"#
+            )),
+            Err(Error::TooLarge(_))
         ));
         assert!(matches!(
             classify(reply(400, r#"{"error":"the batch is empty"}"#)),

@@ -6,9 +6,12 @@
 pub mod http;
 pub mod ws;
 
+use std::time::Duration;
+
+use sysmon_core::error_reply::{ErrorCode, ErrorReply};
 use sysmon_core::v1::BatchAck;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::outbox::Pending;
 
 /// Delivers batches; implementations keep their connection between calls.
@@ -34,15 +37,41 @@ pub fn json_array(batch: &[Pending]) -> Vec<u8> {
     body
 }
 
-/// The sample index in a refusal such as `sample 3: field ...`.
-pub fn refused_index(message: &str) -> Option<usize> {
-    let rest = message.trim_start().strip_prefix("sample ")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    if rest[digits.len()..].starts_with(':') {
-        digits.parse().ok()
-    } else {
-        None
-    }
+/// What a coded error reply means for the batch; `None` when the reply
+/// has no code (a server that predates codes, or a proxy), for the caller
+/// to decide from what else it has.
+pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Option<Error> {
+    let message = reply.error;
+    let error = match reply.code? {
+        ErrorCode::Unauthorized
+        | ErrorCode::InvalidUsername
+        | ErrorCode::NotLoggedIn
+        | ErrorCode::Forbidden => Error::Unauthorized(format!(
+            "token rejected ({message}); re-enroll with --name/--password"
+        )),
+        ErrorCode::InvalidSample | ErrorCode::RetentionExpired => Error::Rejected {
+            index: reply.index,
+            message,
+        },
+        ErrorCode::InvalidBatch | ErrorCode::InvalidRequest | ErrorCode::InvalidMessage => {
+            Error::Rejected {
+                index: None,
+                message,
+            }
+        }
+        ErrorCode::BatchTooLarge | ErrorCode::PayloadTooLarge => Error::TooLarge(message),
+        ErrorCode::NotFound => Error::Unsupported(format!("sending batches ({message})")),
+        ErrorCode::LogEmpty
+        | ErrorCode::Overloaded
+        | ErrorCode::ShuttingDown
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::Internal
+        | ErrorCode::Unknown => Error::Unavailable {
+            reason: format!("server error: {message}"),
+            retry_after,
+        },
+    };
+    Some(error)
 }
 
 #[cfg(test)]
@@ -68,14 +97,49 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_refused_sample() {
-        assert_eq!(
-            refused_index("sample 12: field `mem` must not be negative"),
-            Some(12)
+    fn decides_on_codes() {
+        let coded = |code, index| ErrorReply {
+            error: "whatever the text says".into(),
+            code: Some(code),
+            index,
+        };
+        assert!(matches!(
+            classify_coded(coded(ErrorCode::InvalidSample, Some(12)), None),
+            Some(Error::Rejected {
+                index: Some(12),
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify_coded(coded(ErrorCode::InvalidBatch, None), None),
+            Some(Error::Rejected { index: None, .. })
+        ));
+        assert!(matches!(
+            classify_coded(coded(ErrorCode::BatchTooLarge, None), None),
+            Some(Error::TooLarge(_))
+        ));
+        assert!(matches!(
+            classify_coded(coded(ErrorCode::Unauthorized, None), None),
+            Some(Error::Unauthorized(_))
+        ));
+        assert!(matches!(
+            classify_coded(
+                coded(ErrorCode::Unknown, None),
+                Some(Duration::from_secs(3))
+            ),
+            Some(Error::Unavailable {
+                retry_after: Some(_),
+                ..
+            })
+        ));
+        let uncoded = ErrorReply {
+            error: "sample 3: field `mem` must not be negative".into(),
+            code: None,
+            index: None,
+        };
+        assert!(
+            classify_coded(uncoded, None).is_none(),
+            "text is never read"
         );
-        assert_eq!(refused_index("sample 0: unknown field `gpu`"), Some(0));
-        assert_eq!(refused_index("the batch is empty"), None);
-        assert_eq!(refused_index("sample x: y"), None);
-        assert_eq!(refused_index("sample 3 is odd"), None);
     }
 }

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sysmon_core::v1::BatchAck;
-use sysmon_core::ws::NOT_PROTOCOL_REASON;
+use sysmon_core::ws::error_reply;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use super::{json_array, refused_index, Transport};
+use super::{classify_coded, json_array, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
 
@@ -110,7 +110,7 @@ impl WsTransport {
                     return Err(Error::unavailable(format!(
                         "{} refused HELLO: {}",
                         self.url,
-                        reason_of(&message)
+                        error_reply(&message).error
                     )))
                 }
                 _ => continue,
@@ -152,7 +152,7 @@ impl WsTransport {
                     });
                 }
                 Some("ERROR") if reply_id.is_none() || reply_id == Some(batch_id) => {
-                    return Err(classify_error(&reason_of(&reply)));
+                    return Err(classify_error(&reply));
                 }
                 // Replies to an earlier batch that timed out, events: not ours.
                 _ => continue,
@@ -210,43 +210,16 @@ fn read_json(socket: &mut Socket, deadline: Instant) -> Result<Value> {
     }
 }
 
-fn reason_of(message: &Value) -> String {
-    message
-        .get("reason")
-        .and_then(Value::as_str)
-        .unwrap_or("no reason given")
-        .to_owned()
-}
-
-/// What an `ERROR` reason means for the batch.
-pub fn classify_error(reason: &str) -> Error {
-    if reason == "authorization error" {
-        return Error::Unauthorized(format!(
-            "token rejected ({reason}); re-enroll with --name/--password"
-        ));
-    }
-    if let Some(index) = refused_index(reason) {
-        return Error::Rejected {
-            index: Some(index),
-            message: reason.to_owned(),
-        };
-    }
-    if reason == NOT_PROTOCOL_REASON {
-        return Error::Unsupported("the WebSocket message CLIENT_BATCH".to_owned());
-    }
-    if reason.contains("at most") && reason.contains("samples") {
-        return Error::TooLarge(reason.to_owned());
-    }
-    if reason.contains("must be a JSON array") || reason.contains("batch is empty") {
-        return Error::Rejected {
-            index: None,
-            message: reason.to_owned(),
-        };
-    }
-    Error::Unavailable {
-        reason: format!("server error: {reason}"),
-        retry_after: None,
-    }
+/// What an `ERROR` in answer to a batch means. One without a code comes
+/// from a server that predates codes: the original server, which answers
+/// any message it does not know, `CLIENT_BATCH` included, that way.
+pub fn classify_error(message: &Value) -> Error {
+    classify_coded(error_reply(message), None).unwrap_or_else(|| {
+        Error::Unsupported(format!(
+            "the WebSocket message CLIENT_BATCH ({})",
+            error_reply(message).error
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -263,26 +236,36 @@ mod tests {
     }
 
     #[test]
-    fn classifies_error_reasons() {
+    fn classifies_error_messages_by_code() {
+        let error = |message: serde_json::Value| classify_error(&message);
         assert!(matches!(
-            classify_error("authorization error"),
+            error(
+                serde_json::json!({"type": "ERROR", "reason": "authorization error", "code": "unauthorized", "batch_id": 1})
+            ),
             Error::Unauthorized(_)
         ));
         assert!(matches!(
-            classify_error("sample 4: field `time` must be unix seconds between the year 2000 and one day from now"),
+            error(
+                serde_json::json!({"type": "ERROR", "reason": "sample 4: bad", "code": "invalid_sample", "index": 4})
+            ),
             Error::Rejected { index: Some(4), .. }
         ));
         assert!(matches!(
-            classify_error(NOT_PROTOCOL_REASON),
-            Error::Unsupported(_)
-        ));
-        assert!(matches!(
-            classify_error("a batch may hold at most 10000 samples"),
+            error(
+                serde_json::json!({"type": "ERROR", "reason": "too many", "code": "batch_too_large"})
+            ),
             Error::TooLarge(_)
         ));
         assert!(matches!(
-            classify_error("database busy"),
+            error(serde_json::json!({"type": "ERROR", "reason": "busy", "code": "overloaded"})),
             Error::Unavailable { .. }
+        ));
+        // The original server's answer to a message it does not know.
+        assert!(matches!(
+            error(
+                serde_json::json!({"type": "ERROR", "reason": "Data type incorrect, please use json"})
+            ),
+            Error::Unsupported(_)
         ));
     }
 

@@ -15,13 +15,17 @@ use sysmon_core::{Sample, UnixTime};
 
 use super::body::Fields;
 use super::{parse_bound, query_params};
-use crate::error::{Error, Result};
+use crate::error::{Error, OriginalApiError, Result};
 use crate::services::metrics::Source;
 use crate::state::AppState;
 use crate::store::{SampleChunks, TimeRange, TokenOwner};
 
+/// What the original API's handlers return: errors answered in its form
+/// (see [`OriginalApiError`]).
+type Reply<T> = std::result::Result<T, OriginalApiError>;
+
 /// `POST /client`: register a new user, or log an existing one in.
-pub async fn register(State(state): State<AppState>, fields: Fields) -> Result<Json<Value>> {
+pub async fn register(State(state): State<AppState>, fields: Fields) -> Reply<Json<Value>> {
     let username = fields
         .text(&["username"])
         .ok_or(Error::UnsupportableUsername)?;
@@ -43,7 +47,7 @@ pub async fn push_sample(
     Path(username): Path<String>,
     headers: HeaderMap,
     fields: Fields,
-) -> Result<(StatusCode, Json<Value>)> {
+) -> Reply<(StatusCode, Json<Value>)> {
     let owner = authorize(&state, &headers, &username).await?;
     let sample = Sample::from_fields(fields.0, UnixTime::now())?;
     let echo = sample.echo_json();
@@ -59,7 +63,7 @@ pub async fn log_span(
     State(state): State<AppState>,
     Path(username): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>> {
+) -> Reply<Json<Value>> {
     let owner = authorize(&state, &headers, &username).await?;
     let (start, end) = state
         .reads
@@ -78,7 +82,7 @@ pub async fn report(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     fields: Fields,
-) -> Result<Response> {
+) -> Reply<Response> {
     let owner = authorize(&state, &headers, &username).await?;
     let query = query_params(query.as_deref()).map_err(|_| Error::ValueError)?;
     let bound = |name: &str| -> Result<Option<UnixTime>> {

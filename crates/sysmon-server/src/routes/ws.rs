@@ -14,6 +14,7 @@ use axum::response::Response;
 use chrono::{DateTime, Local};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Map, Value};
+use sysmon_core::error_reply::{ErrorCode, ErrorReply};
 use sysmon_core::ws::{ClientMessage, MetricKinds, RequestId, ServerMessage, NOT_PROTOCOL_REASON};
 use sysmon_core::{Sample, Units, UnixTime};
 use tokio::sync::mpsc;
@@ -155,7 +156,7 @@ impl Session {
                 return self.send(ServerMessage::error(NOT_PROTOCOL_REASON)).await
             }
             Ok(message) => message,
-            Err(error) => return self.send(ServerMessage::error(error.to_string())).await,
+            Err(error) => return self.send(error.reply()).await,
         };
         let reply = match message {
             ClientMessage::Hello => ServerMessage::Welcome,
@@ -172,7 +173,11 @@ impl Session {
                     Some(_) => ServerMessage::Unsubscribed {
                         request_id: request_id.wire().clone(),
                     },
-                    None => ServerMessage::error("unknown request id"),
+                    None => ServerMessage::Error(ErrorReply {
+                        error: "unknown request id".into(),
+                        code: Some(ErrorCode::InvalidMessage),
+                        index: None,
+                    }),
                 }
             }
             ClientMessage::WorkTime => work_time(self.started),
@@ -212,7 +217,7 @@ impl Session {
             Ok(_) => ServerMessage::DataReturn {
                 data: Value::Object(data),
             },
-            Err(error) => ServerMessage::error(error.client_message()),
+            Err(error) => ServerMessage::Error(error.original_reply()),
         }
     }
 
@@ -239,7 +244,7 @@ impl Session {
             Ok(ack) => ServerMessage::BatchStored { batch_id, ack },
             Err(error) => ServerMessage::BatchError {
                 batch_id,
-                reason: error.client_message(),
+                error: error.reply(),
             },
         }
     }

@@ -149,12 +149,15 @@ impl Ingest {
         let horizon = UnixTime::now()
             .micros()
             .saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
-        match samples.iter().find(|sample| sample.time.micros() < horizon) {
-            Some(old) => Err(Error::BadRequest(format!(
-                "sample time {} is older than raw samples are kept ({} days, retention.raw_days)",
-                old.time.to_json(),
-                keep.as_secs_f64() / 86_400.0
-            ))),
+        match samples
+            .iter()
+            .position(|sample| sample.time.micros() < horizon)
+        {
+            Some(index) => Err(Error::RetentionExpired {
+                index,
+                time: samples[index].time.to_json().to_string(),
+                keep_days: keep.as_secs_f64() / 86_400.0,
+            }),
             None => Ok(()),
         }
     }
