@@ -8,8 +8,6 @@
 //! `docs/screenshots/`; otherwise they go to a temporary directory, so a
 //! normal run leaves the tree as it was.
 
-mod common;
-
 use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Backend, TestDatabase, TestServer};
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
+use sysmon_testkit::{TestDatabase, TestServer};
 
 const ADMIN_PASSWORD: &str = "browser-test-admin";
 
@@ -51,9 +49,7 @@ async fn dashboard_in_a_real_browser() {
 }
 
 async fn run(tools: BrowserTools) {
-    let database = TestDatabase::create(Backend::Sqlite)
-        .await
-        .expect("SQLite needs no setup");
+    let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
     let server = TestServer::start(config).await;
