@@ -16,11 +16,17 @@
 //! - [`on_both_stores!`]: runs each test once per store, as `sqlite::NAME`
 //!   and `postgres::NAME`.
 //! - [`poll`]: waits for something that happens in another task or process.
+//! - `browser` (with the `browser` feature): headless Chromium driven over
+//!   WebDriver by chromedriver, for the dashboard's test; without them that
+//!   test is skipped outside CI and fails under CI. A feature because its
+//!   WebDriver client is a sizeable build that no other test needs.
 //!
 //! What only one crate's tests need stays in that crate's `tests/common`,
 //! built on these: the server's calls of the original API and its
 //! WebSocket client, the agent's child process and its outbox.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 mod database;
 mod server;
 
