@@ -11,8 +11,8 @@
 //! - [`TestServer`]: a sysmon server running in the test's own process on
 //!   such a database ([`TestDatabase::start`]), restartable on the same port
 //!   ([`TestDatabase::start_on`]) and stopped gracefully
-//!   ([`TestServer::shutdown`]), with an HTTP client and the calls more than
-//!   one crate's tests make.
+//!   ([`TestServer::shutdown`]), with an HTTP client and the original
+//!   API's registration and report, which several crates' tests call.
 //! - [`on_both_stores!`]: runs each test once per store, as `sqlite::NAME`
 //!   and `postgres::NAME`.
 //! - [`poll`]: waits for something that happens in another task or process.
@@ -22,8 +22,11 @@
 //!   WebDriver client is a sizeable build that no other test needs.
 //!
 //! What only one crate's tests need stays in that crate's `tests/common`,
-//! built on these: the server's calls of the original API and its
-//! WebSocket client, the agent's child process and its outbox.
+//! built on these: the server's original-API pushes and WebSocket client;
+//! the agent's child process, its outbox and the samples stored from it.
+//!
+//! A crate uses it as a dev-dependency, `sysmon-testkit.workspace = true`
+//! (with `features = ["browser"]` for a browser test), beside `tokio`.
 
 #[cfg(feature = "browser")]
 pub mod browser;
