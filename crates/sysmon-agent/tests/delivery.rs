@@ -8,9 +8,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{assert_contiguous, fast_agent_args, field, run_agent, unix_now, Agent, TestDatabase};
+use common::{
+    assert_contiguous, fast_agent_args, field, run_agent, stored_samples, stored_times,
+    wait_for_stored_times, Agent,
+};
+use sysmon_testkit::{unix_now, TestDatabase};
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     end_to_end_http,
     end_to_end_websocket,
     outage_http,
@@ -34,7 +38,7 @@ fn refs(list: &[String]) -> Vec<&str> {
 
 async fn end_to_end(database: TestDatabase, transport: &str) {
     let server = database.start().await;
-    let state = database.state_dir("host1");
+    let state = database.path("host1");
     let flags = args(
         &fast_agent_args(&server.base),
         &[
@@ -67,14 +71,18 @@ async fn end_to_end(database: TestDatabase, transport: &str) {
     );
     assert_eq!(mode & 0o777, 0o600, "token file is private");
 
-    let times = server
-        .wait_for_times(&token, Duration::from_secs(20), "4 samples", &agent, |t| {
-            t.len() >= 4
-        })
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(20),
+        "4 samples",
+        &agent,
+        |t| t.len() >= 4,
+    )
+    .await;
     assert_contiguous(&times, "samples at 1 s");
 
-    let samples = server.samples(&token).await;
+    let samples = stored_samples(&server, &token).await;
     for sample in &samples {
         let cpu = sample.cpu_load.expect("cpu_load");
         assert!((0.0..=100.0).contains(&cpu));
@@ -91,7 +99,7 @@ async fn end_to_end(database: TestDatabase, transport: &str) {
         assert!(extended.network_receive_bytes_per_second.is_some());
     }
     // The original API sees the same samples, with the original meanings.
-    let report = server.report("host1", &token).await;
+    let report = server.report("host1", &token, "").await;
     assert!(report.len() >= samples.len());
     assert_eq!(report[0]["unix_time"].as_f64(), Some(samples[0].time));
     assert_eq!(report[0]["mem"].as_f64(), samples[0].mem);
@@ -129,7 +137,7 @@ async fn end_to_end_websocket(database: TestDatabase) {
 async fn outage(database: TestDatabase, transport: &str) {
     let server = database.start().await;
     let address = server.address;
-    let state = database.state_dir("outage");
+    let state = database.path("outage");
     let flags = args(
         &fast_agent_args(&server.base),
         &[
@@ -154,11 +162,15 @@ async fn outage(database: TestDatabase, transport: &str) {
         }
         agent.token()
     };
-    server
-        .wait_for_times(&token, Duration::from_secs(15), "2 samples", &agent, |t| {
-            t.len() >= 2
-        })
-        .await;
+    wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(15),
+        "2 samples",
+        &agent,
+        |t| t.len() >= 2,
+    )
+    .await;
 
     server.shutdown().await;
     let stopped_at = unix_now();
@@ -177,18 +189,18 @@ async fn outage(database: TestDatabase, transport: &str) {
 
     let server = database.start_on(address).await;
     let restarted_at = unix_now();
-    let times = server
-        .wait_for_times(
-            &token,
-            Duration::from_secs(20),
-            "the backlog and 2 newer samples",
-            &agent,
-            |t| {
-                t.last()
-                    .is_some_and(|&last| last as f64 >= restarted_at + 2.0)
-            },
-        )
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(20),
+        "the backlog and 2 newer samples",
+        &agent,
+        |t| {
+            t.last()
+                .is_some_and(|&last| last as f64 >= restarted_at + 2.0)
+        },
+    )
+    .await;
     assert!(
         backlog.iter().all(|time| times.binary_search(time).is_ok()),
         "every queued sample stored"
@@ -200,7 +212,7 @@ async fn outage(database: TestDatabase, transport: &str) {
     assert!(status.success(), "{status:?}");
     // Whatever was still queued at the stop is newer than everything stored.
     let leftover = agent.outbox_times();
-    let times = server.times(&token).await;
+    let times = stored_times(&server, &token).await;
     assert_contiguous(&times, "after the stop");
     assert!(
         leftover.iter().all(|t| t > times.last().unwrap()),
@@ -227,7 +239,7 @@ async fn outage_websocket(database: TestDatabase) {
 async fn kill_9_with_a_backlog(database: TestDatabase) {
     let server = database.start().await;
     let address = server.address;
-    let state = database.state_dir("killed");
+    let state = database.path("killed");
     let flags = args(
         &fast_agent_args(&server.base),
         &["--name", "killed", "--password", "pw"],
@@ -243,11 +255,15 @@ async fn kill_9_with_a_backlog(database: TestDatabase) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let token = agent.token();
-    let before = server
-        .wait_for_times(&token, Duration::from_secs(15), "2 samples", &agent, |t| {
-            t.len() >= 2
-        })
-        .await;
+    let before = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(15),
+        "2 samples",
+        &agent,
+        |t| t.len() >= 2,
+    )
+    .await;
 
     server.shutdown().await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
@@ -264,19 +280,19 @@ async fn kill_9_with_a_backlog(database: TestDatabase) {
     // Restarted with neither password nor token: the stored token is used.
     let restarted_at = unix_now();
     let mut agent = Agent::start(&state, &refs(&fast_agent_args(&server.base)));
-    let times = server
-        .wait_for_times(
-            &token,
-            Duration::from_secs(20),
-            "the backlog and new samples",
-            &agent,
-            |t| {
-                backlog.iter().all(|time| t.binary_search(time).is_ok())
-                    && t.last()
-                        .is_some_and(|&last| last as f64 >= restarted_at + 2.0)
-            },
-        )
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(20),
+        "the backlog and new samples",
+        &agent,
+        |t| {
+            backlog.iter().all(|time| t.binary_search(time).is_ok())
+                && t.last()
+                    .is_some_and(|&last| last as f64 >= restarted_at + 2.0)
+        },
+    )
+    .await;
     let status = agent.terminate();
     assert!(status.success(), "{status:?}\n{}", agent.log());
 
@@ -308,7 +324,7 @@ async fn kill_9_with_a_backlog(database: TestDatabase) {
 /// the agent keeps running, and the newest ones are delivered later.
 async fn outbox_limits_drop_the_oldest(database: TestDatabase) {
     let server = database.start().await;
-    let state = database.state_dir("limited");
+    let state = database.path("limited");
     let state_arg = state.display().to_string();
     let output = run_agent(&[
         "--server",
@@ -377,15 +393,15 @@ async fn outbox_limits_drop_the_oldest(database: TestDatabase) {
     // Back up: exactly the kept (newest) samples arrive; the dropped never do.
     let server = database.start_on(address).await;
     let mut agent = Agent::start(&state, &refs(&fast_agent_args(&server.base)));
-    let times = server
-        .wait_for_times(
-            &token,
-            Duration::from_secs(20),
-            "the kept samples",
-            &agent,
-            |t| kept.iter().all(|time| t.binary_search(time).is_ok()),
-        )
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(20),
+        "the kept samples",
+        &agent,
+        |t| kept.iter().all(|time| t.binary_search(time).is_ok()),
+    )
+    .await;
     assert_eq!(
         times[0],
         *kept.first().unwrap(),
@@ -399,7 +415,7 @@ async fn outbox_limits_drop_the_oldest(database: TestDatabase) {
 /// goes on; a re-enrollment (`--enroll`) while it runs resumes delivery.
 async fn bad_token_stops_sending_until_reenrolled(database: TestDatabase) {
     let server = database.start().await;
-    let state = database.state_dir("badtoken");
+    let state = database.path("badtoken");
     let flags = args(
         &fast_agent_args(&server.base),
         &["--token", "not-a-valid-token"],
@@ -439,15 +455,15 @@ async fn bad_token_stops_sending_until_reenrolled(database: TestDatabase) {
         String::from_utf8_lossy(&output.stderr)
     );
     let token = agent.token();
-    let times = server
-        .wait_for_times(
-            &token,
-            Duration::from_secs(20),
-            "the queued samples",
-            &agent,
-            |t| queued.iter().all(|time| t.binary_search(time).is_ok()),
-        )
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(20),
+        "the queued samples",
+        &agent,
+        |t| queued.iter().all(|time| t.binary_search(time).is_ok()),
+    )
+    .await;
     assert_contiguous(&times, "after re-enrollment");
     assert_eq!(agent.log_lines("a new token was stored").len(), 1);
     assert!(agent.terminate().success());
@@ -473,7 +489,7 @@ async fn bad_token_stops_sending_until_reenrolled(database: TestDatabase) {
 /// the rest of the queue is delivered.
 async fn malformed_sample_is_set_aside(database: TestDatabase) {
     let server = database.start().await;
-    let state = database.state_dir("malformed");
+    let state = database.path("malformed");
     let state_arg = state.display().to_string();
     let output = run_agent(&[
         "--server",
@@ -507,15 +523,15 @@ async fn malformed_sample_is_set_aside(database: TestDatabase) {
         .unwrap();
     }
     let mut agent = Agent::start(&state, &refs(&fast_agent_args(&server.base)));
-    let times = server
-        .wait_for_times(
-            &token,
-            Duration::from_secs(15),
-            "the good samples and live ones",
-            &agent,
-            |t| t.contains(&base) && t.contains(&(base + 2)) && t.len() >= 4,
-        )
-        .await;
+    let times = wait_for_stored_times(
+        &server,
+        &token,
+        Duration::from_secs(15),
+        "the good samples and live ones",
+        &agent,
+        |t| t.contains(&base) && t.contains(&(base + 2)) && t.len() >= 4,
+    )
+    .await;
     assert!(!times.contains(&(base + 1)));
     assert!(state.join(format!("rejected/{}.json", base + 1)).exists());
     let set_aside = agent.log_lines("sample set aside");

@@ -1,6 +1,7 @@
 //! Smoke test: the loadgen binary against a real server started in this
-//! process, about a second per transport, asserting from its `RESULT` line
-//! that samples were acknowledged, none failed and none went missing.
+//! process (testkit's, on a fresh SQLite database), about a second per
+//! transport, asserting from its `RESULT` line that samples were
+//! acknowledged, none failed and none went missing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,57 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use sysmon_testkit::{unix_now, TestDatabase};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-
-struct Server {
-    address: SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<sysmon_server::Result<()>>,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut config = sysmon_server::Config {
-            bind: "127.0.0.1:0".into(),
-            database_url: format!("sqlite://{}", dir.path().join("sysmon.db").display()),
-            ..Default::default()
-        };
-        config.status_log.path = dir.path().join("server_system_load.csv");
-        let app = sysmon_server::Application::build(&config)
-            .await
-            .expect("server starts");
-        let address = app.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            address,
-            dir,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let stopped = tokio::time::timeout(Duration::from_secs(20), &mut self.task).await;
-        stopped
-            .expect("server stops")
-            .expect("server task")
-            .expect("clean stop");
-    }
-}
+use tokio::sync::mpsc;
 
 struct Run {
     code: Option<i32>,
@@ -116,13 +70,14 @@ fn assert_clean(run: &Run) {
 }
 
 async fn smoke(mode: &str, extra: &[&str]) -> Value {
-    let server = Server::start().await;
-    let url = server.url();
+    let database = TestDatabase::sqlite().await;
+    let server = database.start().await;
+    let url = server.base.clone();
     let mut args = vec!["--url", &url, "--mode", mode, "--clients", "3"];
     args.extend_from_slice(extra);
     let run = loadgen(&args).await;
     assert_clean(&run);
-    server.stop().await;
+    server.shutdown().await;
     run.result
 }
 
@@ -155,9 +110,10 @@ async fn v1_batch() {
 /// after their stored samples instead of sending the same times again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_and_users_file() {
-    let server = Server::start().await;
-    let url = server.url();
-    let users = server.dir.path().join("users.json");
+    let database = TestDatabase::sqlite().await;
+    let server = database.start().await;
+    let url = server.base.clone();
+    let users = database.path("users.json");
     let users = users.to_str().expect("UTF-8 path");
     let args = [
         "--url",
@@ -197,21 +153,19 @@ async fn count_and_users_file() {
     let third = loadgen(&rated).await;
     assert_clean(&third);
     assert_eq!(third.result["acked_samples"], 10);
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// `--start-time` sends history: one sample a second from the given time,
 /// with every charted metric, which the server files into its rollups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_from_a_start_time() {
-    let server = Server::start().await;
-    let url = server.url();
-    let users = server.dir.path().join("history-users.json");
+    let database = TestDatabase::sqlite().await;
+    let server = database.start().await;
+    let url = server.base.clone();
+    let users = database.path("history-users.json");
     let users = users.to_str().expect("UTF-8 path");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
+    let now = unix_now() as i64;
     // Two days back, on a whole hour, so every minute bucket is full.
     let start = (now - 2 * 86_400) / 3600 * 3600;
     let start_text = start.to_string();
@@ -284,7 +238,7 @@ async fn history_from_a_start_time() {
     let cpu_min = &series["metrics"]["cpu_load"]["min"];
     let cpu_max = &series["metrics"]["cpu_load"]["max"];
     assert_ne!(cpu_min, cpu_max, "values vary within a minute");
-    server.stop().await;
+    server.shutdown().await;
 }
 
 /// A stand-in for InfluxDB's `/write`: answers the first `busy` writes

@@ -8,13 +8,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, TestDatabase, TestServer};
+use common::CompatApi;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Executor};
+use sysmon_testkit::{TestDatabase, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_store_gets_503_not_lost_samples() {
-    let database = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.ingest.queue_capacity = 2;
     config.ingest.enqueue_timeout = Duration::from_millis(200);

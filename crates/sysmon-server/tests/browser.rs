@@ -1,6 +1,8 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
 //! WebDriver by chromedriver, against a server running in this process on
 //! SQLite and filled through the HTTP API with a day of three hosts' samples.
+//! The browser plumbing is `sysmon_testkit::browser`; this file holds the
+//! dashboard's steps and data.
 //!
 //! Without `chromium` and `chromedriver` the test is skipped with a printed
 //! reason, except under CI (`CI=true` or `CI=1`), where it fails.
@@ -8,25 +10,19 @@
 //! `docs/screenshots/`; otherwise they go to a temporary directory, so a
 //! normal run leaves the tree as it was.
 
-mod common;
+use std::path::Path;
+use std::time::Duration;
 
-use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use common::{Backend, TestDatabase, TestServer};
-use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::actions::{PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
+use sysmon_testkit::browser::{
+    click, mouse, settle, type_into, wait_for, BrowserTools, ChromeDriver, Screenshots, Viewport,
+    WaitForElement,
+};
+use sysmon_testkit::{unix_now, TestDatabase, TestServer};
 
 const ADMIN_PASSWORD: &str = "browser-test-admin";
-
-/// How long any one thing may take to show up in the page.
-const WAIT: Duration = Duration::from_secs(10);
 
 const DESKTOP: Viewport = Viewport::Window {
     width: 1280,
@@ -51,17 +47,18 @@ async fn dashboard_in_a_real_browser() {
 }
 
 async fn run(tools: BrowserTools) {
-    let database = TestDatabase::create(Backend::Sqlite)
-        .await
-        .expect("SQLite needs no setup");
+    let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
     let server = TestServer::start(config).await;
     let fleet = seed(&server).await;
-    let shots = Screenshots::new(&database);
+    let shots = Screenshots::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"),
+        database.path("screenshots"),
+    );
     let driver = ChromeDriver::start(&tools, &database.path("chromedriver.log"));
 
-    let browser = driver.session(&tools, DESKTOP).await;
+    let browser = driver.session(DESKTOP).await;
     login_form(&browser, &server, &shots).await;
     fleet_table(&browser, &fleet, &shots).await;
     let web = &fleet[0];
@@ -74,7 +71,7 @@ async fn run(tools: BrowserTools) {
     browser.wait_for_element("#login-form").await;
     browser.close().await.expect("close the desktop browser");
 
-    let phone = driver.session(&tools, PHONE).await;
+    let phone = driver.session(PHONE).await;
     phone_layout(&phone, &server, web, &shots).await;
     phone.close().await.expect("close the phone browser");
 
@@ -156,7 +153,11 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
         .http
         .post(server.url("/api/v1/samples"))
         .bearer_auth(&web.token)
-        .json(&json!([agent_sample(web, now().floor(), Some(new_cpu))]))
+        .json(&json!([agent_sample(
+            web,
+            unix_now().floor(),
+            Some(new_cpu)
+        )]))
         .send()
         .await
         .expect("push a sample");
@@ -312,7 +313,7 @@ async fn server_page(browser: &Client, shots: &Screenshots) {
     )
     .await;
     // Its charts gain a point every 2 s: a few more for the screenshot.
-    let readings = if shots.keep { 15 } else { 3 };
+    let readings = if shots.kept() { 15 } else { 3 };
     tokio::time::sleep(Duration::from_secs(readings)).await;
     shots.take(browser, "server").await;
 }
@@ -390,7 +391,7 @@ struct Profile {
 /// Three hosts: two agents reporting every 20 s for a day and up to now,
 /// and an original client that stopped three hours ago.
 async fn seed(server: &TestServer) -> Vec<Host> {
-    let now = now();
+    let now = unix_now();
     let profiles = [
         (
             "web-1",
@@ -544,13 +545,6 @@ fn noise(seed: u64, t: u64) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
 // ------------------------------------------------------------- browser
 
 /// Reads a chart's attributes once it has `points` points.
@@ -568,264 +562,9 @@ fn number(value: &Value) -> Option<f64> {
     value.as_str().and_then(|text| text.parse().ok())
 }
 
-fn mouse(steps: impl IntoIterator<Item = PointerAction>) -> MouseActions {
-    steps
-        .into_iter()
-        .fold(MouseActions::new("mouse".into()), |actions, step| {
-            actions.then(step)
-        })
-}
-
 async fn log_in(browser: &Client) {
-    let username = browser.wait_for_element("#login-username").await;
-    username.clear().await.expect("clear");
-    username.send_keys("admin").await.expect("type");
-    let password = browser.wait_for_element("#login-password").await;
-    password.clear().await.expect("clear");
-    password.send_keys(ADMIN_PASSWORD).await.expect("type");
+    type_into(browser, "#login-username", "admin").await;
+    type_into(browser, "#login-password", ADMIN_PASSWORD).await;
     click(browser, "#login-submit").await;
     browser.wait_for_element("#fleet-view").await;
-}
-
-async fn type_into(browser: &Client, css: &str, text: &str) {
-    let field = browser.wait_for_element(css).await;
-    field.clear().await.expect("clear");
-    field.send_keys(text).await.expect("type");
-}
-
-async fn click(browser: &Client, css: &str) {
-    browser
-        .wait_for_element(css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
-}
-
-/// Lets charts finish drawing after a resize or a load.
-async fn settle(browser: &Client) {
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let _ = browser.execute("return true", vec![]).await;
-}
-
-/// Polls `script` (a function body) until it returns something other than
-/// null; panics after WAIT, naming `what`.
-async fn wait_for(browser: &Client, what: &str, script: &str) -> Value {
-    poll(what, || async {
-        match browser.execute(script, vec![]).await {
-            Ok(Value::Null) => Err("not yet".to_owned()),
-            Ok(value) => Ok(value),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await
-}
-
-async fn poll<T, F, Fut>(what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match attempt().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("waited {WAIT:?} for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-trait WaitForElement {
-    async fn wait_for_element(&self, css: &str) -> fantoccini::elements::Element;
-}
-
-impl WaitForElement for Client {
-    async fn wait_for_element(&self, css: &str) -> fantoccini::elements::Element {
-        poll(css, || async {
-            self.find(Locator::Css(css))
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Viewport {
-    Window { width: u32, height: u32 },
-    Phone { width: u32, height: u32 },
-}
-
-impl Viewport {
-    fn width(self) -> u32 {
-        match self {
-            Viewport::Window { width, .. } | Viewport::Phone { width, .. } => width,
-        }
-    }
-}
-
-/// Where the browser and its driver are.
-struct BrowserTools {
-    chromium: PathBuf,
-    chromedriver: PathBuf,
-}
-
-impl BrowserTools {
-    /// `None` (after printing why) when either is missing outside CI.
-    fn find() -> Option<BrowserTools> {
-        let chromium = find_program("SYSMON_CHROMIUM", &["chromium", "chromium-browser"]);
-        let chromedriver = find_program("SYSMON_CHROMEDRIVER", &["chromedriver"]);
-        match (chromium, chromedriver) {
-            (Some(chromium), Some(chromedriver)) => Some(BrowserTools {
-                chromium,
-                chromedriver,
-            }),
-            _ => {
-                let reason = "the browser test needs chromium and chromedriver \
-                     (Debian: apt-get install chromium chromium-driver; or set \
-                     SYSMON_CHROMIUM and SYSMON_CHROMEDRIVER to their paths)";
-                if matches!(std::env::var("CI").as_deref(), Ok("true" | "1")) {
-                    panic!("{reason}: CI must run it");
-                }
-                eprintln!("skipped: {reason}");
-                None
-            }
-        }
-    }
-}
-
-/// The program named by `variable`, or the first of `names` on the PATH.
-fn find_program(variable: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(variable).filter(|path| !path.is_empty()) {
-        return Some(PathBuf::from(path));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A chromedriver process on a free loopback port, killed when dropped.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-}
-
-impl ChromeDriver {
-    fn start(tools: &BrowserTools, log: &Path) -> ChromeDriver {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(&tools.chromedriver)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", tools.chromedriver.display()));
-        ChromeDriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// A new browser with its own profile, at the given size.
-    async fn session(&self, tools: &BrowserTools, viewport: Viewport) -> Client {
-        let mut args = vec![
-            "--headless=new".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--disable-background-networking".to_owned(),
-            // Numbers in the page are formatted for the browser's language.
-            "--lang=en-US".to_owned(),
-        ];
-        let mut options = json!({"binary": tools.chromium});
-        match viewport {
-            Viewport::Window { width, height } => {
-                args.push(format!("--window-size={width},{height}"));
-            }
-            Viewport::Phone { width, height } => {
-                args.push("--window-size=800,1000".to_owned());
-                options["mobileEmulation"] = json!({
-                    "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true}
-                });
-            }
-        }
-        options["args"] = json!(args);
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("browserName".into(), json!("chrome"));
-        capabilities.insert("goog:chromeOptions".into(), options);
-        // chromedriver may take a moment to listen.
-        poll("chromedriver to start a browser", || {
-            let capabilities = capabilities.clone();
-            async move {
-                ClientBuilder::new(HttpConnector::new())
-                    .capabilities(capabilities)
-                    .connect(&self.url)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for ChromeDriver {
-    /// Asks chromedriver to quit, which closes the browsers it started:
-    /// killing it alone would leave them running when a test fails before
-    /// closing its sessions. Killed anyway if it does not exit in time.
-    fn drop(&mut self) {
-        let shutdown =
-            TcpStream::connect(self.url.trim_start_matches("http://")).and_then(|mut stream| {
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                stream.write_all(
-                    b"GET /shutdown HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                )?;
-                let mut reply = Vec::new();
-                stream.read_to_end(&mut reply)
-            });
-        if shutdown.is_ok() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Screenshots go to docs/screenshots with SYSMON_UPDATE_SCREENSHOTS=1,
-/// else to the test's temporary directory.
-struct Screenshots {
-    dir: PathBuf,
-    keep: bool,
-}
-
-impl Screenshots {
-    fn new(database: &TestDatabase) -> Screenshots {
-        let keep = std::env::var("SYSMON_UPDATE_SCREENSHOTS").as_deref() == Ok("1");
-        let dir = if keep {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots")
-        } else {
-            database.path("screenshots")
-        };
-        std::fs::create_dir_all(&dir).expect("screenshot directory");
-        Screenshots { dir, keep }
-    }
-
-    async fn take(&self, browser: &Client, name: &str) {
-        let png = browser.screenshot().await.expect("screenshot");
-        let path = self.dir.join(format!("{name}.png"));
-        std::fs::write(&path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
 }

@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::TestDatabase;
+use common::CompatApi;
 use serde_json::{json, Value};
+use sysmon_testkit::{TestDatabase, TestServer};
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     registration_issues_working_tokens,
     usernames_follow_the_original_rule,
     push_accepts_form_and_json_and_echoes,
@@ -602,7 +603,7 @@ async fn concurrent_pushes_are_all_stored(database: TestDatabase) {
 
 #[tokio::test]
 async fn server_health_routes_with_and_without_api_prefix() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let get = |path: &str| {
         let request = server.http.get(server.url(path));
@@ -712,7 +713,7 @@ async fn server_health_routes_with_and_without_api_prefix() {
 
 #[tokio::test]
 async fn start_time_is_when_the_server_started() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let body: Value = server
@@ -742,7 +743,7 @@ async fn start_time_is_when_the_server_started() {
 
 /// Stores `count` samples one second apart from `first_second`, through the
 /// v1 batch route (quicker than one request each).
-async fn store_seconds(server: &common::TestServer, token: &str, first_second: i64, count: i64) {
+async fn store_seconds(server: &TestServer, token: &str, first_second: i64, count: i64) {
     for start in (0..count).step_by(5_000) {
         let batch: Vec<Value> = (start..(start + 5_000).min(count))
             .map(|i| json!({"time": first_second + i, "cpu_load": (i % 1000) as f64 / 10.0, "mem": i}))
@@ -823,7 +824,7 @@ async fn relaxed_durability_stores_every_acknowledged_sample(database: TestDatab
     // committed, and still there after a restart on the default setting.
     let mut config = database.config();
     config.ingest.durability = sysmon_server::store::Durability::Relaxed;
-    let server = common::TestServer::start(config).await;
+    let server = TestServer::start(config).await;
     let token = server.register("wood", "pw").await;
     for second in 0..20 {
         let time = (1_700_000_000 + second).to_string();

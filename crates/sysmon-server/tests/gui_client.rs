@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{TestDatabase, WsClient};
+use common::WsClient;
 use serde_json::{json, Value};
+use sysmon_testkit::TestDatabase;
 
-on_both_stores!(the_original_gui_client_works_unchanged);
+sysmon_testkit::on_both_stores!(the_original_gui_client_works_unchanged);
 
 async fn the_original_gui_client_works_unchanged(database: TestDatabase) {
     let server = database.start().await;

@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::{Backend, TestDatabase, WsClient};
+use common::{CompatApi, WsClient};
 use serde_json::json;
+use sysmon_testkit::TestDatabase;
 
 fn value_of(text: &str, series: &str) -> f64 {
     text.lines()
@@ -13,7 +14,7 @@ fn value_of(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_what_the_server_did() {
-    let database = TestDatabase::create(Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let token = server.register("wood", "123").await;
     for time in ["1700000000", "1700000001", "1700000001"] {

@@ -1,18 +1,16 @@
 //! The `sysmon-server` binary as an operator runs it: restarts, signals,
 //! bad configuration, `--help`, and the status log across restarts.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestDatabase, TestServer};
+use sysmon_testkit::{TestDatabase, TestServer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     acknowledged_samples_survive_sigkill,
     sigterm_stores_every_acknowledged_sample
 );
@@ -314,7 +312,7 @@ async fn help_documents_every_option() {
 
 #[tokio::test]
 async fn status_log_appends_rows_with_one_header_across_restarts() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     for _ in 0..2 {
         let server = TestServer::start(database.config()).await;
         tokio::time::sleep(Duration::from_millis(2300)).await;

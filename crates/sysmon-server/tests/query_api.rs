@@ -5,12 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDatabase, TestServer};
+use common::CompatApi;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use sysmon_testkit::{TestDatabase, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     buckets_hold_exact_min_avg_max,
     range_edges_are_aligned_and_to_is_exclusive,
     rollups_equal_the_raw_samples_they_summarise,
@@ -706,7 +707,7 @@ async fn fleet_overview_shows_status_and_latest_values(database: TestDatabase) {
 
 #[tokio::test]
 async fn openapi_document_lists_every_v1_route() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let (status, document) = get(&server, "/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
@@ -750,7 +751,7 @@ async fn openapi_document_lists_every_v1_route() {
 
 #[tokio::test]
 async fn first_start_creates_one_admin_and_only_once() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
     let server = TestServer::start(config.clone()).await;
@@ -767,7 +768,7 @@ async fn user_subcommand_adds_lists_and_removes_dashboard_users() {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let binary = env!("CARGO_BIN_EXE_sysmon-server");
     let run = |args: &[&str], stdin: &str| {
         let mut child = Command::new(binary)

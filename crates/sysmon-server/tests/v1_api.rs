@@ -2,10 +2,11 @@
 
 mod common;
 
-use common::{TestDatabase, TestServer, WsClient};
+use common::WsClient;
 use serde_json::{json, Value};
+use sysmon_testkit::{TestDatabase, TestServer};
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     batches_are_stored_once_and_acknowledged,
     ndjson_batches_work_too,
     bad_batches_are_refused_whole,

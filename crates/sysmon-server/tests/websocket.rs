@@ -4,14 +4,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestDatabase, WsClient};
+use common::{CompatApi, WsClient};
 use futures_util::SinkExt;
 use serde_json::{json, Value};
+use sysmon_testkit::TestDatabase;
 use tokio_tungstenite::tungstenite::Message;
 
 const NOT_PROTOCOL: &str = "Data type incorrect, please use json";
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     hello_comes_first_and_junk_is_refused,
     client_data_is_stored_before_data_return,
     client_data_errors_name_the_problem,
@@ -186,7 +187,7 @@ async fn dropped_connections_leave_the_server_well(database: TestDatabase) {
 /// Subscriptions read the server's own host, not the store: one store is enough.
 #[tokio::test]
 async fn subscriptions_stream_events_until_unsubscribed() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let mut ws = WsClient::connect(&server).await;
     ws.request(&json!({"type": "HELLO"})).await;
@@ -279,7 +280,7 @@ async fn subscriptions_stream_events_until_unsubscribed() {
 /// A peer that subscribes and never reads must not hold up anyone else.
 #[tokio::test]
 async fn a_peer_that_never_reads_does_not_stall_others() {
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let token = server.register("wood", "123").await;
     let mut silent = WsClient::connect(&server).await;
@@ -312,7 +313,7 @@ async fn a_peer_that_never_reads_does_not_stall_others() {
 #[tokio::test]
 async fn shutdown_closes_websockets_with_a_close_frame() {
     use futures_util::StreamExt;
-    let database = TestDatabase::create(common::Backend::Sqlite).await.unwrap();
+    let database = TestDatabase::sqlite().await;
     let server = database.start().await;
     let mut ws = WsClient::connect(&server).await;
     ws.request(&json!({"type": "HELLO"})).await;

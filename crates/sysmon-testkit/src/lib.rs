@@ -1,119 +1,92 @@
-//! Test support shared by the workspace's integration tests: a fresh, empty
-//! database for every test, on either store, and a server running on it in
-//! the test's own process.
+//! The one test harness of the workspace's integration tests: the server's,
+//! the agent's and the load generator's tests all build on it.
 //!
-//! SQLite gets a new file in a temporary directory. PostgreSQL gets a new
-//! schema in the database named by `SYSMON_TEST_POSTGRES_URL`, dropped again
-//! when the test ends; without that variable PostgreSQL tests are skipped
-//! with a printed reason, except under CI (`CI=true` or `CI=1`), where a
-//! missing or unreachable PostgreSQL fails them.
+//! - [`TestDatabase`]: a fresh, empty database for every test, on either
+//!   store, with a temporary directory for the files of the programs under
+//!   test. SQLite gets a new file in that directory. PostgreSQL gets a new
+//!   schema in the database named by `SYSMON_TEST_POSTGRES_URL`, dropped
+//!   again when the test ends; without that variable PostgreSQL tests are
+//!   skipped with a printed reason, except under CI (`CI=true` or `CI=1`),
+//!   where a missing or unreachable PostgreSQL fails them.
+//! - [`TestServer`]: a sysmon server running in the test's own process on
+//!   such a database ([`TestDatabase::start`]), restartable on the same port
+//!   ([`TestDatabase::start_on`]) and stopped gracefully
+//!   ([`TestServer::shutdown`]), with an HTTP client and the original
+//!   API's registration and report, which several crates' tests call.
+//! - [`on_both_stores!`]: runs each test once per store, as `sqlite::NAME`
+//!   and `postgres::NAME`.
+//! - [`poll`]: waits for something that happens in another task or process.
+//! - `browser` (with the `browser` feature): headless Chromium driven over
+//!   WebDriver by chromedriver, for the dashboard's test; without them that
+//!   test is skipped outside CI and fails under CI. A feature because its
+//!   WebDriver client is a sizeable build that no other test needs.
+//!
+//! What only one crate's tests need stays in that crate's `tests/common`,
+//! built on these: the server's original-API pushes and WebSocket client;
+//! the agent's child process, its outbox and the samples stored from it.
+//!
+//! A crate uses it as a dev-dependency, `sysmon-testkit.workspace = true`
+//! (with `features = ["browser"]` for a browser test), beside `tokio`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+#[cfg(feature = "browser")]
+pub mod browser;
+mod database;
+mod server;
 
-use sqlx::Connection;
-use tokio::sync::oneshot;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub const POSTGRES_URL_VARIABLE: &str = "SYSMON_TEST_POSTGRES_URL";
+pub use database::{Backend, TestDatabase, POSTGRES_URL_VARIABLE};
+pub use server::TestServer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh, empty database and a temporary directory for the files of the
-/// programs under test; both removed when dropped.
-pub struct FreshDatabase {
-    pub backend: Backend,
-    /// What the server's `--database-url` should be.
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    postgres_schema: Option<(String, String)>,
-}
-
-impl FreshDatabase {
-    /// `None` when PostgreSQL is not configured and this is not CI. The
-    /// PostgreSQL schema's name starts with `prefix`.
-    pub async fn create(backend: Backend, prefix: &str) -> Option<FreshDatabase> {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        match backend {
-            Backend::Sqlite => Some(FreshDatabase {
-                backend,
-                url: format!("sqlite://{}", dir.path().join("sysmon.db").display()),
-                dir,
-                postgres_schema: None,
-            }),
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url()?;
-                let schema = format!("{prefix}_{}", random_hex());
-                let mut connection = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("cannot connect to {POSTGRES_URL_VARIABLE}={admin_url}: {e}")
-                    });
-                sqlx::query(&format!("CREATE SCHEMA \"{schema}\""))
-                    .execute(&mut connection)
-                    .await
-                    .expect("create test schema");
-                let separator = if admin_url.contains('?') { '&' } else { '?' };
-                Some(FreshDatabase {
-                    backend,
-                    url: format!("{admin_url}{separator}options[search_path]={schema}"),
-                    dir,
-                    postgres_schema: Some((admin_url, schema)),
-                })
-            }
+/// Runs each named `async fn(TestDatabase)` once per store, as
+/// `sqlite::NAME` and `postgres::NAME`, each on a fresh database and a
+/// multi-threaded Tokio runtime. The PostgreSQL ones return at once when
+/// [`TestDatabase::create`] skips PostgreSQL.
+///
+/// The calling crate needs `tokio` among its dev-dependencies: the tests are
+/// `#[tokio::test]`s.
+///
+/// ```no_run
+/// use sysmon_testkit::TestDatabase;
+///
+/// sysmon_testkit::on_both_stores!(starts_and_stops);
+///
+/// async fn starts_and_stops(database: TestDatabase) {
+///     database.start().await.shutdown().await;
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::TestDatabase::sqlite().await).await;
+                }
+            )*
         }
-    }
-
-    /// A path inside the temporary directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-impl Drop for FreshDatabase {
-    fn drop(&mut self) {
-        let Some((admin_url, schema)) = self.postgres_schema.take() else {
-            return;
-        };
-        // Drop may run inside the test's runtime, which cannot be blocked
-        // on: clean up from a thread of our own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut connection = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&mut connection)
-                    .await?;
-                Ok::<_, sqlx::Error>(())
-            })?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        });
-        let _ = cleanup.join();
-    }
-}
-
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VARIABLE) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if running_in_ci() => {
-            panic!("{POSTGRES_URL_VARIABLE} is not set: CI must run the PostgreSQL tests")
+        mod postgres {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(database) =
+                        $crate::TestDatabase::create($crate::Backend::Postgres).await
+                    else {
+                        return;
+                    };
+                    super::$test(database).await;
+                }
+            )*
         }
-        _ => {
-            eprintln!(
-                "skipped: set {POSTGRES_URL_VARIABLE}=postgres://USER@HOST/DB to run the PostgreSQL tests"
-            );
-            None
-        }
-    }
+    };
 }
 
-fn running_in_ci() -> bool {
+/// Whether this runs under CI, where a test must not skip for want of a
+/// PostgreSQL server or a browser.
+pub fn running_in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
 }
 
@@ -125,60 +98,30 @@ pub fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A sysmon server running in this process, on the address its
-/// configuration names (`127.0.0.1:0` picks a free port).
-pub struct RunningServer {
-    pub address: SocketAddr,
-    /// `http://ADDRESS`
-    pub base: String,
-    pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<sysmon_server::Result<()>>>,
+/// Seconds since 1970, with the fraction.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
 }
 
-impl RunningServer {
-    pub async fn start(config: sysmon_server::Config) -> RunningServer {
-        let app = sysmon_server::Application::build(&config)
-            .await
-            .expect("server starts");
-        let address = app.local_addr().expect("bound address");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.await;
-        }));
-        RunningServer {
-            address,
-            base: format!("http://{address}"),
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Graceful shutdown, as on SIGTERM; returns when the server has
-    /// stopped and its port is closed.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .expect("server stops within 20 s")
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+/// Calls `attempt` every `interval` until it gives a value, and returns
+/// that; after `timeout` panics naming `what` and the last attempt's error,
+/// which should say what was seen instead.
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, interval: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("waited {timeout:?} for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(interval).await,
         }
     }
 }

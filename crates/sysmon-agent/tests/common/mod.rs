@@ -1,193 +1,66 @@
-//! Test harness: a real sysmon server in this process (on a fresh SQLite
-//! file or PostgreSQL schema, stoppable and restartable on the same port),
-//! and the real `sysmon-agent` binary as a child process.
-//!
-//! PostgreSQL tests use the database named by `SYSMON_TEST_POSTGRES_URL`;
-//! without it they are skipped with a printed reason, except under CI
-//! (`CI=true`), where that fails them.
+//! What only the agent's tests need, on top of `sysmon_testkit` (which gives
+//! them a fresh database, a server running in this process that can be
+//! stopped and restarted on the same port, and `on_both_stores!`): the real
+//! `sysmon-agent` binary as a child process, its outbox, and what the
+//! server stored from it.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sysmon_core::v1::HostSample;
-use sysmon_server::Config;
+use sysmon_testkit::{poll, random_hex, TestServer};
 
-pub use sysmon_testkit::{random_hex, Backend, FreshDatabase, RunningServer};
+/// Every sample the server stored for the token's client, by time, read
+/// through `/api/v1/samples`.
+pub async fn stored_samples(server: &TestServer, token: &str) -> Vec<HostSample> {
+    let response = server
+        .http
+        .get(server.url("/api/v1/samples"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET /api/v1/samples");
+    assert_eq!(response.status(), 200, "GET /api/v1/samples");
+    let mut body: Value = response.json().await.expect("samples body");
+    serde_json::from_value(body["samples"].take()).expect("samples are HostSamples")
+}
 
-/// Runs each named `async fn(TestDatabase)` once per store, as
-/// `sqlite::NAME` and `postgres::NAME`.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let database = $crate::common::TestDatabase::create($crate::common::Backend::Sqlite).await;
-                    super::$test(database.expect("sqlite database")).await;
-                }
-            )*
+/// Stored sample times, whole seconds, in the order the server gave them.
+pub async fn stored_times(server: &TestServer, token: &str) -> Vec<i64> {
+    stored_samples(server, token)
+        .await
+        .iter()
+        .map(|sample| {
+            assert_eq!(sample.time.fract(), 0.0, "sample times are whole seconds");
+            sample.time as i64
+        })
+        .collect()
+}
+
+/// Waits until `condition` holds for the stored times (polling), and
+/// returns them; panics with `what`, the times and the agent's log after
+/// `timeout`.
+pub async fn wait_for_stored_times(
+    server: &TestServer,
+    token: &str,
+    timeout: Duration,
+    what: &str,
+    agent: &Agent,
+    condition: impl Fn(&[i64]) -> bool,
+) -> Vec<i64> {
+    poll(what, timeout, Duration::from_millis(200), || async {
+        let times = stored_times(server, token).await;
+        if condition(&times) {
+            Ok(times)
+        } else {
+            Err(format!("stored: {times:?}\nagent log:\n{}", agent.log()))
         }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(database) = $crate::common::TestDatabase::create($crate::common::Backend::Postgres).await else {
-                        return;
-                    };
-                    super::$test(database).await;
-                }
-            )*
-        }
-    };
-}
-
-/// A fresh database for one test (see `sysmon_testkit`), with what the
-/// server and the agent need to run on it.
-pub struct TestDatabase(FreshDatabase);
-
-impl std::ops::Deref for TestDatabase {
-    type Target = FreshDatabase;
-
-    fn deref(&self) -> &FreshDatabase {
-        &self.0
-    }
-}
-
-impl TestDatabase {
-    /// `None` when PostgreSQL is not configured outside CI.
-    pub async fn create(backend: Backend) -> Option<TestDatabase> {
-        FreshDatabase::create(backend, "agent_test")
-            .await
-            .map(TestDatabase)
-    }
-
-    pub fn config(&self, bind: &str) -> Config {
-        let mut config = Config {
-            bind: bind.into(),
-            database_url: self.url.clone(),
-            ..Config::default()
-        };
-        config.status_log.path = self.dir.path().join("server_system_load.csv");
-        config
-    }
-
-    /// Starts a server on a free port.
-    pub async fn start(&self) -> TestServer {
-        TestServer::start(self.config("127.0.0.1:0")).await
-    }
-
-    /// Starts a server on the given address (a restart on the same port).
-    pub async fn start_on(&self, address: SocketAddr) -> TestServer {
-        TestServer::start(self.config(&address.to_string())).await
-    }
-
-    /// A state directory for an agent.
-    pub fn state_dir(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-/// A server running in this process (see `sysmon_testkit::RunningServer`),
-/// with this suite's helpers.
-pub struct TestServer(RunningServer);
-
-impl std::ops::Deref for TestServer {
-    type Target = RunningServer;
-
-    fn deref(&self) -> &RunningServer {
-        &self.0
-    }
-}
-
-impl TestServer {
-    pub async fn start(config: Config) -> TestServer {
-        TestServer(RunningServer::start(config).await)
-    }
-
-    /// Graceful shutdown, as on SIGTERM; returns when the server has
-    /// stopped and its port is closed.
-    pub async fn shutdown(self) {
-        self.0.shutdown().await;
-    }
-
-    /// Every stored sample of the token's client, by time.
-    pub async fn samples(&self, token: &str) -> Vec<HostSample> {
-        let response = self
-            .http
-            .get(self.url("/api/v1/samples"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /api/v1/samples");
-        assert_eq!(response.status(), 200, "GET /api/v1/samples");
-        let mut body: Value = response.json().await.expect("samples body");
-        serde_json::from_value(body["samples"].take()).expect("samples are HostSamples")
-    }
-
-    /// Sample times, whole seconds, in the order the server gave them.
-    pub async fn times(&self, token: &str) -> Vec<i64> {
-        self.samples(token)
-            .await
-            .iter()
-            .map(|sample| {
-                assert_eq!(sample.time.fract(), 0.0, "sample times are whole seconds");
-                sample.time as i64
-            })
-            .collect()
-    }
-
-    /// The original API's report for the client.
-    pub async fn report(&self, name: &str, token: &str) -> Vec<Value> {
-        let response = self
-            .http
-            .get(self.url(&format!("/client/{name}/time/report")))
-            .header("Authorization", token)
-            .send()
-            .await
-            .expect("report request");
-        assert_eq!(response.status(), 200, "report of {name}");
-        let body: Value = response.json().await.expect("report body");
-        body["payload"].as_array().expect("payload array").clone()
-    }
-
-    /// Waits until `condition` holds for the stored times (polling), and
-    /// returns them; panics with `what` after `timeout`.
-    pub async fn wait_for_times(
-        &self,
-        token: &str,
-        timeout: Duration,
-        what: &str,
-        agent: &Agent,
-        condition: impl Fn(&[i64]) -> bool,
-    ) -> Vec<i64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let times = self.times(token).await;
-            if condition(&times) {
-                return times;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; stored: {times:?}\nagent log:\n{}",
-                    agent.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    })
+    .await
 }
 
 /// The agent binary running as a child process, its log in a file.
@@ -291,21 +164,14 @@ impl Agent {
         }
     }
 
-    /// Waits until the log has a line containing `needle`.
+    /// Waits until the log has a line containing `needle`, and returns it.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.log_lines(needle).into_iter().next() {
-                return line;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no log line with {needle:?} within {timeout:?}\nlog:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("a log line with {needle:?}");
+        poll(&what, timeout, Duration::from_millis(100), || async {
+            let line = self.log_lines(needle).into_iter().next();
+            line.ok_or_else(|| format!("log:\n{}", self.log()))
+        })
+        .await
     }
 }
 

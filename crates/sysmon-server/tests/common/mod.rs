@@ -1,128 +1,34 @@
-//! Test harness: a real server on a free port, over a fresh database
-//! (a new SQLite file or PostgreSQL schema, from `sysmon_testkit`).
+//! What only the server's tests need, on top of `sysmon_testkit` (which
+//! gives them a fresh database, a running server and `on_both_stores!`):
+//! the original API's pushes, and a WebSocket client for `/echo`.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use sysmon_server::Config;
+use sysmon_testkit::{random_hex, TestServer};
 use tokio_tungstenite::tungstenite::Message;
 
-pub use sysmon_testkit::{random_hex, Backend, FreshDatabase, RunningServer};
-
-/// Runs each named `async fn(TestServer)` once per store, as
-/// `sqlite::NAME` and `postgres::NAME`.
-#[macro_export]
-macro_rules! on_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let database = $crate::common::TestDatabase::create($crate::common::Backend::Sqlite).await;
-                    super::$test(database.unwrap()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(database) = $crate::common::TestDatabase::create($crate::common::Backend::Postgres).await else {
-                        return;
-                    };
-                    super::$test(database).await;
-                }
-            )*
-        }
-    };
-}
-
-/// A fresh database for one test (see `sysmon_testkit`), with what the
-/// server needs to run on it.
-pub struct TestDatabase(FreshDatabase);
-
-impl std::ops::Deref for TestDatabase {
-    type Target = FreshDatabase;
-
-    fn deref(&self) -> &FreshDatabase {
-        &self.0
-    }
-}
-
-impl TestDatabase {
-    /// `None` when PostgreSQL is not configured outside CI.
-    pub async fn create(backend: Backend) -> Option<TestDatabase> {
-        FreshDatabase::create(backend, "test")
-            .await
-            .map(TestDatabase)
-    }
-
-    pub fn config(&self) -> Config {
-        let mut config = Config {
-            bind: "127.0.0.1:0".into(),
-            database_url: self.url.clone(),
-            ..Config::default()
-        };
-        config.status_log.path = self.status_log_path();
-        config
-    }
-
-    pub fn status_log_path(&self) -> PathBuf {
-        self.path("server_system_load.csv")
-    }
-
-    /// Starts a server on this database.
-    pub async fn start(&self) -> TestServer {
-        TestServer::start(self.config()).await
-    }
-}
-
-/// A server running in this process (see `sysmon_testkit::RunningServer`),
-/// with this suite's helpers.
-pub struct TestServer(RunningServer);
-
-impl std::ops::Deref for TestServer {
-    type Target = RunningServer;
-
-    fn deref(&self) -> &RunningServer {
-        &self.0
-    }
-}
-
-impl TestServer {
-    pub async fn start(config: Config) -> TestServer {
-        TestServer(RunningServer::start(config).await)
-    }
-
-    /// Graceful shutdown, as on SIGTERM; returns when the server has
-    /// stopped and its port is closed.
-    pub async fn shutdown(self) {
-        self.0.shutdown().await;
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/echo", self.address)
-    }
-
-    /// Registers (or logs in) and returns the token.
-    pub async fn register(&self, username: &str, password: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/client"))
-            .json(&serde_json::json!({"username": username, "pass": password}))
-            .send()
-            .await
-            .expect("register request");
-        assert_eq!(response.status(), 200, "registering {username}");
-        let body: Value = response.json().await.expect("register body");
-        body["client_id"].as_str().expect("client_id").to_owned()
-    }
-
+/// The original API's pushes, as methods of the running server (the
+/// registration and the report are `TestServer`'s own).
+pub trait CompatApi {
     /// Pushes a form-encoded sample, as the original GUI client does.
-    pub async fn push_form(
+    async fn push_form(
+        &self,
+        username: &str,
+        token: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response;
+
+    async fn push_json(&self, username: &str, token: &str, body: &Value) -> reqwest::Response;
+
+    /// Registers, pushes one sample, and reads it back: the server is well.
+    async fn assert_round_trip(&self);
+}
+
+impl CompatApi for TestServer {
+    async fn push_form(
         &self,
         username: &str,
         token: &str,
@@ -137,7 +43,7 @@ impl TestServer {
             .expect("push request")
     }
 
-    pub async fn push_json(&self, username: &str, token: &str, body: &Value) -> reqwest::Response {
+    async fn push_json(&self, username: &str, token: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(self.url(&format!("/client/{username}")))
             .header("Authorization", token)
@@ -147,22 +53,7 @@ impl TestServer {
             .expect("push request")
     }
 
-    /// The whole report of a client's log (`?start=&end=` as given).
-    pub async fn report(&self, username: &str, token: &str, query: &str) -> Vec<Value> {
-        let response = self
-            .http
-            .get(self.url(&format!("/client/{username}/time/report{query}")))
-            .header("Authorization", token)
-            .send()
-            .await
-            .expect("report request");
-        assert_eq!(response.status(), 200, "report of {username}");
-        let body: Value = response.json().await.expect("report body");
-        body["payload"].as_array().expect("payload array").clone()
-    }
-
-    /// Registers, pushes one sample, and reads it back: the server is well.
-    pub async fn assert_round_trip(&self) {
+    async fn assert_round_trip(&self) {
         let username = format!("healthy{}", random_hex());
         let token = self.register(&username, "pw").await;
         let response = self
@@ -189,7 +80,8 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(server: &TestServer) -> WsClient {
-        let (stream, _) = tokio_tungstenite::connect_async(server.ws_url())
+        let url = format!("ws://{}/echo", server.address);
+        let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
         WsClient { stream }

@@ -1,0 +1,104 @@
+//! A sysmon server running in the test's own process, and the HTTP calls
+//! more than one crate's tests make to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A sysmon server running in this process, on the address its
+/// configuration names (`127.0.0.1:0` picks a free port). Aborted if
+/// dropped without [`TestServer::shutdown`].
+pub struct TestServer {
+    pub address: SocketAddr,
+    /// `http://ADDRESS`
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<sysmon_server::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: sysmon_server::Config) -> TestServer {
+        let app = sysmon_server::Application::build(&config)
+            .await
+            .expect("server starts");
+        let address = app.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            address,
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns when the server has
+    /// stopped and its port is closed.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("server stops within 20 s")
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+
+    /// `http://ADDRESS` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Registers `username` (or logs it in) through the original API and
+    /// returns its token.
+    pub async fn register(&self, username: &str, password: &str) -> String {
+        let request = self
+            .http
+            .post(self.url("/client"))
+            .json(&serde_json::json!({"username": username, "pass": password}));
+        let body = expect_ok_json(request, &format!("registering {username}")).await;
+        body["client_id"].as_str().expect("client_id").to_owned()
+    }
+
+    /// A client's log through the original API's report, `query` (such as
+    /// `?start=…&end=…`, or empty for all of it) as given.
+    pub async fn report(&self, username: &str, token: &str, query: &str) -> Vec<Value> {
+        let request = self
+            .http
+            .get(self.url(&format!("/client/{username}/time/report{query}")))
+            .header("Authorization", token);
+        let body = expect_ok_json(request, &format!("report of {username}")).await;
+        body["payload"].as_array().expect("payload array").clone()
+    }
+}
+
+/// Sends `request` and returns its JSON body; panics, naming `what`, unless
+/// the answer is a 200 with JSON.
+async fn expect_ok_json(request: reqwest::RequestBuilder, what: &str) -> Value {
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
+    assert_eq!(response.status(), 200, "{what}");
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"))
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
