@@ -4,16 +4,14 @@
 //! the only other change a new metric needs), and a value sent for it must
 //! come back through every read of the API.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Backend, TestDatabase, TestServer};
 use serde_json::{json, Map, Value};
 use sqlx::Connection;
 use sysmon_core::metrics::{Metric, ValueKind, CHARTED, METRICS};
+use sysmon_testkit::{Backend, TestDatabase, TestServer};
 
-on_both_stores!(
+sysmon_testkit::on_both_stores!(
     the_schema_has_the_columns_of_every_metric,
     every_metric_comes_back_through_every_read,
 );
