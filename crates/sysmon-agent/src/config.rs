@@ -295,9 +295,12 @@ impl Config {
     /// Resolves the configuration from the flags, the process environment
     /// and the YAML file they name.
     pub fn load(options: &CliOptions) -> Result<Config> {
+        // A missing file is a configuration error (exit status 2): a
+        // restart would not make it appear.
         Self::resolve(options, &|name| std::env::var(name).ok(), &|path| {
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("cannot read config file {}", path.display()), e))
+            std::fs::read_to_string(path).map_err(|e| {
+                Error::Config(format!("cannot read config file {}: {e}", path.display()))
+            })
         })
     }
 
