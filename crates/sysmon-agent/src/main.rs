@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use sysmon_agent::config::{CliOptions, LogFormat, Mode};
+use sysmon_agent::config::{LogFormat, Mode};
 use sysmon_agent::error::EXIT_FAILURE;
 use sysmon_agent::wake::Wake;
 use sysmon_agent::{agent, Config, Error};
@@ -19,8 +18,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
-    let options = CliOptions::parse();
-    let config = match Config::load(&options) {
+    let config = match Config::load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("sysmon-agent: {error}");
