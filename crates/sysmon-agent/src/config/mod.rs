@@ -387,7 +387,12 @@ mod tests {
         assert_eq!(size("512b"), Ok(512));
         assert_eq!(size("3kb"), Ok(3000));
         assert!(size("-1").is_err());
-        assert!(size("lots").is_err());
+        assert_eq!(
+            size("lots"),
+            Err("`lots` is not a size such as 4096, 512KiB or 100MiB".to_owned()),
+            "as docs/agent.md quotes it"
+        );
+        assert!(size("1.2.3KiB").is_err());
         assert!(size("99999999999GiB").is_err(), "out of range");
     }
 

@@ -58,12 +58,16 @@ pub fn size(text: &str) -> Parsed<u64> {
         .find(|c: char| c.is_ascii_alphabetic())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(unit_start);
+    let not_a_size = || format!("`{text}` is not a size such as 4096, 512KiB or 100MiB");
+    if number.trim().is_empty() {
+        return Err(not_a_size());
+    }
     let unit = documented_size_unit(unit).ok_or_else(|| {
         format!("`{text}`: unknown unit `{unit}` (use KiB, MiB, GiB, KB, MB or GB)")
     })?;
     let bytes = format!("{} {unit}", number.trim())
         .parse::<ByteSize>()
-        .map_err(|_| format!("`{text}` is not a size such as 4096, 512KiB or 100MiB"))?
+        .map_err(|_| not_a_size())?
         .as_u64();
     // bytesize saturates rather than fail.
     if bytes == u64::MAX {
