@@ -121,6 +121,17 @@ impl<'a> Layers<'a> {
             .transpose()
     }
 
+    /// [`Layers::parse`], or `default` when no layer gives the setting.
+    pub fn parse_or<T>(
+        &self,
+        key: &str,
+        value: &Option<String>,
+        parse: impl Fn(&str) -> std::result::Result<T, String>,
+        default: T,
+    ) -> Result<T> {
+        Ok(self.parse(key, value, parse)?.unwrap_or(default))
+    }
+
     /// `--interval`, `SYSMON_AGENT_INTERVAL` or `interval in the config
     /// file`: the highest layer that set `key`.
     pub fn origin(&self, key: &str) -> String {

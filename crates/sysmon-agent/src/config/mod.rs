@@ -159,36 +159,64 @@ impl Config {
             password: s.password.clone(),
             token: s.token.as_deref().map(|token| token.trim().to_owned()),
             state_dir: s.state_dir.clone().unwrap_or(DEFAULT_STATE_DIR.into()),
-            interval: (layers.parse("interval", &s.interval, parse::interval)?)
-                .unwrap_or(DEFAULT_INTERVAL),
-            transport: (layers.parse("transport", &s.transport, parse::choice)?)
-                .unwrap_or_default(),
-            batch_size: (layers.parse("batch_size", &s.batch_size, parse::batch_size)?)
-                .unwrap_or(DEFAULT_BATCH_SIZE),
+            interval: layers.parse_or(
+                "interval",
+                &s.interval,
+                parse::interval,
+                DEFAULT_INTERVAL,
+            )?,
+            transport: layers.parse_or(
+                "transport",
+                &s.transport,
+                parse::choice,
+                TransportKind::Http,
+            )?,
+            batch_size: layers.parse_or(
+                "batch_size",
+                &s.batch_size,
+                parse::batch_size,
+                DEFAULT_BATCH_SIZE,
+            )?,
             outbox: OutboxLimits {
-                max_bytes: (layers.parse(
+                max_bytes: layers.parse_or(
                     "outbox.max_size",
                     &s.outbox.max_size,
                     parse::outbox_size,
-                )?)
-                .unwrap_or(DEFAULT_OUTBOX_MAX_BYTES),
-                max_age: (layers.parse(
+                    DEFAULT_OUTBOX_MAX_BYTES,
+                )?,
+                max_age: layers.parse_or(
                     "outbox.max_age",
                     &s.outbox.max_age,
                     parse::positive_duration,
-                )?)
-                .unwrap_or(DEFAULT_OUTBOX_MAX_AGE),
+                    DEFAULT_OUTBOX_MAX_AGE,
+                )?,
             },
             retry: RetryPolicy {
-                min: (layers.parse("retry.min", &s.retry.min, parse::positive_duration)?)
-                    .unwrap_or(DEFAULT_RETRY_MIN),
-                max: (layers.parse("retry.max", &s.retry.max, parse::positive_duration)?)
-                    .unwrap_or(DEFAULT_RETRY_MAX),
+                min: layers.parse_or(
+                    "retry.min",
+                    &s.retry.min,
+                    parse::positive_duration,
+                    DEFAULT_RETRY_MIN,
+                )?,
+                max: layers.parse_or(
+                    "retry.max",
+                    &s.retry.max,
+                    parse::positive_duration,
+                    DEFAULT_RETRY_MAX,
+                )?,
             },
-            timeout: (layers.parse("timeout", &s.timeout, parse::positive_duration)?)
-                .unwrap_or(DEFAULT_TIMEOUT),
-            log_format: (layers.parse("log_format", &s.log_format, parse::choice)?)
-                .unwrap_or_default(),
+            timeout: layers.parse_or(
+                "timeout",
+                &s.timeout,
+                parse::positive_duration,
+                DEFAULT_TIMEOUT,
+            )?,
+            log_format: layers.parse_or(
+                "log_format",
+                &s.log_format,
+                parse::choice,
+                LogFormat::Text,
+            )?,
             config_file: options.config,
         };
         parse::check(&config)?;
