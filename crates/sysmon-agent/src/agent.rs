@@ -7,8 +7,8 @@
 //!                                     +------ remove acknowledged --+
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::collection::{run_collector, Stats};
@@ -117,15 +117,17 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
 
     // Collection starts before anything waits for the network.
     let stats = Arc::new(Stats::default());
-    let failed = Arc::new(AtomicBool::new(false));
+    let died = Arc::new(OnceLock::new());
     let collector = {
         let (outbox, wake, stats) = (outbox.clone(), wake.clone(), stats.clone());
-        let guard = EndGuard::new("collector", wake.clone(), failed.clone());
+        let guard = EndGuard::new("collector", wake.clone(), died.clone());
         let interval = config.interval;
         std::thread::Builder::new()
             .name("collector".into())
             .spawn(move || {
                 let _guard = guard;
+                #[cfg(feature = "fault-injection")]
+                crate::fault::panic_if_asked("collector");
                 run_collector(&outbox, &wake, interval, &stats);
             })
             .map_err(|e| Error::io("cannot start the collector thread", e))?
@@ -157,7 +159,7 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
 
     let sender = {
         let (outbox, wake, stats) = (outbox.clone(), wake.clone(), stats.clone());
-        let guard = EndGuard::new("sender", wake.clone(), failed.clone());
+        let guard = EndGuard::new("sender", wake.clone(), died.clone());
         let credentials = Credentials {
             state: state.clone(),
             server: server.clone(),
@@ -170,6 +172,8 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
             .name("sender".into())
             .spawn(move || {
                 let _guard = guard;
+                #[cfg(feature = "fault-injection")]
+                crate::fault::panic_if_asked("sender");
                 Sender::new(
                     &outbox,
                     &wake,
@@ -205,26 +209,26 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
         waiting = summary.waiting,
         "stopped; samples waiting in the outbox are sent after the next start"
     );
-    if failed.load(Ordering::Relaxed) {
-        return Err(Error::Config(
-            "a worker thread ended unexpectedly; see the log".into(),
-        ));
+    // Not a configuration error: a restart is what the guard below is for.
+    if let Some(thread) = died.get() {
+        return Err(Error::WorkerDied(thread));
     }
     Ok(summary)
 }
 
 /// Stops the whole agent when a worker thread ends by itself (a panic):
 /// better a restart by systemd than an agent that silently stopped
-/// collecting or sending.
+/// collecting or sending. `died` keeps the first such thread's name, for
+/// [`Error::WorkerDied`], whose exit status systemd restarts.
 struct EndGuard {
     name: &'static str,
     wake: Arc<Wake>,
-    failed: Arc<AtomicBool>,
+    died: Arc<OnceLock<&'static str>>,
 }
 
 impl EndGuard {
-    fn new(name: &'static str, wake: Arc<Wake>, failed: Arc<AtomicBool>) -> EndGuard {
-        EndGuard { name, wake, failed }
+    fn new(name: &'static str, wake: Arc<Wake>, died: Arc<OnceLock<&'static str>>) -> EndGuard {
+        EndGuard { name, wake, died }
     }
 }
 
@@ -235,7 +239,7 @@ impl Drop for EndGuard {
                 thread = self.name,
                 "a worker thread ended unexpectedly; stopping"
             );
-            self.failed.store(true, Ordering::Relaxed);
+            let _ = self.died.set(self.name);
             self.wake.stop();
         }
     }

@@ -56,7 +56,21 @@ pub enum Error {
     /// example a password of unsupported length).
     #[error("the server refused the enrollment: {0}")]
     Enrollment(String),
+
+    /// A worker thread (collector or sender) ended while the agent was
+    /// running, by a panic: a bug, or a state a fresh start may not hit.
+    #[error("the {0} thread ended unexpectedly; see the log")]
+    WorkerDied(&'static str),
 }
+
+/// Exit status for what a restart cannot fix: a bad setting, a refused
+/// password or token. The systemd unit lists it in
+/// `RestartPreventExitStatus`, so the agent does not restart in a loop.
+pub const EXIT_NEEDS_OPERATOR: u8 = 2;
+
+/// Exit status for every other failure; the unit's `Restart=on-failure`
+/// restarts the agent after it.
+pub const EXIT_FAILURE: u8 = 1;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
@@ -71,5 +85,45 @@ impl Error {
             reason: reason.into(),
             retry_after: None,
         }
+    }
+
+    /// The process's exit status when this error ends the agent: the one
+    /// place that decides whether systemd restarts it. Only an operator
+    /// can fix a bad setting or a refused credential, so those exit
+    /// [`EXIT_NEEDS_OPERATOR`]; anything else, a crashed worker thread
+    /// above all, may pass on a fresh start and exits [`EXIT_FAILURE`].
+    /// Every variant is listed, so a new one has to be decided here.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Unauthorized(_) | Error::Enrollment(_) => EXIT_NEEDS_OPERATOR,
+            Error::Io { .. }
+            | Error::Rejected { .. }
+            | Error::TooLarge(_)
+            | Error::Unavailable { .. }
+            | Error::Unsupported(_)
+            | Error::WorkerDied(_) => EXIT_FAILURE,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_an_operator_must_fix_prevents_a_restart() {
+        assert_eq!(Error::WorkerDied("sender").exit_status(), EXIT_FAILURE);
+        assert_eq!(
+            Error::io("cannot write", std::io::Error::other("disk full")).exit_status(),
+            EXIT_FAILURE
+        );
+        assert_eq!(
+            Error::Config("bad".into()).exit_status(),
+            EXIT_NEEDS_OPERATOR
+        );
+        assert_eq!(
+            Error::Unauthorized("wrong password".into()).exit_status(),
+            EXIT_NEEDS_OPERATOR
+        );
     }
 }

@@ -28,6 +28,8 @@ pub mod collection;
 pub mod config;
 pub mod enroll;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod outbox;
 pub mod sender;
 pub mod state;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use sysmon_agent::config::{CliOptions, LogFormat, Mode};
+use sysmon_agent::config::{LogFormat, Mode};
+use sysmon_agent::error::EXIT_FAILURE;
 use sysmon_agent::wake::Wake;
 use sysmon_agent::{agent, Config, Error};
 use sysmon_core::collect::SampleCollector;
@@ -17,17 +17,12 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Bad configuration, or enrollment refused: restarting will not help
-/// (the systemd unit does not restart on it).
-const EXIT_CONFIG: u8 = 2;
-
 fn main() -> ExitCode {
-    let options = CliOptions::parse();
-    let config = match Config::load(&options) {
+    let config = match Config::load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("sysmon-agent: {error}");
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(error.exit_status());
         }
     };
     init_logging(config.log_format);
@@ -40,12 +35,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            match error.downcast_ref::<Error>() {
-                Some(Error::Config(_) | Error::Unauthorized(_) | Error::Enrollment(_)) => {
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                _ => ExitCode::FAILURE,
-            }
+            // Failures outside the library (the clock, stdout) are runtime
+            // ones: restartable.
+            let status = error
+                .downcast_ref::<Error>()
+                .map_or(EXIT_FAILURE, Error::exit_status);
+            ExitCode::from(status)
         }
     }
 }

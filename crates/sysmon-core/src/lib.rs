@@ -5,6 +5,9 @@
 //! cannot disagree about it. Parsing is lenient about *form* (the original
 //! clients spell things several ways) and strict about *content* (a value that
 //! is not a finite, non-negative number is rejected with the field's name).
+//!
+//! With the `settings` feature, [`settings`] holds what the two binaries
+//! share in resolving their configuration from flags, environment and YAML.
 
 pub mod collect;
 pub mod error_reply;
@@ -12,6 +15,8 @@ pub mod host;
 pub mod metrics;
 pub mod number;
 pub mod sample;
+#[cfg(feature = "settings")]
+pub mod settings;
 pub mod units;
 pub mod v1;
 pub mod ws;

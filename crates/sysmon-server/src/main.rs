@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use sysmon_server::config::{CliOptions, Command, LogFormat, UserCommand};
 use sysmon_server::store::redact_password;
 use sysmon_server::{Application, Config};
@@ -12,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = CliOptions::parse();
+    // clap reads the variables that stand for flags; an empty one is unset.
+    let options: CliOptions = sysmon_core::settings::parse();
     let config = Config::load(&options);
     init_logging(config.as_ref().map(|c| c.log_format).unwrap_or_default());
     raise_open_file_limit();

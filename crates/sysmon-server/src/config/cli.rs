@@ -1,0 +1,86 @@
+//! The command line (clap): flags, the variables that stand for them
+//! (clap's `env`), the subcommands, and `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+const ENVIRONMENT_HELP: &str = "\
+Environment (overridden by flags, overriding the config file); a variable
+set to the empty string counts as unset. Besides those beside the flags:
+  SYSMON_INITIAL_ADMIN_PASSWORD  password of the dashboard user `admin`
+                     created on first start (random and logged once if unset)
+  RUST_LOG           log filter, e.g. info or sysmon_server=debug
+  APP_HOST, APP_PORT                                  the original server's bind address
+  DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD the original server's PostgreSQL
+                     (SYSMON_BIND and DATABASE_URL take precedence over these)
+
+Examples:
+  sysmon-server                                       SQLite file sysmon.db, port 5000
+  sysmon-server user add alice --admin                a dashboard admin (prints a password)
+  sysmon-server user add bob --client web1 --client web2
+  sysmon-server --database-url postgres://sysmon@localhost/sysmon
+  sysmon-server --config /etc/sysmon/server.yaml";
+
+/// The sysmon server: stores what machines push, answers reports, and
+/// reports on its own health.
+#[derive(Debug, Default, Parser)]
+#[command(name = "sysmon-server", version, after_help = ENVIRONMENT_HELP)]
+pub struct CliOptions {
+    /// YAML configuration file; see README.md for its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000]; port 0 picks a free one.
+    #[arg(long, env = "SYSMON_BIND", value_name = "HOST:PORT")]
+    pub bind: Option<String>,
+    /// Store: sqlite://FILE (created if missing) or postgres://USER:PASS@HOST:PORT/DB
+    /// [default: sqlite://sysmon.db].
+    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The server's own load log, CSV [default: server_system_load.csv].
+    #[arg(long, env = "SYSMON_STATUS_LOG", value_name = "PATH")]
+    pub status_log: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tasks other than serving; they use the same store as the server.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a dashboard user. The password is the first line of stdin
+    /// (`echo "$PASSWORD" | sysmon-server user add NAME`); run from a
+    /// terminal, a random one is generated and printed instead.
+    Add {
+        /// Login name; starts with a letter.
+        name: String,
+        /// May read every client and the server's health.
+        #[arg(long)]
+        admin: bool,
+        /// A client this user may read (repeatable); ignored for admins.
+        #[arg(long = "client", value_name = "CLIENT")]
+        clients: Vec<String>,
+    },
+    /// List dashboard users.
+    List,
+    /// Delete a dashboard user and end its sessions.
+    Remove { name: String },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
