@@ -58,8 +58,9 @@ pub enum Error {
     Config(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("database (chart reader): {0}")]
-    ChartReader(#[from] rusqlite::Error),
+    /// SQLite through rusqlite (its hot paths: ingest, reports, series).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("{context}: {source}")]
@@ -70,6 +71,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    /// A fold found fewer of its journal entries than it folds: another
+    /// server folded them, so this fold must not count them again.
+    #[error("rollup fold conflict: {found} of its {expected} journal entries were left")]
+    FoldConflict { expected: usize, found: usize },
 }
 
 impl Error {
@@ -100,10 +105,11 @@ impl Error {
             Error::Database(error) if is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_)
             | Error::Database(_)
-            | Error::ChartReader(_)
+            | Error::Sqlite(_)
             | Error::Migration(_)
             | Error::Io { .. }
-            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Error::Internal(_)
+            | Error::FoldConflict { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -151,10 +157,11 @@ impl Error {
             Error::Database(error) if is_transient(error) => ErrorCode::StoreUnavailable,
             Error::Config(_)
             | Error::Database(_)
-            | Error::ChartReader(_)
+            | Error::Sqlite(_)
             | Error::Migration(_)
             | Error::Io { .. }
-            | Error::Internal(_) => ErrorCode::Internal,
+            | Error::Internal(_)
+            | Error::FoldConflict { .. } => ErrorCode::Internal,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
 use crate::services::reads::Reads;
 use crate::services::retention;
+use crate::services::rollups::Rollups;
 use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
 use crate::state::AppState;
@@ -28,6 +29,9 @@ use crate::store;
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Folded once more after the writers stop, before the store closes.
+    rollups: Arc<Rollups>,
+    folder: JoinHandle<()>,
     /// Closed last, once every writer has finished.
     store: Arc<dyn store::Store>,
     ingest_writers: JoinSet<()>,
@@ -54,8 +58,11 @@ impl Application {
 
         let services_stop = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
+        let rollups = Rollups::start(store.clone(), config.ingest.rollups).await?;
+        let folder = rollups.clone().spawn(services_stop.clone());
         let (ingest, ingest_writers) = Ingest::start(
             store.clone(),
+            rollups.clone(),
             &config.ingest,
             config.retention.raw,
             metrics.clone(),
@@ -79,7 +86,7 @@ impl Application {
 
         let state = AppState {
             auth,
-            reads: Reads::new(store.clone(), config.retention),
+            reads: Reads::new(store.clone(), rollups.clone(), config.retention),
             ingest,
             monitor: Arc::new(monitor),
             metrics,
@@ -90,6 +97,8 @@ impl Application {
         Ok(Application {
             listener,
             state,
+            rollups,
+            folder,
             store,
             ingest_writers,
             background: vec![sampler, status_writer, retention_job],
@@ -118,6 +127,8 @@ impl Application {
         let Application {
             listener,
             state,
+            rollups,
+            folder,
             store,
             mut ingest_writers,
             background,
@@ -159,6 +170,11 @@ impl Application {
             if let Err(error) = outcome {
                 tracing::error!(%error, "an ingest writer failed");
             }
+        }
+        // The writers are done: what they committed is all pending now.
+        let _ = folder.await;
+        if let Err(error) = rollups.fold().await {
+            tracing::warn!(%error, "last rollup fold failed; the next start folds from the journal");
         }
         for task in background {
             let _ = task.await;

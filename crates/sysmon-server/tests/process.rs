@@ -1,14 +1,11 @@
 //! The `sysmon-server` binary as an operator runs it: restarts, signals,
 //! bad configuration, `--help`, and the status log across restarts.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sysmon_testkit::{TestDatabase, TestServer};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use sysmon_testkit::{ServerProcess, TestDatabase, TestServer};
+use tokio::process::Command;
 
 sysmon_testkit::on_both_stores!(
     acknowledged_samples_survive_sigkill,
@@ -17,83 +14,15 @@ sysmon_testkit::on_both_stores!(
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
 
-/// The server binary running on a database, its log collected.
-struct ServerProcess {
-    child: Child,
-    address: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+async fn start(database: &TestDatabase) -> ServerProcess {
+    ServerProcess::start(BINARY, database, &[]).await
 }
 
-impl ServerProcess {
-    async fn start(database: &TestDatabase) -> ServerProcess {
-        let mut child = Command::new(BINARY)
-            .args(["--bind", "127.0.0.1:0", "--database-url", &database.url])
-            .arg("--status-log")
-            .arg(database.status_log_path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("server binary starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.expect("server log") {
-                log.lock().unwrap().push(line.clone());
-                if let Some(address) = listening_address(&line) {
-                    return address;
-                }
-            }
-            panic!("server exited before listening: {:?}", log.lock().unwrap());
-        })
-        .await
-        .expect("server listens within 30 s");
-        // Keep draining the log so the server never blocks on a full pipe.
-        let collected = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        ServerProcess {
-            child,
-            address,
-            log,
-        }
+fn client_of(server: &ServerProcess) -> Client {
+    Client {
+        base: server.base(),
+        http: reqwest::Client::new(),
     }
-
-    fn client(&self) -> Client {
-        Client {
-            base: format!("http://{}", self.address),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn wait(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("server exits within 30 s")
-            .unwrap()
-    }
-}
-
-fn listening_address(line: &str) -> Option<SocketAddr> {
-    if !line.contains("listening") {
-        return None;
-    }
-    let start = line.find("address=")? + "address=".len();
-    line[start..].split_whitespace().next()?.parse().ok()
 }
 
 #[derive(Clone)]
@@ -150,8 +79,8 @@ impl Client {
 }
 
 async fn acknowledged_samples_survive_sigkill(database: TestDatabase) {
-    let mut server = ServerProcess::start(&database).await;
-    let client = server.client();
+    let server = start(&database).await;
+    let client = client_of(&server);
     let token = client.register("wood").await;
     let mut pushes = tokio::task::JoinSet::new();
     for time in 1_700_000_000..1_700_000_200 {
@@ -161,17 +90,16 @@ async fn acknowledged_samples_survive_sigkill(database: TestDatabase) {
     while let Some(outcome) = pushes.join_next().await {
         outcome.unwrap();
     }
-    server.child.start_kill().unwrap();
-    server.wait().await;
+    server.kill().await;
 
-    let server = ServerProcess::start(&database).await;
-    let times = server.client().stored_times("wood", &token).await;
+    let server = start(&database).await;
+    let times = client_of(&server).stored_times("wood", &token).await;
     assert_eq!(times, (1_700_000_000..1_700_000_200).collect::<Vec<_>>());
 }
 
 async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
-    let mut server = ServerProcess::start(&database).await;
-    let client = server.client();
+    let mut server = start(&database).await;
+    let client = client_of(&server);
     let token = client.register("wood").await;
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let mut pushers = tokio::task::JoinSet::new();
@@ -195,7 +123,7 @@ async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
     while let Some(outcome) = pushers.join_next().await {
         outcome.unwrap();
     }
-    let log = server.log.lock().unwrap().join("\n");
+    let log = server.log_text();
     assert!(log.contains("shutting down"), "{log}");
 
     let mut acknowledged = acknowledged.lock().unwrap().clone();
@@ -205,8 +133,8 @@ async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
         "the load ran: {}",
         acknowledged.len()
     );
-    let server = ServerProcess::start(&database).await;
-    let stored = server.client().stored_times("wood", &token).await;
+    let server = start(&database).await;
+    let stored = client_of(&server).stored_times("wood", &token).await;
     let missing: Vec<_> = acknowledged
         .iter()
         .filter(|time| stored.binary_search(time).is_err())

@@ -15,6 +15,8 @@
 //!   API's registration and report, which several crates' tests call.
 //! - [`on_both_stores!`]: runs each test once per store, as `sqlite::NAME`
 //!   and `postgres::NAME`.
+//! - [`ServerProcess`]: the server binary in a child process, for signals,
+//!   `kill -9` and exit statuses.
 //! - [`poll`]: waits for something that happens in another task or process.
 //! - `browser` (with the `browser` feature): headless Chromium driven over
 //!   WebDriver by chromedriver, for the dashboard's test; without them that
@@ -31,12 +33,14 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 mod database;
+pub mod process;
 mod server;
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use database::{Backend, TestDatabase, POSTGRES_URL_VARIABLE};
+pub use process::ServerProcess;
 pub use server::TestServer;
 
 /// Runs each named `async fn(TestDatabase)` once per store, as

@@ -46,6 +46,8 @@ struct FileIngest {
     writers: Option<usize>,
     enqueue_timeout_ms: Option<u64>,
     durability: Option<Durability>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    fold_interval_seconds: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +101,10 @@ impl FileConfig {
                 file.enqueue_timeout_ms.map(Duration::from_millis),
             );
             set(&mut ingest.durability, file.durability);
+            set(
+                &mut ingest.rollups.fold_interval,
+                file.fold_interval_seconds,
+            );
         }
         if let Some(file) = self.dashboard {
             let dashboard = &mut config.dashboard;

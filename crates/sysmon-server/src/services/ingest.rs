@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, Source};
+use super::rollups::{Rollups, RollupsConfig};
 use crate::error::{Error, Result};
 use crate::store::{ClientId, ClientSample, Durability, SampleKey, Store};
 
@@ -35,6 +36,8 @@ pub struct IngestConfig {
     pub enqueue_timeout: Duration,
     /// When a commit counts as done, and so when samples are acknowledged.
     pub durability: Durability,
+    /// How rollups are folded from committed samples.
+    pub rollups: RollupsConfig,
 }
 
 impl Default for IngestConfig {
@@ -45,6 +48,7 @@ impl Default for IngestConfig {
             writers: 2,
             enqueue_timeout: Duration::from_secs(5),
             durability: Durability::Full,
+            rollups: RollupsConfig::default(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl Ingest {
     /// Samples older than `raw_retention` are refused.
     pub fn start(
         store: Arc<dyn Store>,
+        rollups: Arc<Rollups>,
         config: &IngestConfig,
         raw_retention: Option<Duration>,
         metrics: Arc<Metrics>,
@@ -90,6 +95,7 @@ impl Ingest {
         for _ in 0..writer_count {
             writers.spawn(run_writer(Writer {
                 store: store.clone(),
+                rollups: rollups.clone(),
                 receiver: receiver.clone(),
                 max_batch: config.max_batch.max(1),
                 metrics: metrics.clone(),
@@ -171,6 +177,8 @@ impl Ingest {
 /// What one writer task works with.
 struct Writer {
     store: Arc<dyn Store>,
+    /// Where the new samples' summaries wait to be folded into the tables.
+    rollups: Arc<Rollups>,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_batch: usize,
     metrics: Arc<Metrics>,
@@ -231,7 +239,8 @@ async fn commit(writer: &Writer, jobs: Vec<Job>) {
         .flat_map(|job| job.rows.iter().cloned())
         .collect();
     let started = Instant::now();
-    let outcome = store.insert_samples(rows.clone()).await;
+    let instance = writer.rollups.instance();
+    let outcome = store.insert_samples(rows.clone(), instance).await;
     match &outcome {
         Ok(_) => metrics.batch_committed(rows.len(), started.elapsed().as_secs_f64()),
         Err(_) => metrics.batch_failed(),
@@ -250,7 +259,14 @@ async fn commit(writer: &Writer, jobs: Vec<Job>) {
             "batch not stored; its requests are answered 503"
         ),
     }
-    let inserted: Option<HashSet<SampleKey>> = outcome.ok().map(|keys| keys.into_iter().collect());
+    if let Ok(inserted) = &outcome {
+        // Before any answer, so a chart read after the acknowledgement
+        // includes these samples.
+        writer.rollups.record(instance, &rows, inserted);
+    }
+    let inserted: Option<HashSet<SampleKey>> = outcome
+        .ok()
+        .map(|inserted| inserted.keys.into_iter().collect());
     if let Some(inserted) = &inserted {
         publish(&writer.live, rows, inserted);
     }

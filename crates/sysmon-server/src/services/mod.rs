@@ -9,5 +9,6 @@ pub mod passwords;
 pub mod query;
 pub mod reads;
 pub mod retention;
+pub mod rollups;
 pub mod self_monitor;
 pub mod status_log;

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use sysmon_core::metrics::{charted_index, CHARTED, CHARTED_COUNT};
 
 use crate::store::rollup::bucket_start;
-use crate::store::{Bucket, ClientOverview, SeriesQuery, Store, Tier};
+use crate::store::{Bucket, ClientOverview, SeriesQuery, Tier};
 
 /// Points a chart gets when it does not choose a step.
 pub const DEFAULT_POINTS: u32 = 1000;
@@ -221,13 +221,12 @@ pub struct Series {
     pub buckets: Vec<Bucket>,
 }
 
-/// Reads a client's series as planned.
-pub async fn series(
-    store: &dyn Store,
+/// What to read for a request: its plan, and the query that reads it.
+pub fn series_query(
     client_id: i64,
     request: &SeriesRequest,
     retention: &RetentionConfig,
-) -> Result<Series> {
+) -> Result<(Plan, SeriesQuery)> {
     let plan = plan(request, retention, UnixTime::now().micros())?;
     let metrics = if request.metrics.is_empty() {
         (0..CHARTED_COUNT).collect()
@@ -240,14 +239,9 @@ pub async fn series(
         step_us: plan.step_us,
         start_us: plan.start_us,
         end_us: plan.end_us,
-        metrics: metrics.clone(),
-    };
-    let buckets = store.series(&query).await?;
-    Ok(Series {
-        plan,
         metrics,
-        buckets,
-    })
+    };
+    Ok((plan, query))
 }
 
 /// Metric names to indices; unknown ones are the caller's error.

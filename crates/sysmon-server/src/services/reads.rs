@@ -11,8 +11,9 @@ use sysmon_core::{Sample, UnixTime};
 
 use super::auth::Principal;
 use super::query::{self, ClientStatus, RetentionConfig, Series, SeriesRequest};
+use super::rollups::Rollups;
 use crate::error::{Error, Result};
-use crate::store::{ClientId, SampleChunks, Store, TimeRange};
+use crate::store::{ClientId, SampleChunks, Store, Tier, TimeRange};
 
 /// Raw samples are exported in windows of this length, so a month of
 /// per-second samples streams instead of sitting in memory.
@@ -24,13 +25,19 @@ const DEFAULT_EXPORT_RANGE: Duration = Duration::from_secs(86_400);
 #[derive(Clone)]
 pub struct Reads {
     store: Arc<dyn Store>,
+    /// Summaries not yet in the rollup tables, which series must include.
+    rollups: Arc<Rollups>,
     /// How long each tier is kept: series avoid tiers that lost a range.
     retention: RetentionConfig,
 }
 
 impl Reads {
-    pub fn new(store: Arc<dyn Store>, retention: RetentionConfig) -> Self {
-        Self { store, retention }
+    pub fn new(store: Arc<dyn Store>, rollups: Arc<Rollups>, retention: RetentionConfig) -> Self {
+        Self {
+            store,
+            rollups,
+            retention,
+        }
     }
 
     /// "sqlite" or "postgresql".
@@ -66,9 +73,21 @@ impl Reads {
             .collect())
     }
 
-    /// A client's series as planned from the request (see [`query::plan`]).
+    /// A client's series as planned from the request (see [`query::plan`]):
+    /// raw samples as stored, or a rollup tier with what is still pending
+    /// for it.
     pub async fn series(&self, client: ClientId, request: &SeriesRequest) -> Result<Series> {
-        query::series(self.store.as_ref(), client.0, request, &self.retention).await
+        let (plan, query) = query::series_query(client.0, request, &self.retention)?;
+        let read = || self.store.series(&query);
+        let buckets = match query.tier {
+            Tier::Raw => read().await?,
+            _ => self.rollups.series_with_pending(&query, read).await?,
+        };
+        Ok(Series {
+            plan,
+            metrics: query.metrics,
+            buckets,
+        })
     }
 
     /// Time of a client's first and last sample.

@@ -7,6 +7,7 @@ mod clients;
 mod copy_binary;
 #[macro_use]
 mod dashboard_users;
+pub mod journal;
 mod postgres;
 pub mod rollup;
 mod sample_row;
@@ -21,11 +22,12 @@ use crate::error::{Error, Result};
 
 pub use clients::ClientStore;
 pub use dashboard_users::UserStore;
+pub use journal::{Fold, Inserted, InstanceId, JournalEntry, JournalSeq};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
 use sample_row::{
-    attach_filesystems, filesystem_rows, full_sample_from_row, sample_columns, sample_from_row,
-    Column, FilesystemRow, SampleRow, SAMPLE_COLUMN_COUNT,
+    attach_filesystems, filesystem_rows, full_sample_from_columns, full_sample_from_row,
+    sample_columns, sample_from_row, Column, FilesystemRow, SampleRow, SAMPLE_COLUMN_COUNT,
 };
 pub use sqlite::SqliteStore;
 
@@ -145,10 +147,38 @@ pub trait Store: ClientStore + UserStore + Send + Sync + 'static {
     /// single writer, so more would only queue on its lock.
     fn max_concurrent_writers(&self) -> usize;
 
-    /// Stores samples in one transaction. A sample whose (client, time) is
-    /// already stored is skipped, so retries never duplicate. Returns the
-    /// keys of the rows that were new.
-    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>>;
+    /// Claims a fresh [`InstanceId`] for this process's journal entries, so
+    /// that other servers leave them alone while it lives (PostgreSQL: an
+    /// advisory lock held for the life of the claim). A previous claim of
+    /// this store is given up: its entries become foldable from the samples.
+    async fn claim_instance(&self) -> Result<InstanceId>;
+
+    /// Whether the claim still holds (PostgreSQL: its lock's connection is
+    /// alive); when it does not, other servers may fold its entries.
+    async fn instance_alive(&self, instance: InstanceId) -> bool;
+
+    /// Stores samples in one transaction, with a journal entry for the new
+    /// ones under `instance` (see [`journal`]). A sample whose (client,
+    /// time) is already stored is skipped, so retries never duplicate.
+    async fn insert_samples(
+        &self,
+        samples: Arc<[ClientSample]>,
+        instance: InstanceId,
+    ) -> Result<Inserted>;
+
+    /// Merges the fold's summaries into the rollup tables and deletes its
+    /// journal entries, in one transaction; `before_commit` runs just
+    /// before it commits. Fails, changing nothing, when any of the entries
+    /// is already gone (another server folded it).
+    async fn fold(&self, fold: Arc<Fold>, before_commit: Arc<dyn Fn() + Send + Sync>)
+        -> Result<()>;
+
+    /// Up to `limit` journal entries of instances other than `live` whose
+    /// claims have lapsed: their summaries are nowhere but in the samples.
+    async fn orphaned_journal(&self, live: InstanceId, limit: usize) -> Result<Vec<JournalEntry>>;
+
+    /// The stored samples with these keys (the charted metrics at least).
+    async fn samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>>;
 
     /// A client's samples within the range, ordered by time: the original's
     /// three metrics only. They arrive in chunks as the database reads them,

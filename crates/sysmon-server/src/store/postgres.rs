@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::Connection;
 use sqlx::{PgPool, Row};
 use sysmon_core::metrics::CHARTED;
 use sysmon_core::v1::FilesystemUsage;
@@ -16,8 +17,9 @@ use tokio::sync::mpsc;
 use super::copy_binary::SampleRowDecoder;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
-    filesystem_rows, redact_password, sample_chunks, sample_columns, ClientId, ClientSample,
-    Column, Durability, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
+    filesystem_rows, full_sample_from_row, redact_password, sample_chunks, sample_columns,
+    ClientId, ClientSample, Column, Durability, Fold, Inserted, InstanceId, JournalEntry,
+    SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
 };
 use crate::error::{Error, Result};
 
@@ -25,6 +27,11 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// For connections of its own, outside the pool.
+    options: PgConnectOptions,
+    /// The connection holding this process's instance claim (an advisory
+    /// lock lives as long as the session that took it).
+    instance_lock: tokio::sync::Mutex<Option<(InstanceId, PgConnection)>>,
 }
 
 impl PostgresStore {
@@ -39,25 +46,31 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| {
                 Error::Config(format!("cannot connect to PostgreSQL at `{shown}`: {e}"))
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            options,
+            instance_lock: tokio::sync::Mutex::new(None),
+        })
     }
 }
 
 /// A batch in one statement: the samples go in as one array per column
-/// (UNNEST makes rows of them), and the rows actually inserted (not the
-/// replays) come back out of `RETURNING` to be summarised into every rollup
-/// tier and returned. One statement is one implicit transaction and one
-/// round trip, where separate statements took six. Arrays are typed from
-/// the rows' own columns, so the SQL and the binds cannot disagree.
+/// (UNNEST makes rows of them), the rows actually inserted (not the
+/// replays) come back out of `RETURNING`, and their keys become the
+/// commit's rollup journal entry, whose seq every returned row carries.
+/// One statement is one implicit transaction and one round trip. Arrays
+/// are typed from the rows' own columns, so the SQL and the binds cannot
+/// disagree.
 fn insert_batch(
     rows: &[SampleRow],
     filesystems: &[(i64, i64, &FilesystemUsage)],
+    instance: InstanceId,
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     static SQL: OnceLock<String> = OnceLock::new();
     let template: Vec<Column> = SampleRow::column_kinds().collect();
@@ -71,37 +84,31 @@ fn insert_batch(
             })
             .collect();
         let first_fs = template.len() + 1;
-        let metrics: Vec<&str> = CHARTED.iter().map(|m| m.name).collect();
-        let mut sql = format!(
+        format!(
             "WITH new AS (
                INSERT INTO samples ({}) SELECT * FROM UNNEST({arrays})
                ON CONFLICT (client_id, time_us) DO NOTHING
-               RETURNING client_id, time_us, {metrics}
+               RETURNING client_id, time_us
              ), filesystems AS (
                INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
                SELECT * FROM UNNEST(${a}::BIGINT[], ${b}::BIGINT[], ${c}::TEXT[], ${d}::BIGINT[], ${e}::BIGINT[])
                ON CONFLICT DO NOTHING
-             )",
+             ), journal AS (
+               INSERT INTO rollup_journal (instance_id, client_ids, times_us)
+               SELECT ${instance}, array_agg(client_id), array_agg(time_us) FROM new
+               HAVING COUNT(*) > 0
+               RETURNING seq
+             )
+             SELECT client_id, time_us, (SELECT seq FROM journal) FROM new",
             sample_columns(),
             arrays = arrays.join(", "),
-            metrics = metrics.join(", "),
             a = first_fs,
             b = first_fs + 1,
             c = first_fs + 2,
             d = first_fs + 3,
             e = first_fs + 4,
-        );
-        for tier in Tier::ROLLUPS {
-            sql.push_str(&format!(
-                ", {table} AS (INSERT INTO {table} AS t ({columns}) {aggregate}{merge})",
-                table = tier.table(),
-                columns = rollup::rollup_columns(),
-                aggregate = rollup::aggregate_sql(tier, "new"),
-                merge = rollup::merge_on_conflict(),
-            ));
-        }
-        sql.push_str(" SELECT client_id, time_us FROM new");
-        sql
+            instance = first_fs + 5,
+        )
     });
     let columns: Vec<Vec<Column>> = rows.iter().map(|row| row.columns().collect()).collect();
     let mut query = sqlx::query(sql.as_str());
@@ -158,6 +165,53 @@ fn insert_batch(
                 .map(|(_, _, fs)| fs.total_bytes as i64)
                 .collect::<Vec<i64>>(),
         )
+        .bind(instance.0)
+}
+
+/// The upsert of a tier's buckets from one array per rollup column, merging
+/// into stored rows; the same text every time, so PostgreSQL plans it once.
+fn upsert_buckets(
+    tier: Tier,
+    buckets: &[Bucket],
+) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        let mut types = vec!["BIGINT[]"; 3];
+        for _ in CHARTED {
+            types.extend(["FLOAT8[]", "FLOAT8[]", "FLOAT8[]", "BIGINT[]"]);
+        }
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(index, kind)| format!("${}::{kind}", index + 1))
+            .collect();
+        Tier::ROLLUPS
+            .iter()
+            .map(|tier| {
+                format!(
+                    "INSERT INTO {} AS t ({}) SELECT * FROM UNNEST({}){}",
+                    tier.table(),
+                    rollup::rollup_columns(),
+                    arrays.join(", "),
+                    rollup::merge_on_conflict()
+                )
+            })
+            .collect()
+    });
+    let column = |pick: &dyn Fn(&Bucket) -> i64| buckets.iter().map(pick).collect::<Vec<i64>>();
+    let mut query = sqlx::query(all[tier.rollup_index()].as_str())
+        .bind(column(&|bucket| bucket.client_id))
+        .bind(column(&|bucket| bucket.start_us))
+        .bind(column(&|bucket| bucket.sample_count));
+    for index in 0..CHARTED.len() {
+        let summaries = || buckets.iter().map(move |bucket| bucket.metrics[index]);
+        query = query
+            .bind(summaries().map(|s| s.min).collect::<Vec<Option<f64>>>())
+            .bind(summaries().map(|s| s.max).collect::<Vec<Option<f64>>>())
+            .bind(summaries().map(|s| s.sum).collect::<Vec<f64>>())
+            .bind(summaries().map(|s| s.count).collect::<Vec<i64>>());
+    }
+    query
 }
 
 impl_client_store!(PostgresStore);
@@ -174,18 +228,144 @@ impl Store for PostgresStore {
         MAX_CONNECTIONS as usize / 2
     }
 
-    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
+    async fn claim_instance(&self) -> Result<InstanceId> {
+        let instance = InstanceId::random();
+        let mut connection = PgConnection::connect_with(&self.options).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(instance.0)
+            .execute(&mut connection)
+            .await?;
+        // Replacing the connection closes the previous one, releasing its lock.
+        *self.instance_lock.lock().await = Some((instance, connection));
+        Ok(instance)
+    }
+
+    async fn instance_alive(&self, instance: InstanceId) -> bool {
+        let mut held = self.instance_lock.lock().await;
+        match held.as_mut() {
+            Some((claimed, connection)) if *claimed == instance => connection.ping().await.is_ok(),
+            _ => false,
+        }
+    }
+
+    async fn insert_samples(
+        &self,
+        samples: Arc<[ClientSample]>,
+        instance: InstanceId,
+    ) -> Result<Inserted> {
         let samples = &samples[..];
         // One statement whatever the batch size: arrays in, UNNEST out. Rows
         // are sorted so concurrent writers lock keys in the same order.
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
         rows.sort_by_key(|row| (row.client_id, row.time_us));
         let filesystems = filesystem_rows(samples);
-        insert_batch(&rows, &filesystems)
+        let mut inserted = Inserted::default();
+        for row in insert_batch(&rows, &filesystems, instance)
             .fetch_all(&self.pool)
             .await?
+        {
+            inserted.keys.push((row.try_get(0)?, row.try_get(1)?));
+            inserted.journal = row.try_get(2)?;
+        }
+        Ok(inserted)
+    }
+
+    async fn fold(
+        &self,
+        fold: Arc<Fold>,
+        before_commit: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<()> {
+        let mut transaction = self.pool.begin().await?;
+        for (tier, buckets) in fold.tier_buckets() {
+            if !buckets.is_empty() {
+                upsert_buckets(tier, buckets)
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+        }
+        let deleted = sqlx::query("DELETE FROM rollup_journal WHERE seq = ANY($1)")
+            .bind(&fold.journal)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected();
+        if deleted != fold.journal.len() as u64 {
+            return Err(Error::FoldConflict {
+                expected: fold.journal.len(),
+                found: deleted as usize,
+            });
+        }
+        before_commit();
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Entries of instances whose advisory lock is free: their server is
+    /// gone (or gave the claim up), taking its summaries with it.
+    async fn orphaned_journal(&self, live: InstanceId, limit: usize) -> Result<Vec<JournalEntry>> {
+        let mut connection = self.pool.acquire().await?;
+        let instances: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT instance_id FROM rollup_journal WHERE instance_id <> $1",
+        )
+        .bind(live.0)
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut lapsed = Vec::new();
+        for instance in instances {
+            let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(instance)
+                .fetch_one(&mut *connection)
+                .await?;
+            if free {
+                sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(instance)
+                    .execute(&mut *connection)
+                    .await?;
+                lapsed.push(instance);
+            }
+        }
+        if lapsed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, (i64, Vec<i64>, Vec<i64>)>(
+            "SELECT seq, client_ids, times_us FROM rollup_journal
+             WHERE instance_id = ANY($1) ORDER BY seq LIMIT $2",
+        )
+        .bind(&lapsed)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *connection)
+        .await?;
+        Ok(rows
             .into_iter()
-            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .map(|(seq, clients, times)| JournalEntry {
+                seq,
+                keys: clients.into_iter().zip(times).collect(),
+            })
+            .collect())
+    }
+
+    async fn samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
+        let (clients, times): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+        let columns: Vec<String> = sample_columns()
+            .split(", ")
+            .map(|column| format!("s.{column}"))
+            .collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM samples s
+             JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS k (client_id, time_us)
+               ON s.client_id = k.client_id AND s.time_us = k.time_us",
+            columns.join(", ")
+        ))
+        .bind(clients)
+        .bind(times)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClientSample {
+                    client: ClientId(row.try_get(0)?),
+                    sample: full_sample_from_row(row, 0)?,
+                })
+            })
             .collect()
     }
 

@@ -205,22 +205,6 @@ pub fn rollup_columns() -> String {
     columns
 }
 
-/// A `SELECT` of `source`'s samples (with the samples table's columns)
-/// summarised into a tier's buckets, in [`rollup_columns`] order and by
-/// key, so that writers lock rows in one order.
-pub fn aggregate_sql(tier: Tier, source: &str) -> String {
-    let width = tier.bucket_micros();
-    let mut select = format!("SELECT client_id, time_us / {width} * {width}, COUNT(*)");
-    for metric in CHARTED {
-        let m = metric.name;
-        select.push_str(&format!(
-            ", MIN({m}), MAX({m}), COALESCE(SUM({m}), 0), COUNT({m})"
-        ));
-    }
-    select.push_str(&format!(" FROM {source} GROUP BY 1, 2 ORDER BY 1, 2"));
-    select
-}
-
 /// Rollup columns after the three key columns: four per metric.
 pub const ROLLUP_VALUE_COLUMNS: usize = 4 * CHARTED_COUNT;
 

@@ -92,7 +92,8 @@ impl SampleRow {
 }
 
 /// Reads the columns of [`sample_columns`], starting at column `first`,
-/// into a full sample (file systems attached later).
+/// from a row sqlx fetched, into a full sample (file systems attached
+/// later).
 pub fn full_sample_from_row<'r, R>(row: &'r R, first: usize) -> Result<Sample>
 where
     R: Row,
@@ -100,17 +101,34 @@ where
     i64: Decode<'r, R::Database> + Type<R::Database>,
     f64: Decode<'r, R::Database> + Type<R::Database>,
 {
-    let mut sample = sample_from_row(row.try_get(first + 1)?, None, None, None);
+    let float = |index| row.try_get::<Option<f64>, _>(index);
+    let integer = |index| row.try_get::<Option<i64>, _>(index);
+    Ok(full_sample_from_columns(
+        row.try_get(first + 1)?,
+        first + 2,
+        float,
+        integer,
+    )?)
+}
+
+/// A full sample from its time and its metric columns, whatever library
+/// read them: `float(i)` and `integer(i)` read column `i`, and the metrics
+/// start at column `first_metric`.
+pub fn full_sample_from_columns<E>(
+    time_us: i64,
+    first_metric: usize,
+    float: impl Fn(usize) -> std::result::Result<Option<f64>, E>,
+    integer: impl Fn(usize) -> std::result::Result<Option<i64>, E>,
+) -> std::result::Result<Sample, E> {
+    let mut sample = sample_from_row(time_us, None, None, None);
     sample.extended = Some(Box::default());
     for (offset, metric) in METRICS.iter().enumerate() {
-        let column = first + 2 + offset;
+        let column = first_metric + offset;
         let value = match metric.kind {
-            ValueKind::Float => row
-                .try_get::<Option<f64>, _>(column)?
-                .map(MetricValue::Float),
-            ValueKind::Count => row
-                .try_get::<Option<i64>, _>(column)?
-                .map(|count| MetricValue::Count(count.max(0) as u64)),
+            ValueKind::Float => float(column)?.map(MetricValue::Float),
+            ValueKind::Count => {
+                integer(column)?.map(|count| MetricValue::Count(count.max(0) as u64))
+            }
         };
         metric.set(&mut sample, value);
     }

@@ -11,11 +11,12 @@ use sqlx::SqlitePool;
 use sysmon_core::Sample;
 use tokio::sync::mpsc;
 
+use super::journal::{self, JournalSeq};
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
-    filesystem_rows, sample_chunks, sample_columns, sample_from_row, ClientId, ClientSample,
-    Column, Durability, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
-    SAMPLE_COLUMN_COUNT,
+    filesystem_rows, full_sample_from_columns, sample_chunks, sample_columns, sample_from_row,
+    ClientId, ClientSample, Column, Durability, Fold, Inserted, InstanceId, JournalEntry,
+    SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS, SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -124,26 +125,64 @@ impl BlockingWriter {
         })
     }
 
-    /// Stores a batch in one transaction; returns the keys that were new.
-    fn insert(&self, samples: &[ClientSample]) -> rusqlite::Result<Vec<SampleKey>> {
-        let mut connection = self
-            .connection
+    fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.connection
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores a batch and its journal entry in one transaction.
+    fn insert(&self, samples: &[ClientSample], instance: InstanceId) -> rusqlite::Result<Inserted> {
+        let mut connection = self.lock();
         let transaction =
             connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let inserted = insert_rows(&transaction, samples)?;
+        let keys = insert_rows(&transaction, samples)?;
         insert_filesystems(&transaction, samples)?;
-        for tier in Tier::ROLLUPS {
-            upsert_buckets(
-                &transaction,
-                tier,
-                &rollup::summarise(samples, &inserted, tier),
-            )?;
-        }
+        let journal = match keys.is_empty() {
+            true => None,
+            false => Some(append_journal(&transaction, instance, &keys)?),
+        };
         transaction.commit()?;
-        Ok(inserted)
+        Ok(Inserted { keys, journal })
     }
+
+    /// Merges a fold into the rollup tables and deletes its journal
+    /// entries, in one transaction.
+    fn fold(&self, fold: &Fold, before_commit: &dyn Fn()) -> Result<()> {
+        let mut connection = self.lock();
+        let transaction =
+            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (tier, buckets) in fold.tier_buckets() {
+            upsert_buckets(&transaction, tier, buckets)?;
+        }
+        let mut delete = transaction.prepare_cached("DELETE FROM rollup_journal WHERE seq = ?1")?;
+        let mut deleted = 0;
+        for seq in &fold.journal {
+            deleted += delete.execute([seq])?;
+        }
+        drop(delete);
+        if deleted != fold.journal.len() {
+            return Err(Error::FoldConflict {
+                expected: fold.journal.len(),
+                found: deleted,
+            });
+        }
+        before_commit();
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+/// Appends the journal entry of a commit's new samples; returns its seq.
+fn append_journal(
+    connection: &rusqlite::Connection,
+    instance: InstanceId,
+    keys: &[SampleKey],
+) -> rusqlite::Result<JournalSeq> {
+    connection
+        .prepare_cached("INSERT INTO rollup_journal (instance_id, keys) VALUES (?1, ?2)")?
+        .execute((instance.0, journal::pack_keys(keys)))?;
+    Ok(connection.last_insert_rowid())
 }
 
 /// Inserts samples not stored yet; returns their keys.
@@ -350,6 +389,63 @@ fn send_samples(
     Ok(())
 }
 
+/// Runs a blocking store call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|e| Error::Internal(format!("SQLite writer task: {e}")))?
+}
+
+fn read_orphans(
+    connection: &rusqlite::Connection,
+    live: InstanceId,
+    limit: usize,
+) -> rusqlite::Result<Result<Vec<JournalEntry>>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT seq, keys FROM rollup_journal WHERE instance_id <> ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map((live.0, limit), |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (seq, keys) = row?;
+        let Some(keys) = journal::unpack_keys(&keys) else {
+            return Ok(Err(Error::Internal(format!(
+                "rollup journal entry {seq} is not a list of sample keys"
+            ))));
+        };
+        entries.push(JournalEntry { seq, keys });
+    }
+    Ok(Ok(entries))
+}
+
+fn read_samples_by_keys(
+    connection: &rusqlite::Connection,
+    keys: &[SampleKey],
+) -> rusqlite::Result<Vec<ClientSample>> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {} FROM samples WHERE client_id = ?1 AND time_us = ?2",
+        sample_columns()
+    ))?;
+    let mut samples = Vec::with_capacity(keys.len());
+    for &(client, time) in keys {
+        let mut rows = statement.query((client, time))?;
+        if let Some(row) = rows.next()? {
+            let sample =
+                full_sample_from_columns(time, 2, |index| row.get(index), |index| row.get(index))?;
+            samples.push(ClientSample {
+                client: ClientId(client),
+                sample,
+            });
+        }
+    }
+    Ok(samples)
+}
+
 impl_client_store!(SqliteStore);
 impl_user_store!(SqliteStore);
 
@@ -363,11 +459,45 @@ impl Store for SqliteStore {
         1
     }
 
-    async fn insert_samples(&self, samples: Arc<[ClientSample]>) -> Result<Vec<SampleKey>> {
+    /// One process writes a SQLite file, so its claim needs no lock.
+    async fn claim_instance(&self) -> Result<InstanceId> {
+        Ok(InstanceId::random())
+    }
+
+    async fn instance_alive(&self, _instance: InstanceId) -> bool {
+        true
+    }
+
+    async fn insert_samples(
+        &self,
+        samples: Arc<[ClientSample]>,
+        instance: InstanceId,
+    ) -> Result<Inserted> {
         let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || Ok(writer.insert(&samples)?))
+        blocking(move || Ok(writer.insert(&samples, instance)?)).await
+    }
+
+    async fn fold(
+        &self,
+        fold: Arc<Fold>,
+        before_commit: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<()> {
+        let writer = self.writer.clone();
+        blocking(move || writer.fold(&fold, before_commit.as_ref())).await
+    }
+
+    /// The file has one server, so every other instance's entries are
+    /// orphans: left by an earlier run, or by a claim this run gave up.
+    async fn orphaned_journal(&self, live: InstanceId, limit: usize) -> Result<Vec<JournalEntry>> {
+        self.readers
+            .read(move |connection| read_orphans(connection, live, limit))
+            .await?
+    }
+
+    async fn samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
+        self.readers
+            .read(move |connection| read_samples_by_keys(connection, &keys))
             .await
-            .map_err(|e| Error::Internal(format!("SQLite writer task: {e}")))?
     }
 
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {

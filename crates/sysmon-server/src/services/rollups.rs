@@ -1,0 +1,407 @@
+//! Rollups kept off the commit path.
+//!
+//! An ingest commit stores raw samples and one journal entry naming the new
+//! ones (see [`crate::store::journal`]); the writer then adds their
+//! summaries to an in-memory accumulator per (client, tier, bucket). Every
+//! `fold_interval` the accumulator is merged into the 1m/10m/1h tables in
+//! one transaction that also deletes the journal entries it accounts for,
+//! so a sample is in the rollups exactly once whatever happens: a crash
+//! loses the accumulator but not the journal, and journal entries whose
+//! process is gone are folded from the raw samples (at start, and by any
+//! server on the same PostgreSQL while it runs).
+//!
+//! Series read from a rollup tier add the buckets still pending here, so a
+//! chart never lags by the fold interval. A fold's commit is bracketed by a
+//! generation counter that readers check (a seqlock), so a reader never
+//! counts a bucket both as pending and as folded, and neither side waits
+//! for the other.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::store::rollup::{bucket_start, summarise, Bucket, SeriesQuery, Tier};
+use crate::store::{ClientSample, Fold, Inserted, InstanceId, JournalEntry, Store};
+
+/// Pending buckets past which a fold starts at once instead of waiting for
+/// its interval (about 64 MB of summaries).
+const EARLY_FOLD_BUCKETS: usize = 100_000;
+
+/// Pending buckets past which, folds failing, the accumulator is given up:
+/// its journal entries stay, and are folded from the samples instead, so
+/// memory stays bounded and nothing is lost.
+const MAX_PENDING_BUCKETS: usize = 1_000_000;
+
+/// Journal entries folded from samples per transaction.
+const RECOVERY_ENTRIES: usize = 500;
+
+/// Times a series read is retried when a fold committed while it read.
+const CONSISTENT_READ_ATTEMPTS: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollupsConfig {
+    /// How often pending summaries are merged into the rollup tables.
+    pub fold_interval: Duration,
+}
+
+impl Default for RollupsConfig {
+    fn default() -> Self {
+        Self {
+            fold_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Summaries of committed samples not yet merged into the tables.
+#[derive(Default)]
+struct Accumulator {
+    tiers: [HashMap<(i64, i64), Bucket>; 3],
+    journal: Vec<i64>,
+}
+
+impl Accumulator {
+    fn add(&mut self, rows: &[ClientSample], inserted: &Inserted) {
+        for (tier, pending) in Tier::ROLLUPS.into_iter().zip(&mut self.tiers) {
+            for bucket in summarise(rows, &inserted.keys, tier) {
+                pending
+                    .entry((bucket.client_id, bucket.start_us))
+                    .and_modify(|existing| existing.merge(&bucket))
+                    .or_insert(bucket);
+            }
+        }
+        self.journal.extend(inserted.journal);
+    }
+
+    fn buckets(&self) -> usize {
+        self.tiers.iter().map(HashMap::len).sum()
+    }
+
+    fn into_fold(self) -> Fold {
+        let mut fold = Fold {
+            journal: self.journal,
+            ..Fold::default()
+        };
+        for (sorted, pending) in fold.buckets.iter_mut().zip(self.tiers) {
+            *sorted = pending.into_values().collect();
+            sorted.sort_by_key(|bucket| (bucket.client_id, bucket.start_us));
+        }
+        fold
+    }
+}
+
+struct State {
+    instance: InstanceId,
+    current: Accumulator,
+    /// What the fold in progress (or failed, to be retried) merges.
+    folding: Option<Arc<Fold>>,
+}
+
+pub struct Rollups {
+    store: Arc<dyn Store>,
+    config: RollupsConfig,
+    state: Mutex<State>,
+    /// Odd while a fold commits; see the module's documentation.
+    generation: Arc<AtomicU64>,
+    fold_now: Notify,
+}
+
+impl Rollups {
+    /// Claims an instance and folds what earlier runs left in the journal,
+    /// so the rollups are whole before the first request.
+    pub async fn start(store: Arc<dyn Store>, config: RollupsConfig) -> Result<Arc<Rollups>> {
+        let instance = store.claim_instance().await?;
+        let rollups = Arc::new(Rollups {
+            store,
+            config,
+            state: Mutex::new(State {
+                instance,
+                current: Accumulator::default(),
+                folding: None,
+            }),
+            generation: Arc::new(AtomicU64::new(0)),
+            fold_now: Notify::new(),
+        });
+        let recovered = rollups.fold_orphans().await?;
+        if recovered > 0 {
+            tracing::info!(
+                samples = recovered,
+                "folded into the rollups the samples an earlier run stored but had not summarised"
+            );
+        }
+        Ok(rollups)
+    }
+
+    /// The instance a commit's journal entry must carry.
+    pub fn instance(&self) -> InstanceId {
+        self.lock().instance
+    }
+
+    /// Adds a commit's new samples to the pending summaries. A commit made
+    /// under an instance since given up is left to the journal.
+    pub fn record(&self, instance: InstanceId, rows: &[ClientSample], inserted: &Inserted) {
+        if inserted.keys.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        if state.instance != instance {
+            return;
+        }
+        state.current.add(rows, inserted);
+        if state.current.buckets() >= EARLY_FOLD_BUCKETS {
+            self.fold_now.notify_one();
+        }
+    }
+
+    /// Folds every `fold_interval` (sooner when much is pending) and takes
+    /// over orphaned journal entries, until `stop`. The last fold is
+    /// [`Rollups::fold`]'s caller's, once the writers have stopped.
+    pub fn spawn(self: Arc<Self>, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(self.config.fold_interval) => {}
+                    _ = self.fold_now.notified() => {}
+                }
+                if let Err(error) = self.fold().await {
+                    tracing::warn!(%error, "rollup fold failed; retrying at the next interval");
+                }
+                if let Err(error) = self.fold_orphans().await {
+                    tracing::warn!(%error, "folding orphaned rollup journal entries failed");
+                }
+            }
+        })
+    }
+
+    /// Merges what is pending into the rollup tables.
+    pub async fn fold(&self) -> Result<()> {
+        let (instance, fold) = {
+            let mut state = self.lock();
+            if state.folding.is_none() {
+                let taken = std::mem::take(&mut state.current);
+                state.folding = Some(Arc::new(taken.into_fold()));
+            }
+            let folding = state.folding.clone().unwrap_or_default();
+            (state.instance, folding)
+        };
+        if fold.is_empty() {
+            self.lock().folding = None;
+            return Ok(());
+        }
+        if !self.store.instance_alive(instance).await {
+            // Another server may be folding these entries from the samples:
+            // merging them too would count them twice.
+            self.give_up_instance("its claim lapsed").await?;
+            return Err(Error::Internal(
+                "the rollup instance claim lapsed; pending summaries left to the journal".into(),
+            ));
+        }
+        let entered = Arc::new(AtomicBool::new(false));
+        let before_commit = {
+            let (entered, generation) = (entered.clone(), self.generation.clone());
+            Arc::new(move || {
+                entered.store(true, Ordering::SeqCst);
+                generation.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let outcome = self.store.fold(fold.clone(), before_commit).await;
+        {
+            let mut state = self.lock();
+            if outcome.is_ok() {
+                state.folding = None;
+            }
+            if entered.load(Ordering::SeqCst) {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(
+                    buckets = fold.buckets.iter().map(Vec::len).sum::<usize>(),
+                    commits = fold.journal.len(),
+                    "rollups folded"
+                );
+                Ok(())
+            }
+            Err(Error::FoldConflict { .. }) => {
+                self.give_up_instance("another server folded its journal entries")
+                    .await?;
+                Err(Error::Internal(
+                    "rollup fold conflict; pending summaries left to the journal".into(),
+                ))
+            }
+            Err(error) => {
+                if self.lock().current.buckets() >= MAX_PENDING_BUCKETS {
+                    self.give_up_instance("too much is pending while folds fail")
+                        .await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Drops the pending summaries and claims a new instance: the old
+    /// instance's journal entries become orphans, folded from the samples.
+    async fn give_up_instance(&self, why: &str) -> Result<()> {
+        let instance = self.store.claim_instance().await?;
+        let mut state = self.lock();
+        tracing::warn!(
+            why,
+            pending_buckets = state.current.buckets(),
+            "giving up the in-memory rollup summaries; their journal entries will be folded from the samples"
+        );
+        // A visible change for readers, like a fold's commit.
+        self.generation.fetch_add(2, Ordering::SeqCst);
+        *state = State {
+            instance,
+            current: Accumulator::default(),
+            folding: None,
+        };
+        Ok(())
+    }
+
+    /// Folds from the samples every journal entry whose process is gone;
+    /// returns how many samples that summarised.
+    async fn fold_orphans(&self) -> Result<usize> {
+        let mut folded = 0;
+        loop {
+            let live = self.instance();
+            let entries = self.store.orphaned_journal(live, RECOVERY_ENTRIES).await?;
+            if entries.is_empty() {
+                return Ok(folded);
+            }
+            let fold = self.fold_from_samples(&entries).await?;
+            let noop: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
+            match self.store.fold(Arc::new(fold), noop).await {
+                Ok(()) => folded += entries.iter().map(|entry| entry.keys.len()).sum::<usize>(),
+                // Another server took these over first; look again.
+                Err(Error::FoldConflict { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn fold_from_samples(&self, entries: &[JournalEntry]) -> Result<Fold> {
+        let keys: Vec<_> = entries
+            .iter()
+            .flat_map(|entry| entry.keys.clone())
+            .collect();
+        let samples = self.store.samples_by_keys(keys).await?;
+        let stored: Vec<_> = samples
+            .iter()
+            .map(|row| (row.client.0, row.sample.time.micros()))
+            .collect();
+        let mut fold = Fold {
+            journal: entries.iter().map(|entry| entry.seq).collect(),
+            ..Fold::default()
+        };
+        for (tier, buckets) in Tier::ROLLUPS.into_iter().zip(&mut fold.buckets) {
+            *buckets = summarise(&samples, &stored, tier);
+        }
+        Ok(fold)
+    }
+
+    /// Reads a rollup tier's series with `read` and adds what is pending
+    /// for it, consistently: retried when a fold committed meanwhile.
+    pub async fn series_with_pending<F, Fut>(
+        &self,
+        query: &SeriesQuery,
+        read: F,
+    ) -> Result<Vec<Bucket>>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Bucket>>>,
+    {
+        for _ in 0..CONSISTENT_READ_ATTEMPTS {
+            let before = self.generation.load(Ordering::SeqCst);
+            if before % 2 == 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let pending = self.pending(query);
+            let stored = read().await?;
+            if self.generation.load(Ordering::SeqCst) == before {
+                return Ok(merge_pending(stored, pending, query.step_us));
+            }
+        }
+        Err(Error::Overloaded)
+    }
+
+    /// The pending buckets of a query's client, tier and range.
+    fn pending(&self, query: &SeriesQuery) -> Vec<Bucket> {
+        let index = query.tier.rollup_index();
+        let in_range = |bucket: &&Bucket| {
+            bucket.client_id == query.client_id
+                && (query.start_us..query.end_us).contains(&bucket.start_us)
+        };
+        let state = self.lock();
+        let current = state.current.tiers[index].values().filter(in_range);
+        let folding = state.folding.iter().flat_map(|fold| {
+            let sorted = &fold.buckets[index];
+            let first = sorted.partition_point(|bucket| {
+                (bucket.client_id, bucket.start_us) < (query.client_id, query.start_us)
+            });
+            sorted[first..].iter().take_while(in_range)
+        });
+        current.chain(folding).cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Adds pending tier buckets into a series' step buckets (ordered by start).
+fn merge_pending(stored: Vec<Bucket>, pending: Vec<Bucket>, step_us: i64) -> Vec<Bucket> {
+    if pending.is_empty() {
+        return stored;
+    }
+    let mut buckets: std::collections::BTreeMap<i64, Bucket> = stored
+        .into_iter()
+        .map(|bucket| (bucket.start_us, bucket))
+        .collect();
+    for bucket in pending {
+        let start = bucket_start(bucket.start_us, step_us);
+        buckets
+            .entry(start)
+            .or_insert_with(|| Bucket::empty(bucket.client_id, start))
+            .merge(&bucket);
+    }
+    buckets.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(start_us: i64, count: i64, cpu: f64) -> Bucket {
+        let mut bucket = Bucket::empty(1, start_us);
+        bucket.sample_count = count;
+        for _ in 0..count {
+            bucket.metrics[0].add(cpu);
+        }
+        bucket
+    }
+
+    #[test]
+    fn pending_buckets_merge_into_their_step() {
+        let minute = 60_000_000;
+        let stored = vec![bucket(0, 2, 10.0), bucket(10 * minute, 1, 50.0)];
+        let pending = vec![bucket(minute, 1, 30.0), bucket(20 * minute, 1, 70.0)];
+        let merged = merge_pending(stored, pending, 10 * minute);
+        let starts: Vec<i64> = merged.iter().map(|b| b.start_us).collect();
+        assert_eq!(starts, [0, 10 * minute, 20 * minute]);
+        assert_eq!(merged[0].sample_count, 3);
+        assert_eq!(merged[0].metrics[0].max, Some(30.0));
+        assert_eq!(merged[0].metrics[0].mean(), Some(50.0 / 3.0));
+        assert_eq!(merged[2].metrics[0].min, Some(70.0));
+    }
+}

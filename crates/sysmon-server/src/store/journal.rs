@@ -1,0 +1,110 @@
+//! The rollup journal: what the stores keep so that rollups can be summed
+//! outside the ingest transaction without ever losing or doubling a sample.
+//!
+//! Each ingest commit appends one journal entry naming the samples it newly
+//! stored, tagged with the server process ([`InstanceId`]) that holds their
+//! summaries in memory. A [`Fold`] merges summaries into the rollup tables
+//! and deletes the entries it accounts for, in one transaction, so every
+//! stored sample is in the rollups exactly once: either its entry is still
+//! in the journal or its summary is in the tables. Entries left by a
+//! process that is gone are folded from the samples themselves.
+
+use super::rollup::{Bucket, Tier};
+use super::SampleKey;
+
+/// One server process's claim on its journal entries. Random per start, so
+/// a restarted server never mistakes its predecessor's entries for its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId(pub i64);
+
+impl InstanceId {
+    pub fn random() -> InstanceId {
+        // Positive, so it reads the same as a PostgreSQL advisory-lock key
+        // and in logs.
+        InstanceId(rand::random::<i64>() & i64::MAX | 1)
+    }
+}
+
+/// A journal entry's position; entries are folded and deleted by it.
+pub type JournalSeq = i64;
+
+/// What one ingest commit stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inserted {
+    /// The samples that were new (not replays).
+    pub keys: Vec<SampleKey>,
+    /// The journal entry naming them; `None` when nothing was new.
+    pub journal: Option<JournalSeq>,
+}
+
+/// Summaries to merge into the rollup tables, and the journal entries whose
+/// samples they account for (deleted in the same transaction).
+#[derive(Debug, Clone, Default)]
+pub struct Fold {
+    /// Per tier of [`Tier::ROLLUPS`], in its order; each sorted by
+    /// (client, bucket), so concurrent folds lock rows in one order.
+    pub buckets: [Vec<Bucket>; 3],
+    pub journal: Vec<JournalSeq>,
+}
+
+impl Fold {
+    pub fn tier_buckets(&self) -> impl Iterator<Item = (Tier, &[Bucket])> {
+        Tier::ROLLUPS
+            .into_iter()
+            .zip(self.buckets.iter().map(Vec::as_slice))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.journal.is_empty() && self.buckets.iter().all(Vec::is_empty)
+    }
+}
+
+/// A journal entry to fold from the stored samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub seq: JournalSeq,
+    pub keys: Vec<SampleKey>,
+}
+
+/// `(client_id, time_us)` pairs as 16 little-endian bytes each: how SQLite
+/// keeps an entry's keys in one BLOB.
+pub fn pack_keys(keys: &[SampleKey]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(keys.len() * 16);
+    for (client, time) in keys {
+        bytes.extend_from_slice(&client.to_le_bytes());
+        bytes.extend_from_slice(&time.to_le_bytes());
+    }
+    bytes
+}
+
+/// The inverse of [`pack_keys`]; `None` for bytes it did not write.
+pub fn unpack_keys(bytes: &[u8]) -> Option<Vec<SampleKey>> {
+    if !bytes.len().is_multiple_of(16) {
+        return None;
+    }
+    let word = |chunk: &[u8]| chunk.try_into().ok().map(i64::from_le_bytes);
+    bytes
+        .chunks_exact(16)
+        .map(|pair| Some((word(&pair[..8])?, word(&pair[8..])?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_their_blob() {
+        let keys = vec![(1, 1_764_000_000_000_000), (i64::MAX, -5)];
+        assert_eq!(unpack_keys(&pack_keys(&keys)), Some(keys));
+        assert_eq!(unpack_keys(&[]), Some(vec![]));
+        assert_eq!(unpack_keys(&[0; 15]), None);
+    }
+
+    #[test]
+    fn instance_ids_are_positive() {
+        for _ in 0..100 {
+            assert!(InstanceId::random().0 > 0);
+        }
+    }
+}
