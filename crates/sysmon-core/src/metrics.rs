@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::sample::{Sample, SampleError};
 
+/// The largest magnitude a float metric may have: more than any machine
+/// measures (an exabyte, in bytes), and small enough that summing a
+/// bucket's values can never overflow.
+pub const MAX_MAGNITUDE: f64 = 1e18;
+
 /// How a metric's values are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
@@ -139,6 +144,9 @@ impl Metric {
             }
             MetricValue::Count(_) => Ok(()),
             MetricValue::Float(value) if !value.is_finite() => Err(SampleError::NotFinite(name)),
+            MetricValue::Float(value) if value.abs() > MAX_MAGNITUDE => {
+                Err(SampleError::TooLarge(name))
+            }
             MetricValue::Float(value) => match self.range {
                 Range::Any => Ok(()),
                 _ if value < 0.0 => Err(SampleError::Negative(name)),
@@ -337,8 +345,9 @@ pub fn validate(sample: &Sample) -> Result<(), SampleError> {
         if let Some((field, _)) = counts.iter().find(|(_, count)| *count > i64::MAX as u64) {
             return Err(SampleError::OutOfRange(field));
         }
-        if fs.mount_point.is_empty() || fs.mount_point.len() > 4096 {
-            return Err(SampleError::OutOfRange("filesystems.mount_point"));
+        let text = &fs.mount_point;
+        if text.is_empty() || text.len() > 4096 || text.chars().any(char::is_control) {
+            return Err(SampleError::InvalidText("filesystems.mount_point"));
         }
     }
     Ok(())
@@ -406,6 +415,22 @@ mod tests {
     }
 
     #[test]
+    fn mount_points_are_plain_text() {
+        let mut sample = empty_sample();
+        let mut extended = ExtendedMetrics::default();
+        extended.filesystems.push(FilesystemUsage {
+            mount_point: "/data\0".into(),
+            used_bytes: 1,
+            total_bytes: 2,
+        });
+        sample.extended = Some(Box::new(extended));
+        assert_eq!(
+            validate(&sample),
+            Err(SampleError::InvalidText("filesystems.mount_point"))
+        );
+    }
+
+    #[test]
     fn clearing_a_value_does_not_invent_extended_metrics() {
         let mut sample = empty_sample();
         for metric in &METRICS {
@@ -437,5 +462,10 @@ mod tests {
             check("swap_used_bytes", MetricValue::Count(u64::MAX)),
             Err(SampleError::OutOfRange("swap_used_bytes"))
         );
+        assert_eq!(
+            check("temperature_celsius", MetricValue::Float(-1e300)),
+            Err(SampleError::TooLarge("temperature_celsius"))
+        );
+        assert_eq!(check("mem", MetricValue::Float(MAX_MAGNITUDE)), Ok(()));
     }
 }

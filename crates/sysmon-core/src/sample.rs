@@ -130,6 +130,12 @@ pub enum SampleError {
     ImplausibleTime,
     #[error("field `{0}` is out of range")]
     OutOfRange(&'static str),
+    /// Past [`crate::metrics::MAX_MAGNITUDE`]: no machine measures that
+    /// much, and sums of such values overflow the rollups.
+    #[error("field `{0}` is too large: the limit is 1e18")]
+    TooLarge(&'static str),
+    #[error("field `{0}` must be 1 to 4096 bytes of text without control characters")]
+    InvalidText(&'static str),
 }
 
 /// The fields a sample may carry, with the spellings each may arrive in.
@@ -214,13 +220,15 @@ impl Sample {
             Some(seconds) => plausible_time(seconds, now)?,
             None => now,
         };
-        Ok(Sample {
+        let sample = Sample {
             time,
             cpu_load,
             mem,
             storage,
             extended: None,
-        })
+        };
+        crate::metrics::validate(&sample)?;
+        Ok(sample)
     }
 
     /// Parses a JSON object such as a request body or a WebSocket `data`.
@@ -381,6 +389,7 @@ mod tests {
             Err(SampleError::AbovePercent("cpu_load"))
         );
         assert_eq!(text(&[("time", "12")]), Err(SampleError::ImplausibleTime));
+        assert_eq!(text(&[("mem", "1e308")]), Err(SampleError::TooLarge("mem")));
         let too_late = (NOW + 2 * 86_400).to_string();
         assert_eq!(
             text(&[("time", &too_late)]),

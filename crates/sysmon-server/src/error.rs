@@ -34,6 +34,9 @@ pub enum Error {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// The database refused a request's samples for what they hold.
+    #[error("the database refused these samples: {0}")]
+    RefusedByStore(String),
     #[error("request body is too large: the limit is 1 MiB (16 MiB for /api/v1/samples)")]
     PayloadTooLarge,
     #[error("no such route; docs/api.md lists them")]
@@ -95,6 +98,7 @@ impl Error {
             | Error::InvalidSample(_)
             | Error::InvalidBatch(_)
             | Error::RetentionExpired { .. }
+            | Error::RefusedByStore(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
@@ -140,7 +144,7 @@ impl Error {
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::NotFound | Error::NotFoundNamed(_) => ErrorCode::NotFound,
             Error::LogEmpty => ErrorCode::LogEmpty,
-            Error::InvalidSample(_) => ErrorCode::InvalidSample,
+            Error::InvalidSample(_) | Error::RefusedByStore(_) => ErrorCode::InvalidSample,
             Error::InvalidBatch(error) => match error {
                 BatchError::Malformed { .. } | BatchError::Invalid { .. } => {
                     ErrorCode::InvalidSample
@@ -199,6 +203,35 @@ impl Error {
         ErrorReply {
             code: (!fixed).then(|| self.code()),
             ..self.reply()
+        }
+    }
+}
+
+impl Error {
+    /// The database refused the data itself (a value, a constraint), not
+    /// the moment: sending the same rows again can never succeed.
+    pub fn is_refused_data(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Database(error)) => {
+                let sqlstate_class = error
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|error| error.code().get(..2));
+                matches!(sqlstate_class, Some("22" | "23"))
+                    || matches!(
+                        error.kind(),
+                        sqlx::error::ErrorKind::UniqueViolation
+                            | sqlx::error::ErrorKind::ForeignKeyViolation
+                            | sqlx::error::ErrorKind::NotNullViolation
+                            | sqlx::error::ErrorKind::CheckViolation
+                    )
+            }
+            Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.code,
+                rusqlite::ErrorCode::ConstraintViolation
+                    | rusqlite::ErrorCode::TypeMismatch
+                    | rusqlite::ErrorCode::TooBig
+            ),
+            _ => false,
         }
     }
 }

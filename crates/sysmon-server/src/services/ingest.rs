@@ -232,7 +232,51 @@ async fn next_batch(
     Some(jobs)
 }
 
+/// Stores a batch of requests in one transaction and answers each. When the
+/// database refuses the data itself (a value or constraint, not its
+/// availability), the requests are stored one by one, so that only the
+/// guilty one is refused and the others are not held up by it.
 async fn commit(writer: &Writer, jobs: Vec<Job>) {
+    match store_jobs(writer, &jobs).await {
+        Ok(inserted) => answer(jobs, |job| Ok(acknowledge(&job.rows, &inserted))),
+        Err(error) if error.is_refused_data() && jobs.len() > 1 => {
+            tracing::warn!(
+                %error,
+                requests = jobs.len(),
+                "the database refused a batch's data; storing its requests one by one"
+            );
+            for job in jobs {
+                let outcome = store_jobs(writer, std::slice::from_ref(&job)).await;
+                answer(vec![job], |job| match &outcome {
+                    Ok(inserted) => Ok(acknowledge(&job.rows, inserted)),
+                    Err(error) => Err(refusal(error)),
+                });
+            }
+        }
+        Err(error) => answer(jobs, |_| Err(refusal(&error))),
+    }
+}
+
+/// What a request is told when its samples were not stored.
+fn refusal(error: &Error) -> Error {
+    match error.is_refused_data() {
+        true => Error::RefusedByStore(error.to_string()),
+        false => Error::StoreUnavailable,
+    }
+}
+
+fn answer(jobs: Vec<Job>, outcome: impl Fn(&Job) -> Result<BatchAck>) {
+    for job in jobs {
+        let answer = outcome(&job);
+        // A requester that went away no longer needs an answer.
+        let _ = job.done.send(answer);
+    }
+}
+
+/// Stores the requests' samples in one transaction; returns the keys that
+/// were new, once their summaries wait to be folded and live readers have
+/// them.
+async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<HashSet<SampleKey>> {
     let (store, metrics) = (writer.store.as_ref(), writer.metrics.as_ref());
     let rows: Arc<[ClientSample]> = jobs
         .iter()
@@ -240,44 +284,32 @@ async fn commit(writer: &Writer, jobs: Vec<Job>) {
         .collect();
     let started = Instant::now();
     let instance = writer.rollups.instance();
-    let outcome = store.insert_samples(rows.clone(), instance).await;
-    match &outcome {
-        Ok(_) => metrics.batch_committed(rows.len(), started.elapsed().as_secs_f64()),
-        Err(_) => metrics.batch_failed(),
-    }
-    match &outcome {
-        Ok(_) => tracing::trace!(
-            rows = rows.len(),
-            requests = jobs.len(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "batch committed"
-        ),
-        Err(error) => tracing::error!(
-            rows = rows.len(),
-            requests = jobs.len(),
-            %error,
-            "batch not stored; its requests are answered 503"
-        ),
-    }
-    if let Ok(inserted) = &outcome {
-        // Before any answer, so a chart read after the acknowledgement
-        // includes these samples.
-        writer.rollups.record(instance, &rows, inserted);
-    }
-    let inserted: Option<HashSet<SampleKey>> = outcome
-        .ok()
-        .map(|inserted| inserted.keys.into_iter().collect());
-    if let Some(inserted) = &inserted {
-        publish(&writer.live, rows, inserted);
-    }
-    for job in jobs {
-        let answer = match &inserted {
-            Some(inserted) => Ok(acknowledge(&job.rows, inserted)),
-            None => Err(Error::StoreUnavailable),
-        };
-        // A requester that went away no longer needs an answer.
-        let _ = job.done.send(answer);
-    }
+    let inserted = match store.insert_samples(rows.clone(), instance).await {
+        Ok(inserted) => inserted,
+        Err(error) => {
+            metrics.batch_failed();
+            tracing::error!(
+                rows = rows.len(),
+                requests = jobs.len(),
+                %error,
+                "batch not stored"
+            );
+            return Err(error);
+        }
+    };
+    metrics.batch_committed(rows.len(), started.elapsed().as_secs_f64());
+    tracing::trace!(
+        rows = rows.len(),
+        requests = jobs.len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        "batch committed"
+    );
+    // Before any answer, so a chart read after the acknowledgement
+    // includes these samples.
+    writer.rollups.record(instance, &rows, &inserted);
+    let keys: HashSet<SampleKey> = inserted.keys.into_iter().collect();
+    publish(&writer.live, rows, &keys);
+    Ok(keys)
 }
 
 /// Hands the new rows to live readers, if there are any.

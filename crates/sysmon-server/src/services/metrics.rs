@@ -119,7 +119,7 @@ impl Metrics {
         let commit_failures = Counter::default();
         registry.register(
             "ingest_commit_failures",
-            "Ingest transactions that failed (their requests got 503)",
+            "Ingest transactions that failed: their requests got 503, or were stored one by one when the database refused their data",
             commit_failures.clone(),
         );
         let queue_depth = Gauge::default();
