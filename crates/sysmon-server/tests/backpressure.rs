@@ -80,15 +80,7 @@ async fn a_stalled_store_gets_503_not_lost_samples() {
         "exactly the acknowledged samples are stored"
     );
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics_text().await;
     assert!(
         metrics.contains(r#"sysmon_ingest_rejected_total{reason="overloaded"}"#),
         "{metrics}"

@@ -58,15 +58,7 @@ async fn push(server: &TestServer, name: &str, token: &str, time: usize, mem: f6
 }
 
 async fn commit_failures(server: &TestServer) -> u64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     text.lines()
         .find_map(|line| line.strip_prefix("sysmon_ingest_commit_failures_total "))
         .and_then(|value| value.trim().parse().ok())

@@ -102,15 +102,7 @@ async fn metrics_count_what_the_server_did() {
     let mut open = 1.0;
     for _ in 0..50 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let text = server
-            .http
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text().await;
         open = value_of(&text, "sysmon_websocket_connections");
         if open == 0.0 {
             break;

@@ -79,6 +79,18 @@ impl TestServer {
         let body = expect_ok_json(request, &format!("report of {username}")).await;
         body["payload"].as_array().expect("payload array").clone()
     }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("/metrics body")
+    }
 }
 
 /// Sends `request` and returns its JSON body; panics, naming `what`, unless
