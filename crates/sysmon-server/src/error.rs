@@ -202,6 +202,8 @@ impl Error {
         );
         ErrorReply {
             code: (!fixed).then(|| self.code()),
+            // The original routes take one sample, so there is no index.
+            index: None,
             ..self.reply()
         }
     }

@@ -336,6 +336,11 @@ async fn push_refuses_bad_requests_with_clear_errors(database: TestDatabase) {
             .unwrap();
         assert_eq!(response.status(), 405, "{method}");
     }
+    // A user name that is not UTF-8 in the URL: a coded error, as JSON.
+    let response = server.push_form("%FF", &token, &[("mem", "1")]).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_request", "{body}");
 
     // None of that stored anything, and the server is still well.
     let response = server

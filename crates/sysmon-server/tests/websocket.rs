@@ -51,6 +51,11 @@ async fn hello_comes_first_and_junk_is_refused(database: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(ws.receive().await, not_protocol());
+    // A plain GET of the WebSocket route is told what it is, as JSON.
+    let response = server.http.get(server.url("/echo")).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_request", "{body}");
     // The connection is still usable.
     let work_time = ws.request(&json!({"type": "WORK_TIME"})).await;
     assert_eq!(work_time["type"], "WORK_TIME");

@@ -2,7 +2,7 @@
 //! reading a client's log back.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use sysmon_core::number::MetricNumber;
 use sysmon_core::{Sample, UnixTime};
 
 use super::body::Fields;
+use super::extract::Path;
 use super::{parse_bound, query_params};
 use crate::error::{Error, OriginalApiError, Result};
 use crate::services::metrics::Source;

@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use axum::extract::{Path, RawQuery};
+use axum::extract::RawQuery;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, REFERRER_POLICY,
     X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
 
+use super::extract::Path;
 use super::query_params;
 use crate::error::{Error, Result};
 use crate::state::AppState;

@@ -5,6 +5,7 @@
 mod body;
 mod compat;
 mod dashboard;
+mod extract;
 mod monitor;
 mod query;
 mod session;
@@ -60,13 +61,24 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::new())
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
 async fn not_found() -> Error {
     Error::NotFound
+}
+
+/// A handler that panicked answers like any internal error (and the panic
+/// is logged where every internal error is).
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    Error::Internal(format!("a request handler panicked: {what}")).into_response()
 }
 
 /// `/metrics`: the server's telemetry for Prometheus.
@@ -132,6 +144,15 @@ fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_is_a_coded_internal_error() {
+        let response = panicked(Box::new("boom"));
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn bounds_are_optional_numbers() {

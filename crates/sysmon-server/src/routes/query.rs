@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::{RawQuery, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use sysmon_core::{Sample, UnixTime};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
+use super::extract::{Path, Upgrade};
 use super::parse_bound;
 use super::session::{request_token, Authenticated};
 use crate::error::{Error, Result};
@@ -412,7 +413,7 @@ pub async fn live(
     Authenticated(principal): Authenticated,
     Path(name): Path<String>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    Upgrade(upgrade): Upgrade,
 ) -> Result<Response> {
     check_same_origin(&headers)?;
     let client = state.reads.readable_client(&principal, &name).await?;

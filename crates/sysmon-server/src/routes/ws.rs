@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Local};
@@ -20,6 +20,7 @@ use sysmon_core::{Sample, Units, UnixTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::extract::Upgrade;
 use super::{work_time, MAX_BODY_BYTES};
 use crate::error::Error;
 use crate::services::metrics::Source;
@@ -38,7 +39,7 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn upgrade(upgrade: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn upgrade(Upgrade(upgrade): Upgrade, State(state): State<AppState>) -> Response {
     // Small buffers: tungstenite's defaults (128 KiB each way) cost ~150 KB
     // per connection, 1.5 GB for a fleet of 10,000 agents; our frames are
     // small and every reply is flushed on its own anyway.

@@ -116,7 +116,10 @@ impl Reads {
         to: Option<UnixTime>,
     ) -> Result<impl Stream<Item = Result<Vec<Sample>>> + Send + 'static> {
         let end = to.unwrap_or_else(UnixTime::now).micros();
-        let start = from.map_or(end - micros(DEFAULT_EXPORT_RANGE), UnixTime::micros);
+        let start = from.map_or(
+            end.saturating_sub(micros(DEFAULT_EXPORT_RANGE)),
+            UnixTime::micros,
+        );
         if start > end {
             return Err(Error::BadRequest("`from` must not be after `to`".into()));
         }

@@ -36,7 +36,7 @@ pub enum Column {
 }
 
 impl Column {
-    /// An empty column of a metric's kind.
+    /// A metric's value as the column its kind is kept in.
     fn of_kind(kind: ValueKind, value: Option<MetricValue>) -> Column {
         match kind {
             ValueKind::Float => Column::Float(value.map(MetricValue::as_f64)),
