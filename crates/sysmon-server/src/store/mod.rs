@@ -7,6 +7,7 @@ mod clients;
 mod copy_binary;
 #[macro_use]
 mod dashboard_users;
+mod partitions;
 mod postgres;
 pub mod rollup;
 mod sample_row;
@@ -161,6 +162,13 @@ pub trait Store: ClientStore + UserStore + Send + Sync + 'static {
 
     /// Deletes a tier's rows filed before `before_us`; returns how many.
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
+
+    /// Readies the store for the samples of the coming days, so the ingest
+    /// path finds it ready: PostgreSQL creates their partitions. Run by the
+    /// retention job; SQLite has nothing to do.
+    async fn prepare_ahead(&self, _now_us: i64) -> Result<()> {
+        Ok(())
+    }
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);

@@ -14,6 +14,7 @@ use sysmon_core::Sample;
 use tokio::sync::mpsc;
 
 use super::copy_binary::SampleRowDecoder;
+use super::partitions::Partitions;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     filesystem_rows, redact_password, sample_chunks, sample_columns, ClientId, ClientSample,
@@ -25,6 +26,8 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The samples tables' day partitions (see partitions.rs).
+    partitions: Partitions,
 }
 
 impl PostgresStore {
@@ -36,6 +39,11 @@ impl PostgresStore {
             // For every write of this server, which is almost all ingest.
             options = options.options([("synchronous_commit", "off")]);
         }
+        // A query over every day partition of the samples (a client's first
+        // and latest sample) is costed high enough for PostgreSQL to compile
+        // it with JIT: with a year of days, 27 s for the fleet overview
+        // instead of 0.3 s.
+        options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
@@ -45,7 +53,8 @@ impl PostgresStore {
                 Error::Config(format!("cannot connect to PostgreSQL at `{shown}`: {e}"))
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let partitions = Partitions::load(&pool).await?;
+        Ok(Self { pool, partitions })
     }
 }
 
@@ -181,12 +190,18 @@ impl Store for PostgresStore {
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
         rows.sort_by_key(|row| (row.client_id, row.time_us));
         let filesystems = filesystem_rows(samples);
-        insert_batch(&rows, &filesystems)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
-            .collect()
+        let (rows, filesystems, pool) = (&rows, &filesystems, &self.pool);
+        let times = rows.iter().map(|row| row.time_us);
+        self.partitions
+            .insert_with(pool, times, move || async move {
+                insert_batch(rows, filesystems)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(|row| Ok((row.try_get::<i64, _>(0)?, row.try_get::<i64, _>(1)?)))
+                    .collect()
+            })
+            .await
     }
 
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
@@ -242,6 +257,10 @@ impl Store for PostgresStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+
+    async fn prepare_ahead(&self, now_us: i64) -> Result<()> {
+        self.partitions.create_ahead(&self.pool, now_us).await
     }
 
     async fn close(&self) {
