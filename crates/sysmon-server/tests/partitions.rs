@@ -1,6 +1,7 @@
 //! Samples over many days, and on PostgreSQL the day partitions that hold
 //! them (migration 0005, src/store/partitions.rs): created ahead and on
-//! demand, and the rows of an older schema carried over.
+//! demand, dropped whole by raw retention, recreated when another server
+//! dropped one, and the rows of an older schema carried over.
 
 mod common;
 
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, PgConnection};
 use sysmon_server::services::passwords::Passwords;
+use sysmon_server::store::{self, Durability, Tier};
 use sysmon_testkit::{poll, unix_now, Backend, TestDatabase, TestServer};
 
 sysmon_testkit::on_both_stores!(samples_over_many_days_are_stored_once);
@@ -157,6 +159,49 @@ async fn partitions_are_created_ahead() {
     .await
     .unwrap();
     assert_eq!(foreign_keys, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
+    let Some(database) = postgres().await else {
+        return;
+    };
+    // Raw samples kept forever, so the server stores these old days.
+    let mut config = database.config();
+    config.retention.raw = None;
+    let server = TestServer::start(config).await;
+    let token = server.register("old-days", "pw").await;
+    // Two samples on each of five days, 06:00 and 18:00.
+    let times: Vec<i64> = (0..5)
+        .flat_map(|day| [6, 18].map(|hour| NOV_20 + day * DAY + hour * 3600))
+        .collect();
+    let batch: Vec<Value> = times.iter().map(|&t| sample(t, 1.0)).collect();
+    post_samples(&server, &token, &batch).await;
+
+    // Retention from a second store on the same database, as another
+    // server would run it, with the horizon at noon of the fourth day.
+    let other = store::connect(&database.url, Durability::Full)
+        .await
+        .expect("a second store");
+    let horizon_us = (NOV_20 + 3 * DAY + 12 * 3600) * 1_000_000;
+    other.prune(Tier::Raw, horizon_us).await.expect("prune");
+    other.close().await;
+
+    // The first three days are gone whole; the fourth, which the horizon
+    // cuts, stays whole (06:00 too) until it has passed entirely.
+    let kept: Vec<i64> = times[6..].to_vec();
+    assert_eq!(stored(&server, &token).await, (kept.clone(), kept.clone()));
+    let mut connection = connect(&database).await;
+    assert_partitions(&mut connection, &kept).await;
+
+    // This server still believes the first day's partition exists: the
+    // insert fails, the day is created again and the batch stored.
+    let ack = post_samples(&server, &token, &[sample(times[0], 2.0)]).await;
+    assert_eq!(ack, json!({"stored": [times[0]], "duplicates": []}));
+    let mut expected = vec![times[0]];
+    expected.extend(&kept);
+    assert_eq!(stored(&server, &token).await, (expected.clone(), expected));
     server.shutdown().await;
 }
 

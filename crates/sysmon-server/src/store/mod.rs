@@ -161,6 +161,10 @@ pub trait Store: ClientStore + UserStore + Send + Sync + 'static {
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>>;
 
     /// Deletes a tier's rows filed before `before_us`; returns how many.
+    /// PostgreSQL keeps raw samples in a partition per day and drops whole
+    /// partitions instead: those that end by `before_us` (the one holding
+    /// it stays until its day has passed too), counted by the planner's
+    /// estimate.
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
 
     /// Readies the store for the samples of the coming days, so the ingest

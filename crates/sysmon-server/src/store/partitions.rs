@@ -1,7 +1,7 @@
 //! The partitions of the samples tables on PostgreSQL (migration 0005):
 //! `samples` and `sample_filesystems` each have one partition per UTC day,
 //! `samples_p20261202` and `sample_filesystems_p20261202`, which the server
-//! creates (raw retention on PostgreSQL still deletes rows, for now).
+//! creates and which raw retention drops whole.
 //!
 //! A batch must never fail for want of a partition, and should not pay a
 //! round trip to learn that its partitions exist. [`Partitions`] remembers
@@ -40,8 +40,19 @@ const TABLES: [&str; 2] = ["samples", "sample_filesystems"];
 /// retention job that runs late.
 const DAYS_AHEAD: i64 = 2;
 
+/// How long dropping a partition waits for its tables. Dropping needs them
+/// exclusively, so it waits for every read in flight (a long report to a
+/// slow client, say) while inserts queue behind it; past this it gives up
+/// until the retention job's next run, so ingest never stalls for long.
+/// Below PostgreSQL's default `deadlock_timeout` (1 s), so that in a lock
+/// cycle with a writer the drop gives way, not the batch.
+const DROP_LOCK_TIMEOUT: &str = "500ms";
+
 /// SQLSTATE of `no partition of relation ... found for row`.
 const CHECK_VIOLATION: &str = "23514";
+/// SQLSTATE of a lock wait that ran out of `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
 /// A UTC day: days since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Day(i64);
@@ -85,6 +96,8 @@ impl Day {
 struct Found {
     table: &'static str,
     day: Day,
+    /// The planner's estimate of its rows (exact after a vacuum or analyze).
+    estimated_rows: u64,
 }
 
 /// The days whose partitions this server knows to exist, and the way to
@@ -149,6 +162,38 @@ impl Partitions {
     pub async fn create_ahead(&self, pool: &PgPool, now_us: i64) -> Result<()> {
         let times = (0..=DAYS_AHEAD).map(|ahead| now_us.saturating_add(ahead * DAY_US));
         self.ensure(pool, times).await
+    }
+
+    /// Drops the partitions whose whole day lies before `before_us`, both
+    /// tables' at once, oldest first; returns the rows they held (the
+    /// planner's estimate: counting would read every row dropped). The
+    /// partition holding `before_us` stays until its day has passed too.
+    /// If a drop cannot get its tables in time, the rest waits for the next
+    /// run.
+    pub async fn drop_before(&self, pool: &PgPool, before_us: i64) -> Result<u64> {
+        let found = list(pool).await?;
+        let mut expired: BTreeMap<Day, u64> = BTreeMap::new();
+        for partition in found.iter().filter(|p| p.day.end_us() <= before_us) {
+            let rows = expired.entry(partition.day).or_default();
+            if partition.table == TABLES[0] {
+                *rows += partition.estimated_rows;
+            }
+        }
+        let mut dropped_rows = 0;
+        for (day, rows) in expired {
+            match self.drop_day(pool, day).await {
+                Ok(()) => dropped_rows += rows,
+                Err(Error::Database(error)) if is_lock_timeout(&error) => {
+                    tracing::warn!(
+                        day_start_us = day.start_us(),
+                        "expired partitions are in use; dropping them at the next retention run"
+                    );
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(dropped_rows)
     }
 
     /// Makes sure every day of `times` has its partitions. Asks the
@@ -243,6 +288,29 @@ impl Partitions {
         }
         Ok(())
     }
+
+    /// Drops one day's partitions, of every table, in one transaction.
+    async fn drop_day(&self, pool: &PgPool, day: Day) -> Result<()> {
+        let names = TABLES
+            .into_iter()
+            .map(|table| day.partition(table))
+            .collect::<Result<Vec<_>>>()?;
+        let mut transaction = pool.begin().await?;
+        // Both parents locked up front, in the order creators lock them.
+        let statements = format!(
+            "SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}';
+             LOCK TABLE ONLY samples, ONLY sample_filesystems IN ACCESS EXCLUSIVE MODE;
+             DROP TABLE IF EXISTS {};",
+            names.join(", ")
+        );
+        transaction.execute(sqlx::raw_sql(&statements)).await?;
+        transaction.commit().await?;
+        self.forget(std::iter::once(day));
+        for partition in names {
+            log_partition("dropped a partition: raw retention", &partition, day);
+        }
+        Ok(())
+    }
 }
 
 fn log_partition(what: &str, partition: &str, day: Day) {
@@ -257,8 +325,8 @@ fn log_partition(what: &str, partition: &str, day: Day) {
 /// Every partition of the partitioned tables named as this module names
 /// them, from the catalog.
 async fn list<'c>(executor: impl PgExecutor<'c>) -> Result<Vec<Found>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT parent.relname::TEXT, child.relname::TEXT
+    let rows: Vec<(String, String, f32)> = sqlx::query_as(
+        "SELECT parent.relname::TEXT, child.relname::TEXT, child.reltuples
          FROM pg_inherits
          JOIN pg_class parent ON parent.oid = pg_inherits.inhparent
          JOIN pg_class child ON child.oid = pg_inherits.inhrelid
@@ -268,11 +336,13 @@ async fn list<'c>(executor: impl PgExecutor<'c>) -> Result<Vec<Found>> {
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(parent, child)| {
+        .filter_map(|(parent, child, reltuples)| {
             let table = TABLES.into_iter().find(|table| *table == parent)?;
             Some(Found {
                 table,
                 day: Day::of_partition(table, &child)?,
+                // -1 for a table never vacuumed or analyzed.
+                estimated_rows: reltuples.max(0.0) as u64,
             })
         })
         .collect())
@@ -287,6 +357,12 @@ pub fn is_missing_partition(error: &sqlx::Error) -> bool {
             && error.constraint().is_none()
             && error.table().is_some_and(|table| TABLES.contains(&table))
     })
+}
+
+fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|error| error.code().as_deref() == Some(LOCK_NOT_AVAILABLE))
 }
 
 #[cfg(test)]

@@ -229,23 +229,18 @@ impl Store for PostgresStore {
     }
 
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
+        if tier == Tier::Raw {
+            // Whole days of samples and file systems, never single rows.
+            return self.partitions.drop_before(&self.pool, before_us).await;
+        }
         let clients = sqlx::query_scalar::<_, i64>("SELECT id FROM clients")
             .fetch_all(&self.pool)
             .await?;
-        // Raw samples go with their file systems in one statement: both
-        // deletes see one snapshot, so a sample committed meanwhile cannot
-        // leave a file-system row without its sample.
-        let sql = match tier {
-            Tier::Raw => "WITH filesystems AS (
-                    DELETE FROM sample_filesystems WHERE client_id = $1 AND time_us < $2)
-                 DELETE FROM samples WHERE client_id = $1 AND time_us < $2"
-                .to_owned(),
-            _ => format!(
-                "DELETE FROM {} WHERE client_id = $1 AND {} < $2",
-                tier.table(),
-                tier.time_column()
-            ),
-        };
+        let sql = format!(
+            "DELETE FROM {} WHERE client_id = $1 AND {} < $2",
+            tier.table(),
+            tier.time_column()
+        );
         let mut deleted = 0;
         // A statement per client: each stays short and uses the primary key.
         for client in clients {
