@@ -8,8 +8,11 @@
 -- Why a day: it is the unit retention is configured in
 -- (retention.raw_days), so a partition expires at most a day after its
 -- oldest row would have; a day of a large fleet is a partition of a
--- comfortable size; and a year is 365 partitions per table, few enough
--- for the planner, which prunes by time_us for every ranged read.
+-- comfortable size; and a year is 365 partitions per table: reads within
+-- a time range touch only its days, and the few that look through every
+-- day (a client's first and latest sample) measured 60 ms for a year of
+-- days, against 3 ms unpartitioned. Wider partitions would make those
+-- cheaper and retention later.
 --
 -- No foreign keys: their triggers ran for every row stored, and neither is
 -- needed. Clients are never deleted, and file systems are written in the
