@@ -11,8 +11,9 @@
 //! - [`TestServer`]: a sysmon server running in the test's own process on
 //!   such a database ([`TestDatabase::start`]), restartable on the same port
 //!   ([`TestDatabase::start_on`]) and stopped gracefully
-//!   ([`TestServer::shutdown`]), with an HTTP client and the original
-//!   API's registration and report, which several crates' tests call.
+//!   ([`TestServer::shutdown`]), with an HTTP client, the original API's
+//!   registration and report and the v1 read-back, which several crates'
+//!   tests call.
 //! - [`on_both_stores!`]: runs each test once per store, as `sqlite::NAME`
 //!   and `postgres::NAME`.
 //! - [`ServerProcess`]: the server binary in a child process, for signals,

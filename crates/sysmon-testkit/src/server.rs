@@ -91,6 +91,17 @@ impl TestServer {
         assert_eq!(response.status(), 200, "GET /metrics");
         response.text().await.expect("/metrics body")
     }
+
+    /// Every sample stored for the token's client, by time, as
+    /// `GET /api/v1/samples` gives them (JSON `HostSample`s).
+    pub async fn stored_samples(&self, token: &str) -> Vec<Value> {
+        let request = self
+            .http
+            .get(self.url("/api/v1/samples"))
+            .bearer_auth(token);
+        let body = expect_ok_json(request, "GET /api/v1/samples").await;
+        body["samples"].as_array().expect("samples array").clone()
+    }
 }
 
 /// Sends `request` and returns its JSON body; panics, naming `what`, unless

@@ -10,23 +10,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sysmon_core::v1::HostSample;
 use sysmon_testkit::{poll, random_hex, TestServer};
 
 /// Every sample the server stored for the token's client, by time, read
 /// through `/api/v1/samples`.
 pub async fn stored_samples(server: &TestServer, token: &str) -> Vec<HostSample> {
-    let response = server
-        .http
-        .get(server.url("/api/v1/samples"))
-        .bearer_auth(token)
-        .send()
+    server
+        .stored_samples(token)
         .await
-        .expect("GET /api/v1/samples");
-    assert_eq!(response.status(), 200, "GET /api/v1/samples");
-    let mut body: Value = response.json().await.expect("samples body");
-    serde_json::from_value(body["samples"].take()).expect("samples are HostSamples")
+        .into_iter()
+        .map(|sample| serde_json::from_value(sample).expect("samples are HostSamples"))
+        .collect()
 }
 
 /// Stored sample times, whole seconds, in the order the server gave them.

@@ -1,7 +1,8 @@
 //! The retention job: drops each tier's rows once they are older than that
 //! tier is kept, so the store stops growing while long ranges stay
 //! answerable from the coarser tiers. It also forgets expired dashboard
-//! sessions.
+//! sessions, and readies the store for the coming days (on PostgreSQL,
+//! creates their partitions of the samples tables ahead of the samples).
 
 use std::sync::Arc;
 
@@ -28,8 +29,9 @@ pub async fn prune_once(
     Ok(deleted)
 }
 
-/// Runs [`prune_once`] at start and then every `check_interval`, until
-/// `stop`. Failures are logged and retried at the next round.
+/// Readies the store for the coming days and runs [`prune_once`], at start
+/// and then every `check_interval`, until `stop`. Failures are logged and
+/// retried at the next round.
 pub fn spawn(
     store: Arc<dyn Store>,
     retention: RetentionConfig,
@@ -37,6 +39,10 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Err(error) = store.prepare_ahead(UnixTime::now().micros()).await {
+                // Ingest creates what is missing itself; this only saves it the wait.
+                tracing::warn!(%error, "cannot prepare the store for the coming days");
+            }
             if let Err(error) = store
                 .delete_expired_sessions(UnixTime::now().micros())
                 .await

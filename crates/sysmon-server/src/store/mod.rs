@@ -8,6 +8,7 @@ mod copy_binary;
 #[macro_use]
 mod dashboard_users;
 pub mod journal;
+mod partitions;
 mod postgres;
 pub mod rollup;
 mod sample_row;
@@ -190,7 +191,18 @@ pub trait Store: ClientStore + UserStore + Send + Sync + 'static {
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<Bucket>>;
 
     /// Deletes a tier's rows filed before `before_us`; returns how many.
+    /// PostgreSQL keeps raw samples in a partition per day and drops whole
+    /// partitions instead: those that end by `before_us` (the one holding
+    /// it stays until its day has passed too), counted by the planner's
+    /// estimate.
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64>;
+
+    /// Readies the store for the samples of the coming days, so the ingest
+    /// path finds it ready: PostgreSQL creates their partitions. Run by the
+    /// retention job; SQLite has nothing to do.
+    async fn prepare_ahead(&self, _now_us: i64) -> Result<()> {
+        Ok(())
+    }
 
     /// Waits for open connections to finish and closes them.
     async fn close(&self);

@@ -15,6 +15,7 @@ use sysmon_core::Sample;
 use tokio::sync::mpsc;
 
 use super::copy_binary::SampleRowDecoder;
+use super::partitions::Partitions;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     filesystem_rows, full_sample_from_row, redact_password, sample_chunks, sample_columns,
@@ -32,6 +33,8 @@ pub struct PostgresStore {
     /// The connection holding this process's instance claim (an advisory
     /// lock lives as long as the session that took it).
     instance_lock: tokio::sync::Mutex<Option<(InstanceId, PgConnection)>>,
+    /// The samples tables' day partitions (see partitions.rs).
+    partitions: Partitions,
 }
 
 impl PostgresStore {
@@ -43,6 +46,11 @@ impl PostgresStore {
             // For every write of this server, which is almost all ingest.
             options = options.options([("synchronous_commit", "off")]);
         }
+        // A query over every day partition of the samples (a client's first
+        // and latest sample) is costed high enough for PostgreSQL to compile
+        // it with JIT: with a year of days, 27 s for the fleet overview
+        // instead of 0.3 s.
+        options = options.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
@@ -52,10 +60,12 @@ impl PostgresStore {
                 Error::Config(format!("cannot connect to PostgreSQL at `{shown}`: {e}"))
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let partitions = Partitions::load(&pool).await?;
         Ok(Self {
             pool,
             options,
             instance_lock: tokio::sync::Mutex::new(None),
+            partitions,
         })
     }
 }
@@ -259,15 +269,21 @@ impl Store for PostgresStore {
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
         rows.sort_by_key(|row| (row.client_id, row.time_us));
         let filesystems = filesystem_rows(samples);
-        let mut inserted = Inserted::default();
-        for row in insert_batch(&rows, &filesystems, instance)
-            .fetch_all(&self.pool)
-            .await?
-        {
-            inserted.keys.push((row.try_get(0)?, row.try_get(1)?));
-            inserted.journal = row.try_get(2)?;
-        }
-        Ok(inserted)
+        let (rows, filesystems, pool) = (&rows, &filesystems, &self.pool);
+        let times = rows.iter().map(|row| row.time_us);
+        self.partitions
+            .insert_with(pool, times, move || async move {
+                let mut inserted = Inserted::default();
+                for row in insert_batch(rows, filesystems, instance)
+                    .fetch_all(pool)
+                    .await?
+                {
+                    inserted.keys.push((row.try_get(0)?, row.try_get(1)?));
+                    inserted.journal = row.try_get(2)?;
+                }
+                Ok(inserted)
+            })
+            .await
     }
 
     async fn fold(
@@ -394,23 +410,18 @@ impl Store for PostgresStore {
     }
 
     async fn prune(&self, tier: Tier, before_us: i64) -> Result<u64> {
+        if tier == Tier::Raw {
+            // Whole days of samples and file systems, never single rows.
+            return self.partitions.drop_before(&self.pool, before_us).await;
+        }
         let clients = sqlx::query_scalar::<_, i64>("SELECT id FROM clients")
             .fetch_all(&self.pool)
             .await?;
-        // Raw samples go with their file systems in one statement: both
-        // deletes see one snapshot, so a sample committed meanwhile cannot
-        // leave a file-system row without its sample.
-        let sql = match tier {
-            Tier::Raw => "WITH filesystems AS (
-                    DELETE FROM sample_filesystems WHERE client_id = $1 AND time_us < $2)
-                 DELETE FROM samples WHERE client_id = $1 AND time_us < $2"
-                .to_owned(),
-            _ => format!(
-                "DELETE FROM {} WHERE client_id = $1 AND {} < $2",
-                tier.table(),
-                tier.time_column()
-            ),
-        };
+        let sql = format!(
+            "DELETE FROM {} WHERE client_id = $1 AND {} < $2",
+            tier.table(),
+            tier.time_column()
+        );
         let mut deleted = 0;
         // A statement per client: each stays short and uses the primary key.
         for client in clients {
@@ -422,6 +433,10 @@ impl Store for PostgresStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+
+    async fn prepare_ahead(&self, now_us: i64) -> Result<()> {
+        self.partitions.create_ahead(&self.pool, now_us).await
     }
 
     async fn close(&self) {

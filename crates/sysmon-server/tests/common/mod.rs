@@ -1,6 +1,7 @@
 //! What only the server's tests need, on top of `sysmon_testkit` (which
 //! gives them a fresh database, a running server and `on_both_stores!`):
-//! the original API's pushes, and a WebSocket client for `/echo`.
+//! the original API's pushes, a v1 batch push, and a WebSocket client for
+//! `/echo`.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -68,6 +69,22 @@ impl CompatApi for TestServer {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["cpu"], 12.5);
     }
+}
+
+/// Posts a v1 batch that must be accepted; returns its acknowledgement.
+pub async fn post_samples(server: &TestServer, token: &str, samples: &[Value]) -> Value {
+    let response = server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .bearer_auth(token)
+        .json(&samples)
+        .send()
+        .await
+        .expect("POST /api/v1/samples");
+    let status = response.status();
+    let text = response.text().await.expect("response body");
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).expect("JSON acknowledgement")
 }
 
 pub type WsStream =
