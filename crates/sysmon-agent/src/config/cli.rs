@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 use serde::Deserialize;
 
-use super::layering::text;
+use super::layering::{section, text};
 
 const AFTER_HELP: &str = "\
 Each setting can also come from the variable shown beside it, or from the
@@ -98,10 +98,10 @@ pub struct Settings {
     #[serde(default, deserialize_with = "text")]
     pub batch_size: Option<String>,
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub outbox: OutboxSettings,
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub retry: RetrySettings,
     /// Network timeout of one request [default: 30s].
     #[arg(long, env = "SYSMON_AGENT_TIMEOUT", value_name = "DURATION")]

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Command};
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use sysmon_core::settings::{parse_yaml, FileError};
 
@@ -64,22 +65,65 @@ pub fn read_file(path: &Path, read: &dyn Fn(&Path) -> std::io::Result<String>) -
 }
 
 /// A YAML scalar as text (`interval: 10` and `interval: 10s`), for the
-/// parsers that also read flags and variables.
+/// parsers that also read flags and variables. An empty value
+/// (`interval:`, `interval: ~`) is unset, as in the server's file. A value
+/// of the wrong type (a list, a mapping, `true`) is refused inside
+/// serde_norway's visit of the key, so that its error names the key, the
+/// line and the column, and the caller's names the file.
 pub fn text<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Integer(u64),
-        Float(f64),
-        Text(String),
+    struct Text;
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<String>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a number or a text, or nothing")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            value: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            value.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_owned()))
+        }
     }
-    Ok(Some(match Scalar::deserialize(deserializer)? {
-        Scalar::Integer(value) => value.to_string(),
-        Scalar::Float(value) => value.to_string(),
-        Scalar::Text(text) => text,
-    }))
+
+    deserializer.deserialize_option(Text)
+}
+
+/// A section (`retry:`, `outbox:`): an empty one is every key unset.
+pub fn section<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 /// The merged settings, and where each one's value came from.

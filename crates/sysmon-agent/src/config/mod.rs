@@ -322,6 +322,50 @@ mod tests {
         assert!(resolve_with(&["--config", "missing.yaml"], &[], None).is_err());
     }
 
+    /// An empty or null value is unset, as it was before the layers and
+    /// as in the server's file: every key, and every section.
+    #[test]
+    fn empty_keys_keep_the_default() {
+        let file = "server: http://a\nname:\npassword: ~\ntoken:\nstate_dir:\ninterval:\ntransport: ~\nbatch_size:\ntimeout: ~\nlog_format:\noutbox:\n  max_size:\n  max_age: ~\nretry:\n  min:\n  max: null\n";
+        let config = resolve_with(&["--config", "a.yaml"], &[], Some(file)).unwrap();
+        let defaults = resolve_with(&["--server", "http://a"], &[], None).unwrap();
+        assert_eq!(
+            Config {
+                config_file: None,
+                ..config
+            },
+            defaults
+        );
+        let sections = "server: http://a\noutbox:\nretry: ~\n";
+        let config = resolve_with(&["--config", "a.yaml"], &[], Some(sections)).unwrap();
+        assert_eq!(
+            (config.outbox, config.retry),
+            (defaults.outbox, defaults.retry)
+        );
+    }
+
+    /// A value of the wrong type names the file and the key (and its line).
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_key_and_the_file() {
+        for (yaml, key) in [
+            ("interval: [1, 2]\n", "interval"),
+            ("transport: true\n", "transport"),
+            ("retry:\n  min:\n    seconds: 5\n", "retry.min"),
+            ("outbox:\n  max_age: [7d]\n", "outbox.max_age"),
+            ("outbox: 5\n", "outbox"),
+        ] {
+            let yaml = format!("server: http://a\n{yaml}");
+            let error = resolve_with(&["--config", "a.yaml"], &[], Some(&yaml))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("config file a.yaml: {key}: invalid type: ")),
+                "{error}"
+            );
+            assert!(error.contains("line "), "{error}");
+        }
+    }
+
     #[test]
     fn invalid_values_name_their_source() {
         let error = resolve_with(&["--server", "http://a", "--interval", "0.5"], &[], None)
