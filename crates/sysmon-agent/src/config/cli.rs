@@ -17,8 +17,8 @@ YAML file (--config); flags win over variables, variables over the file.
 A variable set to the empty string counts as unset.
   RUST_LOG    log filter [default: info], e.g. sysmon_agent=debug
 
-Durations: a number of seconds, or a number with ms, s, m, h or d (90s, 5m, 7d),
-or several (1h30m). Sizes: a number of bytes, or with KiB, MiB, GiB (1024-based;
+Durations: a number of seconds, or a number with ms, s, m, h, d or w (90s, 5m,
+7d, 2w), or several (1h30m); no months or years. Sizes: a number of bytes, or with KiB, MiB, GiB (1024-based;
 K, M, G too) or KB, MB, GB.
 
 Examples:

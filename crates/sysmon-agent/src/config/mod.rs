@@ -468,6 +468,58 @@ mod tests {
         assert!(size("99999999999GiB").is_err(), "out of range");
     }
 
+    /// humantime also reads months and years (`1M` is a month there, where
+    /// a size reads `M` as MiB) and units below a millisecond; the docs list
+    /// none of them, so they are refused, naming the setting and the units.
+    #[test]
+    fn durations_take_only_the_documented_units() {
+        use parse::duration;
+        for (text, unit) in [
+            ("1M", "M"),
+            ("2months", "months"),
+            ("1y", "y"),
+            ("1year", "year"),
+            ("1h 2yrs", "yrs"),
+            ("500us", "us"),
+            ("10ns", "ns"),
+            ("5 parsecs", "parsecs"),
+        ] {
+            assert_eq!(
+                duration(text),
+                Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w, or sec, min, hours, days, weeks)"
+                ))
+            );
+        }
+        assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            duration("1 week 2days"),
+            Ok(Duration::from_secs(9 * 86_400))
+        );
+        assert_eq!(duration("3 hrs"), Ok(Duration::from_secs(3 * 3600)));
+        assert_eq!(duration("1500 millis"), Ok(Duration::from_millis(1500)));
+
+        let error = resolve_with(&["--server", "http://a", "--retry-max", "1M"], &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--retry-max: `1M`: unknown unit `M` (use ms, s, m, h, d or w"),
+            "{error}"
+        );
+        let error = resolve_with(
+            &["--config", "agent.yaml"],
+            &[],
+            Some("server: http://a\noutbox:\n  max_age: 1y\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("outbox.max_age in the config file: `1y`: unknown unit `y`"),
+            "{error}"
+        );
+    }
+
     /// A bad value names the flag, the variable or the key it came from,
     /// for every setting that is parsed.
     #[test]
