@@ -1,15 +1,16 @@
-//! The layers: flags and their variables (clap, see [`super::cli`]) over
-//! the YAML file (serde), merged setting by setting; and where each
-//! merged value came from, so that an error names the flag, the variable
-//! or the key that gave it.
+//! The layers: flags over their variables (both declared with clap, see
+//! [`super::cli`], and parsed apart by [`settings::parse_layers`]) over the
+//! YAML file (serde), merged setting by setting; and where each merged
+//! value came from, so that an error names the flag, the variable or the
+//! key that gave it.
 
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command};
+use clap::ArgMatches;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
-use sysmon_core::settings::{parse_yaml, FileError};
+use sysmon_core::settings::{self, parse_yaml, FileError};
 
 use super::cli::{OutboxSettings, RetrySettings, Settings};
 use crate::error::{Error, Result};
@@ -129,23 +130,20 @@ where
 /// The merged settings, and where each one's value came from.
 pub struct Layers<'a> {
     pub settings: Settings,
-    command: &'a Command,
-    matches: &'a ArgMatches,
+    sources: &'a settings::Layers,
 }
 
 impl<'a> Layers<'a> {
-    /// `flags` (with their variables, as `matches` parsed them with
-    /// `command`) over `file`.
+    /// `flags` over `variables` (as `sources` parsed them) over `file`.
     pub fn new(
         flags: Settings,
+        variables: Settings,
         file: Settings,
-        command: &'a Command,
-        matches: &'a ArgMatches,
+        sources: &'a settings::Layers,
     ) -> Self {
         Layers {
-            settings: flags.merge(file),
-            command,
-            matches,
+            settings: flags.merge(variables).merge(file),
+            sources,
         }
     }
 
@@ -179,12 +177,18 @@ impl<'a> Layers<'a> {
     /// `--interval`, `SYSMON_AGENT_INTERVAL` or `interval in the config
     /// file`: the highest layer that set `key`.
     pub fn origin(&self, key: &str) -> String {
-        let arg = self.command.get_arguments().find(|arg| arg.get_id() == key);
-        match (self.matches.value_source(key), arg) {
-            (Some(ValueSource::CommandLine), Some(arg)) => {
+        let given =
+            |matches: &ArgMatches| matches.value_source(key) == Some(ValueSource::CommandLine);
+        let arg = self
+            .sources
+            .command
+            .get_arguments()
+            .find(|arg| arg.get_id() == key);
+        match arg {
+            Some(arg) if given(&self.sources.flags) => {
                 format!("--{}", arg.get_long().unwrap_or(key))
             }
-            (Some(ValueSource::EnvVariable), Some(arg)) => arg.get_env().map_or_else(
+            Some(arg) if given(&self.sources.variables) => arg.get_env().map_or_else(
                 || key.to_owned(),
                 |name| name.to_string_lossy().into_owned(),
             ),

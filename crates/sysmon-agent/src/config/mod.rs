@@ -16,7 +16,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgMatches, Command, FromArgMatches, ValueEnum};
+use clap::{FromArgMatches, ValueEnum};
 
 pub use cli::{CliOptions, OutboxSettings, RetrySettings, Settings};
 use layering::Layers;
@@ -127,29 +127,34 @@ impl Config {
     /// environment and the YAML file they name. Like clap's `parse`, exits
     /// on `--help`, `--version` and a malformed command line.
     pub fn load() -> Result<Config> {
-        let command = sysmon_core::settings::command::<CliOptions>();
-        let matches = command.clone().get_matches();
-        Self::resolve(&command, &matches, &|path| std::fs::read_to_string(path))
+        let sources =
+            sysmon_core::settings::parse_layers::<CliOptions>(std::env::args_os(), &|name| {
+                std::env::var_os(name)
+            })
+            .unwrap_or_else(|error| error.exit());
+        Self::resolve(&sources, &|path| std::fs::read_to_string(path))
     }
 
-    /// [`Config::load`] from parsed arguments (clap has read the
-    /// variables), with the file reading passed in, so that tests can give
-    /// a file without writing one.
+    /// [`Config::load`] from the flags and the variables as parsed (from
+    /// whichever environment), with the file reading passed in, so that
+    /// tests give variables and a file without setting or writing any.
     pub fn resolve(
-        command: &Command,
-        matches: &ArgMatches,
+        sources: &sysmon_core::settings::Layers,
         read_file: &dyn Fn(&Path) -> std::io::Result<String>,
     ) -> Result<Config> {
-        let options =
-            CliOptions::from_arg_matches(matches).map_err(|e| Error::Config(e.to_string()))?;
-        let file = match &options.config {
+        let options = |matches| {
+            CliOptions::from_arg_matches(matches).map_err(|e| Error::Config(e.to_string()))
+        };
+        let (flags, variables) = (options(&sources.flags)?, options(&sources.variables)?);
+        let config_file = flags.config.or(variables.config);
+        let file = match &config_file {
             Some(path) => layering::read_file(path, read_file)?,
             None => Settings::default(),
         };
-        let layers = Layers::new(options.settings, file, command, matches);
+        let layers = Layers::new(flags.settings, variables.settings, file, sources);
         let s = &layers.settings;
         let config = Config {
-            mode: match (options.once, options.enroll) {
+            mode: match (flags.once, flags.enroll) {
                 (true, _) => Mode::Once,
                 (false, true) => Mode::Enroll,
                 _ => Mode::Run,
@@ -217,7 +222,7 @@ impl Config {
                 parse::choice,
                 LogFormat::Text,
             )?,
-            config_file: options.config,
+            config_file,
         };
         parse::check(&config)?;
         Ok(config)
@@ -231,15 +236,16 @@ mod tests {
     /// Resolves as the binary would with `args`, exactly the variables in
     /// `env` set, and `file` as the text of whichever file is named.
     fn resolve_with(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Config> {
-        let mut argv = vec!["sysmon-agent"];
-        argv.extend_from_slice(args);
-        let command = sysmon_core::settings::command_with_env::<CliOptions>(env);
-        let matches = command
-            .clone()
-            .try_get_matches_from(argv)
+        let argv = std::iter::once("sysmon-agent").chain(args.iter().copied());
+        let env = |name: &str| {
+            env.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| value.into())
+        };
+        let sources = sysmon_core::settings::parse_layers::<CliOptions>(argv, &env)
             .map_err(|e| Error::Config(e.to_string()))?;
         let file = file.map(str::to_owned);
-        Config::resolve(&command, &matches, &|_| {
+        Config::resolve(&sources, &|_| {
             file.clone()
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
         })
@@ -296,6 +302,24 @@ mod tests {
         .unwrap();
         assert_eq!(config.transport, TransportKind::Http);
         assert_eq!(config.server.as_deref(), Some("http://flag:3"));
+    }
+
+    /// The variables are read through the environment given, not clap's
+    /// `env`; each flag's help still names its variable, without its value.
+    #[test]
+    fn help_names_each_variable() {
+        let help = sysmon_core::settings::command::<CliOptions>()
+            .render_long_help()
+            .to_string();
+        for variable in [
+            "SYSMON_AGENT_CONFIG",
+            "SYSMON_AGENT_PASSWORD",
+            "SYSMON_AGENT_INTERVAL",
+            "SYSMON_AGENT_OUTBOX_MAX_SIZE",
+            "SYSMON_AGENT_RETRY_MAX",
+        ] {
+            assert!(help.contains(&format!("[env: {variable}]")), "{help}");
+        }
     }
 
     #[test]
