@@ -63,8 +63,13 @@ pub fn enroll_and_store(config: &Config) -> Result<String> {
     Ok(token)
 }
 
+/// Called first in each worker thread, with its name (`collector`,
+/// `sender`): nothing in `sysmon-agent`; a panic on request in the tests'
+/// `sysmon-agent-fault-injection`.
+pub type ThreadStart = fn(&'static str);
+
 /// Runs until `wake` is stopped (SIGTERM), or a thread fails.
-pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
+pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Result<Summary> {
     let server = config
         .server
         .clone()
@@ -126,8 +131,7 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
             .name("collector".into())
             .spawn(move || {
                 let _guard = guard;
-                #[cfg(feature = "fault-injection")]
-                crate::fault::panic_if_asked("collector");
+                at_thread_start("collector");
                 run_collector(&outbox, &wake, interval, &stats);
             })
             .map_err(|e| Error::io("cannot start the collector thread", e))?
@@ -172,8 +176,7 @@ pub fn run(config: &Config, wake: Arc<Wake>) -> Result<Summary> {
             .name("sender".into())
             .spawn(move || {
                 let _guard = guard;
-                #[cfg(feature = "fault-injection")]
-                crate::fault::panic_if_asked("sender");
+                at_thread_start("sender");
                 Sender::new(
                     &outbox,
                     &wake,

@@ -16,20 +16,20 @@
 //!
 //! Plus [`config`] (flags > environment > YAML > defaults), [`enroll`]
 //! (`POST /client` for a token), [`state`] (the state directory, token,
-//! lock), and [`agent`], which wires the threads together.
+//! lock), [`agent`], which wires the threads together, and [`app`], the
+//! program around it.
 //!
 //! Everything is blocking code on three threads (collector, sender, signal
 //! handler): no async runtime, to keep the resident memory and the binary
 //! small.
 
 pub mod agent;
+pub mod app;
 pub mod backoff;
 pub mod collection;
 pub mod config;
 pub mod enroll;
 pub mod error;
-#[cfg(feature = "fault-injection")]
-pub mod fault;
 pub mod outbox;
 pub mod sender;
 pub mod state;

@@ -380,7 +380,158 @@ fn whole_seconds(time: UnixTime) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::json;
+    use sysmon_core::v1::HostSample;
+
     use super::*;
+    use crate::config::OutboxLimits;
+    use crate::transport::ws::classify_error;
+
+    /// A sysmon server older than error codes, over WebSocket: it answers
+    /// a batch holding a sample it refuses with a code-less
+    /// `sample N: ...`, or every batch with `refusal` when one is given,
+    /// and stores every other batch. Records the size of each batch.
+    struct OlderServer {
+        bad: i64,
+        refusal: Option<&'static str>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Transport for OlderServer {
+        fn send(&mut self, _token: &str, batch: &[Pending]) -> crate::error::Result<BatchAck> {
+            self.batches.lock().unwrap().push(batch.len());
+            let reason = match (self.refusal, batch.iter().position(|p| p.time == self.bad)) {
+                (Some(refusal), _) => refusal.to_owned(),
+                (None, Some(index)) => format!("sample {index}: field `mem` must not be negative"),
+                (None, None) => {
+                    let stored = batch
+                        .iter()
+                        .map(|p| UnixTime::from_micros(p.time * 1_000_000))
+                        .collect();
+                    return Ok(BatchAck {
+                        stored,
+                        duplicates: Vec::new(),
+                    });
+                }
+            };
+            Err(classify_error(
+                &json!({"type": "ERROR", "reason": reason, "batch_id": 1}),
+            ))
+        }
+
+        fn describe(&self) -> String {
+            "an older server".to_owned()
+        }
+    }
+
+    /// Runs a sender over `server` with six samples queued, one of them
+    /// `server.bad`, until `done` holds (or 10 s pass); returns the outbox.
+    fn deliver(server: OlderServer, done: impl Fn(&Outbox) -> bool) -> (Outbox, Stats) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let outbox = Outbox::open(
+            &state.outbox_dir(),
+            &state.rejected_dir(),
+            OutboxLimits::default(),
+        )
+        .unwrap();
+        let first = server.bad - 3;
+        for time in first..first + 6 {
+            outbox
+                .push(&HostSample {
+                    time: time as f64,
+                    cpu_load: Some(1.0),
+                    mem: Some(1.0),
+                    storage: None,
+                    extended: Default::default(),
+                })
+                .unwrap();
+        }
+        let (wake, stats) = (Wake::new(), Stats::default());
+        let credentials = Credentials {
+            state,
+            server: "http://unused".to_owned(),
+            timeout: Duration::from_secs(1),
+            token: Some("t".to_owned()),
+            enroll: None,
+        };
+        let retry = RetryPolicy {
+            min: Duration::from_millis(1),
+            max: Duration::from_millis(10),
+        };
+        std::thread::scope(|scope| {
+            let sender = Sender::new(
+                &outbox,
+                &wake,
+                &stats,
+                Box::new(server),
+                credentials,
+                retry,
+                500,
+            );
+            scope.spawn(|| sender.run());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done(&outbox) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            wake.stop();
+        });
+        (outbox, stats)
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    #[test]
+    fn an_older_servers_refused_sample_is_found_one_by_one_and_set_aside() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let bad = now() - 10;
+        let server = OlderServer {
+            bad,
+            refusal: None,
+            batches: batches.clone(),
+        };
+        let (outbox, stats) = deliver(server, Outbox::is_empty);
+        assert!(
+            outbox.is_empty(),
+            "left in the outbox: {:?}",
+            outbox.times()
+        );
+        assert_eq!(stats.sent.load(Ordering::Relaxed), 5);
+        assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(*batches.lock().unwrap(), [6, 1, 1, 1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn an_older_servers_authorization_error_stops_sending() {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let server = OlderServer {
+            bad: now() - 10,
+            refusal: Some("authorization error"),
+            batches: batches.clone(),
+        };
+        let sent_once = || !batches.lock().unwrap().is_empty();
+        let (outbox, stats) = deliver(server, |_| {
+            // Long enough for a retry, were there one.
+            sent_once() && {
+                std::thread::sleep(Duration::from_millis(300));
+                true
+            }
+        });
+        assert_eq!(
+            *batches.lock().unwrap(),
+            [6],
+            "no retry with a refused token"
+        );
+        assert_eq!(outbox.len(), 6);
+        assert_eq!(stats.rejected.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn acknowledged_times_must_be_whole_seconds() {

@@ -3,15 +3,19 @@
 //! restarts on any non-zero status except those in
 //! `RestartPreventExitStatus`, which is kept for configuration errors.
 //!
-//! The crash is injected with `SYSMON_AGENT_PANIC_IN` (src/fault.rs), which
-//! exists only in builds with the `fault-injection` feature; `cargo test`
-//! builds the binary with it (see Cargo.toml).
+//! The crash is injected with `SYSMON_AGENT_PANIC_IN`, which only
+//! `sysmon-agent-fault-injection` (src/bin/) reads: the same program with a
+//! hook at the start of each worker thread, built for `cargo test` only
+//! (see Cargo.toml). `sysmon-agent` itself must ignore the variable.
 
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-agent");
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-agent-fault-injection");
 
 /// The statuses the unit will not restart after, from the unit file itself,
 /// so that this test follows the unit if it changes.
@@ -29,12 +33,24 @@ fn restart_prevented_statuses() -> Vec<i32> {
         .collect()
 }
 
-/// Runs the agent with `thread` made to panic; its exit status and log.
-fn run_with_panic_in(thread: &str) -> (ExitStatus, String) {
+/// An agent started with `SYSMON_AGENT_PANIC_IN=thread`, logging to a file.
+struct Started {
+    child: Child,
+    log_path: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+impl Started {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+fn start(binary: &str, thread: &str) -> Started {
     let state = tempfile::tempdir().expect("state dir");
     let log_path = state.path().join("agent.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary);
     // Nothing from the developer's environment: only these settings.
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("SYSMON_AGENT_") {
@@ -43,7 +59,7 @@ fn run_with_panic_in(thread: &str) -> (ExitStatus, String) {
     }
     // A token and a closed port: the agent starts both threads without
     // needing a server.
-    let mut child = command
+    let child = command
         .args(["--server", "http://127.0.0.1:9", "--token", "test-token"])
         .args(["--interval", "1", "--retry-min", "1s", "--timeout", "1s"])
         .arg("--state-dir")
@@ -55,24 +71,31 @@ fn run_with_panic_in(thread: &str) -> (ExitStatus, String) {
         .stderr(log)
         .spawn()
         .expect("the agent starts");
+    Started {
+        child,
+        log_path,
+        _state: state,
+    }
+}
+
+/// Runs the agent with `thread` made to panic; its exit status and log.
+fn run_with_panic_in(thread: &str) -> (ExitStatus, String) {
+    let mut started = start(BINARY, thread);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
+        if let Some(status) = started.child.try_wait().expect("try_wait") {
             break status;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            let _ = started.child.kill();
             panic!(
                 "the agent kept running after its {thread} thread panicked:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
+                started.log()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (
-        status,
-        std::fs::read_to_string(&log_path).unwrap_or_default(),
-    )
+    (status, started.log())
 }
 
 #[test]
@@ -90,9 +113,36 @@ fn a_worker_panic_exits_with_a_status_systemd_restarts() {
             "exit status {code} after a {thread} panic is one systemd does not restart\n{log}"
         );
         assert!(log.contains("fault injected"), "{log}");
+        assert!(log.contains("WARNING: a test build"), "{log}");
         assert!(
             log.contains(&format!("the {thread} thread ended unexpectedly")),
             "{log}"
         );
     }
+}
+
+/// The binary that is installed has no fault injection: it ignores the
+/// variable, runs, and stops cleanly on SIGTERM.
+#[test]
+fn sysmon_agent_itself_ignores_the_fault_variable() {
+    let mut started = start(env!("CARGO_BIN_EXE_sysmon-agent"), "collector");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.log().contains("sender started") {
+        assert!(Instant::now() < deadline, "{}", started.log());
+        assert!(
+            started.child.try_wait().expect("try_wait").is_none(),
+            "the agent ended:\n{}",
+            started.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Collection has run for a while: a panic would have ended the agent.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = Pid::from_raw(started.child.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    let status = started.child.wait().expect("wait");
+    let log = started.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains("fault injected"), "{log}");
+    assert!(!log.contains("WARNING: a test build"), "{log}");
 }

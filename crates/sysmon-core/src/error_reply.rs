@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The original API's fixed text for a refused token or password (HTTP
+/// `{"error": "authorization error"}`, a WebSocket ERROR's `reason`), sent
+/// without a code on its routes and messages.
+pub const AUTHORIZATION_ERROR: &str = "authorization error";
+
 /// What kind of error a reply reports. The names are part of the API:
 /// never rename one; add new ones instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,20 +58,6 @@ pub enum ErrorCode {
     /// A code this program does not know yet (from a newer server).
     #[serde(other)]
     Unknown,
-}
-
-impl ErrorCode {
-    /// The client may send the same request again later and expect it to
-    /// succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::Overloaded
-                | ErrorCode::ShuttingDown
-                | ErrorCode::StoreUnavailable
-                | ErrorCode::Internal
-        )
-    }
 }
 
 /// An HTTP error body: `{"error": message, "code": code, "index": i}`.

@@ -15,7 +15,10 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde_json::Value;
+use sysmon_core::error_reply::ErrorCode;
 use sysmon_core::v1::BatchAck;
+use sysmon_core::ws::error_reply;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
@@ -432,18 +435,36 @@ struct WsSender {
     stats: Arc<Stats>,
 }
 
-/// The fields of a server message that matter here.
+/// The `type` of a server message.
 #[derive(Deserialize)]
 struct WsReply {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
-/// How the server says "busy, send again" over WebSocket (the 503 texts).
-fn is_overload_reason(reason: &str) -> bool {
-    reason.contains("retry shortly")
+/// What the server's reply to a CLIENT_DATA means, decided on the ERROR's
+/// `code`, never on its text. The codes a `503` carries over HTTP (busy,
+/// stopping, store out of reach) are the ones resent, as over HTTP; any
+/// other ERROR is a failure.
+fn ws_outcome(reply: &str) -> Outcome {
+    let Ok(reply) = serde_json::from_str::<Value>(reply) else {
+        return Outcome::Failed(FailureKind::BadReply);
+    };
+    match reply.get("type").and_then(Value::as_str) {
+        Some("DATA_RETURN") => Outcome::Acked { duplicates: 0 },
+        Some("ERROR") => {
+            let error = error_reply(&reply);
+            match error.code {
+                Some(
+                    ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable,
+                ) => Outcome::Overloaded {
+                    retry_after: Duration::from_secs(1),
+                },
+                _ => Outcome::Failed(FailureKind::WsError(error.error)),
+            }
+        }
+        _ => Outcome::Failed(FailureKind::BadReply),
+    }
 }
 
 impl WsSender {
@@ -499,20 +520,7 @@ impl WsSender {
                 return Outcome::Failed(FailureKind::Timeout);
             }
         };
-        match serde_json::from_str::<WsReply>(&reply) {
-            Ok(reply) if reply.kind == "DATA_RETURN" => Outcome::Acked { duplicates: 0 },
-            Ok(WsReply {
-                reason: Some(reason),
-                ..
-            }) if is_overload_reason(&reason) => Outcome::Overloaded {
-                retry_after: Duration::from_secs(1),
-            },
-            Ok(WsReply {
-                kind,
-                reason: Some(reason),
-            }) if kind == "ERROR" => Outcome::Failed(FailureKind::WsError(reason)),
-            _ => Outcome::Failed(FailureKind::BadReply),
-        }
+        ws_outcome(&reply)
     }
 
     async fn close(&mut self) {
@@ -541,17 +549,46 @@ async fn exchange(stream: &mut WsStream, text: &str) -> Result<String, FailureKi
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
-    fn overload_replies_are_recognised() {
-        for reason in [
-            "the server is busy storing earlier samples; retry shortly",
-            "the store could not save the data; retry shortly",
-            "the server is shutting down; retry shortly",
-        ] {
-            assert!(is_overload_reason(reason));
+    fn websocket_replies_are_decided_on_codes() {
+        for code in ["overloaded", "shutting_down", "store_unavailable"] {
+            let reply = json!({"type": "ERROR", "reason": "whatever", "code": code});
+            assert_eq!(
+                ws_outcome(&reply.to_string()),
+                Outcome::Overloaded {
+                    retry_after: Duration::from_secs(1)
+                },
+                "{code}"
+            );
         }
-        assert!(!is_overload_reason("authorization error"));
+        for reply in [
+            json!({"type": "ERROR", "reason": "internal server error", "code": "internal"}),
+            json!({"type": "ERROR", "reason": "sample 0: bad", "code": "invalid_sample", "index": 0}),
+            // The text is not read: without a code this is no overload.
+            json!({"type": "ERROR", "reason": "the server is busy storing earlier samples; retry shortly"}),
+            json!({"type": "ERROR", "reason": "authorization error"}),
+        ] {
+            let reason = reply["reason"].as_str().unwrap().to_owned();
+            assert_eq!(
+                ws_outcome(&reply.to_string()),
+                Outcome::Failed(FailureKind::WsError(reason))
+            );
+        }
+        assert_eq!(
+            ws_outcome(r#"{"type": "DATA_RETURN", "data": {"cpu_load": 1}}"#),
+            Outcome::Acked { duplicates: 0 }
+        );
+        assert_eq!(
+            ws_outcome(r#"{"type": "WELCOME"}"#),
+            Outcome::Failed(FailureKind::BadReply)
+        );
+        assert_eq!(
+            ws_outcome("not json"),
+            Outcome::Failed(FailureKind::BadReply)
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser};
 use serde::Deserialize;
 
-use super::layering::text;
+use super::layering::{section, text};
 
 const AFTER_HELP: &str = "\
 Each setting can also come from the variable shown beside it, or from the
@@ -17,8 +17,8 @@ YAML file (--config); flags win over variables, variables over the file.
 A variable set to the empty string counts as unset.
   RUST_LOG    log filter [default: info], e.g. sysmon_agent=debug
 
-Durations: a number of seconds, or a number with ms, s, m, h or d (90s, 5m, 7d),
-or several (1h30m). Sizes: a number of bytes, or with KiB, MiB, GiB (1024-based;
+Durations: a number of seconds, or a number with ms, s, m, h, d or w (90s, 5m,
+7d, 2w), or several (1h30m); no months or years. Sizes: a number of bytes, or with KiB, MiB, GiB (1024-based;
 K, M, G too) or KB, MB, GB.
 
 Examples:
@@ -98,10 +98,10 @@ pub struct Settings {
     #[serde(default, deserialize_with = "text")]
     pub batch_size: Option<String>,
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub outbox: OutboxSettings,
     #[command(flatten)]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub retry: RetrySettings,
     /// Network timeout of one request [default: 30s].
     #[arg(long, env = "SYSMON_AGENT_TIMEOUT", value_name = "DURATION")]

@@ -1,14 +1,16 @@
-//! The layers: flags and their variables (clap, see [`super::cli`]) over
-//! the YAML file (serde), merged setting by setting; and where each
-//! merged value came from, so that an error names the flag, the variable
-//! or the key that gave it.
+//! The layers: flags over their variables (both declared with clap, see
+//! [`super::cli`], and parsed apart by [`settings::parse_layers`]) over the
+//! YAML file (serde), merged setting by setting; and where each merged
+//! value came from, so that an error names the flag, the variable or the
+//! key that gave it.
 
 use std::path::Path;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Command};
+use clap::ArgMatches;
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
-use sysmon_core::settings::{parse_yaml, FileError};
+use sysmon_core::settings::{self, parse_yaml, FileError};
 
 use super::cli::{OutboxSettings, RetrySettings, Settings};
 use crate::error::{Error, Result};
@@ -64,44 +66,84 @@ pub fn read_file(path: &Path, read: &dyn Fn(&Path) -> std::io::Result<String>) -
 }
 
 /// A YAML scalar as text (`interval: 10` and `interval: 10s`), for the
-/// parsers that also read flags and variables.
+/// parsers that also read flags and variables. An empty value
+/// (`interval:`, `interval: ~`) is unset, as in the server's file. A value
+/// of the wrong type (a list, a mapping, `true`) is refused inside
+/// serde_norway's visit of the key, so that its error names the key, the
+/// line and the column, and the caller's names the file.
 pub fn text<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> std::result::Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Integer(u64),
-        Float(f64),
-        Text(String),
+    struct Text;
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<String>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a number or a text, or nothing")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            value: D,
+        ) -> std::result::Result<Self::Value, D::Error> {
+            value.deserialize_any(self)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_string()))
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Some(value.to_owned()))
+        }
     }
-    Ok(Some(match Scalar::deserialize(deserializer)? {
-        Scalar::Integer(value) => value.to_string(),
-        Scalar::Float(value) => value.to_string(),
-        Scalar::Text(text) => text,
-    }))
+
+    deserializer.deserialize_option(Text)
+}
+
+/// A section (`retry:`, `outbox:`): an empty one is every key unset.
+pub fn section<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 /// The merged settings, and where each one's value came from.
 pub struct Layers<'a> {
     pub settings: Settings,
-    command: &'a Command,
-    matches: &'a ArgMatches,
+    sources: &'a settings::Layers,
 }
 
 impl<'a> Layers<'a> {
-    /// `flags` (with their variables, as `matches` parsed them with
-    /// `command`) over `file`.
+    /// `flags` over `variables` (as `sources` parsed them) over `file`.
     pub fn new(
         flags: Settings,
+        variables: Settings,
         file: Settings,
-        command: &'a Command,
-        matches: &'a ArgMatches,
+        sources: &'a settings::Layers,
     ) -> Self {
         Layers {
-            settings: flags.merge(file),
-            command,
-            matches,
+            settings: flags.merge(variables).merge(file),
+            sources,
         }
     }
 
@@ -135,12 +177,18 @@ impl<'a> Layers<'a> {
     /// `--interval`, `SYSMON_AGENT_INTERVAL` or `interval in the config
     /// file`: the highest layer that set `key`.
     pub fn origin(&self, key: &str) -> String {
-        let arg = self.command.get_arguments().find(|arg| arg.get_id() == key);
-        match (self.matches.value_source(key), arg) {
-            (Some(ValueSource::CommandLine), Some(arg)) => {
+        let given =
+            |matches: &ArgMatches| matches.value_source(key) == Some(ValueSource::CommandLine);
+        let arg = self
+            .sources
+            .command
+            .get_arguments()
+            .find(|arg| arg.get_id() == key);
+        match arg {
+            Some(arg) if given(&self.sources.flags) => {
                 format!("--{}", arg.get_long().unwrap_or(key))
             }
-            (Some(ValueSource::EnvVariable), Some(arg)) => arg.get_env().map_or_else(
+            Some(arg) if given(&self.sources.variables) => arg.get_env().map_or_else(
                 || key.to_owned(),
                 |name| name.to_string_lossy().into_owned(),
             ),

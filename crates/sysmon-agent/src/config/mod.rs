@@ -16,7 +16,7 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgMatches, Command, FromArgMatches, ValueEnum};
+use clap::{FromArgMatches, ValueEnum};
 
 pub use cli::{CliOptions, OutboxSettings, RetrySettings, Settings};
 use layering::Layers;
@@ -127,29 +127,34 @@ impl Config {
     /// environment and the YAML file they name. Like clap's `parse`, exits
     /// on `--help`, `--version` and a malformed command line.
     pub fn load() -> Result<Config> {
-        let command = sysmon_core::settings::command::<CliOptions>();
-        let matches = command.clone().get_matches();
-        Self::resolve(&command, &matches, &|path| std::fs::read_to_string(path))
+        let sources =
+            sysmon_core::settings::parse_layers::<CliOptions>(std::env::args_os(), &|name| {
+                std::env::var_os(name)
+            })
+            .unwrap_or_else(|error| error.exit());
+        Self::resolve(&sources, &|path| std::fs::read_to_string(path))
     }
 
-    /// [`Config::load`] from parsed arguments (clap has read the
-    /// variables), with the file reading passed in, so that tests can give
-    /// a file without writing one.
+    /// [`Config::load`] from the flags and the variables as parsed (from
+    /// whichever environment), with the file reading passed in, so that
+    /// tests give variables and a file without setting or writing any.
     pub fn resolve(
-        command: &Command,
-        matches: &ArgMatches,
+        sources: &sysmon_core::settings::Layers,
         read_file: &dyn Fn(&Path) -> std::io::Result<String>,
     ) -> Result<Config> {
-        let options =
-            CliOptions::from_arg_matches(matches).map_err(|e| Error::Config(e.to_string()))?;
-        let file = match &options.config {
+        let options = |matches| {
+            CliOptions::from_arg_matches(matches).map_err(|e| Error::Config(e.to_string()))
+        };
+        let (flags, variables) = (options(&sources.flags)?, options(&sources.variables)?);
+        let config_file = flags.config.or(variables.config);
+        let file = match &config_file {
             Some(path) => layering::read_file(path, read_file)?,
             None => Settings::default(),
         };
-        let layers = Layers::new(options.settings, file, command, matches);
+        let layers = Layers::new(flags.settings, variables.settings, file, sources);
         let s = &layers.settings;
         let config = Config {
-            mode: match (options.once, options.enroll) {
+            mode: match (flags.once, flags.enroll) {
                 (true, _) => Mode::Once,
                 (false, true) => Mode::Enroll,
                 _ => Mode::Run,
@@ -217,7 +222,7 @@ impl Config {
                 parse::choice,
                 LogFormat::Text,
             )?,
-            config_file: options.config,
+            config_file,
         };
         parse::check(&config)?;
         Ok(config)
@@ -231,15 +236,16 @@ mod tests {
     /// Resolves as the binary would with `args`, exactly the variables in
     /// `env` set, and `file` as the text of whichever file is named.
     fn resolve_with(args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Config> {
-        let mut argv = vec!["sysmon-agent"];
-        argv.extend_from_slice(args);
-        let command = sysmon_core::settings::command_with_env::<CliOptions>(env);
-        let matches = command
-            .clone()
-            .try_get_matches_from(argv)
+        let argv = std::iter::once("sysmon-agent").chain(args.iter().copied());
+        let env = |name: &str| {
+            env.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| value.into())
+        };
+        let sources = sysmon_core::settings::parse_layers::<CliOptions>(argv, &env)
             .map_err(|e| Error::Config(e.to_string()))?;
         let file = file.map(str::to_owned);
-        Config::resolve(&command, &matches, &|_| {
+        Config::resolve(&sources, &|_| {
             file.clone()
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
         })
@@ -298,6 +304,24 @@ mod tests {
         assert_eq!(config.server.as_deref(), Some("http://flag:3"));
     }
 
+    /// The variables are read through the environment given, not clap's
+    /// `env`; each flag's help still names its variable, without its value.
+    #[test]
+    fn help_names_each_variable() {
+        let help = sysmon_core::settings::command::<CliOptions>()
+            .render_long_help()
+            .to_string();
+        for variable in [
+            "SYSMON_AGENT_CONFIG",
+            "SYSMON_AGENT_PASSWORD",
+            "SYSMON_AGENT_INTERVAL",
+            "SYSMON_AGENT_OUTBOX_MAX_SIZE",
+            "SYSMON_AGENT_RETRY_MAX",
+        ] {
+            assert!(help.contains(&format!("[env: {variable}]")), "{help}");
+        }
+    }
+
     #[test]
     fn unknown_yaml_keys_are_errors() {
         let error = resolve_with(
@@ -320,6 +344,50 @@ mod tests {
         .to_string();
         assert!(error.contains("size"), "{error}");
         assert!(resolve_with(&["--config", "missing.yaml"], &[], None).is_err());
+    }
+
+    /// An empty or null value is unset, as it was before the layers and
+    /// as in the server's file: every key, and every section.
+    #[test]
+    fn empty_keys_keep_the_default() {
+        let file = "server: http://a\nname:\npassword: ~\ntoken:\nstate_dir:\ninterval:\ntransport: ~\nbatch_size:\ntimeout: ~\nlog_format:\noutbox:\n  max_size:\n  max_age: ~\nretry:\n  min:\n  max: null\n";
+        let config = resolve_with(&["--config", "a.yaml"], &[], Some(file)).unwrap();
+        let defaults = resolve_with(&["--server", "http://a"], &[], None).unwrap();
+        assert_eq!(
+            Config {
+                config_file: None,
+                ..config
+            },
+            defaults
+        );
+        let sections = "server: http://a\noutbox:\nretry: ~\n";
+        let config = resolve_with(&["--config", "a.yaml"], &[], Some(sections)).unwrap();
+        assert_eq!(
+            (config.outbox, config.retry),
+            (defaults.outbox, defaults.retry)
+        );
+    }
+
+    /// A value of the wrong type names the file and the key (and its line).
+    #[test]
+    fn a_value_of_the_wrong_type_names_the_key_and_the_file() {
+        for (yaml, key) in [
+            ("interval: [1, 2]\n", "interval"),
+            ("transport: true\n", "transport"),
+            ("retry:\n  min:\n    seconds: 5\n", "retry.min"),
+            ("outbox:\n  max_age: [7d]\n", "outbox.max_age"),
+            ("outbox: 5\n", "outbox"),
+        ] {
+            let yaml = format!("server: http://a\n{yaml}");
+            let error = resolve_with(&["--config", "a.yaml"], &[], Some(&yaml))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("config file a.yaml: {key}: invalid type: ")),
+                "{error}"
+            );
+            assert!(error.contains("line "), "{error}");
+        }
     }
 
     #[test]
@@ -422,6 +490,58 @@ mod tests {
         );
         assert!(size("1.2.3KiB").is_err());
         assert!(size("99999999999GiB").is_err(), "out of range");
+    }
+
+    /// humantime also reads months and years (`1M` is a month there, where
+    /// a size reads `M` as MiB) and units below a millisecond; the docs list
+    /// none of them, so they are refused, naming the setting and the units.
+    #[test]
+    fn durations_take_only_the_documented_units() {
+        use parse::duration;
+        for (text, unit) in [
+            ("1M", "M"),
+            ("2months", "months"),
+            ("1y", "y"),
+            ("1year", "year"),
+            ("1h 2yrs", "yrs"),
+            ("500us", "us"),
+            ("10ns", "ns"),
+            ("5 parsecs", "parsecs"),
+        ] {
+            assert_eq!(
+                duration(text),
+                Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w, or sec, min, hours, days, weeks)"
+                ))
+            );
+        }
+        assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        assert_eq!(
+            duration("1 week 2days"),
+            Ok(Duration::from_secs(9 * 86_400))
+        );
+        assert_eq!(duration("3 hrs"), Ok(Duration::from_secs(3 * 3600)));
+        assert_eq!(duration("1500 millis"), Ok(Duration::from_millis(1500)));
+
+        let error = resolve_with(&["--server", "http://a", "--retry-max", "1M"], &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--retry-max: `1M`: unknown unit `M` (use ms, s, m, h, d or w"),
+            "{error}"
+        );
+        let error = resolve_with(
+            &["--config", "agent.yaml"],
+            &[],
+            Some("server: http://a\noutbox:\n  max_age: 1y\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("outbox.max_age in the config file: `1y`: unknown unit `y`"),
+            "{error}"
+        );
     }
 
     /// A bad value names the flag, the variable or the key it came from,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 type Parsed<T> = std::result::Result<T, String>;
 
 /// A duration: seconds, or humantime's forms (`250ms`, `90s`, `5m`, `2h`,
-/// `7d`, `1h30m`, ...).
+/// `7d`, `2w`, `1h30m`, ...) in the units the docs list.
 pub fn duration(text: &str) -> Parsed<Duration> {
     let text = text.trim();
     // humantime wants a unit; a plain number has always meant seconds.
@@ -22,12 +22,35 @@ pub fn duration(text: &str) -> Parsed<Duration> {
         Ok(seconds) => {
             Duration::try_from_secs_f64(seconds).map_err(|_| "negative or out of range".to_owned())
         }
-        Err(_) => humantime::parse_duration(text).map_err(|error| error.to_string()),
+        Err(_) => {
+            if let Some(unit) = text
+                .split(|c: char| !c.is_alphabetic())
+                .find(|unit| !unit.is_empty() && !DURATION_UNITS.contains(unit))
+            {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use {DURATION_UNITS_HELP})"
+                ));
+            }
+            humantime::parse_duration(text).map_err(|error| error.to_string())
+        }
     };
     parsed.map_err(|reason| {
         format!("`{text}` is not a duration such as 30, 30s, 5m, 2h or 7d: {reason}")
     })
 }
+
+/// The duration units the docs list, in humantime's spellings. humantime
+/// knows more: months and years (`M` is a month there, where a size reads
+/// it as MiB) and units below a millisecond, which no setting needs.
+const DURATION_UNITS: &[&str] = &[
+    "ms", "msec", "millis", //
+    "s", "sec", "secs", "second", "seconds", //
+    "m", "min", "mins", "minute", "minutes", //
+    "h", "hr", "hrs", "hour", "hours", //
+    "d", "day", "days", //
+    "w", "wk", "wks", "week", "weeks",
+];
+const DURATION_UNITS_HELP: &str = "ms, s, m, h, d or w, or sec, min, hours, days, weeks";
 
 /// A duration that is more than zero (a timeout, a retry wait, an age).
 pub fn positive_duration(text: &str) -> Parsed<Duration> {

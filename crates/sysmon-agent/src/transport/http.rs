@@ -8,7 +8,7 @@ use sysmon_core::v1::BatchAck;
 
 use sysmon_core::error_reply::ErrorReply;
 
-use super::{classify_coded, json_array, Transport};
+use super::{classify_coded, json_array, token_rejected, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
 
@@ -139,10 +139,7 @@ pub fn classify(reply: Reply) -> Result<BatchAck> {
                     .collect::<String>()
             ))
         }),
-        401 | 403 => Err(Error::Unauthorized(format!(
-            "token rejected ({}); re-enroll with --name/--password",
-            reply.error_message()
-        ))),
+        401 | 403 => Err(token_rejected(&reply.error_message())),
         413 => Err(Error::TooLarge(reply.error_message())),
         404 | 405 => Err(Error::Unsupported(format!(
             "POST /api/v1/samples ({})",

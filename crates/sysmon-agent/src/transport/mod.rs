@@ -39,16 +39,17 @@ pub fn json_array(batch: &[Pending]) -> Vec<u8> {
 
 /// What a coded error reply means for the batch; `None` when the reply
 /// has no code (a server that predates codes, or a proxy), for the caller
-/// to decide from what else it has.
+/// to decide from what else it has. Every code is listed, so a new one has
+/// to be decided here; a code from a newer server that this agent does not
+/// know ([`ErrorCode::Unknown`]) is retried later, like `internal`, as
+/// docs/api.md tells clients to.
 pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Option<Error> {
     let message = reply.error;
     let error = match reply.code? {
         ErrorCode::Unauthorized
         | ErrorCode::InvalidUsername
         | ErrorCode::NotLoggedIn
-        | ErrorCode::Forbidden => Error::Unauthorized(format!(
-            "token rejected ({message}); re-enroll with --name/--password"
-        )),
+        | ErrorCode::Forbidden => token_rejected(&message),
         ErrorCode::InvalidSample | ErrorCode::RetentionExpired => Error::Rejected {
             index: reply.index,
             message,
@@ -72,6 +73,13 @@ pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Optio
         },
     };
     Some(error)
+}
+
+/// The server refused the token: sending stops until a new one is stored.
+pub fn token_rejected(message: &str) -> Error {
+    Error::Unauthorized(format!(
+        "token rejected ({message}); re-enroll with --name/--password"
+    ))
 }
 
 #[cfg(test)]
@@ -121,6 +129,10 @@ mod tests {
         assert!(matches!(
             classify_coded(coded(ErrorCode::Unauthorized, None), None),
             Some(Error::Unauthorized(_))
+        ));
+        assert!(matches!(
+            classify_coded(coded(ErrorCode::LogEmpty, None), None),
+            Some(Error::Unavailable { .. })
         ));
         assert!(matches!(
             classify_coded(

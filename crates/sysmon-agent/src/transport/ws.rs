@@ -6,13 +6,14 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sysmon_core::error_reply::AUTHORIZATION_ERROR;
 use sysmon_core::v1::BatchAck;
-use sysmon_core::ws::error_reply;
+use sysmon_core::ws::{error_reply, NOT_PROTOCOL_REASON};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-use super::{classify_coded, json_array, Transport};
+use super::{classify_coded, json_array, token_rejected, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
 
@@ -210,15 +211,35 @@ fn read_json(socket: &mut Socket, deadline: Instant) -> Result<Value> {
     }
 }
 
-/// What an `ERROR` in answer to a batch means. One without a code comes
-/// from a server that predates codes: the original server, which answers
-/// any message it does not know, `CLIENT_BATCH` included, that way.
+/// What an `ERROR` in answer to a batch means.
+///
+/// The agent decides on codes, never on text. An `ERROR` without a code
+/// comes from a sysmon server older than codes (agents are upgraded
+/// first), or from the original server. For those, the original protocol
+/// fixes exactly two texts, and only they are read, each compared whole:
+///
+/// - [`NOT_PROTOCOL_REASON`], the answer to a message the server does not
+///   know: it does not speak `CLIENT_BATCH` ([`Error::Unsupported`]);
+/// - [`AUTHORIZATION_ERROR`]: the token was refused
+///   ([`Error::Unauthorized`]), so sending stops until a new one is stored.
+///
+/// Any other `ERROR` without a code is the whole batch refused, no sample
+/// named ([`Error::Rejected`] without an index): the sender then sends that
+/// batch's samples one at a time, so that the one refused is found and set
+/// aside alone (a refused batch of one sample is that sample). An older
+/// server's `sample N: ...` is found that way, without reading `N`.
 pub fn classify_error(message: &Value) -> Error {
-    classify_coded(error_reply(message), None).unwrap_or_else(|| {
-        Error::Unsupported(format!(
-            "the WebSocket message CLIENT_BATCH ({})",
-            error_reply(message).error
-        ))
+    let reply = error_reply(message);
+    let text = reply.error.clone();
+    classify_coded(reply, None).unwrap_or_else(|| match text.as_str() {
+        NOT_PROTOCOL_REASON => {
+            Error::Unsupported(format!("the WebSocket message CLIENT_BATCH ({text})"))
+        }
+        AUTHORIZATION_ERROR => token_rejected(&text),
+        _ => Error::Rejected {
+            index: None,
+            message: text,
+        },
     })
 }
 
@@ -260,13 +281,40 @@ mod tests {
             error(serde_json::json!({"type": "ERROR", "reason": "busy", "code": "overloaded"})),
             Error::Unavailable { .. }
         ));
+    }
+
+    /// A server older than codes: the two texts the original protocol
+    /// fixes, and any other ERROR as the whole batch refused.
+    #[test]
+    fn classifies_error_messages_without_a_code() {
+        let error = |reason: &str| {
+            classify_error(&serde_json::json!({"type": "ERROR", "reason": reason, "batch_id": 1}))
+        };
         // The original server's answer to a message it does not know.
         assert!(matches!(
-            error(
-                serde_json::json!({"type": "ERROR", "reason": "Data type incorrect, please use json"})
-            ),
+            error("Data type incorrect, please use json"),
             Error::Unsupported(_)
         ));
+        let refused = error("authorization error");
+        assert!(matches!(refused, Error::Unauthorized(_)), "{refused:?}");
+        assert!(refused
+            .to_string()
+            .contains("re-enroll with --name/--password"));
+        for other in [
+            "sample 3: field `mem` must not be negative",
+            "CLIENT_BATCH samples must be a JSON array",
+            "the batch is empty",
+            "a batch may hold at most 10000 samples",
+            "the server is busy storing earlier samples; retry shortly",
+            // The fixed texts count only whole and exact.
+            "Authorization error",
+            "authorization error: token expired",
+        ] {
+            assert!(
+                matches!(error(other), Error::Rejected { index: None, ref message } if message == other),
+                "{other}"
+            );
+        }
     }
 
     #[test]
