@@ -60,7 +60,8 @@ for store in "${stores[@]}"; do
   seconds_each=$(( SAMPLES / HOSTS ))
   started=$(date +%s)
   "$LOADGEN" --url "$URL" --progress 0 --mode v1-batch --clients "$HOSTS" --batch-size 1000 \
-    --count "$SAMPLES" --start-time "$(( $(date +%s) - seconds_each ))" --users-file "$work/users-$store.json" \
+    --count "$SAMPLES" --start-time "$(( $(date +%s) - seconds_each ))" --time-step-us 1000000 \
+    --users-file "$work/users-$store.json" \
     | grep '^RESULT ' >&2
   echo "   stored in $(( $(date +%s) - started )) s" >&2
   stop_server
