@@ -447,6 +447,7 @@ fn read_samples_by_keys(
 }
 
 impl_client_store!(SqliteStore);
+impl_sample_reads!(SqliteStore);
 impl_user_store!(SqliteStore);
 
 #[async_trait]
