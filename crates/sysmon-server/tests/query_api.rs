@@ -72,15 +72,7 @@ async fn get(server: &TestServer, path: &str, token: Option<&str>) -> (u16, Valu
 }
 
 async fn post_batch(server: &TestServer, token: &str, samples: &[Value]) {
-    let response = server
-        .http
-        .post(server.url("/api/v1/samples"))
-        .bearer_auth(token)
-        .json(&samples)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    server.post_samples(token, samples).await;
 }
 
 async fn series(server: &TestServer, token: &str, client: &str, query: &str) -> Value {
