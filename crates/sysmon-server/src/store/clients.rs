@@ -7,9 +7,9 @@
 //! - [`ClientStore`] (clients and tokens): one implementation for both
 //!   stores, [`impl_client_store!`].
 //! - [`SampleReads`] (a client's span, its full samples, the fleet's
-//!   overviews): [`impl_sample_reads!`] reads the `samples` table; a trait
-//!   of its own so that a store that keeps samples elsewhere too can
-//!   implement it with the SQL below.
+//!   overviews): PostgreSQL's is [`impl_sample_reads!`]; SQLite's reads two
+//!   tables (its hot table and `samples`, see `sqlite`) and merges them, with
+//!   the SQL below for the `samples` side.
 //!
 //! Ingest, reports, series and pruning are per store (see their modules).
 
