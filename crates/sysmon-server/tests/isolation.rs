@@ -18,6 +18,8 @@ const POISON: f64 = 666.0;
 const GOOD_CLIENTS: usize = 12;
 const PUSHES: usize = 25;
 
+/// Makes the table ingest writes refuse the poison: on SQLite the hot
+/// table new samples are appended to, on PostgreSQL `samples`.
 async fn poison_the_samples_table(database: &TestDatabase) {
     match database.backend {
         Backend::Sqlite => {
@@ -25,7 +27,7 @@ async fn poison_the_samples_table(database: &TestDatabase) {
                 .await
                 .unwrap();
             sqlx::query(
-                "CREATE TRIGGER poison BEFORE INSERT ON samples WHEN NEW.mem = 666
+                "CREATE TRIGGER poison BEFORE INSERT ON hot_samples WHEN NEW.mem = 666
                  BEGIN SELECT RAISE(ABORT, 'poisoned sample'); END",
             )
             .execute(&mut connection)

@@ -90,6 +90,9 @@ async fn the_schema_has_the_columns_of_every_metric(database: TestDatabase) {
         2 + METRICS.len(),
         "samples has a column no metric declares: {samples:?}"
     );
+    if backend == Backend::Sqlite {
+        the_hot_table_has_the_columns_of_samples(&database).await;
+    }
 
     let float = column_type(backend, ValueKind::Float);
     let count = column_type(backend, ValueKind::Count);
@@ -112,6 +115,36 @@ async fn the_schema_has_the_columns_of_every_metric(database: TestDatabase) {
             "{table} has a column no charted metric declares: {columns:?}"
         );
     }
+}
+
+/// SQLite appends new samples to `hot_samples` and moves them into
+/// `samples` later, through a statement and a view (`stored_samples`) that
+/// pair the two tables' columns by position: a metric's migration must add
+/// its column to both, in the same order.
+async fn the_hot_table_has_the_columns_of_samples(database: &TestDatabase) {
+    let mut connection = sqlx::SqliteConnection::connect(&database.url)
+        .await
+        .expect("open the SQLite file");
+    let mut columns = Vec::new();
+    for table in ["samples", "hot_samples", "stored_samples"] {
+        let table_columns: Vec<(String, String)> =
+            sqlx::query_as("SELECT name, type FROM pragma_table_info($1) ORDER BY cid")
+                .bind(table)
+                .fetch_all(&mut connection)
+                .await
+                .expect("SQLite table info");
+        columns.push(table_columns);
+    }
+    let [samples, hot, view] = <[_; 3]>::try_from(columns).expect("three tables");
+    assert_eq!(
+        hot, samples,
+        "hot_samples must have the columns of samples, in the same order: add a metric's \
+         column to both in its migration (crates/sysmon-server/migrations/sqlite)"
+    );
+    let names = |columns: &[(String, String)]| -> Vec<String> {
+        columns.iter().map(|(name, _)| name.clone()).collect()
+    };
+    assert_eq!(names(&view), names(&samples), "the stored_samples view");
 }
 
 /// A GET with a bearer token that must succeed; the body as text.

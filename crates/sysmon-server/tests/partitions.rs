@@ -8,7 +8,6 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::post_samples;
 use serde_json::{json, Value};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, PgConnection};
@@ -103,11 +102,11 @@ async fn samples_over_many_days_are_stored_once(database: TestDatabase) {
         now,
     ];
     let batch: Vec<Value> = times.iter().map(|&t| sample(t, 10.0)).collect();
-    let ack = post_samples(&server, &token, &batch).await;
+    let ack = server.post_samples(&token, &batch).await;
     assert_eq!(ack, json!({"stored": times, "duplicates": []}));
 
     // A replay after a lost acknowledgement: all duplicates, stored once.
-    let ack = post_samples(&server, &token, &batch).await;
+    let ack = server.post_samples(&token, &batch).await;
     assert_eq!(ack, json!({"stored": [], "duplicates": times}));
     let mut sorted = times.to_vec();
     sorted.sort();
@@ -177,7 +176,7 @@ async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
         .flat_map(|day| [6, 18].map(|hour| NOV_20 + day * DAY + hour * 3600))
         .collect();
     let batch: Vec<Value> = times.iter().map(|&t| sample(t, 1.0)).collect();
-    post_samples(&server, &token, &batch).await;
+    server.post_samples(&token, &batch).await;
 
     // Retention from a second store on the same database, as another
     // server would run it, with the horizon at noon of the fourth day.
@@ -197,7 +196,7 @@ async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
 
     // This server still believes the first day's partition exists: the
     // insert fails, the day is created again and the batch stored.
-    let ack = post_samples(&server, &token, &[sample(times[0], 2.0)]).await;
+    let ack = server.post_samples(&token, &[sample(times[0], 2.0)]).await;
     assert_eq!(ack, json!({"stored": [times[0]], "duplicates": []}));
     let mut expected = vec![times[0]];
     expected.extend(&kept);
@@ -265,7 +264,7 @@ async fn the_migration_keeps_rows_stored_before_it() {
         stored(&server, &token).await,
         (times.to_vec(), times.to_vec())
     );
-    let ack = post_samples(&server, &token, &[sample(times[1], 99.0)]).await;
+    let ack = server.post_samples(&token, &[sample(times[1], 99.0)]).await;
     assert_eq!(ack, json!({"stored": [], "duplicates": [times[1]]}));
     let mut connection = connect(&database).await;
     assert_partitions(&mut connection, &times).await;

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sysmon_testkit::{ServerProcess, TestDatabase, TestServer};
+use sqlx::Connection;
+use sysmon_testkit::{Backend, ServerProcess, TestDatabase, TestServer};
 use tokio::process::Command;
 
 sysmon_testkit::on_both_stores!(
@@ -91,10 +92,26 @@ async fn acknowledged_samples_survive_sigkill(database: TestDatabase) {
         outcome.unwrap();
     }
     server.kill().await;
+    if database.backend == Backend::Sqlite {
+        // Within the fold interval: the kill found them still in the hot
+        // table, where they must survive too.
+        assert!(hot_samples(&database).await > 0, "samples were hot");
+    }
 
     let server = start(&database).await;
     let times = client_of(&server).stored_times("wood", &token).await;
     assert_eq!(times, (1_700_000_000..1_700_000_200).collect::<Vec<_>>());
+}
+
+/// Samples in SQLite's hot table, not yet moved into `samples`.
+async fn hot_samples(database: &TestDatabase) -> i64 {
+    let mut connection = sqlx::SqliteConnection::connect(&database.url)
+        .await
+        .expect("open the SQLite file");
+    sqlx::query_scalar("SELECT COUNT(*) FROM hot_samples")
+        .fetch_one(&mut connection)
+        .await
+        .expect("count hot samples")
 }
 
 async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
@@ -125,6 +142,9 @@ async fn sigterm_stores_every_acknowledged_sample(database: TestDatabase) {
     }
     let log = server.log_text();
     assert!(log.contains("shutting down"), "{log}");
+    if database.backend == Backend::Sqlite {
+        assert_eq!(hot_samples(&database).await, 0, "the last fold moved them");
+    }
 
     let mut acknowledged = acknowledged.lock().unwrap().clone();
     acknowledged.sort_unstable();

@@ -72,7 +72,7 @@ async fn get(server: &TestServer, path: &str, token: Option<&str>) -> (u16, Valu
 }
 
 async fn post_batch(server: &TestServer, token: &str, samples: &[Value]) {
-    common::post_samples(server, token, samples).await;
+    server.post_samples(token, samples).await;
 }
 
 async fn series(server: &TestServer, token: &str, client: &str, query: &str) -> Value {

@@ -3,6 +3,10 @@
 //! then restarts it and checks that every rollup row of every tier equals a
 //! recomputation from the raw samples in SQL: nothing folded twice, nothing
 //! lost, whatever the kill interrupted.
+//!
+//! On SQLite the raw samples are in two tables (new ones in `hot_samples`,
+//! which is also the journal there, until a fold moves them to `samples`):
+//! the recomputation reads both, through the `stored_samples` view.
 
 use std::time::Duration;
 
@@ -51,7 +55,7 @@ async fn rollups_equal_the_samples_after_kills_during_load(database: TestDatabas
             pushers.join_all().await.iter().sum::<usize>() > 0,
             "the load ran before kill {kill}"
         );
-        unfolded_at_kills += count_journal(&database).await;
+        unfolded_at_kills += count_unfolded(&database).await;
     }
     assert!(
         unfolded_at_kills > 0,
@@ -63,7 +67,7 @@ async fn rollups_equal_the_samples_after_kills_during_load(database: TestDatabas
     let server = ServerProcess::start(BINARY, &database, &args).await;
     server.kill().await;
     assert_eq!(
-        count_journal(&database).await,
+        count_unfolded(&database).await,
         0,
         "the start folded the journal"
     );
@@ -79,7 +83,7 @@ async fn rollups_equal_the_samples_after_kills_during_load(database: TestDatabas
     pushers.join_all().await;
     assert_folds_never_gave_up(&server);
     assert_eq!(
-        count_journal(&database).await,
+        count_unfolded(&database).await,
         0,
         "the shutdown folded everything"
     );
@@ -203,10 +207,13 @@ fn now_seconds() -> i64 {
         .as_secs() as i64
 }
 
-async fn count_journal(database: &TestDatabase) -> i64 {
-    let sql = "SELECT COUNT(*) FROM rollup_journal";
+/// Commits (PostgreSQL) or samples (SQLite, whose journal of new samples
+/// is its hot table) not yet folded into the rollups.
+async fn count_unfolded(database: &TestDatabase) -> i64 {
     match database.backend {
         Backend::Sqlite => {
+            let sql = "SELECT (SELECT COUNT(*) FROM rollup_journal)
+                            + (SELECT COUNT(*) FROM hot_samples)";
             let mut connection = sqlx::SqliteConnection::connect(&database.url)
                 .await
                 .unwrap();
@@ -216,12 +223,21 @@ async fn count_journal(database: &TestDatabase) -> i64 {
                 .unwrap()
         }
         Backend::Postgres => {
+            let sql = "SELECT COUNT(*) FROM rollup_journal";
             let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
             sqlx::query_scalar(sql)
                 .fetch_one(&mut connection)
                 .await
                 .unwrap()
         }
+    }
+}
+
+/// Where the server keeps every stored sample.
+fn stored_samples(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "stored_samples",
+        Backend::Postgres => "samples",
     }
 }
 
@@ -263,8 +279,9 @@ where
     }
 }
 
-/// The stored rows of a tier and the same recomputed from the samples.
-fn tier_sql(table: &str, width_us: i64) -> (String, String) {
+/// The stored rows of a tier and the same recomputed from the samples in
+/// `samples`.
+fn tier_sql(table: &str, width_us: i64, samples: &str) -> (String, String) {
     let mut stored = String::from("SELECT client_id, bucket_us, sample_count");
     let mut recomputed =
         format!("SELECT client_id, time_us / {width_us} * {width_us} AS bucket, COUNT(*)");
@@ -277,7 +294,7 @@ fn tier_sql(table: &str, width_us: i64) -> (String, String) {
         ));
     }
     stored.push_str(&format!(" FROM {table} ORDER BY 1, 2"));
-    recomputed.push_str(" FROM samples GROUP BY 1, 2 ORDER BY 1, 2");
+    recomputed.push_str(&format!(" FROM {samples} GROUP BY 1, 2 ORDER BY 1, 2"));
     (stored, recomputed)
 }
 
@@ -306,7 +323,8 @@ async fn compare_rollups(database: &TestDatabase) -> usize {
         ("rollup_10m", 600_000_000),
         ("rollup_1h", 3_600_000_000),
     ] {
-        let (stored_sql, recomputed_sql) = tier_sql(table, width_us);
+        let samples = stored_samples(database.backend);
+        let (stored_sql, recomputed_sql) = tier_sql(table, width_us, samples);
         let stored = fetch(database, &stored_sql).await;
         let recomputed = fetch(database, &recomputed_sql).await;
         assert_eq!(

@@ -80,6 +80,24 @@ impl TestServer {
         body["payload"].as_array().expect("payload array").clone()
     }
 
+    /// `GET path` with a bearer token (a client's, or a dashboard
+    /// session's); the JSON body of the 200 it must answer.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let request = self.http.get(self.url(path)).bearer_auth(token);
+        expect_ok_json(request, &format!("GET {path}")).await
+    }
+
+    /// Posts an agent's batch to `/api/v1/samples`; the acknowledgement
+    /// (`{"stored": [...], "duplicates": [...]}`) of the 200 it must answer.
+    pub async fn post_samples(&self, token: &str, samples: &[Value]) -> Value {
+        let request = self
+            .http
+            .post(self.url("/api/v1/samples"))
+            .bearer_auth(token)
+            .json(samples);
+        expect_ok_json(request, "POST /api/v1/samples").await
+    }
+
     /// The server's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let response = self

@@ -10,6 +10,12 @@
 //! process is gone are folded from the raw samples (at start, and by any
 //! server on the same PostgreSQL while it runs).
 //!
+//! On SQLite the journal is the hot table new samples are appended to, and
+//! a fold also moves the samples it accounts for from there into `samples`
+//! (see `store::sqlite`): the fold interval is how long a sample stays hot,
+//! and the store asks for an early fold ([`Inserted::fold_soon`]) when the
+//! hot table grows large.
+//!
 //! Series read from a rollup tier add the buckets still pending here, so a
 //! chart never lags by the fold interval. A fold's commit is bracketed by a
 //! generation counter that readers check (a seqlock), so a reader never
@@ -153,7 +159,7 @@ impl Rollups {
             return;
         }
         state.current.add(rows, inserted);
-        if state.current.buckets() >= EARLY_FOLD_BUCKETS {
+        if inserted.fold_soon || state.current.buckets() >= EARLY_FOLD_BUCKETS {
             self.fold_now.notify_one();
         }
     }

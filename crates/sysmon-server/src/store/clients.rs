@@ -1,9 +1,16 @@
 //! Clients, their tokens and what they have sent, read back one sample or
-//! one overview at a time: a [`ClientStore`] trait (part of every
-//! [`Store`](super::Store)) with one implementation for both stores. None
-//! of it is a hot path, so it is written once: the SQL uses `$N`
-//! placeholders, which sqlx accepts for SQLite as well as PostgreSQL, and
-//! the macro only supplies each store's pool, whose types differ.
+//! one overview at a time. None of it is a hot path, so most is written
+//! once: the SQL uses `$N` placeholders, which sqlx accepts for SQLite as
+//! well as PostgreSQL (and SQLite itself, by position), and the macros only
+//! supply each store's pool, whose types differ.
+//!
+//! - [`ClientStore`] (clients and tokens): one implementation for both
+//!   stores, [`impl_client_store!`].
+//! - [`SampleReads`] (a client's span, its full samples, the fleet's
+//!   overviews): PostgreSQL's is [`impl_sample_reads!`]; SQLite's reads two
+//!   tables (its hot table and `samples`, see `sqlite`) and merges them, with
+//!   the SQL below for the `samples` side.
+//!
 //! Ingest, reports, series and pruning are per store (see their modules).
 
 use async_trait::async_trait;
@@ -23,6 +30,13 @@ pub trait ClientStore: Send + Sync {
 
     async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>>;
 
+    async fn count_clients(&self) -> Result<u64>;
+}
+
+/// What clients have sent, read back; every stored sample, whichever table
+/// it waits in.
+#[async_trait]
+pub trait SampleReads: Send + Sync {
     /// Time of the first and of the last sample of a client.
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>>;
 
@@ -32,8 +46,26 @@ pub trait ClientStore: Send + Sync {
 
     /// Every client with its first and latest samples, by name.
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
+}
 
-    async fn count_clients(&self) -> Result<u64>;
+/// A client's samples in `table` (samples, or a table of the same columns)
+/// within `[$2, $3]`, every column of [`super::sample_columns`], by time.
+pub fn full_samples_sql(table: &str) -> String {
+    format!(
+        "SELECT {} FROM {table}
+         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
+        super::sample_columns()
+    )
+}
+
+/// The file systems in `table` of a client's samples within `[$2, $3]`,
+/// by time and mount point, as [`super::FilesystemRow`] reads them.
+pub fn filesystems_sql(table: &str) -> String {
+    format!(
+        "SELECT time_us, mount_point, used_bytes, total_bytes FROM {table}
+         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3
+         ORDER BY time_us, mount_point"
+    )
 }
 
 /// Every client with the time of its first sample, its latest sample
@@ -143,11 +175,27 @@ macro_rules! impl_client_store {
                 }))
             }
 
+            async fn count_clients(&self) -> $crate::error::Result<u64> {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(count.max(0) as u64)
+            }
+        }
+    };
+}
+
+/// `impl SampleReads for $store` on the `samples` table alone, for a store
+/// with a sqlx `pool` field whose ingest writes there directly
+/// (PostgreSQL's).
+macro_rules! impl_sample_reads {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::SampleReads for $store {
             async fn log_span(
                 &self,
                 client: $crate::store::ClientId,
-            ) -> $crate::error::Result<Option<(sysmon_core::UnixTime, sysmon_core::UnixTime)>>
-            {
+            ) -> $crate::error::Result<Option<(sysmon_core::UnixTime, sysmon_core::UnixTime)>> {
                 let (first, last) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
                     "SELECT MIN(time_us), MAX(time_us) FROM samples WHERE client_id = $1",
                 )
@@ -168,24 +216,18 @@ macro_rules! impl_client_store {
                 range: $crate::store::TimeRange,
             ) -> $crate::error::Result<Vec<sysmon_core::Sample>> {
                 let (start, end) = range.bounds_micros();
-                let rows = sqlx::query(&format!(
-                    "SELECT {} FROM samples
-                     WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
-                    $crate::store::sample_columns()
-                ))
-                .bind(client.0)
-                .bind(start)
-                .bind(end)
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query(&$crate::store::clients::full_samples_sql("samples"))
+                    .bind(client.0)
+                    .bind(start)
+                    .bind(end)
+                    .fetch_all(&self.pool)
+                    .await?;
                 let mut samples = rows
                     .iter()
                     .map(|row| $crate::store::full_sample_from_row(row, 0))
                     .collect::<$crate::error::Result<Vec<_>>>()?;
                 let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
-                    "SELECT time_us, mount_point, used_bytes, total_bytes FROM sample_filesystems
-                     WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3
-                     ORDER BY time_us, mount_point",
+                    &$crate::store::clients::filesystems_sql("sample_filesystems"),
                 )
                 .bind(client.0)
                 .bind(start)
@@ -232,13 +274,6 @@ macro_rules! impl_client_store {
                         })
                     })
                     .collect()
-            }
-
-            async fn count_clients(&self) -> $crate::error::Result<u64> {
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(count.max(0) as u64)
             }
         }
     };

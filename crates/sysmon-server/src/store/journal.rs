@@ -8,6 +8,13 @@
 //! stored sample is in the rollups exactly once: either its entry is still
 //! in the journal or its summary is in the tables. Entries left by a
 //! process that is gone are folded from the samples themselves.
+//!
+//! On PostgreSQL an entry is a row of `rollup_journal`. On SQLite the
+//! journal of new samples is the hot table they are appended to (see
+//! `store::sqlite`): an entry is a run of its rows, named by the negated
+//! rowid of its last row, and a fold moves the rows it accounts for into
+//! `samples`, so a sample is unfolded exactly while it is hot. Its
+//! `rollup_journal` holds only what earlier versions left.
 
 use super::rollup::{Bucket, Tier};
 use super::SampleKey;
@@ -25,7 +32,9 @@ impl InstanceId {
     }
 }
 
-/// A journal entry's position; entries are folded and deleted by it.
+/// A journal entry's position; entries are folded and deleted by it. A
+/// `rollup_journal` row's seq, positive; on SQLite, the negated rowid of
+/// the last hot row of an entry.
 pub type JournalSeq = i64;
 
 /// What one ingest commit stored.
@@ -35,6 +44,10 @@ pub struct Inserted {
     pub keys: Vec<SampleKey>,
     /// The journal entry naming them; `None` when nothing was new.
     pub journal: Option<JournalSeq>,
+    /// The store would have the pending samples folded now rather than at
+    /// the next interval (SQLite: its hot table, which every read scans,
+    /// has grown large).
+    pub fold_soon: bool,
 }
 
 /// Summaries to merge into the rollup tables, and the journal entries whose

@@ -21,7 +21,7 @@ use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
 
-pub use clients::ClientStore;
+pub use clients::{ClientStore, SampleReads};
 pub use dashboard_users::UserStore;
 pub use journal::{Fold, Inserted, InstanceId, JournalEntry, JournalSeq};
 pub use postgres::PostgresStore;
@@ -136,11 +136,11 @@ impl TimeRange {
 }
 
 #[async_trait]
-/// Everything the server keeps. Clients, tokens and the reads that are not
-/// hot paths are the shared [`ClientStore`] part, dashboard users and
-/// sessions the [`UserStore`] part; what is here is written per store,
-/// because each store has its own fastest way.
-pub trait Store: ClientStore + UserStore + Send + Sync + 'static {
+/// Everything the server keeps. Clients and tokens are the shared
+/// [`ClientStore`] part, dashboard users and sessions the [`UserStore`]
+/// part, the read-backs that are not hot paths [`SampleReads`]; what is
+/// here is written per store, because each store has its own fastest way.
+pub trait Store: ClientStore + SampleReads + UserStore + Send + Sync + 'static {
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;
 

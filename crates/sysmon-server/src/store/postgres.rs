@@ -225,6 +225,7 @@ fn upsert_buckets(
 }
 
 impl_client_store!(PostgresStore);
+impl_sample_reads!(PostgresStore);
 impl_user_store!(PostgresStore);
 
 #[async_trait]

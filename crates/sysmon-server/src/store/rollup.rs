@@ -244,6 +244,12 @@ pub struct SeriesQuery {
 /// so only one row per bucket travels. `placeholders` stand for the client
 /// id, the start and the end, in the store's syntax.
 pub fn series_sql(query: &SeriesQuery, placeholders: [&str; 3]) -> String {
+    series_sql_from(query, query.tier.table(), placeholders)
+}
+
+/// [`series_sql`] over `table`, which has the columns of the query's tier's
+/// table: SQLite's raw series reads its hot table this way too.
+pub fn series_sql_from(query: &SeriesQuery, table: &str, placeholders: [&str; 3]) -> String {
     let time = query.tier.time_column();
     let step = query.step_us;
     let mut sql = format!("SELECT {time} / {step} AS bucket, ");
@@ -269,11 +275,35 @@ pub fn series_sql(query: &SeriesQuery, placeholders: [&str; 3]) -> String {
     }
     let [client, start, end] = placeholders;
     sql.push_str(&format!(
-        " FROM {} WHERE client_id = {client} AND {time} >= {start} AND {time} < {end} \
-         GROUP BY bucket ORDER BY bucket",
-        query.tier.table()
+        " FROM {table} WHERE client_id = {client} AND {time} >= {start} AND {time} < {end} \
+         GROUP BY bucket ORDER BY bucket"
     ));
     sql
+}
+
+/// Two series of one query (each ordered by start) as one: buckets with
+/// the same start merge exactly, as any two summaries do.
+pub fn merge_series(left: Vec<Bucket>, right: Vec<Bucket>) -> Vec<Bucket> {
+    if right.is_empty() {
+        return left;
+    }
+    let mut merged = Vec::with_capacity(left.len() + right.len());
+    let mut right = right.into_iter().peekable();
+    for bucket in left {
+        while let Some(earlier) = right.next_if(|other| other.start_us < bucket.start_us) {
+            merged.push(earlier);
+        }
+        match right.next_if(|other| other.start_us == bucket.start_us) {
+            Some(same) => {
+                let mut bucket = bucket;
+                bucket.merge(&same);
+                merged.push(bucket);
+            }
+            None => merged.push(bucket),
+        }
+    }
+    merged.extend(right);
+    merged
 }
 
 /// One metric's columns in a row of [`series_sql`]: min, max, sum, count.
@@ -395,6 +425,25 @@ mod tests {
         let buckets = summarise(&twice, &all[..1], Tier::OneMinute);
         assert_eq!(buckets[0].sample_count, 1);
         assert_eq!(buckets[0].metrics[0].max, Some(10.0));
+    }
+
+    #[test]
+    fn series_merge_by_start() {
+        let bucket = |start_us: i64, cpu: f64| {
+            let mut bucket = Bucket::empty(7, start_us);
+            bucket.add_sample(&sample(start_us, Some(cpu)).sample);
+            bucket
+        };
+        let merged = merge_series(
+            vec![bucket(0, 1.0), bucket(20, 2.0)],
+            vec![bucket(10, 3.0), bucket(20, 4.0), bucket(30, 5.0)],
+        );
+        let starts: Vec<i64> = merged.iter().map(|bucket| bucket.start_us).collect();
+        assert_eq!(starts, [0, 10, 20, 30]);
+        assert_eq!(merged[2].sample_count, 2);
+        assert_eq!(merged[2].metrics[0].mean(), Some(3.0));
+        assert_eq!(merge_series(vec![bucket(0, 1.0)], vec![]).len(), 1);
+        assert_eq!(merge_series(vec![], vec![bucket(0, 1.0)]).len(), 1);
     }
 
     #[test]

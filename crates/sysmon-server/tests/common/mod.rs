@@ -71,22 +71,6 @@ impl CompatApi for TestServer {
     }
 }
 
-/// Posts a v1 batch that must be accepted; returns its acknowledgement.
-pub async fn post_samples(server: &TestServer, token: &str, samples: &[Value]) -> Value {
-    let response = server
-        .http
-        .post(server.url("/api/v1/samples"))
-        .bearer_auth(token)
-        .json(&samples)
-        .send()
-        .await
-        .expect("POST /api/v1/samples");
-    let status = response.status();
-    let text = response.text().await.expect("response body");
-    assert_eq!(status, 200, "{text}");
-    serde_json::from_str(&text).expect("JSON acknowledgement")
-}
-
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 

@@ -1,0 +1,610 @@
+//! The one connection that writes samples: ingest into the hot table, and
+//! the rollup fold, which moves what it folded from there into `samples`.
+//!
+//! Ingest appends to `hot_samples`, a rowid table in commit order, so a
+//! commit writes the page it appends to, not one page per host as
+//! `samples` (clustered by client and time) would. Those rows are also the
+//! rollup journal (see [`super::super::journal`]): a commit's entry is
+//! named by its last rowid, negated, and writes nothing more. A fold merges
+//! the summaries and moves the rows it accounts for into `samples`, sorted
+//! by key (each host's page written once for all the rows it gains), in one
+//! transaction. So a sample is in exactly one of the two tables, and in
+//! the hot one exactly while its summary is not in the rollup tables.
+//!
+//! Bytes written per stored row, `scripts/profile-ingest.sh sqlite
+//! http-form` (64 hosts, 20 to 30 rows per commit): 7,207 into `samples`;
+//! 1,103 into a hot table with a `rollup_journal` row per commit, moved by
+//! a compaction of its own; 873 with the hot table as the journal. The
+//! journal row was a second page per commit (~220 bytes a row in a
+//! simulation of the pattern).
+//!
+//! The hot table has no index on (client, time), which would cost a page
+//! per host per commit again. Duplicates are found without it: the writer
+//! keeps the keys of the hot rows in memory ([`HotRows`], read from the
+//! table when it opens) and looks the rest up in `samples`, a read.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::super::journal::{self, JournalSeq};
+use super::super::rollup::{self, Bucket, Tier};
+use super::super::{
+    sample_columns, ClientSample, Column, Durability, Fold, Inserted, InstanceId, JournalEntry,
+    SampleKey, SampleRow, SAMPLE_COLUMN_COUNT,
+};
+use crate::error::{Error, Result};
+
+/// The writer's page cache, in KiB (a negative `cache_size` is KiB).
+const WRITER_CACHE_KIB: i64 = -64 * 1024;
+
+/// Hot rows past which a commit asks for an early fold. Every read of a
+/// client scans the hot table (it has no index), so this bounds that scan
+/// (49,000 hot rows of other hosts added 2.8 ms to a 100k-row report); the
+/// more rows a fold moves, the fewer times each host's last page is
+/// rewritten (moving 20,000 rows at a time instead of 50,000 cost ~75 bytes
+/// per row more in a simulation, 64 hosts).
+const FOLD_SOON_ROWS: usize = 50_000;
+
+/// Most hot rows in one orphaned journal entry, so that recovering a large
+/// hot table reads its samples a bounded part at a time.
+const ORPHAN_ENTRY_ROWS: i64 = 100;
+
+/// The upsert of one bucket into a tier's table, kept prepared by the
+/// writer; SQL text is parsed once per connection.
+fn upsert_sql(tier: Tier) -> &'static str {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        Tier::ROLLUPS
+            .iter()
+            .map(|tier| {
+                format!(
+                    "INSERT INTO {} AS t ({}) VALUES ({}){}",
+                    tier.table(),
+                    rollup::rollup_columns(),
+                    numbered_parameters(3 + rollup::ROLLUP_VALUE_COLUMNS),
+                    rollup::merge_on_conflict()
+                )
+            })
+            .collect()
+    });
+    &all[tier.rollup_index()]
+}
+
+/// `?1, ?2, ..., ?count`.
+fn numbered_parameters(count: usize) -> String {
+    (1..=count)
+        .map(|index| format!("?{index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows of the hot table with consecutive rowids, written under one
+/// instance: the unit the journal entries of the hot table refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HotRun {
+    /// `None` for rows an earlier process left: orphans, folded from the
+    /// table.
+    owner: Option<InstanceId>,
+    first: i64,
+    last: i64,
+}
+
+/// What the writer knows of the hot table. Changed only once the
+/// transaction that changed the table has committed; after a failure it is
+/// read again from the table ([`HotRows::read`]).
+#[derive(Debug, Default)]
+struct HotRows {
+    /// The key of every hot row: what makes a sample there a duplicate.
+    keys: HashSet<SampleKey>,
+    /// Every hot row, by rowid.
+    runs: Vec<HotRun>,
+}
+
+impl HotRows {
+    /// The hot table's rows, each owned as in `previous` (`None` if no
+    /// run there holds its rowid).
+    fn read(connection: &rusqlite::Connection, previous: &[HotRun]) -> rusqlite::Result<HotRows> {
+        let mut hot = HotRows::default();
+        let mut statement = connection
+            .prepare("SELECT rowid, client_id, time_us FROM hot_samples ORDER BY rowid")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let rowid: i64 = row.get(0)?;
+            hot.keys.insert((row.get(1)?, row.get(2)?));
+            let owner = previous
+                .iter()
+                .find(|run| (run.first..=run.last).contains(&rowid))
+                .and_then(|run| run.owner);
+            hot.append(owner, rowid, rowid);
+        }
+        Ok(hot)
+    }
+
+    /// Rows `first..=last` were appended under `owner`.
+    fn append(&mut self, owner: Option<InstanceId>, first: i64, last: i64) {
+        match self.runs.last_mut() {
+            Some(run) if run.owner == owner && run.last + 1 == first => run.last = last,
+            _ => self.runs.push(HotRun { owner, first, last }),
+        }
+    }
+
+    /// The rows a fold's hot entries account for: per run, from its first
+    /// row to its last entry's. `None` when an entry names a row that is no
+    /// longer hot (folded already).
+    fn fold_ranges(&self, journal: &[JournalSeq]) -> Option<Vec<(i64, i64)>> {
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for &seq in journal.iter().filter(|&&seq| seq < 0) {
+            let rowid = -seq;
+            let run = self
+                .runs
+                .iter()
+                .find(|run| (run.first..=run.last).contains(&rowid))?;
+            match ranges.iter_mut().find(|(first, _)| *first == run.first) {
+                Some((_, upto)) => *upto = (*upto).max(rowid),
+                None => ranges.push((run.first, rowid)),
+            }
+        }
+        Some(ranges)
+    }
+
+    /// Rows `first..=upto` (the start of a run) were moved to `samples`.
+    fn moved(&mut self, first: i64, upto: i64, keys: &[SampleKey]) {
+        for key in keys {
+            self.keys.remove(key);
+        }
+        if let Some(run) = self.runs.iter_mut().find(|run| run.first == first) {
+            run.first = upto + 1;
+        }
+        self.runs.retain(|run| run.first <= run.last);
+    }
+
+    /// Rowid ranges of at most [`ORPHAN_ENTRY_ROWS`] covering the runs not
+    /// owned by `live`, from each run's start, at most `limit` of them.
+    fn orphan_ranges(&self, live: InstanceId, limit: usize) -> Vec<(i64, i64)> {
+        let mut ranges = Vec::new();
+        for run in self.runs.iter().filter(|run| run.owner != Some(live)) {
+            let mut first = run.first;
+            while first <= run.last && ranges.len() < limit {
+                let last = run.last.min(first.saturating_add(ORPHAN_ENTRY_ROWS - 1));
+                ranges.push((first, last));
+                first = last + 1;
+            }
+        }
+        ranges
+    }
+}
+
+pub(super) struct BlockingWriter {
+    state: std::sync::Mutex<WriterState>,
+}
+
+struct WriterState {
+    connection: rusqlite::Connection,
+    hot: HotRows,
+}
+
+impl WriterState {
+    /// After a failed transaction: what the table holds is the truth (a
+    /// commit that reported failure may have happened all the same).
+    fn reread_hot(&mut self) {
+        match HotRows::read(&self.connection, &self.hot.runs) {
+            Ok(hot) => self.hot = hot,
+            Err(error) => tracing::error!(%error, "cannot read the hot table back"),
+        }
+    }
+}
+
+impl BlockingWriter {
+    pub(super) fn open(path: &Path, durability: Durability) -> Result<Self> {
+        let connection = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_secs(10))?;
+        // The file is already in WAL mode (set by the pool, and persistent).
+        // FULL: an acknowledged sample survives a power cut, not only a
+        // crash; group commit pays the fsync once per batch. NORMAL: WAL
+        // writes reach the OS at commit and disk at checkpoints.
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Relaxed => "NORMAL",
+        };
+        connection.pragma_update(None, "synchronous", synchronous)?;
+        // Each sample of a big fleet touches its host's rollup rows; with
+        // SQLite's 2 MB default cache 10,000 hosts' rows no longer fit and
+        // every commit reads pages back from the OS.
+        connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        let hot = HotRows::read(&connection, &[])?;
+        if !hot.keys.is_empty() {
+            tracing::info!(
+                samples = hot.keys.len(),
+                "the hot table holds samples an earlier run had not folded"
+            );
+        }
+        Ok(Self {
+            state: std::sync::Mutex::new(WriterState { connection, hot }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends a batch's new samples to the hot table in one transaction;
+    /// their rows are the commit's journal entry.
+    pub(super) fn insert(
+        &self,
+        samples: &[ClientSample],
+        instance: InstanceId,
+    ) -> rusqlite::Result<Inserted> {
+        let mut state = self.lock();
+        let outcome = insert_batch(&mut state, samples, instance);
+        if outcome.is_err() {
+            state.reread_hot();
+        }
+        outcome
+    }
+
+    /// Merges a fold into the rollup tables, deletes its `rollup_journal`
+    /// entries and moves the hot rows of its hot entries into `samples`, in
+    /// one transaction. Fails with [`Error::FoldConflict`], changing
+    /// nothing, when any of them is gone.
+    pub(super) fn fold(&self, fold: &Fold, before_commit: &dyn Fn()) -> Result<()> {
+        let mut state = self.lock();
+        let outcome = fold_in_transaction(&mut state, fold, before_commit);
+        if outcome.is_err() {
+            state.reread_hot();
+        }
+        outcome
+    }
+
+    /// Up to `limit` journal entries no live instance accounts for: what
+    /// earlier versions left in `rollup_journal`, then the hot rows of
+    /// earlier runs (and of instances given up), a bounded run at a time.
+    pub(super) fn orphans(&self, live: InstanceId, limit: usize) -> Result<Vec<JournalEntry>> {
+        let state = self.lock();
+        let mut entries = read_journal_orphans(&state.connection, live, limit)?;
+        let remaining = limit.saturating_sub(entries.len());
+        let mut keys = state.connection.prepare_cached(
+            "SELECT client_id, time_us FROM hot_samples WHERE rowid BETWEEN ?1 AND ?2",
+        )?;
+        for (first, last) in state.hot.orphan_ranges(live, remaining) {
+            entries.push(JournalEntry {
+                seq: -last,
+                keys: keys
+                    .query_map((first, last), |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?,
+            });
+        }
+        Ok(entries)
+    }
+}
+
+fn key_of(item: &ClientSample) -> SampleKey {
+    (item.client.0, item.sample.time.micros())
+}
+
+fn insert_batch(
+    state: &mut WriterState,
+    samples: &[ClientSample],
+    instance: InstanceId,
+) -> rusqlite::Result<Inserted> {
+    let WriterState { connection, hot } = state;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let new = insert_new_rows(&transaction, &hot.keys, samples)?;
+    insert_filesystems(&transaction, samples, &new)?;
+    transaction.commit()?;
+    let keys: Vec<SampleKey> = new.iter().map(|row| row.key).collect();
+    let rowids = new.first().zip(new.last()).map(|(a, b)| (a.rowid, b.rowid));
+    if let Some((first, last)) = rowids {
+        hot.keys.extend(keys.iter().copied());
+        hot.append(Some(instance), first, last);
+    }
+    Ok(Inserted {
+        keys,
+        journal: rowids.map(|(_, last)| -last),
+        fold_soon: hot.keys.len() >= FOLD_SOON_ROWS,
+    })
+}
+
+fn fold_in_transaction(
+    state: &mut WriterState,
+    fold: &Fold,
+    before_commit: &dyn Fn(),
+) -> Result<()> {
+    let WriterState { connection, hot } = state;
+    let ranges = hot.fold_ranges(&fold.journal).ok_or(Error::FoldConflict {
+        expected: fold.journal.len(),
+        found: 0,
+    })?;
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    for (tier, buckets) in fold.tier_buckets() {
+        upsert_buckets(&transaction, tier, buckets)?;
+    }
+    delete_journal_rows(&transaction, &fold.journal)?;
+    let mut moved = Vec::with_capacity(ranges.len());
+    for &(first, upto) in &ranges {
+        let keys = move_hot_rows(&transaction, first, upto)?;
+        if keys.len() as i64 != upto - first + 1 {
+            return Err(Error::FoldConflict {
+                expected: (upto - first + 1) as usize,
+                found: keys.len(),
+            });
+        }
+        moved.push((first, upto, keys));
+    }
+    before_commit();
+    transaction.commit()?;
+    for (first, upto, keys) in moved {
+        hot.moved(first, upto, &keys);
+    }
+    Ok(())
+}
+
+/// Deletes the fold's `rollup_journal` entries (positive seqs).
+fn delete_journal_rows(connection: &rusqlite::Connection, journal: &[JournalSeq]) -> Result<()> {
+    let rows: Vec<JournalSeq> = journal.iter().copied().filter(|&seq| seq > 0).collect();
+    let mut delete = connection.prepare_cached("DELETE FROM rollup_journal WHERE seq = ?1")?;
+    let mut deleted = 0;
+    for seq in &rows {
+        deleted += delete.execute([seq])?;
+    }
+    if deleted != rows.len() {
+        return Err(Error::FoldConflict {
+            expected: rows.len(),
+            found: deleted,
+        });
+    }
+    Ok(())
+}
+
+/// Moves hot rows `first..=upto` (and their file systems) into `samples`,
+/// sorted by key; returns the keys of the rows it took from the hot table.
+fn move_hot_rows(
+    connection: &rusqlite::Connection,
+    first: i64,
+    upto: i64,
+) -> rusqlite::Result<Vec<SampleKey>> {
+    static SAMPLES: OnceLock<String> = OnceLock::new();
+    let samples = SAMPLES.get_or_init(|| {
+        format!(
+            "INSERT INTO samples ({columns}) SELECT {columns} FROM hot_samples
+             WHERE rowid BETWEEN ?1 AND ?2
+             ORDER BY client_id, time_us ON CONFLICT (client_id, time_us) DO NOTHING",
+            columns = sample_columns()
+        )
+    });
+    let inserted = connection.prepare_cached(samples)?.execute((first, upto))?;
+    // The file systems of the moved samples; before they leave the hot
+    // table, which names them. Parents first: sample_filesystems has a
+    // foreign key to samples.
+    connection
+        .prepare_cached(
+            "INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
+             SELECT client_id, time_us, mount_point, used_bytes, total_bytes
+             FROM hot_sample_filesystems
+             WHERE (client_id, time_us) IN
+                   (SELECT client_id, time_us FROM hot_samples WHERE rowid BETWEEN ?1 AND ?2)
+             ORDER BY client_id, time_us, mount_point ON CONFLICT DO NOTHING",
+        )?
+        .execute((first, upto))?;
+    connection
+        .prepare_cached(
+            "DELETE FROM hot_sample_filesystems WHERE (client_id, time_us) IN
+             (SELECT client_id, time_us FROM hot_samples WHERE rowid BETWEEN ?1 AND ?2)",
+        )?
+        .execute((first, upto))?;
+    let keys: Vec<SampleKey> = connection
+        .prepare_cached(
+            "DELETE FROM hot_samples WHERE rowid BETWEEN ?1 AND ?2 RETURNING client_id, time_us",
+        )?
+        .query_map((first, upto), |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if inserted != keys.len() {
+        // Cannot happen while ingest checks both tables; should it, the
+        // sample stored first is kept, as for any duplicate.
+        tracing::warn!(
+            hot = keys.len(),
+            inserted,
+            "hot samples were already in `samples`; kept the stored ones"
+        );
+    }
+    Ok(keys)
+}
+
+/// `rollup_journal` entries of instances other than `live`: on SQLite
+/// only what earlier versions, which journalled there, left.
+fn read_journal_orphans(
+    connection: &rusqlite::Connection,
+    live: InstanceId,
+    limit: usize,
+) -> Result<Vec<JournalEntry>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT seq, keys FROM rollup_journal WHERE instance_id <> ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map((live.0, limit), |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (seq, keys) = row?;
+        let keys = journal::unpack_keys(&keys).ok_or_else(|| {
+            Error::Internal(format!(
+                "rollup journal entry {seq} is not a list of sample keys"
+            ))
+        })?;
+        entries.push(JournalEntry { seq, keys });
+    }
+    Ok(entries)
+}
+
+/// A sample appended to the hot table.
+struct NewRow {
+    /// Its position in the batch.
+    index: usize,
+    key: SampleKey,
+    rowid: i64,
+}
+
+/// Appends the samples not stored yet to the hot table. A sample is stored
+/// already when its key is hot, in `samples`, or earlier in this batch (the
+/// first row is kept).
+fn insert_new_rows(
+    connection: &rusqlite::Connection,
+    hot: &HashSet<SampleKey>,
+    samples: &[ClientSample],
+) -> rusqlite::Result<Vec<NewRow>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "INSERT INTO hot_samples ({}) VALUES ({})",
+            sample_columns(),
+            numbered_parameters(SAMPLE_COLUMN_COUNT)
+        )
+    });
+    let mut insert = connection.prepare_cached(sql)?;
+    let mut stored =
+        connection.prepare_cached("SELECT 1 FROM samples WHERE client_id = ?1 AND time_us = ?2")?;
+    let mut in_batch = HashSet::with_capacity(samples.len());
+    let mut new = Vec::with_capacity(samples.len());
+    for (index, item) in samples.iter().enumerate() {
+        let key = key_of(item);
+        if hot.contains(&key) || in_batch.contains(&key) || stored.exists(key)? {
+            continue;
+        }
+        for (position, column) in SampleRow::from_sample(item).columns().enumerate() {
+            match column {
+                Column::Integer(value) => insert.raw_bind_parameter(position + 1, value)?,
+                Column::Float(value) => insert.raw_bind_parameter(position + 1, value)?,
+            }
+        }
+        insert.raw_execute()?;
+        in_batch.insert(key);
+        new.push(NewRow {
+            index,
+            key,
+            rowid: connection.last_insert_rowid(),
+        });
+    }
+    Ok(new)
+}
+
+/// The file systems of the newly stored samples, a mount point once per
+/// sample (its first row).
+fn insert_filesystems(
+    connection: &rusqlite::Connection,
+    samples: &[ClientSample],
+    new: &[NewRow],
+) -> rusqlite::Result<()> {
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO hot_sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for row in new {
+        let Some(extended) = samples[row.index].sample.extended.as_deref() else {
+            continue;
+        };
+        let (client, time) = row.key;
+        let mut mounts = HashSet::new();
+        for fs in &extended.filesystems {
+            if mounts.insert(fs.mount_point.as_str()) {
+                insert.execute((
+                    client,
+                    time,
+                    &fs.mount_point,
+                    fs.used_bytes as i64,
+                    fs.total_bytes as i64,
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn upsert_buckets(
+    connection: &rusqlite::Connection,
+    tier: Tier,
+    buckets: &[Bucket],
+) -> rusqlite::Result<()> {
+    let mut upsert = connection.prepare_cached(upsert_sql(tier))?;
+    for bucket in buckets {
+        upsert.raw_bind_parameter(1, bucket.client_id)?;
+        upsert.raw_bind_parameter(2, bucket.start_us)?;
+        upsert.raw_bind_parameter(3, bucket.sample_count)?;
+        let mut index = 4;
+        for summary in &bucket.metrics {
+            upsert.raw_bind_parameter(index, summary.min)?;
+            upsert.raw_bind_parameter(index + 1, summary.max)?;
+            upsert.raw_bind_parameter(index + 2, summary.sum)?;
+            upsert.raw_bind_parameter(index + 3, summary.count)?;
+            index += 4;
+        }
+        upsert.raw_execute()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: InstanceId = InstanceId(1);
+    const B: InstanceId = InstanceId(3);
+
+    fn runs(hot: &HotRows) -> Vec<(Option<InstanceId>, i64, i64)> {
+        hot.runs
+            .iter()
+            .map(|run| (run.owner, run.first, run.last))
+            .collect()
+    }
+
+    #[test]
+    fn commits_of_one_instance_extend_its_run() {
+        let mut hot = HotRows::default();
+        hot.append(Some(A), 1, 3);
+        hot.append(Some(A), 4, 4);
+        hot.append(Some(B), 5, 9);
+        // Not adjacent (the rows before were moved): a run of its own.
+        hot.append(Some(B), 12, 12);
+        assert_eq!(
+            runs(&hot),
+            [(Some(A), 1, 4), (Some(B), 5, 9), (Some(B), 12, 12)]
+        );
+    }
+
+    #[test]
+    fn a_fold_moves_each_run_up_to_its_last_entry() {
+        let mut hot = HotRows::default();
+        hot.append(None, 1, 10);
+        hot.append(Some(A), 11, 20);
+        // Entries are negated last rowids; positive seqs are journal rows.
+        assert_eq!(
+            hot.fold_ranges(&[-13, -15, 7, -10]),
+            Some(vec![(11, 15), (1, 10)])
+        );
+        assert_eq!(hot.fold_ranges(&[-21]), None, "no longer hot");
+        hot.moved(11, 15, &[]);
+        hot.moved(1, 10, &[]);
+        assert_eq!(runs(&hot), [(Some(A), 16, 20)]);
+        assert_eq!(hot.fold_ranges(&[-13]), None, "folded already");
+    }
+
+    #[test]
+    fn orphans_are_the_runs_of_other_instances_in_bounded_entries() {
+        let mut hot = HotRows::default();
+        hot.append(None, 1, 150);
+        hot.append(Some(A), 151, 160);
+        hot.append(Some(B), 161, 170);
+        assert_eq!(hot.orphan_ranges(B, 10), [(1, 100), (101, 150), (151, 160)]);
+        assert_eq!(hot.orphan_ranges(B, 2), [(1, 100), (101, 150)]);
+        assert!(hot.orphan_ranges(A, 0).is_empty());
+    }
+}
