@@ -89,7 +89,18 @@ impl SampleCollector {
 
     /// Measures the host now and labels the sample with `time` (unix
     /// seconds): the caller decides what instant a sample stands for.
+    ///
+    /// Called within [`MIN_RATE_WINDOW`] (or sysinfo's minimum CPU window)
+    /// of the previous measurement, as an agent's first tick can be when
+    /// it starts just before a second boundary, it first waits out the
+    /// rest of that window (at most 200 ms): a sample without its CPU
+    /// load and rates would be worse than one a moment late.
     pub fn collect(&mut self, time: f64) -> HostSample {
+        let shortest = MIN_RATE_WINDOW.max(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        let since = self.previous.at.elapsed();
+        if since < shortest {
+            std::thread::sleep(shortest - since);
+        }
         self.system.refresh_cpu_usage();
         let cpu_load = f64::from(self.system.global_cpu_usage());
         let cpu_load = cpu_load
@@ -512,6 +523,18 @@ cgroup2 /sys/fs/cgroup cgroup2 rw 0 0
             ["eth0"]
         );
         assert_eq!(InterfaceKind::of("lo"), InterfaceKind::Loopback);
+    }
+
+    #[test]
+    fn a_collect_right_after_new_still_has_rates() {
+        // An agent started just before a second boundary collects at once.
+        let mut collector = SampleCollector::new();
+        let sample = collector.collect(1_764_000_000.0);
+        assert!(sample.cpu_load.is_some());
+        assert!(sample.extended.disk_read_bytes_per_second.is_some());
+        assert!(sample.extended.network_receive_bytes_per_second.is_some());
+        let again = collector.collect(1_764_000_001.0);
+        assert!(again.extended.disk_write_bytes_per_second.is_some());
     }
 
     #[test]
