@@ -15,7 +15,10 @@ use sysmon_server::services::passwords::Passwords;
 use sysmon_server::store::{self, Durability, Tier};
 use sysmon_testkit::{poll, unix_now, Backend, TestDatabase, TestServer};
 
-sysmon_testkit::on_both_stores!(samples_over_many_days_are_stored_once);
+sysmon_testkit::on_both_stores!(
+    samples_over_many_days_are_stored_once,
+    first_and_newest_samples_are_found_folded_or_not,
+);
 
 const DAY: i64 = 86_400;
 /// 2001-03-04T12:00:00Z: a back-filled sample, long before the others.
@@ -115,6 +118,87 @@ async fn samples_over_many_days_are_stored_once(database: TestDatabase) {
     if database.backend == Backend::Postgres {
         assert_partitions(&mut connect(&database).await, &times).await;
     }
+    server.shutdown().await;
+}
+
+/// The fleet overview's entry and `/client/<name>/time` of the client
+/// `name` (password "pw"), as (first seen, last seen, latest cpu,
+/// interval, span).
+async fn first_and_newest(server: &TestServer, name: &str, token: &str) -> Value {
+    let session: Value = server
+        .http
+        .post(server.url("/api/v1/session"))
+        .json(&json!({"username": name, "password": "pw"}))
+        .send()
+        .await
+        .expect("log in")
+        .json()
+        .await
+        .expect("session");
+    let session = session["token"].as_str().expect("session token");
+    let fleet = server.get_json("/api/v1/clients", session).await;
+    let entry = &fleet["clients"][0];
+    let span: Value = server
+        .http
+        .get(server.url(&format!("/client/{name}/time")))
+        .header("Authorization", token)
+        .send()
+        .await
+        .expect("GET time")
+        .json()
+        .await
+        .expect("time body");
+    json!([
+        entry["first_seen"],
+        entry["last_seen"],
+        entry["latest"]["cpu_load"],
+        entry["interval_seconds"],
+        span
+    ])
+}
+
+/// PostgreSQL bounds its lookups of a client's first and newest samples by
+/// the client's 1-hour rollups (src/store/postgres/reads.rs): samples
+/// stored but not folded yet, before the first folded hour or after the
+/// newest, days apart, must still be found, and so must a client with no
+/// rollup at all.
+async fn first_and_newest_samples_are_found_folded_or_not(database: TestDatabase) {
+    let mut config = database.config();
+    config.ingest.rollups.fold_interval = Duration::from_secs(3600);
+    let server = TestServer::start(config.clone()).await;
+    let token = server.register("spread", "pw").await;
+    let folded = [
+        NOV_20 + 6 * 3600,
+        NOV_20 + 2 * DAY - 1,
+        NOV_20 + 2 * DAY,
+        NOV_20 + 5 * DAY,
+    ];
+    let batch: Vec<Value> = folded.iter().map(|&t| sample(t, 4.0)).collect();
+    server.post_samples(&token, &batch).await;
+    // Not folded yet, and no rollup at all: looked up without a bound.
+    assert_eq!(
+        first_and_newest(&server, "spread", &token).await,
+        json!([folded[0] as f64, folded[3] as f64, 4.0, 1.0, {"start": folded[0], "end": folded[3]}])
+    );
+    server.shutdown().await; // folds
+
+    let server = TestServer::start(config).await;
+    assert_eq!(
+        first_and_newest(&server, "spread", &token).await,
+        json!([folded[0] as f64, folded[3] as f64, 4.0, 1.0, {"start": folded[0], "end": folded[3]}]),
+        "every sample folded"
+    );
+    // Three days before the first folded hour, and a day after the newest:
+    // stored, not folded.
+    let (before, after) = (NOV_20 - 3 * DAY, NOV_20 + 6 * DAY);
+    server
+        .post_samples(&token, &[sample(before, 1.0), sample(after, 2.0)])
+        .await;
+    assert_eq!(
+        first_and_newest(&server, "spread", &token).await,
+        json!([before as f64, after as f64, 2.0, DAY as f64, {"start": before, "end": after}]),
+        "samples outside the folded hours"
+    );
     server.shutdown().await;
 }
 

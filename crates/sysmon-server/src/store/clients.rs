@@ -7,9 +7,10 @@
 //! - [`ClientStore`] (clients and tokens): one implementation for both
 //!   stores, [`impl_client_store!`].
 //! - [`SampleReads`] (a client's span, its full samples, the fleet's
-//!   overviews): PostgreSQL's is [`impl_sample_reads!`]; SQLite's reads two
-//!   tables (its hot table and `samples`, see `sqlite`) and merges them, with
-//!   the SQL below for the `samples` side.
+//!   overviews): each store's own, as each keeps samples its own way
+//!   (SQLite reads its hot table and `samples` and merges them; PostgreSQL
+//!   bounds every lookup so it touches few of its day partitions), with the
+//!   SQL below where they agree.
 //!
 //! Ingest, reports, series and pruning are per store (see their modules).
 
@@ -71,7 +72,9 @@ pub fn filesystems_sql(table: &str) -> String {
 /// Every client with the time of its first sample, its latest sample
 /// (every column) and the times of the two before it, in one statement:
 /// each subquery is one probe of the samples table's primary key, so the
-/// cost grows with the number of clients, not of samples.
+/// cost grows with the number of clients, not of samples. SQLite's (its
+/// `samples` table is one B-tree; PostgreSQL's day partitions need the
+/// bounded lookups of `postgres::reads`).
 pub fn overviews_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -180,100 +183,6 @@ macro_rules! impl_client_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(count.max(0) as u64)
-            }
-        }
-    };
-}
-
-/// `impl SampleReads for $store` on the `samples` table alone, for a store
-/// with a sqlx `pool` field whose ingest writes there directly
-/// (PostgreSQL's).
-macro_rules! impl_sample_reads {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::store::SampleReads for $store {
-            async fn log_span(
-                &self,
-                client: $crate::store::ClientId,
-            ) -> $crate::error::Result<Option<(sysmon_core::UnixTime, sysmon_core::UnixTime)>> {
-                let (first, last) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
-                    "SELECT MIN(time_us), MAX(time_us) FROM samples WHERE client_id = $1",
-                )
-                .bind(client.0)
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(first.zip(last).map(|(first, last)| {
-                    (
-                        sysmon_core::UnixTime::from_micros(first),
-                        sysmon_core::UnixTime::from_micros(last),
-                    )
-                }))
-            }
-
-            async fn full_samples(
-                &self,
-                client: $crate::store::ClientId,
-                range: $crate::store::TimeRange,
-            ) -> $crate::error::Result<Vec<sysmon_core::Sample>> {
-                let (start, end) = range.bounds_micros();
-                let rows = sqlx::query(&$crate::store::clients::full_samples_sql("samples"))
-                    .bind(client.0)
-                    .bind(start)
-                    .bind(end)
-                    .fetch_all(&self.pool)
-                    .await?;
-                let mut samples = rows
-                    .iter()
-                    .map(|row| $crate::store::full_sample_from_row(row, 0))
-                    .collect::<$crate::error::Result<Vec<_>>>()?;
-                let filesystems = sqlx::query_as::<_, (i64, String, i64, i64)>(
-                    &$crate::store::clients::filesystems_sql("sample_filesystems"),
-                )
-                .bind(client.0)
-                .bind(start)
-                .bind(end)
-                .fetch_all(&self.pool)
-                .await?;
-                $crate::store::attach_filesystems(
-                    &mut samples,
-                    filesystems
-                        .into_iter()
-                        .map($crate::store::FilesystemRow::from)
-                        .collect(),
-                );
-                Ok(samples)
-            }
-
-            async fn client_overviews(
-                &self,
-            ) -> $crate::error::Result<Vec<$crate::store::ClientOverview>> {
-                use sqlx::Row;
-                let rows = sqlx::query($crate::store::clients::overviews_sql())
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| {
-                        let time = |index: usize| -> $crate::error::Result<_> {
-                            Ok(row
-                                .try_get::<Option<i64>, _>(index)?
-                                .map(sysmon_core::UnixTime::from_micros))
-                        };
-                        let first_sample = $crate::store::clients::OVERVIEW_SAMPLE_COLUMN;
-                        let latest = match row.try_get::<Option<i64>, _>(first_sample)? {
-                            Some(_) => {
-                                Some($crate::store::full_sample_from_row(row, first_sample)?)
-                            }
-                            None => None,
-                        };
-                        Ok($crate::store::ClientOverview {
-                            id: $crate::store::ClientId(row.try_get(0)?),
-                            name: row.try_get(1)?,
-                            first_seen: time(2)?,
-                            latest,
-                            previous: [time(3)?, time(4)?].into_iter().flatten().collect(),
-                        })
-                    })
-                    .collect()
             }
         }
     };

@@ -63,11 +63,11 @@ impl Day {
         Day(time_us.div_euclid(DAY_US))
     }
 
-    fn start_us(self) -> i64 {
+    pub fn start_us(self) -> i64 {
         self.0 * DAY_US
     }
 
-    fn end_us(self) -> i64 {
+    pub fn end_us(self) -> i64 {
         (self.0 + 1) * DAY_US
     }
 

@@ -1,5 +1,7 @@
 //! The production store: PostgreSQL.
 
+mod reads;
+
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -225,7 +227,6 @@ fn upsert_buckets(
 }
 
 impl_client_store!(PostgresStore);
-impl_sample_reads!(PostgresStore);
 impl_user_store!(PostgresStore);
 
 #[async_trait]
