@@ -125,29 +125,10 @@ async fn samples_over_many_days_are_stored_once(database: TestDatabase) {
 /// `name` (password "pw"), as (first seen, last seen, latest cpu,
 /// interval, span).
 async fn first_and_newest(server: &TestServer, name: &str, token: &str) -> Value {
-    let session: Value = server
-        .http
-        .post(server.url("/api/v1/session"))
-        .json(&json!({"username": name, "password": "pw"}))
-        .send()
-        .await
-        .expect("log in")
-        .json()
-        .await
-        .expect("session");
-    let session = session["token"].as_str().expect("session token");
-    let fleet = server.get_json("/api/v1/clients", session).await;
+    let session = server.login(name, "pw").await;
+    let fleet = server.get_json("/api/v1/clients", &session).await;
     let entry = &fleet["clients"][0];
-    let span: Value = server
-        .http
-        .get(server.url(&format!("/client/{name}/time")))
-        .header("Authorization", token)
-        .send()
-        .await
-        .expect("GET time")
-        .json()
-        .await
-        .expect("time body");
+    let span = server.client_span(name, token).await;
     json!([
         entry["first_seen"],
         entry["last_seen"],

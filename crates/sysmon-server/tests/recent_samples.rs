@@ -89,16 +89,7 @@ async fn read_everything(server: &TestServer, token: &str, session: &str) -> Rea
             &format!("?start={}&end={}", BASE + 8, BASE + 42),
         )
         .await;
-    let span = server
-        .http
-        .get(server.url(&format!("/client/{NAME}/time")))
-        .header("Authorization", token)
-        .send()
-        .await
-        .expect("GET time")
-        .json()
-        .await
-        .expect("time body");
+    let span = server.client_span(NAME, token).await;
     let read_back = server.get_json("/api/v1/samples", token).await;
     let range = format!("from={BASE}&to={}", BASE + 100);
     let csv = server
@@ -221,7 +212,7 @@ async fn every_read_sees_samples_hot_folded_and_both(database: TestDatabase) {
         )
         .await;
     assert_eq!(pushed.status(), 202);
-    let session = login(&server).await;
+    let session = server.login(NAME, PASSWORD).await;
 
     // Acknowledged, not folded: every read finds them in the hot table.
     if let Some(counts) = where_samples_are(&database).await {
@@ -251,20 +242,6 @@ async fn every_read_sees_samples_hot_folded_and_both(database: TestDatabase) {
     let both = read_everything(&server, &token, &session).await;
     check(&both, &[5, 10, 20, 30, 35, 40, 45]);
     server.shutdown().await;
-}
-
-async fn login(server: &TestServer) -> String {
-    let body: Value = server
-        .http
-        .post(server.url("/api/v1/session"))
-        .json(&json!({"username": NAME, "password": PASSWORD}))
-        .send()
-        .await
-        .expect("log in")
-        .json()
-        .await
-        .expect("session");
-    body["token"].as_str().expect("session token").to_owned()
 }
 
 async fn replays_are_duplicates_whether_the_original_is_hot_or_folded(database: TestDatabase) {

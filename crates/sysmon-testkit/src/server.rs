@@ -80,6 +80,27 @@ impl TestServer {
         body["payload"].as_array().expect("payload array").clone()
     }
 
+    /// Logs `username` in to the dashboard (`POST /api/v1/session`); the
+    /// session token of the 200 it must answer.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let request = self
+            .http
+            .post(self.url("/api/v1/session"))
+            .json(&serde_json::json!({"username": username, "password": password}));
+        let body = expect_ok_json(request, &format!("logging {username} in")).await;
+        body["token"].as_str().expect("session token").to_owned()
+    }
+
+    /// A client's first and last sample times through the original API
+    /// (`/client/<name>/time`): `{"start": …, "end": …}`.
+    pub async fn client_span(&self, username: &str, token: &str) -> Value {
+        let request = self
+            .http
+            .get(self.url(&format!("/client/{username}/time")))
+            .header("Authorization", token);
+        expect_ok_json(request, &format!("span of {username}")).await
+    }
+
     /// `GET path` with a bearer token (a client's, or a dashboard
     /// session's); the JSON body of the 200 it must answer.
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
