@@ -7,7 +7,9 @@
 #
 #   scripts/footprint.sh [SAMPLES=10000000] [HOSTS=1000]
 #
-# STORES="sqlite" or "postgresql" picks one. Writes target/bench/footprint.md.
+# STORES="sqlite" or "postgresql" picks one. SERVER and LOADGEN name other
+# binaries than this checkout's release build (to measure an older build).
+# Writes target/bench/footprint.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAMPLES="${1:-10000000}"
@@ -23,9 +25,9 @@ cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$wor
 trap cleanup EXIT
 read -ra stores <<<"${STORES:-sqlite postgresql}"
 
-cargo build --release -q -p sysmon-server -p sysmon-loadgen
-SERVER="${CARGO_TARGET_DIR:-target}/release/sysmon-server"
-LOADGEN="${CARGO_TARGET_DIR:-target}/release/sysmon-loadgen"
+[ -n "${SERVER:-}" ] && [ -n "${LOADGEN:-}" ] || cargo build --release -q -p sysmon-server -p sysmon-loadgen
+SERVER="${SERVER:-${CARGO_TARGET_DIR:-target}/release/sysmon-server}"
+LOADGEN="${LOADGEN:-${CARGO_TARGET_DIR:-target}/release/sysmon-loadgen}"
 URL="http://127.0.0.1:$PORT"
 
 start_server() { # DATABASE_URL
