@@ -4,7 +4,9 @@
 //! and a replay must be a duplicate wherever its original is. The same
 //! tests run on PostgreSQL, which stores samples in place: both stores
 //! answer alike. The fold interval here is an hour, so samples move only at
-//! shutdown, which the tests use to move them.
+//! shutdown, which the tests use to move them. A host with many samples
+//! in one commit has them stored in `samples` directly, journalled in
+//! `rollup_journal`: those must behave the same.
 
 mod common;
 
@@ -18,6 +20,7 @@ use sysmon_testkit::{Backend, TestDatabase, TestServer};
 sysmon_testkit::on_both_stores!(
     every_read_sees_samples_hot_folded_and_both,
     replays_are_duplicates_whether_the_original_is_hot_or_folded,
+    a_long_batch_of_one_host_is_stored_directly,
 );
 
 const NAME: &str = "web1";
@@ -37,17 +40,25 @@ async fn start(database: &TestDatabase) -> TestServer {
 /// (hot, folded) samples on SQLite; `None` on PostgreSQL, which has one
 /// table.
 async fn where_samples_are(database: &TestDatabase) -> Option<(i64, i64)> {
+    sqlite_counts(
+        database,
+        "SELECT (SELECT COUNT(*) FROM hot_samples), (SELECT COUNT(*) FROM samples)",
+    )
+    .await
+}
+
+/// Two counts from the SQLite file; `None` on PostgreSQL.
+async fn sqlite_counts(database: &TestDatabase, sql: &str) -> Option<(i64, i64)> {
     if database.backend != Backend::Sqlite {
         return None;
     }
     let mut connection = sqlx::SqliteConnection::connect(&database.url)
         .await
         .expect("open the SQLite file");
-    let counts =
-        sqlx::query_as("SELECT (SELECT COUNT(*) FROM hot_samples), (SELECT COUNT(*) FROM samples)")
-            .fetch_one(&mut connection)
-            .await
-            .expect("count samples");
+    let counts = sqlx::query_as(sql)
+        .fetch_one(&mut connection)
+        .await
+        .expect("count rows");
     Some(counts)
 }
 
@@ -311,5 +322,64 @@ async fn replays_are_duplicates_whether_the_original_is_hot_or_folded(database: 
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(duplicates, 4.0, "this run's duplicates: {text}");
+    server.shutdown().await;
+}
+
+/// 40 samples of one host in one batch go to `samples` directly (a host's
+/// run fills pages of its own there), overlapping two hot ones: each is
+/// stored once wherever its original is, replays are duplicates both ways,
+/// and the fold accounts for the direct rows through their journal row.
+async fn a_long_batch_of_one_host_is_stored_directly(database: TestDatabase) {
+    let server = start(&database).await;
+    let token = server.register(NAME, PASSWORD).await;
+    server
+        .post_samples(&token, &[1, 2, 3].map(agent_sample))
+        .await;
+    let long: Vec<Value> = (2..42).map(agent_sample).collect();
+    let ack = server.post_samples(&token, &long).await;
+    let times = |offsets: std::ops::Range<i64>| -> Vec<i64> {
+        offsets.map(|offset| BASE + offset).collect()
+    };
+    assert_eq!(
+        ack,
+        json!({"stored": times(4..42), "duplicates": times(2..4)})
+    );
+    if let Some(counts) = where_samples_are(&database).await {
+        assert_eq!(counts, (3, 38), "(hot, folded)");
+    }
+    let journal = "SELECT (SELECT COUNT(*) FROM rollup_journal), \
+                   (SELECT COALESCE(SUM(sample_count), 0) FROM rollup_1m)";
+    if let Some(counts) = sqlite_counts(&database, journal).await {
+        assert_eq!(counts, (1, 0), "(journal rows, folded samples)");
+    }
+    // Replays: of the direct rows as a long batch, and one at a time
+    // through the hot path.
+    let ack = server.post_samples(&token, &long).await;
+    assert_eq!(ack, json!({"stored": [], "duplicates": times(2..42)}));
+    let ack = server.post_samples(&token, &[agent_sample(20)]).await;
+    assert_eq!(ack, json!({"stored": [], "duplicates": [BASE + 20]}));
+
+    let cpu_of_every_sample = |read_back: Value| -> Vec<f64> {
+        read_back["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|sample| sample["cpu_load"].as_f64().unwrap())
+            .collect()
+    };
+    let expected: Vec<f64> = (1..42).map(|offset| offset as f64).collect();
+    let read_back = server.get_json("/api/v1/samples", &token).await;
+    assert_eq!(cpu_of_every_sample(read_back), expected);
+    server.shutdown().await;
+
+    if let Some(counts) = sqlite_counts(&database, journal).await {
+        assert_eq!(counts, (0, 41), "folded at shutdown");
+    }
+    if let Some(counts) = where_samples_are(&database).await {
+        assert_eq!(counts, (0, 41), "(hot, folded)");
+    }
+    let server = start(&database).await;
+    let read_back = server.get_json("/api/v1/samples", &token).await;
+    assert_eq!(cpu_of_every_sample(read_back), expected);
     server.shutdown().await;
 }

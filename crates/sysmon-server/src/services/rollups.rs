@@ -81,7 +81,7 @@ impl Accumulator {
                     .or_insert(bucket);
             }
         }
-        self.journal.extend(inserted.journal);
+        self.journal.extend_from_slice(&inserted.journal);
     }
 
     fn buckets(&self) -> usize {

@@ -42,8 +42,9 @@ pub type JournalSeq = i64;
 pub struct Inserted {
     /// The samples that were new (not replays).
     pub keys: Vec<SampleKey>,
-    /// The journal entry naming them; `None` when nothing was new.
-    pub journal: Option<JournalSeq>,
+    /// The journal entries naming them (none when nothing was new; on
+    /// SQLite one for the hot rows and one for the rows stored directly).
+    pub journal: Vec<JournalSeq>,
     /// The store would have the pending samples folded now rather than at
     /// the next interval (SQLite: its hot table, which every read scans,
     /// has grown large).

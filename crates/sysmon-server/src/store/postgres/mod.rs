@@ -276,13 +276,15 @@ impl Store for PostgresStore {
         self.partitions
             .insert_with(pool, times, move || async move {
                 let mut inserted = Inserted::default();
+                let mut journal: Option<i64> = None;
                 for row in insert_batch(rows, filesystems, instance)
                     .fetch_all(pool)
                     .await?
                 {
                     inserted.keys.push((row.try_get(0)?, row.try_get(1)?));
-                    inserted.journal = row.try_get(2)?;
+                    journal = row.try_get(2)?;
                 }
+                inserted.journal.extend(journal);
                 Ok(inserted)
             })
             .await
