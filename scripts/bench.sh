@@ -17,6 +17,9 @@
 # flush per commit) and only the ingest workloads, to show what the flush
 # costs; the peers are skipped then (PEERS=0 skips them too).
 #
+# ONLY="report fleet ..." runs only those rows (http ws batch report fleet
+# bigfleet) and peers (single batch export) to re-measure a few.
+#
 # Writes target/bench/results.md, or results-relaxed.md (and the raw
 # RESULT lines next to it).
 # The load generator runs on the same machine as the server: numbers are
@@ -83,6 +86,8 @@ summary() {
 }
 
 declare -A TABLE
+ONLY="${ONLY:-http ws batch report fleet bigfleet single export}"
+want() { [[ " $ONLY " == *" $1 "* ]]; }
 run_workload() { # STORE NAME ARGS...
   local store=$1 name=$2; shift 2
   local rates="" p99s="" missing=0
@@ -124,17 +129,21 @@ for store in sqlite postgresql; do
   fi
   echo "== $store" >&2
   start_server "$(fresh_database $store)"
-  run_workload $store http "--mode" http-form --clients 64 --duration "$DURATION"
-  run_workload $store ws "--mode" ws --clients 64 --duration "$DURATION"
-  run_workload $store batch "--mode" v1-batch --clients 8 --batch-size 1000 --duration "$DURATION"
+  want http && run_workload $store http "--mode" http-form --clients 64 --duration "$DURATION"
+  want ws && run_workload $store ws "--mode" ws --clients 64 --duration "$DURATION"
+  want batch && run_workload $store batch "--mode" v1-batch --clients 8 --batch-size 1000 --duration "$DURATION"
   if [ "$DURABILITY" = full ]; then
-    TABLE["$store|report"]="$(report_latency)"
-    stop_server
-    start_server "$(fresh_database $store)"
-    TABLE["$store|fleet"]="$(fleet "$FLEET" 1 "$((DURATION * 3))")"
-    stop_server
-    start_server "$(fresh_database $store)"
-    TABLE["$store|bigfleet"]="$(fleet "$BIG_FLEET" 0.1 60)"
+    want report && TABLE["$store|report"]="$(report_latency)"
+    if want fleet; then
+      stop_server
+      start_server "$(fresh_database $store)"
+      TABLE["$store|fleet"]="$(fleet "$FLEET" 1 "$((DURATION * 3))")"
+    fi
+    if want bigfleet; then
+      stop_server
+      start_server "$(fresh_database $store)"
+      TABLE["$store|bigfleet"]="$(fleet "$BIG_FLEET" 0.1 60)"
+    fi
   fi
   stop_server
 done
@@ -147,25 +156,32 @@ peer_rate() { # URL CLIENTS BATCH -> median samples/s of influx line protocol
   echo "$rates" | median
 }
 peer_rates() { # NAME URL: single points over 64 connections, batches of 1000 over 8
-  TABLE["$1|single"]=$(peer_rate "$2" 64 1)
-  TABLE["$1|batch"]=$(peer_rate "$2" 8 1000)
+  if want single || want http || want ws; then TABLE["$1|single"]=$(peer_rate "$2" 64 1); fi
+  if want batch; then TABLE["$1|batch"]=$(peer_rate "$2" 8 1000); fi
 }
 victoria_export() { # -> median ms to export 100k points of one host, VictoriaMetrics on :8428
   "$LOADGEN" --url http://127.0.0.1:8428 --mode influx --clients 1 --batch-size 10000 --count 100000 --progress 0 >/dev/null
   curl -sf http://127.0.0.1:8428/internal/force_flush >/dev/null
-  local points; points=$(curl -sf http://127.0.0.1:8428/api/v1/export -d 'match[]={__name__="system_cpu_load"}' | python3 -c 'import json,sys; print(sum(len(json.loads(l)["values"]) for l in sys.stdin if l.strip()))')
-  [ "$points" = 100000 ] || echo "VictoriaMetrics exported $points cpu_load points, expected 100000" >&2
+  # The load generator's points run 1 ms apart from now into the next
+  # 100 s, and an export ends at now unless told otherwise.
+  local end=$(( $(date +%s) + 86400 ))
+  local points; points=$(curl -sf http://127.0.0.1:8428/api/v1/export -d 'match[]={__name__="system_cpu_load"}' -d "end=$end" | python3 -c 'import json,sys; print(sum(len(json.loads(l)["values"]) for l in sys.stdin if l.strip()))')
+  if [ "$points" != 100000 ]; then
+    echo "VictoriaMetrics exported $points cpu_load points, expected 100000" >&2; echo n/a; return
+  fi
   for _ in $(seq 1 21); do
-    curl -sf -o /dev/null -w '%{time_total}\n' http://127.0.0.1:8428/api/v1/export -d 'match[]={__name__=~"system_.*"}'
+    curl -sf -o /dev/null -w '%{time_total}\n' http://127.0.0.1:8428/api/v1/export -d 'match[]={__name__=~"system_.*"}' -d "end=$end"
   done | awk '{print $1 * 1000}' | median
 }
 if [ "$PEERS" = 1 ] && command -v victoria-metrics >/dev/null; then
   victoria-metrics -storageDataPath "$work/vm" -httpListenAddr 127.0.0.1:8428 >/dev/null 2>&1 & vm=$!
   sleep 2; peer_rates victoria http://127.0.0.1:8428
   kill $vm; wait $vm 2>/dev/null || true; rm -rf "$work/vm"
-  victoria-metrics -storageDataPath "$work/vm" -httpListenAddr 127.0.0.1:8428 >/dev/null 2>&1 & vm=$!
-  sleep 2; TABLE["victoria|export"]=$(victoria_export)
-  kill $vm; wait $vm 2>/dev/null || true
+  if want export || want report; then
+    victoria-metrics -storageDataPath "$work/vm" -httpListenAddr 127.0.0.1:8428 >/dev/null 2>&1 & vm=$!
+    sleep 2; TABLE["victoria|export"]=$(victoria_export)
+    kill $vm; wait $vm 2>/dev/null || true
+  fi
 fi
 if [ "$PEERS" = 1 ] && command -v influxd >/dev/null; then
   mkdir -p "$work/influx"
