@@ -282,6 +282,10 @@ async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<HashSet<SampleKey>>
         .iter()
         .flat_map(|job| job.rows.iter().cloned())
         .collect();
+    // Bounded memory for what commits leave to the rollup fold.
+    if writer.rollups.wait_for_room().await {
+        metrics.commit_waited_for_fold();
+    }
     let started = Instant::now();
     let instance = writer.rollups.instance();
     let inserted = match store.insert_samples(rows.clone(), instance).await {

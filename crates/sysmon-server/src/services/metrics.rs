@@ -68,6 +68,7 @@ pub struct Metrics {
     batch_rows: Histogram,
     commit_seconds: Histogram,
     commit_failures: Counter,
+    fold_waits: Counter,
     queue_depth: Gauge,
     rejected: Family<ReasonLabels, Counter>,
     websockets: Gauge,
@@ -122,6 +123,12 @@ impl Metrics {
             "Ingest transactions that failed: their requests got 503, or were stored one by one when the database refused their data",
             commit_failures.clone(),
         );
+        let fold_waits = Counter::default();
+        registry.register(
+            "ingest_fold_waits",
+            "Ingest transactions that waited for a rollup fold first, because too many summaries were pending",
+            fold_waits.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register(
             "ingest_queue_depth",
@@ -148,6 +155,7 @@ impl Metrics {
             batch_rows,
             commit_seconds,
             commit_failures,
+            fold_waits,
             queue_depth,
             rejected,
             websockets,
@@ -197,6 +205,10 @@ impl Metrics {
     pub fn batch_committed(&self, rows: usize, seconds: f64) {
         self.batch_rows.observe(rows as f64);
         self.commit_seconds.observe(seconds);
+    }
+
+    pub fn commit_waited_for_fold(&self) {
+        self.fold_waits.inc();
     }
 
     pub fn batch_failed(&self) {

@@ -16,6 +16,12 @@
 //! and the store asks for an early fold ([`Inserted::fold_soon`]) when the
 //! hot table grows large.
 //!
+//! The accumulator is bounded: past [`RollupsConfig::max_pending_buckets`] a writer waits
+//! ([`Rollups::wait_for_room`]) until a fold has taken what is pending, so
+//! ingest slows to the pace of the folds instead of memory growing (samples
+//! spread over many hours, each its own bucket in every tier, once took a
+//! server to 23 GB while its folds fell behind).
+//!
 //! Series read from a rollup tier add the buckets still pending here, so a
 //! chart never lags by the fold interval. A fold's commit is bracketed by a
 //! generation counter that readers check (a seqlock), so a reader never
@@ -39,10 +45,10 @@ use crate::store::{ClientSample, Fold, Inserted, InstanceId, JournalEntry, Store
 /// its interval (about 64 MB of summaries).
 const EARLY_FOLD_BUCKETS: usize = 100_000;
 
-/// Pending buckets past which, folds failing, the accumulator is given up:
-/// its journal entries stay, and are folded from the samples instead, so
-/// memory stays bounded and nothing is lost.
-const MAX_PENDING_BUCKETS: usize = 1_000_000;
+/// How long a writer waits for room before the accumulator is given up
+/// (its journal entries then folded from the samples, a bounded part at a
+/// time), so a fold that cannot keep up never stalls ingest for good.
+const ROOM_WAIT: Duration = Duration::from_secs(30);
 
 /// Journal entries folded from samples per transaction.
 const RECOVERY_ENTRIES: usize = 500;
@@ -54,12 +60,20 @@ const CONSISTENT_READ_ATTEMPTS: usize = 20;
 pub struct RollupsConfig {
     /// How often pending summaries are merged into the rollup tables.
     pub fold_interval: Duration,
+    /// Pending buckets past which writers wait for a fold before they
+    /// commit more, and past which, folds failing, the accumulator is given
+    /// up: its journal entries stay, and are folded from the samples
+    /// instead, so memory stays bounded and nothing is lost. Not a setting:
+    /// the default (~160 MB; a fold in progress holds as much again) is
+    /// tests' to change.
+    pub max_pending_buckets: usize,
 }
 
 impl Default for RollupsConfig {
     fn default() -> Self {
         Self {
             fold_interval: Duration::from_secs(5),
+            max_pending_buckets: 250_000,
         }
     }
 }
@@ -115,6 +129,10 @@ pub struct Rollups {
     /// Odd while a fold commits; see the module's documentation.
     generation: Arc<AtomicU64>,
     fold_now: Notify,
+    /// Signalled after every fold attempt, for writers waiting for room.
+    folded: Notify,
+    /// The fold loop has ended (shutdown): writers no longer wait for it.
+    stopped: AtomicBool,
 }
 
 impl Rollups {
@@ -132,6 +150,8 @@ impl Rollups {
             }),
             generation: Arc::new(AtomicU64::new(0)),
             fold_now: Notify::new(),
+            folded: Notify::new(),
+            stopped: AtomicBool::new(false),
         });
         let recovered = rollups.fold_orphans().await?;
         if recovered > 0 {
@@ -164,6 +184,41 @@ impl Rollups {
         }
     }
 
+    /// Waits, before a writer commits more, while the pending summaries are
+    /// at their bound: until a fold has taken them, or for at most
+    /// [`ROOM_WAIT`], after which they are given up to the journal. Whether
+    /// it waited.
+    pub async fn wait_for_room(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+        let mut waited = false;
+        loop {
+            let folded = self.folded.notified();
+            tokio::pin!(folded);
+            // Registered before the check, so a fold ending in between
+            // still wakes this writer.
+            folded.as_mut().enable();
+            if self.stopped.load(Ordering::SeqCst)
+                || self.lock().current.buckets() < self.config.max_pending_buckets
+            {
+                return waited;
+            }
+            if !waited {
+                tracing::debug!("ingest waits for the rollup fold: too much is pending");
+                waited = true;
+            }
+            self.fold_now.notify_one();
+            if tokio::time::timeout_at(deadline, folded).await.is_err() {
+                if let Err(error) = self
+                    .give_up_instance("folds fall behind what ingest commits")
+                    .await
+                {
+                    tracing::error!(%error, "cannot give the pending rollup summaries up");
+                }
+                return waited;
+            }
+        }
+    }
+
     /// Folds every `fold_interval` (sooner when much is pending) and takes
     /// over orphaned journal entries, until `stop`. The last fold is
     /// [`Rollups::fold`]'s caller's, once the writers have stopped.
@@ -171,13 +226,18 @@ impl Rollups {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => {
+                        self.stopped.store(true, Ordering::SeqCst);
+                        self.folded.notify_waiters();
+                        return;
+                    }
                     _ = tokio::time::sleep(self.config.fold_interval) => {}
                     _ = self.fold_now.notified() => {}
                 }
                 if let Err(error) = self.fold().await {
                     tracing::warn!(%error, "rollup fold failed; retrying at the next interval");
                 }
+                self.folded.notify_waiters();
                 if let Err(error) = self.fold_orphans().await {
                     tracing::warn!(%error, "folding orphaned rollup journal entries failed");
                 }
@@ -243,7 +303,7 @@ impl Rollups {
                 ))
             }
             Err(error) => {
-                if self.lock().current.buckets() >= MAX_PENDING_BUCKETS {
+                if self.lock().current.buckets() >= self.config.max_pending_buckets {
                     self.give_up_instance("too much is pending while folds fail")
                         .await?;
                 }
