@@ -227,8 +227,8 @@ row() { # LABEL TARGET KEY PEER_KEY
   echo
   echo "| peer | 1 point/request, 64 connections | 1000 points/request, 8 connections | export of 100k points |"
   echo "|---|---|---|---|"
-  echo "| VictoriaMetrics | ${TABLE[victoria|single]:-not installed} samples/s | ${TABLE[victoria|batch]:-not installed} samples/s | ${TABLE[victoria|export]:-n/a} ms |"
-  echo "| InfluxDB | ${TABLE[influx|single]:-not installed} samples/s | ${TABLE[influx|batch]:-not installed} samples/s | |"
+  echo "| VictoriaMetrics | ${TABLE[victoria|single]:-n/a} samples/s | ${TABLE[victoria|batch]:-n/a} samples/s | ${TABLE[victoria|export]:-n/a} ms |"
+  echo "| InfluxDB | ${TABLE[influx|single]:-n/a} samples/s | ${TABLE[influx|batch]:-n/a} samples/s | |"
   echo
   echo "Medians of $RUNS runs of ${DURATION}s (the report: of 21 requests); ingest.durability $DURABILITY; $(nproc) cores; $(date -u +%Y-%m-%d); load generator on the same machine."
 } | tee "$OUT/results$SUFFIX.md"
