@@ -58,7 +58,7 @@ impl Application {
 
         let services_stop = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
-        let rollups = Rollups::start(store.clone(), config.ingest.rollups).await?;
+        let rollups = Rollups::start(store.clone(), config.ingest.rollups, metrics.clone()).await?;
         let folder = rollups.clone().spawn(services_stop.clone());
         let (ingest, ingest_writers) = Ingest::start(
             store.clone(),

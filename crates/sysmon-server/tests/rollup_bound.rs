@@ -42,6 +42,15 @@ async fn writers_wait_for_the_fold_when_too_much_is_pending(database: TestDataba
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
         .expect("sysmon_ingest_fold_waits_total");
     assert!(waits >= 1.0, "no commit waited for a fold:\n{metrics}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    assert!(value("sysmon_rollup_fold_duration_seconds_count") >= 1.0);
+    assert!(value("sysmon_rollup_pending_buckets") <= 1000.0 + 300.0);
 
     // Every sample in the hourly rollups once, folded or still pending.
     let session = server.login("sparse", "sparse-pw").await;

@@ -69,6 +69,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     commit_failures: Counter,
     fold_waits: Counter,
+    fold_seconds: Histogram,
+    pending_buckets: Gauge,
     queue_depth: Gauge,
     rejected: Family<ReasonLabels, Counter>,
     websockets: Gauge,
@@ -123,6 +125,18 @@ impl Metrics {
             "Ingest transactions that failed: their requests got 503, or were stored one by one when the database refused their data",
             commit_failures.clone(),
         );
+        let fold_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "rollup_fold_duration_seconds",
+            "Time to merge pending summaries into the rollup tables (on SQLite also moving the hot rows into samples); ingest commits wait while it runs on SQLite",
+            fold_seconds.clone(),
+        );
+        let pending_buckets = Gauge::default();
+        registry.register(
+            "rollup_pending_buckets",
+            "Rollup buckets summarised in memory, not yet folded into the tables",
+            pending_buckets.clone(),
+        );
         let fold_waits = Counter::default();
         registry.register(
             "ingest_fold_waits",
@@ -156,6 +170,8 @@ impl Metrics {
             commit_seconds,
             commit_failures,
             fold_waits,
+            fold_seconds,
+            pending_buckets,
             queue_depth,
             rejected,
             websockets,
@@ -205,6 +221,15 @@ impl Metrics {
     pub fn batch_committed(&self, rows: usize, seconds: f64) {
         self.batch_rows.observe(rows as f64);
         self.commit_seconds.observe(seconds);
+    }
+
+    pub fn fold_done(&self, seconds: f64) {
+        self.fold_seconds.observe(seconds);
+    }
+
+    pub fn set_pending_buckets(&self, buckets: usize) {
+        self.pending_buckets
+            .set(i64::try_from(buckets).unwrap_or(i64::MAX));
     }
 
     pub fn commit_waited_for_fold(&self) {

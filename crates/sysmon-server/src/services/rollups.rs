@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::services::metrics::Metrics;
 use crate::store::rollup::{bucket_start, summarise, Bucket, SeriesQuery, Tier};
 use crate::store::{ClientSample, Fold, Inserted, InstanceId, JournalEntry, Store};
 
@@ -125,6 +126,7 @@ struct State {
 pub struct Rollups {
     store: Arc<dyn Store>,
     config: RollupsConfig,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
     /// Odd while a fold commits; see the module's documentation.
     generation: Arc<AtomicU64>,
@@ -138,11 +140,16 @@ pub struct Rollups {
 impl Rollups {
     /// Claims an instance and folds what earlier runs left in the journal,
     /// so the rollups are whole before the first request.
-    pub async fn start(store: Arc<dyn Store>, config: RollupsConfig) -> Result<Arc<Rollups>> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: RollupsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Rollups>> {
         let instance = store.claim_instance().await?;
         let rollups = Arc::new(Rollups {
             store,
             config,
+            metrics,
             state: Mutex::new(State {
                 instance,
                 current: Accumulator::default(),
@@ -179,6 +186,7 @@ impl Rollups {
             return;
         }
         state.current.add(rows, inserted);
+        self.metrics.set_pending_buckets(state.current.buckets());
         if inserted.fold_soon || state.current.buckets() >= EARLY_FOLD_BUCKETS {
             self.fold_now.notify_one();
         }
@@ -276,12 +284,17 @@ impl Rollups {
                 generation.fetch_add(1, Ordering::SeqCst);
             })
         };
+        let started = std::time::Instant::now();
         let outcome = self.store.fold(fold.clone(), before_commit).await;
+        if outcome.is_ok() {
+            self.metrics.fold_done(started.elapsed().as_secs_f64());
+        }
         {
             let mut state = self.lock();
             if outcome.is_ok() {
                 state.folding = None;
             }
+            self.metrics.set_pending_buckets(state.current.buckets());
             if entered.load(Ordering::SeqCst) {
                 self.generation.fetch_add(1, Ordering::SeqCst);
             }
@@ -329,6 +342,7 @@ impl Rollups {
             current: Accumulator::default(),
             folding: None,
         };
+        self.metrics.set_pending_buckets(0);
         Ok(())
     }
 
