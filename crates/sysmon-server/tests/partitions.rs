@@ -163,7 +163,7 @@ async fn first_and_newest_samples_are_found_folded_or_not(database: TestDatabase
     );
     server.shutdown().await; // folds
 
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(config.clone()).await;
     assert_eq!(
         first_and_newest(&server, "spread", &token).await,
         json!([folded[0] as f64, folded[3] as f64, 4.0, 1.0, {"start": folded[0], "end": folded[3]}]),
@@ -180,7 +180,49 @@ async fn first_and_newest_samples_are_found_folded_or_not(database: TestDatabase
         json!([before as f64, after as f64, 2.0, DAY as f64, {"start": before, "end": after}]),
         "samples outside the folded hours"
     );
+    server.shutdown().await; // folds them
+
+    // Raw retention drops the first days while their rollups stay: the
+    // lookup bounded by the first hour finds nothing and looks further.
+    delete_samples_before(&database, NOV_20 + DAY).await;
+    let server = TestServer::start(config).await;
+    assert_eq!(
+        first_and_newest(&server, "spread", &token).await,
+        json!([folded[1] as f64, after as f64, 2.0, DAY as f64, {"start": folded[1], "end": after}]),
+        "the first hours' samples gone"
+    );
     server.shutdown().await;
+}
+
+/// Deletes every sample before `time` (unix seconds) and its file systems,
+/// as raw retention would, leaving the rollups.
+async fn delete_samples_before(database: &TestDatabase, time: i64) {
+    let micros = time * 1_000_000;
+    let statements = [
+        "DELETE FROM sample_filesystems WHERE time_us < $1",
+        "DELETE FROM samples WHERE time_us < $1",
+    ];
+    if database.backend == Backend::Postgres {
+        let mut connection = connect(database).await;
+        for sql in statements {
+            sqlx::query(sql)
+                .bind(micros)
+                .execute(&mut connection)
+                .await
+                .expect(sql);
+        }
+    } else {
+        let mut connection = sqlx::SqliteConnection::connect(&database.url)
+            .await
+            .expect("open the SQLite file");
+        for sql in statements {
+            sqlx::query(sql)
+                .bind(micros)
+                .execute(&mut connection)
+                .await
+                .expect(sql);
+        }
+    }
 }
 
 /// A PostgreSQL test database, or `None` when PostgreSQL tests are skipped.

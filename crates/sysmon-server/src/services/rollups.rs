@@ -16,11 +16,11 @@
 //! and the store asks for an early fold ([`Inserted::fold_soon`]) when the
 //! hot table grows large.
 //!
-//! The accumulator is bounded: past [`RollupsConfig::max_pending_buckets`] a writer waits
-//! ([`Rollups::wait_for_room`]) until a fold has taken what is pending, so
-//! ingest slows to the pace of the folds instead of memory growing (samples
-//! spread over many hours, each its own bucket in every tier, once took a
-//! server to 23 GB while its folds fell behind).
+//! The accumulator is bounded: past [`RollupsConfig::max_pending_buckets`]
+//! a writer waits ([`Rollups::wait_for_room`]) until a fold has taken what
+//! is pending, so ingest slows to the pace of the folds instead of memory
+//! growing (samples spread over many hours, each its own bucket in every
+//! tier, once took a server to 23 GB while its folds fell behind).
 //!
 //! Series read from a rollup tier add the buckets still pending here, so a
 //! chart never lags by the fold interval. A fold's commit is bracketed by a
@@ -216,6 +216,10 @@ impl Rollups {
             }
             self.fold_now.notify_one();
             if tokio::time::timeout_at(deadline, folded).await.is_err() {
+                // Another writer may have given them up already.
+                if self.lock().current.buckets() < self.config.max_pending_buckets {
+                    return waited;
+                }
                 if let Err(error) = self
                     .give_up_instance("folds fall behind what ingest commits")
                     .await

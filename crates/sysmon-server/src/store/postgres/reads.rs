@@ -15,7 +15,9 @@
 //! the oldest of the newest three hour buckets, and the first sample before
 //! the end of the first hour bucket. Samples not folded yet only ever add to
 //! the newer side of the first bound and the far side of the second. A
-//! client with no rollup yet is looked up without a bound.
+//! client with no rollup yet is looked up without a bound, and so is one
+//! whose first hour's samples raw retention has dropped while its rollups
+//! stay (the bounded lookup finds nothing then).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -70,15 +72,21 @@ impl SampleReads for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         let bounds = HourBounds::from_columns(first_hour, newest_from);
-        let (first, last) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
-            "SELECT (SELECT MIN(time_us) FROM samples WHERE client_id = $1 AND time_us < $2),
-                    (SELECT MAX(time_us) FROM samples WHERE client_id = $1 AND time_us >= $3)",
-        )
-        .bind(client.0)
-        .bind(bounds.first_before.unwrap_or(i64::MAX))
-        .bind(bounds.newest_from.unwrap_or(i64::MIN))
-        .fetch_one(&self.pool)
-        .await?;
+        let span = |first_before: i64| {
+            sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+                "SELECT (SELECT MIN(time_us) FROM samples WHERE client_id = $1 AND time_us < $2),
+                        (SELECT MAX(time_us) FROM samples WHERE client_id = $1 AND time_us >= $3)",
+            )
+            .bind(client.0)
+            .bind(first_before)
+            .bind(bounds.newest_from.unwrap_or(i64::MIN))
+            .fetch_one(&self.pool)
+        };
+        let (mut first, last) = span(bounds.first_before.unwrap_or(i64::MAX)).await?;
+        if first.is_none() && last.is_some() {
+            // The first hour's samples are gone (raw retention).
+            first = span(i64::MAX).await?.0;
+        }
         Ok(first
             .zip(last)
             .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
@@ -173,21 +181,42 @@ async fn first_sample_times(
         i64::MAX,
     );
     let mut firsts = HashMap::with_capacity(bounds.len());
+    let mut not_found = Vec::new();
     for (before, clients) in groups {
-        let rows = sqlx::query_as::<_, (i64, Option<i64>)>(
-            "SELECT c.id, (SELECT MIN(time_us) FROM samples WHERE client_id = c.id AND time_us < $2)
-             FROM unnest($1::int8[]) AS c(id)",
-        )
-        .bind(&clients)
-        .bind(before)
-        .fetch_all(pool)
-        .await?;
-        firsts.extend(
-            rows.into_iter()
-                .filter_map(|(id, first)| Some((id, first?))),
-        );
+        for (id, first) in first_samples_before(pool, &clients, before).await? {
+            match first {
+                Some(first) => {
+                    firsts.insert(id, first);
+                }
+                // The first hour's samples are gone (raw retention), or the
+                // client has none at all.
+                None if before != i64::MAX => not_found.push(id),
+                None => {}
+            }
+        }
+    }
+    if !not_found.is_empty() {
+        for (id, first) in first_samples_before(pool, &not_found, i64::MAX).await? {
+            firsts.extend(first.map(|first| (id, first)));
+        }
     }
     Ok(firsts)
+}
+
+/// Each client with its first sample time before `before`.
+async fn first_samples_before(
+    pool: &PgPool,
+    clients: &[i64],
+    before: i64,
+) -> Result<Vec<(i64, Option<i64>)>> {
+    Ok(sqlx::query_as::<_, (i64, Option<i64>)>(
+        "SELECT c.id, (SELECT MIN(time_us) FROM samples WHERE client_id = c.id AND time_us < $2)
+         FROM unnest($1::int8[]) AS c(id)",
+    )
+    .bind(clients)
+    .bind(before)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Each client's newest three samples, newest first.
