@@ -311,7 +311,14 @@ fn insert_batch(
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut in_batch = HashSet::with_capacity(samples.len());
-    let stored = insert_direct_rows(&transaction, &hot.keys, &mut in_batch, samples, &direct)?;
+    let stored = insert_rows(
+        &transaction,
+        Destination::Samples,
+        &hot.keys,
+        &mut in_batch,
+        samples,
+        &direct,
+    )?;
     let direct_entry = match stored.is_empty() {
         true => None,
         false => {
@@ -320,7 +327,14 @@ fn insert_batch(
             Some(insert_journal_row(&transaction, instance, &keys)?)
         }
     };
-    let new = insert_new_rows(&transaction, &hot.keys, &mut in_batch, samples, &direct)?;
+    let new = insert_rows(
+        &transaction,
+        Destination::Hot,
+        &hot.keys,
+        &mut in_batch,
+        samples,
+        &direct,
+    )?;
     insert_filesystems(&transaction, "hot_sample_filesystems", samples, &new)?;
     transaction.commit()?;
     let hot_keys: Vec<SampleKey> = new.iter().map(|row| row.key).collect();
@@ -531,69 +545,53 @@ fn execute_insert(
     insert.raw_execute()
 }
 
-/// Stores the samples of the `direct` clients not stored yet in `samples`
-/// itself. A sample is stored already when its key is hot, in `samples`
-/// (the insert does nothing), or earlier in this batch (the first row is
-/// kept).
-fn insert_direct_rows(
+/// Where [`insert_rows`] stores a batch's samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// `samples` itself: the samples of the clients with a run.
+    Samples,
+    /// The hot table: the samples of every other client.
+    Hot,
+}
+
+/// Stores the samples bound for `into` that are not stored yet. A sample
+/// is stored already when its key is hot, in `samples` (a point read for
+/// the hot table; the insert does nothing for `samples`), or earlier in
+/// this batch (the first row is kept).
+fn insert_rows(
     connection: &rusqlite::Connection,
+    into: Destination,
     hot: &HashSet<SampleKey>,
     in_batch: &mut HashSet<SampleKey>,
     samples: &[ClientSample],
     direct: &HashSet<i64>,
 ) -> rusqlite::Result<Vec<NewRow>> {
-    if direct.is_empty() {
-        return Ok(Vec::new());
-    }
-    static SQL: OnceLock<String> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        insert_sample_sql("samples", " ON CONFLICT (client_id, time_us) DO NOTHING")
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let [to_samples, to_hot] = SQL.get_or_init(|| {
+        [
+            insert_sample_sql("samples", " ON CONFLICT (client_id, time_us) DO NOTHING"),
+            insert_sample_sql("hot_samples", ""),
+        ]
     });
-    let mut insert = connection.prepare_cached(sql)?;
+    let mut insert = connection.prepare_cached(match into {
+        Destination::Samples => to_samples,
+        Destination::Hot => to_hot,
+    })?;
+    let mut stored =
+        connection.prepare_cached("SELECT 1 FROM samples WHERE client_id = ?1 AND time_us = ?2")?;
     let mut new = Vec::new();
     for (index, item) in samples.iter().enumerate() {
         let key = key_of(item);
-        if !direct.contains(&key.0) || hot.contains(&key) || in_batch.contains(&key) {
+        let bound_here = direct.contains(&key.0) == (into == Destination::Samples);
+        if !bound_here || hot.contains(&key) || in_batch.contains(&key) {
             continue;
         }
-        if execute_insert(&mut insert, item)? == 1 {
-            in_batch.insert(key);
-            new.push(NewRow {
-                index,
-                key,
-                rowid: connection.last_insert_rowid(),
-            });
-        }
-    }
-    Ok(new)
-}
-
-/// Appends the samples of the other clients not stored yet to the hot
-/// table. A sample is stored already when its key is hot, in `samples`, or
-/// earlier in this batch (the first row is kept).
-fn insert_new_rows(
-    connection: &rusqlite::Connection,
-    hot: &HashSet<SampleKey>,
-    in_batch: &mut HashSet<SampleKey>,
-    samples: &[ClientSample],
-    direct: &HashSet<i64>,
-) -> rusqlite::Result<Vec<NewRow>> {
-    static SQL: OnceLock<String> = OnceLock::new();
-    let sql = SQL.get_or_init(|| insert_sample_sql("hot_samples", ""));
-    let mut insert = connection.prepare_cached(sql)?;
-    let mut stored =
-        connection.prepare_cached("SELECT 1 FROM samples WHERE client_id = ?1 AND time_us = ?2")?;
-    let mut new = Vec::with_capacity(samples.len());
-    for (index, item) in samples.iter().enumerate() {
-        let key = key_of(item);
-        if direct.contains(&key.0)
-            || hot.contains(&key)
-            || in_batch.contains(&key)
-            || stored.exists(key)?
-        {
+        if into == Destination::Hot && stored.exists(key)? {
             continue;
         }
-        execute_insert(&mut insert, item)?;
+        if execute_insert(&mut insert, item)? == 0 {
+            continue; // in `samples` already
+        }
         in_batch.insert(key);
         new.push(NewRow {
             index,
