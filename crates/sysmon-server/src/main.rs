@@ -55,7 +55,7 @@ async fn manage_users(config: Config, command: UserCommand) -> anyhow::Result<()
     use std::io::Write;
     use sysmon_server::services::auth::Auth;
 
-    let store = sysmon_server::store::connect(&config.database_url, config.ingest.durability)
+    let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
         .await
         .context("cannot open the store")?;
     let auth = Auth::new(store.clone())?;

@@ -44,7 +44,7 @@ impl Application {
     /// Opens the store (running migrations), starts the services and binds
     /// the address. Errors here are configuration errors: the caller exits.
     pub async fn build(config: &Config) -> Result<Application> {
-        let store = store::connect(&config.database_url, config.ingest.durability).await?;
+        let store = store::connect(&config.database_url, config.ingest.store_options()).await?;
         if config.ingest.durability == store::Durability::Relaxed {
             tracing::warn!(
                 "ingest.durability is relaxed: an acknowledged sample survives sysmon \

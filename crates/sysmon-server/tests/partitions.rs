@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, PgConnection};
 use sysmon_server::services::passwords::Passwords;
-use sysmon_server::store::{self, Durability, Tier};
+use sysmon_server::store::{self, StoreOptions, Tier};
 use sysmon_testkit::{poll, unix_now, Backend, TestDatabase, TestServer};
 
 sysmon_testkit::on_both_stores!(
@@ -287,7 +287,7 @@ async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
 
     // Retention from a second store on the same database, as another
     // server would run it, with the horizon at noon of the fourth day.
-    let other = store::connect(&database.url, Durability::Full)
+    let other = store::connect(&database.url, StoreOptions::default())
         .await
         .expect("a second store");
     let horizon_us = (NOV_20 + 3 * DAY + 12 * 3600) * 1_000_000;

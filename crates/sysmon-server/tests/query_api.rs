@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::CompatApi;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use sysmon_server::services::query::RetentionConfig;
 use sysmon_testkit::{TestDatabase, TestServer};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -31,10 +32,7 @@ const BASE: i64 = 1_764_000_000;
 async fn start(database: &TestDatabase) -> TestServer {
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
-    config.retention.raw = None;
-    config.retention.one_minute = None;
-    config.retention.ten_minutes = None;
-    config.retention.one_hour = None;
+    config.retention = RetentionConfig::forever();
     TestServer::start(config).await
 }
 

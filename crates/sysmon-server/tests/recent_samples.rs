@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::CompatApi;
 use serde_json::{json, Value};
 use sqlx::Connection;
+use sysmon_server::services::query::RetentionConfig;
 use sysmon_testkit::{Backend, TestDatabase, TestServer};
 
 sysmon_testkit::on_both_stores!(
@@ -30,10 +31,7 @@ const BASE: i64 = 1_764_000_000;
 async fn start(database: &TestDatabase) -> TestServer {
     let mut config = database.config();
     config.ingest.rollups.fold_interval = Duration::from_secs(3600);
-    config.retention.raw = None;
-    config.retention.one_minute = None;
-    config.retention.ten_minutes = None;
-    config.retention.one_hour = None;
+    config.retention = RetentionConfig::forever();
     TestServer::start(config).await
 }
 

@@ -32,7 +32,7 @@ async fn rollups_equal_the_samples_after_kills_during_load(database: TestDatabas
     let config = config_file(
         &database,
         "sysmon.yaml",
-        "ingest:\n  fold_interval_seconds: 0.05\n",
+        "ingest:\n  fold_interval_seconds: 0.05\n  fold_part_hosts: 2\n",
     );
     let args = ["--config", config.as_str()];
     let base_time = now_seconds() - 2 * 86_400;

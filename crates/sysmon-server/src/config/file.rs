@@ -3,6 +3,7 @@
 //! where it is declared, by serde, so that a bad value's message names the
 //! key, the line and the column.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ struct FileIngest {
     durability: Option<Durability>,
     #[serde(default, deserialize_with = "positive_seconds")]
     fold_interval_seconds: Option<Duration>,
+    fold_part_hosts: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +106,10 @@ impl FileConfig {
             set(
                 &mut ingest.rollups.fold_interval,
                 file.fold_interval_seconds,
+            );
+            set(
+                &mut ingest.rollups.fold_part_hosts,
+                file.fold_part_hosts.map(NonZeroUsize::get),
             );
         }
         if let Some(file) = self.dashboard {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{Metrics, Source};
 use super::rollups::{Rollups, RollupsConfig};
 use crate::error::{Error, Result};
-use crate::store::{ClientId, ClientSample, Durability, SampleKey, Store};
+use crate::store::{ClientId, ClientSample, Durability, SampleKey, Store, StoreOptions};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
@@ -38,6 +38,15 @@ pub struct IngestConfig {
     pub durability: Durability,
     /// How rollups are folded from committed samples.
     pub rollups: RollupsConfig,
+}
+
+impl IngestConfig {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            durability: self.durability,
+            fold_part_hosts: self.rollups.fold_part_hosts,
+        }
+    }
 }
 
 impl Default for IngestConfig {

@@ -73,6 +73,15 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
+    /// Every tier kept forever (tests whose samples are days old).
+    pub fn forever() -> Self {
+        Self {
+            one_minute: None,
+            ten_minutes: None,
+            ..Self::default()
+        }
+    }
+
     pub fn keep(&self, tier: Tier) -> Option<Duration> {
         match tier {
             Tier::Raw => self.raw,

@@ -26,10 +26,14 @@
 //! chart never lags by the fold interval. A fold's commit is bracketed by a
 //! generation counter that readers check (a seqlock), so a reader never
 //! counts a bucket both as pending and as folded, and neither side waits
-//! for the other.
+//! for the other. A store may commit a fold in parts by client (SQLite
+//! does, so as not to hold its one writer long): readers then count the
+//! pending buckets of the clients past the last part committed. A fold
+//! that fails part way is never retried (its first parts would count
+//! twice): the accumulator is given up to the journal instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,7 +44,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::services::metrics::Metrics;
 use crate::store::rollup::{bucket_start, summarise, Bucket, SeriesQuery, Tier};
-use crate::store::{ClientSample, Fold, Inserted, InstanceId, JournalEntry, Store};
+use crate::store::{
+    ClientSample, Fold, FoldProgress, Inserted, InstanceId, JournalEntry, Store, StoreOptions,
+    Unobserved,
+};
 
 /// Pending buckets past which a fold starts at once instead of waiting for
 /// its interval (about 64 MB of summaries).
@@ -61,6 +68,8 @@ const CONSISTENT_READ_ATTEMPTS: usize = 20;
 pub struct RollupsConfig {
     /// How often pending summaries are merged into the rollup tables.
     pub fold_interval: Duration,
+    /// Hosts per transaction of a fold, on a store that folds in parts.
+    pub fold_part_hosts: usize,
     /// Pending buckets past which writers wait for a fold before they
     /// commit more, and past which, folds failing, the accumulator is given
     /// up: its journal entries stay, and are folded from the samples
@@ -74,6 +83,7 @@ impl Default for RollupsConfig {
     fn default() -> Self {
         Self {
             fold_interval: Duration::from_secs(5),
+            fold_part_hosts: StoreOptions::default().fold_part_hosts,
             max_pending_buckets: 250_000,
         }
     }
@@ -121,13 +131,64 @@ struct State {
     current: Accumulator,
     /// What the fold in progress (or failed, to be retried) merges.
     folding: Option<Arc<Fold>>,
+    /// The clients up to this one are folded of `folding` (its parts
+    /// committed so far); `i64::MIN` when none are.
+    folded_through: i64,
+}
+
+impl State {
+    fn new(instance: InstanceId) -> State {
+        State {
+            instance,
+            current: Accumulator::default(),
+            folding: None,
+            folded_through: i64::MIN,
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Follows one fold's commits for readers (see the module's documentation).
+struct FoldTracker {
+    state: Arc<Mutex<State>>,
+    generation: Arc<AtomicU64>,
+    fold: Arc<Fold>,
+    /// A part is committing, so the generation is odd.
+    committing: AtomicBool,
+    parts_committed: AtomicUsize,
+}
+
+impl FoldProgress for FoldTracker {
+    fn committing(&self) {
+        self.committing.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn committed(&self, through: i64) {
+        let mut state = lock(&self.state);
+        if state
+            .folding
+            .as_ref()
+            .is_some_and(|folding| Arc::ptr_eq(folding, &self.fold))
+        {
+            state.folded_through = through;
+        }
+        self.parts_committed.fetch_add(1, Ordering::SeqCst);
+        self.committing.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Rollups {
     store: Arc<dyn Store>,
     config: RollupsConfig,
     metrics: Arc<Metrics>,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// Odd while a fold commits; see the module's documentation.
     generation: Arc<AtomicU64>,
     fold_now: Notify,
@@ -150,11 +211,7 @@ impl Rollups {
             store,
             config,
             metrics,
-            state: Mutex::new(State {
-                instance,
-                current: Accumulator::default(),
-                folding: None,
-            }),
+            state: Arc::new(Mutex::new(State::new(instance))),
             generation: Arc::new(AtomicU64::new(0)),
             fold_now: Notify::new(),
             folded: Notify::new(),
@@ -259,6 +316,11 @@ impl Rollups {
 
     /// Merges what is pending into the rollup tables.
     pub async fn fold(&self) -> Result<()> {
+        if self.lock().folded_through != i64::MIN {
+            // A fold failed after some parts, and giving up failed too.
+            self.give_up_instance("a rollup fold failed part way")
+                .await?;
+        }
         let (instance, fold) = {
             let mut state = self.lock();
             if state.folding.is_none() {
@@ -280,16 +342,15 @@ impl Rollups {
                 "the rollup instance claim lapsed; pending summaries left to the journal".into(),
             ));
         }
-        let entered = Arc::new(AtomicBool::new(false));
-        let before_commit = {
-            let (entered, generation) = (entered.clone(), self.generation.clone());
-            Arc::new(move || {
-                entered.store(true, Ordering::SeqCst);
-                generation.fetch_add(1, Ordering::SeqCst);
-            })
-        };
+        let tracker = Arc::new(FoldTracker {
+            state: self.state.clone(),
+            generation: self.generation.clone(),
+            fold: fold.clone(),
+            committing: AtomicBool::new(false),
+            parts_committed: AtomicUsize::new(0),
+        });
         let started = std::time::Instant::now();
-        let outcome = self.store.fold(fold.clone(), before_commit).await;
+        let outcome = self.store.fold(fold.clone(), tracker.clone()).await;
         if outcome.is_ok() {
             self.metrics.fold_done(started.elapsed().as_secs_f64());
         }
@@ -297,11 +358,16 @@ impl Rollups {
             let mut state = self.lock();
             if outcome.is_ok() {
                 state.folding = None;
+                state.folded_through = i64::MIN;
             }
             self.metrics.set_pending_buckets(state.current.buckets());
-            if entered.load(Ordering::SeqCst) {
+            if tracker.committing.load(Ordering::SeqCst) {
                 self.generation.fetch_add(1, Ordering::SeqCst);
             }
+        }
+        if outcome.is_err() && tracker.parts_committed.load(Ordering::SeqCst) > 0 {
+            self.give_up_instance("a rollup fold failed part way")
+                .await?;
         }
         match outcome {
             Ok(()) => {
@@ -341,11 +407,7 @@ impl Rollups {
         );
         // A visible change for readers, like a fold's commit.
         self.generation.fetch_add(2, Ordering::SeqCst);
-        *state = State {
-            instance,
-            current: Accumulator::default(),
-            folding: None,
-        };
+        *state = State::new(instance);
         self.metrics.set_pending_buckets(0);
         Ok(())
     }
@@ -361,8 +423,7 @@ impl Rollups {
                 return Ok(folded);
             }
             let fold = self.fold_from_samples(&entries).await?;
-            let noop: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
-            match self.store.fold(Arc::new(fold), noop).await {
+            match self.store.fold(Arc::new(fold), Arc::new(Unobserved)).await {
                 Ok(()) => folded += entries.iter().map(|entry| entry.keys.len()).sum::<usize>(),
                 // Another server took these over first; look again.
                 Err(Error::FoldConflict { .. }) => continue,
@@ -426,7 +487,8 @@ impl Rollups {
         };
         let state = self.lock();
         let current = state.current.tiers[index].values().filter(in_range);
-        let folding = state.folding.iter().flat_map(|fold| {
+        let unfolded = query.client_id > state.folded_through;
+        let folding = state.folding.iter().filter(|_| unfolded).flat_map(|fold| {
             let sorted = &fold.buckets[index];
             let first = sorted.partition_point(|bucket| {
                 (bucket.client_id, bucket.start_us) < (query.client_id, query.start_us)
@@ -437,9 +499,7 @@ impl Rollups {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 }
 

@@ -73,6 +73,26 @@ impl Fold {
     }
 }
 
+/// What a store reports while it commits a [`Fold`], which it may do in
+/// parts, each a transaction for the clients up to some id, in ascending
+/// order (SQLite: so that one fold of a big fleet never holds the single
+/// writer for long). Readers use it to stop counting a client's pending
+/// buckets once they are in the tables, and never count them twice.
+pub trait FoldProgress: Send + Sync {
+    /// A part's transaction is about to commit.
+    fn committing(&self);
+    /// It committed: every client up to `through` is folded.
+    fn committed(&self, through: i64);
+}
+
+/// For folds no reader sees pending (those of orphaned entries).
+pub struct Unobserved;
+
+impl FoldProgress for Unobserved {
+    fn committing(&self) {}
+    fn committed(&self, _through: i64) {}
+}
+
 /// A journal entry to fold from the stored samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {

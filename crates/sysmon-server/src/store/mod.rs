@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 pub use clients::{ClientStore, SampleReads};
 pub use dashboard_users::UserStore;
-pub use journal::{Fold, Inserted, InstanceId, JournalEntry, JournalSeq};
+pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
 use sample_row::{
@@ -168,11 +168,11 @@ pub trait Store: ClientStore + SampleReads + UserStore + Send + Sync + 'static {
     ) -> Result<Inserted>;
 
     /// Merges the fold's summaries into the rollup tables and deletes its
-    /// journal entries, in one transaction; `before_commit` runs just
-    /// before it commits. Fails, changing nothing, when any of the entries
-    /// is already gone (another server folded it).
-    async fn fold(&self, fold: Arc<Fold>, before_commit: Arc<dyn Fn() + Send + Sync>)
-        -> Result<()>;
+    /// journal entries, in one transaction or in parts by client (told to
+    /// `progress`). Fails, changing nothing, when any of the entries is
+    /// already gone (another server folded it); when a later part fails,
+    /// the parts before it stay committed.
+    async fn fold(&self, fold: Arc<Fold>, progress: Arc<dyn FoldProgress>) -> Result<()>;
 
     /// Up to `limit` journal entries of instances other than `live` whose
     /// claims have lapsed: their summaries are nowhere but in the samples.
@@ -222,13 +222,33 @@ pub enum Durability {
     Relaxed,
 }
 
+/// What the configuration says of how a store writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Hosts per transaction of a rollup fold (SQLite; PostgreSQL folds in
+    /// one, its writers not waiting on it).
+    pub fold_part_hosts: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            fold_part_hosts: 1_000,
+        }
+    }
+}
+
 /// Opens the store a URL names (`sqlite://...` or `postgres://...`),
 /// creating a missing SQLite file, and brings its schema up to date.
-pub async fn connect(url: &str, durability: Durability) -> Result<Arc<dyn Store>> {
+pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
     match scheme {
-        "sqlite" => Ok(Arc::new(SqliteStore::connect(url, durability).await?)),
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, durability).await?)),
+        "sqlite" => Ok(Arc::new(SqliteStore::connect(url, options).await?)),
+        "postgres" | "postgresql" => Ok(Arc::new(
+            PostgresStore::connect(url, options.durability).await?,
+        )),
         _ => Err(Error::Config(format!(
             "unsupported database URL `{}`: use sqlite://FILE or postgres://USER@HOST/DB",
             redact_password(url)

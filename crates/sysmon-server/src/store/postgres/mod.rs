@@ -21,8 +21,8 @@ use super::partitions::Partitions;
 use super::rollup::{self, Bucket, SeriesQuery, Tier};
 use super::{
     filesystem_rows, full_sample_from_row, redact_password, sample_chunks, sample_columns,
-    ClientId, ClientSample, Column, Durability, Fold, Inserted, InstanceId, JournalEntry,
-    SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
+    ClientId, ClientSample, Column, Durability, Fold, FoldProgress, Inserted, InstanceId,
+    JournalEntry, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
 };
 use crate::error::{Error, Result};
 
@@ -290,11 +290,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn fold(
-        &self,
-        fold: Arc<Fold>,
-        before_commit: Arc<dyn Fn() + Send + Sync>,
-    ) -> Result<()> {
+    async fn fold(&self, fold: Arc<Fold>, progress: Arc<dyn FoldProgress>) -> Result<()> {
         let mut transaction = self.pool.begin().await?;
         for (tier, buckets) in fold.tier_buckets() {
             if !buckets.is_empty() {
@@ -314,8 +310,9 @@ impl Store for PostgresStore {
                 found: deleted as usize,
             });
         }
-        before_commit();
+        progress.committing();
         transaction.commit().await?;
+        progress.committed(i64::MAX);
         Ok(())
     }
 

@@ -18,8 +18,8 @@ use sysmon_core::{Sample, UnixTime};
 
 use super::rollup::{Bucket, SeriesQuery, Tier};
 use super::{
-    sample_chunks, ClientId, ClientOverview, ClientSample, Durability, Fold, Inserted, InstanceId,
-    JournalEntry, SampleChunks, SampleKey, SampleReads, Store, TimeRange,
+    sample_chunks, ClientId, ClientOverview, ClientSample, Fold, FoldProgress, Inserted,
+    InstanceId, JournalEntry, SampleChunks, SampleKey, SampleReads, Store, StoreOptions, TimeRange,
 };
 use crate::error::{Error, Result};
 use readers::BlockingReaders;
@@ -32,7 +32,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
+    pub async fn connect(url: &str, store: StoreOptions) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid SQLite URL `{url}`: {e}")))?
             .create_if_missing(true)
@@ -49,7 +49,11 @@ impl SqliteStore {
             .map_err(|e| Error::Config(format!("cannot open SQLite database `{url}`: {e}")))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let path = options.get_filename().to_owned();
-        let writer = Arc::new(BlockingWriter::open(&path, durability)?);
+        let writer = Arc::new(BlockingWriter::open(
+            &path,
+            store.durability,
+            store.fold_part_hosts,
+        )?);
         let readers = Arc::new(BlockingReaders::new(path));
         Ok(Self {
             pool,
@@ -158,13 +162,9 @@ impl Store for SqliteStore {
         blocking(move || Ok(writer.insert(&samples, instance)?)).await
     }
 
-    async fn fold(
-        &self,
-        fold: Arc<Fold>,
-        before_commit: Arc<dyn Fn() + Send + Sync>,
-    ) -> Result<()> {
+    async fn fold(&self, fold: Arc<Fold>, progress: Arc<dyn FoldProgress>) -> Result<()> {
         let writer = self.writer.clone();
-        blocking(move || writer.fold(&fold, before_commit.as_ref())).await
+        blocking(move || writer.fold(&fold, progress.as_ref())).await
     }
 
     /// The file has one server, so every other instance's entries are
