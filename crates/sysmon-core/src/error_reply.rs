@@ -51,6 +51,11 @@ pub enum ErrorCode {
     Overloaded,
     /// The server is stopping; retry shortly (503).
     ShuttingDown,
+    /// The request took longer than the server allows; retry (503).
+    TimedOut,
+    /// Too many attempts (wrong passwords) from this address or for this
+    /// account; wait `Retry-After` seconds (429).
+    TooManyAttempts,
     /// The database cannot be reached or refused the write; retry (503).
     StoreUnavailable,
     /// The server failed; its log says why (500).

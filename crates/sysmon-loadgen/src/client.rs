@@ -456,7 +456,10 @@ fn ws_outcome(reply: &str) -> Outcome {
             let error = error_reply(&reply);
             match error.code {
                 Some(
-                    ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable,
+                    ErrorCode::Overloaded
+                    | ErrorCode::ShuttingDown
+                    | ErrorCode::StoreUnavailable
+                    | ErrorCode::TimedOut,
                 ) => Outcome::Overloaded {
                     retry_after: Duration::from_secs(1),
                 },

@@ -55,6 +55,8 @@ pub enum Error {
     ShuttingDown,
     #[error("the store could not save the data; retry shortly")]
     StoreUnavailable,
+    #[error("the request took longer than the server allows; retry shortly")]
+    TimedOut,
 
     // --- the server's fault or its setup's ---
     #[error("configuration: {0}")]
@@ -103,7 +105,7 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable => {
+            Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable | Error::TimedOut => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Database(error) if is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
@@ -158,6 +160,7 @@ impl Error {
             Error::Overloaded => ErrorCode::Overloaded,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::StoreUnavailable => ErrorCode::StoreUnavailable,
+            Error::TimedOut => ErrorCode::TimedOut,
             Error::Database(error) if is_transient(error) => ErrorCode::StoreUnavailable,
             Error::Config(_)
             | Error::Database(_)

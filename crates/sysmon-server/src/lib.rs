@@ -9,6 +9,7 @@
 //! after the commit.
 
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod routes;
 pub mod services;

@@ -12,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::connections::{self, ConnectionLimits};
 use crate::error::{Error, Result};
 use crate::routes;
 use crate::services::auth::{Auth, FIRST_ADMIN};
@@ -38,6 +39,7 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     services_stop: CancellationToken,
     shutdown_grace: Duration,
+    limits: ConnectionLimits,
 }
 
 impl Application {
@@ -93,6 +95,7 @@ impl Application {
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
             session_lifetime: config.dashboard.session_lifetime,
+            request_timeout: config.limits.request_timeout,
         };
         Ok(Application {
             listener,
@@ -104,6 +107,7 @@ impl Application {
             background: vec![sampler, status_writer, retention_job],
             services_stop,
             shutdown_grace: config.shutdown_grace,
+            limits: config.limits,
         })
     }
 
@@ -134,21 +138,25 @@ impl Application {
             background,
             services_stop,
             shutdown_grace,
+            limits,
         } = self;
         let connections_stop = state.shutdown.clone();
+        let metrics = state.metrics.clone();
         let app = routes::router(state);
 
         let signalled = connections_stop.clone();
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             stop.await;
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             signalled.cancel();
         });
-        let mut serve = tokio::spawn(async move { serve.await });
+        let mut serve = tokio::spawn(connections::serve(
+            listener,
+            app,
+            limits,
+            metrics,
+            connections_stop.clone(),
+        ));
 
         // Requests in flight may still be waiting for their commit, so the
         // writers keep running until the server has stopped serving.
@@ -185,10 +193,8 @@ impl Application {
     }
 }
 
-fn log_serve_outcome(served: std::result::Result<std::io::Result<()>, tokio::task::JoinError>) {
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
-        Err(error) => tracing::error!(%error, "the HTTP server task failed"),
+fn log_serve_outcome(served: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(error) = served {
+        tracing::error!(%error, "the HTTP server task failed");
     }
 }

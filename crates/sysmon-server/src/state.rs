@@ -25,4 +25,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// How long a dashboard login lasts.
     pub session_lifetime: Duration,
+    /// How long a handler may take to answer (its body excepted).
+    pub request_timeout: Duration,
 }

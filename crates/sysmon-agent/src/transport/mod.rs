@@ -65,6 +65,8 @@ pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Optio
         ErrorCode::LogEmpty
         | ErrorCode::Overloaded
         | ErrorCode::ShuttingDown
+        | ErrorCode::TimedOut
+        | ErrorCode::TooManyAttempts
         | ErrorCode::StoreUnavailable
         | ErrorCode::Internal
         | ErrorCode::Unknown => Error::Unavailable {

@@ -29,6 +29,21 @@ pub(super) struct FileConfig {
     ingest: Option<FileIngest>,
     dashboard: Option<FileDashboard>,
     retention: Option<FileRetention>,
+    limits: Option<FileLimits>,
+}
+
+/// Connection limits and timeouts (`connections::ConnectionLimits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_connections: Option<NonZeroUsize>,
+    max_connections_per_ip: Option<NonZeroUsize>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    header_timeout_seconds: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    request_timeout_seconds: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    send_timeout_seconds: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +126,20 @@ impl FileConfig {
                 &mut ingest.rollups.fold_part_hosts,
                 file.fold_part_hosts.map(NonZeroUsize::get),
             );
+        }
+        if let Some(file) = self.limits {
+            let limits = &mut config.limits;
+            set(
+                &mut limits.max_connections,
+                file.max_connections.map(|max| Some(max.get())),
+            );
+            set(
+                &mut limits.max_connections_per_ip,
+                file.max_connections_per_ip.map(NonZeroUsize::get),
+            );
+            set(&mut limits.header_timeout, file.header_timeout_seconds);
+            set(&mut limits.request_timeout, file.request_timeout_seconds);
+            set(&mut limits.send_timeout, file.send_timeout_seconds);
         }
         if let Some(file) = self.dashboard {
             let dashboard = &mut config.dashboard;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub use cli::{CliOptions, Command, LogFormat, UserCommand};
 
+use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::services::ingest::IngestConfig;
 use crate::services::query::RetentionConfig;
@@ -41,6 +42,7 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     pub dashboard: DashboardConfig,
     pub retention: RetentionConfig,
+    pub limits: ConnectionLimits,
 }
 
 /// Dashboard logins.
@@ -87,6 +89,7 @@ impl Default for Config {
             config_file: None,
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
+            limits: ConnectionLimits::default(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", monitor::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
+            answer_in_time,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
             track_requests,
         ))
         .fallback(not_found)
@@ -92,6 +96,16 @@ async fn metrics(State(state): State<AppState>) -> Result<Response> {
         text,
     )
         .into_response())
+}
+
+/// A handler that has not answered within `limits.request_timeout_seconds`
+/// is dropped (its work with it) and the client told to retry; a streamed
+/// body is bounded by the send timeout instead.
+async fn answer_in_time(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::TimedOut.into_response(),
+    }
 }
 
 /// Counts and times every request by its route pattern (not its path, so

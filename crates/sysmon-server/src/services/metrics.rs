@@ -74,6 +74,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     rejected: Family<ReasonLabels, Counter>,
     websockets: Gauge,
+    connections_refused: Family<ReasonLabels, Counter>,
     /// The sum over `samples`' stored series, for the health page.
     stored_total: std::sync::atomic::AtomicU64,
 }
@@ -161,6 +162,12 @@ impl Metrics {
             "Open WebSocket connections",
             websockets.clone(),
         );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed unserved, by the limit they were over (max_connections, max_connections_per_ip)",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             samples,
@@ -175,6 +182,7 @@ impl Metrics {
             queue_depth,
             rejected,
             websockets,
+            connections_refused,
             stored_total: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -251,6 +259,12 @@ impl Metrics {
             _ => return,
         };
         self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn connection_refused(&self, limit: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { reason: limit })
+            .inc();
     }
 
     /// Counts an open WebSocket until the returned guard is dropped.

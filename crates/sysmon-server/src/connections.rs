@@ -1,0 +1,284 @@
+//! Serving HTTP on the listener: every connection admitted under limits
+//! (open connections in all and per peer address) and served with
+//! timeouts, so that no client can hold the server's sockets for long:
+//!
+//! - a request's headers must arrive within `header_timeout`, and so must
+//!   the next request on an idle keep-alive connection (slowloris);
+//! - a handler must answer within `request_timeout` (its body, a streamed
+//!   report, excepted), which bounds a slow upload too;
+//! - every write to a socket must make progress within `send_timeout`, so
+//!   a client that stops reading a report, an export or its WebSocket is
+//!   disconnected, and the database connection behind the stream released.
+//!
+//! A connection past a limit is closed at once, before a byte is read, and
+//! counted in `/metrics`: the server never runs out of open files, and one
+//! address cannot take every slot.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::services::metrics::Metrics;
+
+/// Limits on connections and how long each may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections (WebSockets included) past which new ones are
+    /// closed at once; `None`: the open-file limit less a reserve for the
+    /// database and logs, read at startup.
+    pub max_connections: Option<usize>,
+    /// Open connections from one address. Agents behind one NAT address
+    /// count as one: raise it for such fleets.
+    pub max_connections_per_ip: usize,
+    /// For a request's headers, and for the next request on an idle
+    /// keep-alive connection.
+    pub header_timeout: Duration,
+    /// For a handler to answer, body excepted.
+    pub request_timeout: Duration,
+    /// For a write to a socket to make progress.
+    pub send_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            max_connections_per_ip: 4_096,
+            header_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Open files kept for the database, the logs and the listener when the
+/// connection limit is derived from the open-file limit.
+const RESERVED_FILES: usize = 256;
+
+impl ConnectionLimits {
+    /// The limit on open connections, derived from the process's open-file
+    /// limit when not configured.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+                .unwrap_or(1_024);
+            files.saturating_sub(RESERVED_FILES).max(64)
+        })
+    }
+}
+
+/// Who holds how many of the open connections.
+struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<OpenConnections>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Why a connection was closed unserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    TooManyConnections,
+    TooManyFromAddress,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "max_connections",
+            Refusal::TooManyFromAddress => "max_connections_per_ip",
+        }
+    }
+}
+
+impl Admission {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let mut open = self.lock();
+        if open.total >= self.max_total {
+            return Err(Refusal::TooManyConnections);
+        }
+        let from_ip = open.per_ip.entry(ip).or_default();
+        if *from_ip >= self.max_per_ip {
+            return Err(Refusal::TooManyFromAddress);
+        }
+        *from_ip += 1;
+        open.total += 1;
+        Ok(Admitted {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A connection's slot, given back when the connection ends.
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.admission.lock();
+        open.total -= 1;
+        if let Some(count) = open.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled, then stops
+/// accepting and waits for the requests in flight (the caller bounds how
+/// long). WebSocket sessions are closed by the application itself.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let admission = Arc::new(Admission {
+        max_total: limits.max_connections(),
+        max_per_ip: limits.max_connections_per_ip.max(1),
+        open: Mutex::new(OpenConnections::default()),
+    });
+    tracing::info!(
+        max_connections = admission.max_total,
+        max_connections_per_ip = admission.max_per_ip,
+        header_timeout_s = limits.header_timeout.as_secs_f64(),
+        request_timeout_s = limits.request_timeout.as_secs_f64(),
+        send_timeout_s = limits.send_timeout.as_secs_f64(),
+        "connection limits"
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder.http1_only());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+        };
+        let admitted = match admission.admit(peer.ip()) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                metrics.connection_refused(refusal.label());
+                tracing::debug!(%peer, limit = refusal.label(), "connection refused");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(with_send_timeout(stream, limits.send_timeout));
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, error = %error, "connection ended with an error");
+            }
+            drop(admitted);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn with_send_timeout(stream: TcpStream, timeout: Duration) -> Pin<Box<TimeoutStream<TcpStream>>> {
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(timeout));
+    Box::pin(stream)
+}
+
+/// Out of open files, or a connection reset before it was accepted: the
+/// first passes as connections close, so wait a little instead of spinning.
+async fn accept_failed(error: &std::io::Error) {
+    tracing::warn!(%error, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The peer of a request, where the server recorded it.
+pub fn peer_of(request: &axum::http::request::Parts) -> Option<SocketAddr> {
+    request
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(max_total: usize, max_per_ip: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            max_total,
+            max_per_ip,
+            open: Mutex::new(OpenConnections::default()),
+        })
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_slot() {
+        let admission = admission(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = admission.admit(a).expect("first from a");
+        let _second = admission.admit(a).expect("second from a");
+        assert_eq!(admission.admit(a).err(), Some(Refusal::TooManyFromAddress));
+        let _third = admission.admit(b).expect("b has its own slots");
+        assert_eq!(admission.admit(b).err(), Some(Refusal::TooManyConnections));
+        drop(first);
+        assert!(admission.admit(a).is_ok(), "a closed slot is given back");
+    }
+
+    #[test]
+    fn slots_given_back_leave_no_trace() {
+        let admission = admission(10, 10);
+        let ip: IpAddr = "::1".parse().unwrap();
+        drop(admission.admit(ip).expect("admitted"));
+        let open = admission.lock();
+        assert_eq!(open.total, 0);
+        assert!(open.per_ip.is_empty());
+    }
+}
