@@ -57,6 +57,8 @@ pub enum Error {
     StoreUnavailable,
     #[error("the request took longer than the server allows; retry shortly")]
     TimedOut,
+    #[error("too many failed logins from this address or for this account; retry in {} s", retry_after_seconds(*.retry_after))]
+    TooManyAttempts { retry_after: std::time::Duration },
 
     // --- the server's fault or its setup's ---
     #[error("configuration: {0}")]
@@ -103,6 +105,7 @@ impl Error {
             | Error::RefusedByStore(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable | Error::TimedOut => {
@@ -161,6 +164,7 @@ impl Error {
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::StoreUnavailable => ErrorCode::StoreUnavailable,
             Error::TimedOut => ErrorCode::TimedOut,
+            Error::TooManyAttempts { .. } => ErrorCode::TooManyAttempts,
             Error::Database(error) if is_transient(error) => ErrorCode::StoreUnavailable,
             Error::Config(_)
             | Error::Database(_)
@@ -169,6 +173,18 @@ impl Error {
             | Error::Io { .. }
             | Error::Internal(_)
             | Error::FoldConflict { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// Seconds the client should wait before it retries, for the errors
+    /// that say so.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::TooManyAttempts { retry_after } => {
+                Some(retry_after_seconds(*retry_after).max(1))
+            }
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
         }
     }
 
@@ -255,7 +271,7 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        respond(self.status(), self.reply())
+        respond(self.status(), self.reply(), self.retry_after())
     }
 }
 
@@ -279,16 +295,25 @@ impl From<SampleError> for OriginalApiError {
 
 impl IntoResponse for OriginalApiError {
     fn into_response(self) -> Response {
-        respond(self.0.status(), self.0.original_reply())
+        respond(
+            self.0.status(),
+            self.0.original_reply(),
+            self.0.retry_after(),
+        )
     }
 }
 
-fn respond(status: StatusCode, reply: ErrorReply) -> Response {
+fn respond(status: StatusCode, reply: ErrorReply, retry_after: Option<u64>) -> Response {
     let mut response = (status, Json(reply)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(seconds) = retry_after {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// Whole seconds to wait, at least one.
+fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

@@ -58,7 +58,7 @@ async fn manage_users(config: Config, command: UserCommand) -> anyhow::Result<()
     let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
         .await
         .context("cannot open the store")?;
-    let auth = Auth::new(store.clone())?;
+    let auth = Auth::new(store.clone(), config.login)?;
     let mut out = std::io::stdout().lock();
     match command {
         UserCommand::Add {

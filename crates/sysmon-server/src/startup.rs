@@ -73,7 +73,7 @@ impl Application {
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
-        let auth = Arc::new(Auth::new(store.clone())?);
+        let auth = Arc::new(Auth::new(store.clone(), config.login)?);
         let initial_password = config.dashboard.initial_admin_password.as_deref();
         if let Some(password) = auth.ensure_first_admin(initial_password).await? {
             tracing::warn!(

@@ -3,7 +3,7 @@
 //! where it is declared, by serde, so that a bad value's message names the
 //! key, the line and the column.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,6 +44,7 @@ struct FileLimits {
     request_timeout_seconds: Option<Duration>,
     #[serde(default, deserialize_with = "positive_seconds")]
     send_timeout_seconds: Option<Duration>,
+    login_failures_per_minute: Option<NonZeroU32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +141,10 @@ impl FileConfig {
             set(&mut limits.header_timeout, file.header_timeout_seconds);
             set(&mut limits.request_timeout, file.request_timeout_seconds);
             set(&mut limits.send_timeout, file.send_timeout_seconds);
+            set(
+                &mut config.login.failures_per_minute,
+                file.login_failures_per_minute,
+            );
         }
         if let Some(file) = self.dashboard {
             let dashboard = &mut config.dashboard;

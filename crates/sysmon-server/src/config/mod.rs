@@ -20,6 +20,7 @@ pub use cli::{CliOptions, Command, LogFormat, UserCommand};
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::services::ingest::IngestConfig;
+use crate::services::login_guard::LoginLimits;
 use crate::services::query::RetentionConfig;
 use crate::services::status_log::StatusLogConfig;
 
@@ -43,6 +44,7 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     pub retention: RetentionConfig,
     pub limits: ConnectionLimits,
+    pub login: LoginLimits,
 }
 
 /// Dashboard logins.
@@ -90,6 +92,7 @@ impl Default for Config {
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),
             limits: ConnectionLimits::default(),
+            login: LoginLimits::default(),
         }
     }
 }

@@ -14,7 +14,7 @@ use sysmon_core::number::MetricNumber;
 use sysmon_core::{Sample, UnixTime};
 
 use super::body::Fields;
-use super::extract::Path;
+use super::extract::{Path, Peer};
 use super::{parse_bound, query_params};
 use crate::error::{Error, OriginalApiError, Result};
 use crate::services::metrics::Source;
@@ -26,12 +26,19 @@ use crate::store::{SampleChunks, TimeRange, TokenOwner};
 type Reply<T> = std::result::Result<T, OriginalApiError>;
 
 /// `POST /client`: register a new user, or log an existing one in.
-pub async fn register(State(state): State<AppState>, fields: Fields) -> Reply<Json<Value>> {
+pub async fn register(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    fields: Fields,
+) -> Reply<Json<Value>> {
     let username = fields
         .text(&["username"])
         .ok_or(Error::UnsupportableUsername)?;
     let password = fields.text(&["pass", "password"]).unwrap_or_default();
-    let login = state.auth.register_or_login(&username, &password).await?;
+    let login = state
+        .auth
+        .register_or_login(&username, &password, peer)
+        .await?;
     if login.registered {
         tracing::info!(client = %username, "client registered");
         Ok(Json(

@@ -26,6 +26,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
+/// The address the request came from, where the server recorded it (its
+/// accept loop does; a router served otherwise has none).
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        Ok(Peer(
+            crate::connections::peer_of(parts).map(|address| address.ip()),
+        ))
+    }
+}
+
 /// `WebSocketUpgrade`, refusing a request that is not a WebSocket upgrade
 /// with a coded 400 that says so.
 pub struct Upgrade(pub WebSocketUpgrade);

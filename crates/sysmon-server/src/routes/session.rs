@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body::JsonBody;
+use super::extract::Peer;
 use crate::error::{Error, Result};
 use crate::services::auth::{strip_bearer, Principal};
 use crate::state::AppState;
@@ -80,14 +81,21 @@ pub struct LoginResponse {
     responses(
         (status = 200, description = "Logged in; also sets the HttpOnly session cookie", body = LoginResponse),
         (status = 401, description = "Wrong name or password"),
+        (status = 429, description = "Too many wrong passwords from this address or for this name; retry after `Retry-After`"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response> {
     let session = state
         .auth
-        .dashboard_login(&request.username, &request.password, state.session_lifetime)
+        .dashboard_login(
+            &request.username,
+            &request.password,
+            state.session_lifetime,
+            peer,
+        )
         .await?;
     let cookie = format!(
         "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",

@@ -11,6 +11,7 @@
 //! says what it may read.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +20,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::login_guard::{LoginGuard, LoginLimits};
 use super::passwords::Passwords;
 use crate::error::{Error, Result};
 use crate::store::{DashboardUser, NewDashboardUser, SessionOwner, Store, TokenOwner};
@@ -48,25 +50,38 @@ pub struct Auth {
     /// A hash of nothing anyone knows, checked against when a login names
     /// no one.
     dummy_hash: tokio::sync::OnceCell<String>,
+    guard: LoginGuard,
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn Store>) -> Result<Self> {
+    pub fn new(store: Arc<dyn Store>, login_limits: LoginLimits) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
             store,
             passwords: Passwords::start(cores)?,
             known_tokens: RwLock::new(HashMap::new()),
             dummy_hash: tokio::sync::OnceCell::new(),
+            guard: LoginGuard::new(login_limits),
         })
     }
 
     /// Registers `username`, or logs it in when it exists; either way
-    /// returns a new token.
-    pub async fn register_or_login(&self, username: &str, password: &str) -> Result<Login> {
+    /// returns a new token. `peer` is where the request came from: wrong
+    /// passwords are counted against it and the name.
+    pub async fn register_or_login(
+        &self,
+        username: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Login> {
         validate_username(username)?;
         if let Some(client) = self.store.find_client(username).await? {
-            return self.login(client.id, &client.password_hash, password).await;
+            self.guard.check(peer, username)?;
+            let login = self.login(client.id, &client.password_hash, password).await;
+            if let Err(Error::Unauthorized) = login {
+                self.guard.failed(peer, username, "/client");
+            }
+            return login;
         }
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadRequest(format!(
@@ -242,6 +257,21 @@ impl Auth {
     /// Logs in a dashboard user or, when no such user exists, a client
     /// with its own credentials.
     pub async fn dashboard_login(
+        &self,
+        username: &str,
+        password: &str,
+        session_lifetime: std::time::Duration,
+        peer: Option<IpAddr>,
+    ) -> Result<Session> {
+        self.guard.check(peer, username)?;
+        let session = self.session_for(username, password, session_lifetime).await;
+        if let Err(Error::Unauthorized) = session {
+            self.guard.failed(peer, username, "/api/v1/session");
+        }
+        session
+    }
+
+    async fn session_for(
         &self,
         username: &str,
         password: &str,

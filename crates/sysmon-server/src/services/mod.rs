@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod ingest;
+pub mod login_guard;
 pub mod metrics;
 pub mod passwords;
 pub mod query;

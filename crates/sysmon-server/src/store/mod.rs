@@ -235,7 +235,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             durability: Durability::Full,
-            fold_part_hosts: 1_000,
+            fold_part_hosts: 250,
         }
     }
 }
