@@ -37,8 +37,8 @@ pub enum Error {
     /// The database refused a request's samples for what they hold.
     #[error("the database refused these samples: {0}")]
     RefusedByStore(String),
-    #[error("request body is too large: the limit is 1 MiB (16 MiB for /api/v1/samples)")]
-    PayloadTooLarge,
+    #[error("request body is too large: the limit here is {}", size_text(*.limit))]
+    PayloadTooLarge { limit: usize },
     #[error("no such route; docs/api.md lists them")]
     NotFound,
     #[error("not logged in: send the session cookie or `Authorization: Bearer TOKEN` (POST /api/v1/session gives one)")]
@@ -104,7 +104,7 @@ impl Error {
             | Error::RetentionExpired { .. }
             | Error::RefusedByStore(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -159,7 +159,7 @@ impl Error {
             },
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
-            Error::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::Overloaded => ErrorCode::Overloaded,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::StoreUnavailable => ErrorCode::StoreUnavailable,
@@ -311,6 +311,16 @@ fn respond(status: StatusCode, reply: ErrorReply, retry_after: Option<u64>) -> R
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// `1 MiB`, `64 KiB`: a body limit as people write it.
+fn size_text(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
 }
 
 /// Whole seconds to wait, at least one.

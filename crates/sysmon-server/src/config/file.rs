@@ -60,6 +60,7 @@ struct FileStatusLog {
 struct FileIngest {
     max_batch: Option<usize>,
     queue_capacity: Option<usize>,
+    queue_rows: Option<usize>,
     writers: Option<usize>,
     enqueue_timeout_ms: Option<u64>,
     durability: Option<Durability>,
@@ -113,6 +114,7 @@ impl FileConfig {
             let ingest = &mut config.ingest;
             set(&mut ingest.max_batch, file.max_batch);
             set(&mut ingest.queue_capacity, file.queue_capacity);
+            set(&mut ingest.queue_rows, file.queue_rows);
             set(&mut ingest.writers, file.writers);
             set(
                 &mut ingest.enqueue_timeout,

@@ -177,10 +177,18 @@ impl Config {
                 )));
             }
         }
-        if self.ingest.max_batch == 0 || self.ingest.queue_capacity == 0 || self.ingest.writers == 0
+        let ingest = &self.ingest;
+        if [
+            ingest.max_batch,
+            ingest.queue_capacity,
+            ingest.queue_rows,
+            ingest.writers,
+        ]
+        .contains(&0)
         {
             return Err(Error::Config(
-                "ingest max_batch, queue_capacity and writers must be at least 1".into(),
+                "ingest max_batch, queue_capacity, queue_rows and writers must be at least 1"
+                    .into(),
             ));
         }
         Ok(())

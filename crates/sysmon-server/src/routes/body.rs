@@ -1,10 +1,19 @@
 //! Request bodies as the original's clients send them: form fields (the GUI
-//! client) or a JSON object (the README), told apart by content type.
+//! client) or a JSON object (the README), told apart by content type; v1
+//! batches; small JSON requests. Each kind is read up to its own limit, so
+//! a login cannot make the server hold a batch's worth of memory.
+
+/// An original-API body: one sample or a registration.
+pub const FIELDS_LIMIT: usize = 1024 * 1024;
+/// A v1 batch: up to 10,000 samples with their file systems.
+pub const BATCH_LIMIT: usize = 16 * 1024 * 1024;
+/// A JSON request of the dashboard's (a login).
+pub const JSON_LIMIT: usize = 64 * 1024;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use sysmon_core::FieldValue;
 
@@ -33,9 +42,9 @@ impl Fields {
 impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = Error;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self> {
         let is_json = content_type(&request).contains("json");
-        let body = read_body(request, state).await?;
+        let body = read_body(request, FIELDS_LIMIT).await?;
         parse(&body, is_json).map(Fields)
     }
 }
@@ -50,11 +59,11 @@ pub struct BatchBody {
 impl<S: Send + Sync> FromRequest<S> for BatchBody {
     type Rejection = Error;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self> {
         let ndjson = ["ndjson", "jsonl"]
             .iter()
             .any(|kind| content_type(&request).contains(kind));
-        let bytes = read_body(request, state).await?;
+        let bytes = read_body(request, BATCH_LIMIT).await?;
         Ok(BatchBody { bytes, ndjson })
     }
 }
@@ -65,7 +74,7 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Error;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self> {
         // A form on another site can post any text, but not with a JSON
         // content type: requiring it keeps cross-site posts out.
         if !content_type(&request).starts_with("application/json") {
@@ -73,7 +82,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
                 "send the body as JSON with Content-Type: application/json".into(),
             ));
         }
-        let bytes = read_body(request, state).await?;
+        let bytes = read_body(request, JSON_LIMIT).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))
@@ -88,16 +97,14 @@ fn content_type(request: &Request) -> &str {
         .unwrap_or("")
 }
 
-async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge
-            } else {
-                Error::BadRequest(format!("cannot read the request body: {rejection}"))
-            }
-        })
+async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Error::PayloadTooLarge { limit }),
+        Err(error) => Err(Error::BadRequest(format!(
+            "cannot read the request body: {error}"
+        ))),
+    }
 }
 
 fn parse(body: &[u8], is_json: bool) -> Result<Vec<(String, FieldValue)>> {

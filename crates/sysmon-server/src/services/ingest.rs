@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sysmon_core::v1::BatchAck;
 use sysmon_core::{Sample, UnixTime};
-use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,10 @@ pub struct IngestConfig {
     pub max_batch: usize,
     /// Requests that may wait for a writer before new ones are refused.
     pub queue_capacity: usize,
+    /// Samples that may be waiting for or in a commit: a request waits
+    /// (up to `enqueue_timeout`) for room for its samples, so memory
+    /// holds at most this many whatever the requests' sizes.
+    pub queue_rows: usize,
     /// Concurrent writer tasks, at most what the store can use (one for SQLite).
     pub writers: usize,
     /// How long a request may wait for room in the queue before a 503.
@@ -54,6 +58,7 @@ impl Default for IngestConfig {
         Self {
             max_batch: 5_000,
             queue_capacity: 20_000,
+            queue_rows: 200_000,
             writers: 2,
             enqueue_timeout: Duration::from_secs(5),
             durability: Durability::Full,
@@ -78,6 +83,9 @@ const LIVE_BACKLOG: usize = 1024;
 #[derive(Clone)]
 pub struct Ingest {
     queue: mpsc::Sender<Job>,
+    /// One permit per sample queued or being committed.
+    room: Arc<Semaphore>,
+    queue_rows: usize,
     enqueue_timeout: Duration,
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
@@ -112,8 +120,11 @@ impl Ingest {
                 stop: stop.clone(),
             }));
         }
+        let queue_rows = config.queue_rows.clamp(1, Semaphore::MAX_PERMITS);
         let ingest = Ingest {
             queue,
+            room: Arc::new(Semaphore::new(queue_rows)),
+            queue_rows,
             enqueue_timeout: config.enqueue_timeout,
             metrics,
             live,
@@ -131,19 +142,21 @@ impl Ingest {
         source: Source,
     ) -> Result<BatchAck> {
         self.check_retention(&samples)?;
+        let deadline = tokio::time::Instant::now() + self.enqueue_timeout;
+        let room = self.wait_for_room(samples.len(), deadline).await;
+        if let Err(error) = &room {
+            self.metrics.rejected(error);
+        }
+        let _room = room?;
         let rows = samples
             .into_iter()
             .map(|sample| ClientSample { client, sample })
             .collect();
         let (done, committed) = oneshot::channel();
-        let queued = self
-            .queue
-            .send_timeout(Job { rows, done }, self.enqueue_timeout)
+        let queued = tokio::time::timeout_at(deadline, self.queue.send(Job { rows, done }))
             .await
-            .map_err(|error| match error {
-                mpsc::error::SendTimeoutError::Timeout(_) => Error::Overloaded,
-                mpsc::error::SendTimeoutError::Closed(_) => Error::ShuttingDown,
-            });
+            .map_err(|_| Error::Overloaded)
+            .and_then(|sent| sent.map_err(|_| Error::ShuttingDown));
         if let Err(error) = &queued {
             self.metrics.rejected(error);
         }
@@ -152,6 +165,22 @@ impl Ingest {
         self.metrics
             .samples_acknowledged(source, ack.stored.len(), ack.duplicates.len());
         Ok(ack)
+    }
+
+    /// Room in the queue for `samples` samples (all of it for a request
+    /// larger than the queue), held until they are committed.
+    async fn wait_for_room(
+        &self,
+        samples: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit> {
+        let wanted = u32::try_from(samples.clamp(1, self.queue_rows)).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, self.room.clone().acquire_many_owned(wanted)).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(Error::ShuttingDown),
+            Err(_elapsed) => Err(Error::Overloaded),
+        }
     }
 
     /// Refuses samples older than raw samples are kept: retention would
