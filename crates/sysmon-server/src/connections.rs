@@ -50,6 +50,8 @@ pub struct ConnectionLimits {
     pub request_timeout: Duration,
     /// For a write to a socket to make progress.
     pub send_timeout: Duration,
+    /// For a WebSocket client of `/echo` to say HELLO.
+    pub websocket_hello_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -60,6 +62,7 @@ impl Default for ConnectionLimits {
             header_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
+            websocket_hello_timeout: Duration::from_secs(10),
         }
     }
 }

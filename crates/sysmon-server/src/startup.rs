@@ -95,7 +95,7 @@ impl Application {
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
             session_lifetime: config.dashboard.session_lifetime,
-            request_timeout: config.limits.request_timeout,
+            limits: config.limits,
         };
         Ok(Application {
             listener,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local};
 use tokio_util::sync::CancellationToken;
 
+use crate::connections::ConnectionLimits;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -25,6 +26,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// How long a dashboard login lasts.
     pub session_lifetime: Duration,
-    /// How long a handler may take to answer (its body excepted).
-    pub request_timeout: Duration,
+    /// Timeouts a handler or a WebSocket session applies itself.
+    pub limits: ConnectionLimits,
 }

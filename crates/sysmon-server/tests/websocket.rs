@@ -337,3 +337,62 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
     assert!(frame.is_some(), "close frame carries a code");
     shutdown.await.unwrap();
 }
+
+/// A socket that never says HELLO is closed after the HELLO timeout, and
+/// one connection cannot start subscriptions without end.
+#[tokio::test]
+async fn silent_sockets_are_closed_and_subscriptions_are_capped() {
+    use futures_util::StreamExt;
+
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.limits.websocket_hello_timeout = Duration::from_millis(500);
+    let server = sysmon_testkit::TestServer::start(config).await;
+
+    let mut silent = WsClient::connect(&server).await;
+    let started = std::time::Instant::now();
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), silent.stream.next())
+            .await
+            .expect("closed within 5 s");
+        match frame {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.expect("a reason").reason.as_str(), "no HELLO");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A greeted socket is not held to the HELLO timeout.
+    let mut ws = WsClient::connect(&server).await;
+    ws.request(&json!({"type": "HELLO"})).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for id in 0..16 {
+        let reply = ws
+            .request(
+                &json!({"type": "SUBSCRIBE", "request_id": id, "data": ["CPU"], "interval": 60}),
+            )
+            .await;
+        assert_eq!(reply["type"], "SUBSCRIBED", "subscription {id}: {reply}");
+    }
+    let reply = ws
+        .request(&json!({"type": "SUBSCRIBE", "request_id": 16, "data": ["CPU"], "interval": 60}))
+        .await;
+    assert_eq!(reply["type"], "ERROR", "{reply}");
+    assert_eq!(reply["code"], "invalid_message", "{reply}");
+    // Freeing one makes room again.
+    let reply = ws
+        .request(&json!({"type": "UNSUBSCRIBE", "request_id": 3}))
+        .await;
+    assert_eq!(reply["type"], "UNSUBSCRIBED", "{reply}");
+    let reply = ws
+        .request(&json!({"type": "SUBSCRIBE", "request_id": 16, "data": ["CPU"], "interval": 60}))
+        .await;
+    assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
+    server.shutdown().await;
+}

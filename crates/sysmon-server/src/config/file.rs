@@ -45,6 +45,8 @@ struct FileLimits {
     #[serde(default, deserialize_with = "positive_seconds")]
     send_timeout_seconds: Option<Duration>,
     login_failures_per_minute: Option<NonZeroU32>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    websocket_hello_timeout_seconds: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +145,10 @@ impl FileConfig {
             set(&mut limits.header_timeout, file.header_timeout_seconds);
             set(&mut limits.request_timeout, file.request_timeout_seconds);
             set(&mut limits.send_timeout, file.send_timeout_seconds);
+            set(
+                &mut limits.websocket_hello_timeout,
+                file.websocket_hello_timeout_seconds,
+            );
             set(
                 &mut config.login.failures_per_minute,
                 file.login_failures_per_minute,

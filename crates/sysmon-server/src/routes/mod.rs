@@ -102,7 +102,7 @@ async fn metrics(State(state): State<AppState>) -> Result<Response> {
 /// is dropped (its work with it) and the client told to retry; a streamed
 /// body is bounded by the send timeout instead.
 async fn answer_in_time(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => Error::TimedOut.into_response(),
     }

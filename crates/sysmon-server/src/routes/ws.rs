@@ -37,6 +37,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// Live clients answer pings, so silence this long means a dead peer.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Subscriptions one connection may hold: each is a task sending EVENTs.
+const MAX_SUBSCRIPTIONS: usize = 16;
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn upgrade(Upgrade(upgrade): Upgrade, State(state): State<AppState>) -> Response {
@@ -59,14 +61,24 @@ async fn run_session(socket: WebSocket, state: AppState) {
     let _open = state.metrics.websocket_opened();
     let mut session = Session::new(state, outbox);
     loop {
+        // A connection that has not said HELLO in time is not a client of
+        // ours: closed, so sockets opened and left silent cannot pile up.
+        let wait = match session.greeted {
+            true => IDLE_TIMEOUT,
+            false => session.state.limits.websocket_hello_timeout,
+        };
         let frame = tokio::select! {
-            frame = tokio::time::timeout(IDLE_TIMEOUT, frames.next()) => frame,
+            frame = tokio::time::timeout(wait, frames.next()) => frame,
             _ = shutdown.cancelled() => {
                 session.close("server shutting down").await;
                 break;
             }
         };
         let keep_going = match frame {
+            Err(_idle) if !session.greeted => {
+                session.close("no HELLO").await;
+                false
+            }
             Err(_idle) => {
                 session.close("idle timeout").await;
                 false
@@ -258,6 +270,15 @@ impl Session {
     ) -> ServerMessage {
         if self.subscriptions.contains_key(&request_id) {
             return ServerMessage::error("request id collision");
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            return ServerMessage::Error(ErrorReply {
+                error: format!(
+                    "at most {MAX_SUBSCRIPTIONS} subscriptions per connection: UNSUBSCRIBE one first"
+                ),
+                code: Some(ErrorCode::InvalidMessage),
+                index: None,
+            });
         }
         let reply = ServerMessage::Subscribed {
             request_id: request_id.wire().clone(),
