@@ -25,7 +25,8 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Creates the directory (mode 0700) if missing.
+    /// Creates the directory (mode 0700) if missing, and makes an existing
+    /// one private: it holds the token.
     pub fn open(path: &Path) -> Result<StateDir> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -37,6 +38,7 @@ impl StateDir {
                     e,
                 )
             })?;
+        make_private(path)?;
         Ok(StateDir {
             path: path.to_path_buf(),
         })
@@ -123,15 +125,45 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
+/// Takes group and other permissions off the state directory, saying so.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e| {
+        Error::io(
+            format!("cannot make the state directory {} private", path.display()),
+            e,
+        )
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(cannot)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the state directory was readable by others; setting it to 0700"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(cannot)?;
+    }
+    Ok(())
+}
+
 /// Writes `dir/name` so that after a crash or power cut it is either the
 /// old file or the complete new one: write a temporary file, fsync it,
-/// rename it over `name`, fsync the directory.
+/// rename it over `name`, fsync the directory. The temporary is created
+/// new (`O_EXCL`), never opened through a link someone left in its place.
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let temporary = dir.join(format!(".{name}.tmp"));
     let result = (|| {
+        // One left by an interrupted write, or planted: removing a link
+        // removes the link, not what it points to.
+        match std::fs::remove_file(&temporary) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .write(true)
             .mode(mode)
             .open(&temporary)?;
@@ -187,6 +219,35 @@ mod tests {
             .filter(|e| is_temporary(&e.file_name().to_string_lossy()))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn an_existing_state_directory_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        StateDir::open(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_temporary_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let name = state
+            .token_path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        std::os::unix::fs::symlink(&victim, state.path().join(format!(".{name}.tmp"))).unwrap();
+        state.write_token("secret-token").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(state.read_token().unwrap().as_deref(), Some("secret-token"));
     }
 
     #[test]

@@ -259,14 +259,23 @@ impl Error {
 
 /// Errors that say the database is out of reach for now, not that the
 /// request or the server is wrong: the client should retry.
+/// The database is out of reach or restarting, not refusing the request:
+/// the client should retry. PostgreSQL says so with SQLSTATE class 08
+/// (connection exception), 57P01-57P03 (shutting down, crashed, starting)
+/// and 53300 (too many connections); a connection dropped mid-message
+/// shows as a protocol error.
 fn is_transient(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed
-    )
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
 }
 
 impl IntoResponse for Error {

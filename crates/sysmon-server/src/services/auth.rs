@@ -83,6 +83,7 @@ impl Auth {
             }
             return login;
         }
+        validate_new_username(username)?;
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadRequest(format!(
                 "a new user needs a password (`pass`) of 1 to {MAX_PASSWORD_BYTES} bytes"
@@ -351,7 +352,7 @@ impl Auth {
         is_admin: bool,
         clients: Vec<String>,
     ) -> Result<()> {
-        validate_username(name)?;
+        validate_new_username(name)?;
         let chars = password.chars().count();
         if chars < MIN_DASHBOARD_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadRequest(format!(
@@ -413,6 +414,32 @@ fn new_token() -> String {
 
 /// Usernames must start with a letter (the original's rule) and be short
 /// and printable, since they appear in URLs and logs.
+/// A name for a new client or user: also free of the invisible characters
+/// that make one name look like another or reorder text around it (bidi
+/// overrides, zero-width spaces and joiners, tags). Names registered
+/// before this check keep working.
+pub fn validate_new_username(username: &str) -> Result<()> {
+    validate_username(username)?;
+    if username.chars().any(is_invisible_format_char) {
+        return Err(Error::UnsupportableUsername);
+    }
+    Ok(())
+}
+
+/// Unicode's format characters (category Cf) that occur in spoofing.
+fn is_invisible_format_char(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0001}'
+        | '\u{E0020}'..='\u{E007F}')
+}
+
 pub fn validate_username(username: &str) -> Result<()> {
     let starts_with_letter = username.chars().next().is_some_and(char::is_alphabetic);
     let printable = !username.chars().any(char::is_control);
@@ -447,6 +474,19 @@ mod tests {
         assert!(validate_username("1abc").is_err());
         assert!(validate_username("'quoted").is_err());
         assert!(validate_username("bad\nname").is_err());
+        for spoof in [
+            "admin\u{202E}nimda",
+            "ad\u{200B}min",
+            "web\u{2066}1",
+            "x\u{E0041}",
+        ] {
+            assert!(validate_new_username(spoof).is_err(), "{spoof:?}");
+            assert!(
+                validate_username(spoof).is_ok(),
+                "an existing {spoof:?} still logs in"
+            );
+        }
+        assert!(validate_new_username("Émile").is_ok());
         assert!(validate_username(&"a".repeat(65)).is_err());
     }
 

@@ -253,21 +253,27 @@ pub fn series_query(
     Ok((plan, query))
 }
 
-/// Metric names to indices; unknown ones are the caller's error.
+/// Metric names to indices, each once, in the order first named; unknown
+/// ones are the caller's error.
 pub fn parse_metrics(list: &str) -> Result<Vec<usize>> {
-    list.split(',')
+    let mut indices = Vec::new();
+    for name in list
+        .split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
-        .map(|name| {
-            charted_index(name).ok_or_else(|| {
-                let known: Vec<&str> = CHARTED.iter().map(|metric| metric.name).collect();
-                Error::BadRequest(format!(
-                    "unknown metric `{name}`; known: {}",
-                    known.join(", ")
-                ))
-            })
-        })
-        .collect()
+    {
+        let index = charted_index(name).ok_or_else(|| {
+            let known: Vec<&str> = CHARTED.iter().map(|metric| metric.name).collect();
+            Error::BadRequest(format!(
+                "unknown metric `{name}`; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        if !indices.contains(&index) {
+            indices.push(index);
+        }
+    }
+    Ok(indices)
 }
 
 /// A client's status as the fleet overview shows it.
@@ -415,6 +421,11 @@ mod tests {
         assert!(plan(&points, &forever(), NOW).is_err());
         assert!(parse_metrics("cpu_load,bogus").is_err());
         assert_eq!(parse_metrics("cpu_load, mem").unwrap(), vec![0, 1]);
+        assert_eq!(
+            parse_metrics("mem,cpu_load,mem,mem").unwrap(),
+            vec![1, 0],
+            "each metric once, in the order first named"
+        );
     }
 
     #[test]

@@ -261,9 +261,12 @@ pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((credentials, host)) = rest.split_once('@') else {
+    // The last `@` before the query: a password may hold an unescaped `@`.
+    let authority_end = rest.find('?').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
         return url.to_owned();
     };
+    let (credentials, host) = (&rest[..at], &rest[at + 1..]);
     match credentials.split_once(':') {
         Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -289,5 +292,10 @@ mod tests {
         );
         assert_eq!(redact_password("postgres://u@db/x"), "postgres://u@db/x");
         assert_eq!(redact_password("sqlite://sysmon.db"), "sqlite://sysmon.db");
+        assert_eq!(
+            redact_password("postgres://u:p@ss@word@db/x?application_name=a@b"),
+            "postgres://u:***@db/x?application_name=a@b",
+            "no part of a password with `@` in it is shown"
+        );
     }
 }
