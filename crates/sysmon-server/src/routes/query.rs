@@ -19,6 +19,7 @@ use serde_json::json;
 use sysmon_core::metrics::{charted_values, CHARTED, METRICS};
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::error::TrySendError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Upgrade};
@@ -447,6 +448,44 @@ fn check_same_origin(headers: &HeaderMap) -> Result<()> {
 
 /// How often a live socket checks that its session still may read.
 const LIVE_RECHECK: Duration = Duration::from_secs(30);
+/// A live socket's own samples waiting to be sent; past it, newer samples
+/// are dropped for that socket (its chart refetches on reconnect).
+const LIVE_SOCKET_QUEUE: usize = 256;
+
+/// Takes one client's samples from every commit as it is published, so the
+/// shared channel never waits on a socket.
+fn follow_client(
+    mut committed: tokio::sync::broadcast::Receiver<crate::services::ingest::Committed>,
+    client: ClientId,
+) -> (tokio::sync::mpsc::Receiver<Sample>, AbortOnDrop) {
+    let (samples, queue) = tokio::sync::mpsc::channel(LIVE_SOCKET_QUEUE);
+    let task = tokio::spawn(async move {
+        loop {
+            match committed.recv().await {
+                Ok(rows) => {
+                    for row in rows.iter().filter(|row| row.client == client) {
+                        match samples.try_send(row.sample.clone()) {
+                            Ok(()) | Err(TrySendError::Full(_)) => {}
+                            Err(TrySendError::Closed(_)) => return,
+                        }
+                    }
+                }
+                // Fell behind: skip ahead; the chart refetches on reconnect.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    (queue, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 async fn stream_live(
     socket: WebSocket,
@@ -456,7 +495,7 @@ async fn stream_live(
     token: String,
 ) {
     let _open = state.metrics.websocket_opened();
-    let mut committed = state.ingest.subscribe();
+    let (mut samples, _following) = follow_client(state.ingest.subscribe(), client);
     let (mut sink, mut incoming) = socket.split();
     let mut recheck = tokio::time::interval(LIVE_RECHECK);
     recheck.tick().await;
@@ -469,18 +508,14 @@ async fn stream_live(
                     break;
                 }
             },
-            batch = committed.recv() => match batch {
-                Ok(rows) => {
-                    for row in rows.iter().filter(|row| row.client == client) {
-                        let message = live_message(&name, &row.sample);
-                        if sink.send(Message::Text(message.into())).await.is_err() {
-                            return;
-                        }
+            sample = samples.recv() => match sample {
+                Some(sample) => {
+                    let message = live_message(&name, &sample);
+                    if sink.send(Message::Text(message.into())).await.is_err() {
+                        return;
                     }
                 }
-                // Fell behind: skip ahead; the chart refetches on reconnect.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => break,
+                None => break,
             },
             frame = incoming.next() => match frame {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,

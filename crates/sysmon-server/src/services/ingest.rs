@@ -76,8 +76,12 @@ struct Job {
 /// Newly committed samples, as one commit published them.
 pub type Committed = Arc<[ClientSample]>;
 
-/// Commits a slow live reader may fall behind by before it skips ahead.
-const LIVE_BACKLOG: usize = 1024;
+/// Commits kept for live readers. The channel holds its last this-many
+/// commits whole (every client's rows, up to `max_batch` each) for as long
+/// as anyone listens, so it is short: each live socket drains it at once
+/// into a queue of its own client's samples (`routes::query::live`), and a
+/// socket that stops reading backs up only that queue.
+const LIVE_BACKLOG: usize = 32;
 
 /// The handle routes use; cheap to clone.
 #[derive(Clone)]
