@@ -24,6 +24,10 @@ use crate::sample::{Sample, SampleError};
 /// bucket's values can never overflow.
 pub const MAX_MAGNITUDE: f64 = 1e18;
 
+/// File systems one sample may list: more than any host mounts, so that one
+/// sample cannot turn into an unbounded number of rows.
+pub const MAX_FILESYSTEMS: usize = 256;
+
 /// How a metric's values are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
@@ -335,8 +339,11 @@ pub fn validate(sample: &Sample) -> Result<(), SampleError> {
     }
     let filesystems = sample
         .extended
-        .iter()
-        .flat_map(|extended| &extended.filesystems);
+        .as_deref()
+        .map_or(&[][..], |extended| extended.filesystems.as_slice());
+    if filesystems.len() > MAX_FILESYSTEMS {
+        return Err(SampleError::TooManyFilesystems);
+    }
     for fs in filesystems {
         let counts = [
             ("filesystems.used_bytes", fs.used_bytes),
@@ -411,6 +418,30 @@ mod tests {
         assert_eq!(
             metric("uptime_seconds").map(|m| m.kind),
             Some(ValueKind::Count)
+        );
+    }
+
+    #[test]
+    fn a_sample_lists_a_bounded_number_of_filesystems() {
+        let filesystems = |count: usize| {
+            let mut sample = empty_sample();
+            let extended = ExtendedMetrics {
+                filesystems: (0..count)
+                    .map(|index| FilesystemUsage {
+                        mount_point: format!("/mnt/{index}"),
+                        used_bytes: 1,
+                        total_bytes: 2,
+                    })
+                    .collect(),
+                ..ExtendedMetrics::default()
+            };
+            sample.extended = Some(Box::new(extended));
+            validate(&sample)
+        };
+        assert_eq!(filesystems(MAX_FILESYSTEMS), Ok(()));
+        assert_eq!(
+            filesystems(MAX_FILESYSTEMS + 1),
+            Err(SampleError::TooManyFilesystems)
         );
     }
 

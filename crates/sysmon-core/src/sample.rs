@@ -136,6 +136,8 @@ pub enum SampleError {
     TooLarge(&'static str),
     #[error("field `{0}` must be 1 to 4096 bytes of text without control characters")]
     InvalidText(&'static str),
+    #[error("field `filesystems` lists more than {max} file systems", max = crate::metrics::MAX_FILESYSTEMS)]
+    TooManyFilesystems,
 }
 
 /// The fields a sample may carry, with the spellings each may arrive in.
