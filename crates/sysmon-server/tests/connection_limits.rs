@@ -195,3 +195,52 @@ fn metric(text: &str, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A WebSocket keeps its connection's slot for as long as it is open, not
+/// only while its upgrade request is served.
+#[tokio::test]
+async fn open_websockets_count_against_the_limits() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.limits.max_connections_per_ip = 3;
+    let server = TestServer::start(config).await;
+    let url = format!("ws://{}/echo", server.address);
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("within the limit");
+        socket
+            .send(Message::text(json!({"type": "HELLO"}).to_string()))
+            .await
+            .expect("HELLO");
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(server.address).await.expect("connect");
+    let _ = fourth
+        .write_all(b"GET /api HTTP/1.1\r\nHost: sysmon\r\n\r\n")
+        .await;
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(2)).await,
+        "a fourth connection beside three open WebSockets is refused"
+    );
+    let metrics_refused = {
+        drop(sockets.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.metrics_text().await
+    };
+    assert_eq!(
+        metric(
+            &metrics_refused,
+            "sysmon_connections_refused_total{reason=\"max_connections_per_ip\"}"
+        ),
+        1.0,
+        "{metrics_refused}"
+    );
+    drop(sockets);
+    server.shutdown().await;
+}
