@@ -15,6 +15,7 @@ sysmon_testkit::on_both_stores!(
     half_open_requests_are_closed_and_one_address_cannot_take_every_slot,
     a_report_nobody_reads_is_dropped,
     a_body_that_never_ends_times_out,
+    stalled_reports_do_not_starve_ingest,
 );
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -187,6 +188,46 @@ async fn a_body_that_never_ends_times_out(database: TestDatabase) {
         "{:?}",
         started.elapsed()
     );
+    server.shutdown().await;
+}
+
+/// Reports whose clients stop reading hold their database connections
+/// until the send timeout; ingest has connections of its own meanwhile.
+async fn stalled_reports_do_not_starve_ingest(database: TestDatabase) {
+    let mut config = database.config();
+    config.limits.send_timeout = Duration::from_secs(60);
+    config.retention = RetentionConfig::forever();
+    let server = TestServer::start(config).await;
+    let history = server.register("history", "history-password").await;
+    let pusher = server.register("pusher", "pusher-password").await;
+    for batch in 0..15 {
+        let samples: Vec<Value> = (0..10_000)
+            .map(|i| json!({"time": 1_700_000_000 + batch * 10_000 + i, "cpu_load": 12.5, "mem": 2048.0}))
+            .collect();
+        server.post_samples(&history, &samples).await;
+    }
+    // More stalled downloads than the readers' pool has connections.
+    let mut stalled = Vec::new();
+    for _ in 0..24 {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        let request = format!(
+            "GET /client/history/time/report HTTP/1.1\r\nHost: sysmon\r\nAuthorization: {history}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for offset in 0..20 {
+        let started = std::time::Instant::now();
+        let sample = json!({"time": 1_764_000_000 + offset, "cpu_load": 1.0});
+        server.post_samples(&pusher, &[sample]).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "push {offset} took {:?} beside stalled reports",
+            started.elapsed()
+        );
+    }
+    drop(stalled);
     server.shutdown().await;
 }
 

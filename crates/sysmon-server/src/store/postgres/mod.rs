@@ -26,10 +26,22 @@ use super::{
 };
 use crate::error::{Error, Result};
 
+/// Connections for everything but ingest: reads, reports, logins, upkeep.
 const MAX_CONNECTIONS: u32 = 16;
+/// Connections for ingest and the rollup fold, which readers cannot take:
+/// reports that stall (a client reading slowly) never starve writes.
+const WRITER_CONNECTIONS: u32 = 10;
+/// Connections for streamed reports and exports, which last as long as
+/// their client takes to read them: at most this many run at once, and
+/// the rest wait (then get 503) without holding up logins and charts.
+const STREAM_CONNECTIONS: u32 = 8;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Ingest's own connections (see [`WRITER_CONNECTIONS`]).
+    writers: PgPool,
+    /// Streamed reports' own connections (see [`STREAM_CONNECTIONS`]).
+    streams: PgPool,
     /// For connections of its own, outside the pool.
     options: PgConnectOptions,
     /// The connection holding this process's instance claim (an advisory
@@ -63,8 +75,17 @@ impl PostgresStore {
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let partitions = Partitions::load(&pool).await?;
+        let lazy_pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(options.clone())
+        };
+        let (writers, streams) = (lazy_pool(WRITER_CONNECTIONS), lazy_pool(STREAM_CONNECTIONS));
         Ok(Self {
             pool,
+            writers,
+            streams,
             options,
             instance_lock: tokio::sync::Mutex::new(None),
             partitions,
@@ -236,8 +257,8 @@ impl Store for PostgresStore {
     }
 
     fn max_concurrent_writers(&self) -> usize {
-        // Leave pool connections for reads and registrations.
-        MAX_CONNECTIONS as usize / 2
+        // Leave writer connections for the fold and orphan recovery.
+        WRITER_CONNECTIONS as usize - 2
     }
 
     async fn claim_instance(&self) -> Result<InstanceId> {
@@ -271,7 +292,7 @@ impl Store for PostgresStore {
         let mut rows: Vec<SampleRow> = samples.iter().map(SampleRow::from_sample).collect();
         rows.sort_by_key(|row| (row.client_id, row.time_us));
         let filesystems = filesystem_rows(samples);
-        let (rows, filesystems, pool) = (&rows, &filesystems, &self.pool);
+        let (rows, filesystems, pool) = (&rows, &filesystems, &self.writers);
         let times = rows.iter().map(|row| row.time_us);
         self.partitions
             .insert_with(pool, times, move || async move {
@@ -291,7 +312,7 @@ impl Store for PostgresStore {
     }
 
     async fn fold(&self, fold: Arc<Fold>, progress: Arc<dyn FoldProgress>) -> Result<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.writers.begin().await?;
         for (tier, buckets) in fold.tier_buckets() {
             if !buckets.is_empty() {
                 upsert_buckets(tier, buckets)
@@ -319,7 +340,7 @@ impl Store for PostgresStore {
     /// Entries of instances whose advisory lock is free: their server is
     /// gone (or gave the claim up), taking its summaries with it.
     async fn orphaned_journal(&self, live: InstanceId, limit: usize) -> Result<Vec<JournalEntry>> {
-        let mut connection = self.pool.acquire().await?;
+        let mut connection = self.writers.acquire().await?;
         let instances: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT instance_id FROM rollup_journal WHERE instance_id <> $1",
         )
@@ -389,7 +410,7 @@ impl Store for PostgresStore {
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
         let (start, end) = range.bounds_micros();
         let (sender, chunks) = sample_chunks();
-        let pool = self.pool.clone();
+        let pool = self.streams.clone();
         tokio::spawn(async move {
             if let Err(error) = send_samples(&pool, client, start, end, &sender).await {
                 let _ = sender.send(Err(error)).await;
@@ -442,6 +463,8 @@ impl Store for PostgresStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writers.close().await;
+        self.streams.close().await;
     }
 }
 
