@@ -107,24 +107,8 @@ async fn half_open_requests_are_closed_and_one_address_cannot_take_every_slot(
 
 async fn a_report_nobody_reads_is_dropped(database: TestDatabase) {
     let server = start(&database).await;
-    let token = server.register("history", "history-password").await;
-    // ~100 bytes a row in the report: 15 MB, more than loopback buffers.
-    for batch in 0..15 {
-        let samples: Vec<Value> = (0..10_000)
-            .map(|i| json!({"time": 1_700_000_000 + batch * 10_000 + i, "cpu_load": 12.5, "mem": 2048.0}))
-            .collect();
-        server.post_samples(&token, &samples).await;
-    }
-
-    let mut stalled = Vec::new();
-    for _ in 0..20 {
-        let mut stream = TcpStream::connect(server.address).await.expect("connect");
-        let request = format!(
-            "GET /client/history/time/report HTTP/1.1\r\nHost: sysmon\r\nAuthorization: {token}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("send");
-        stalled.push(stream);
-    }
+    let token = register_history(&server).await;
+    let mut stalled = stalled_reports(&server, &token, 20).await;
     // Long enough for the server's writes to stall and time out.
     tokio::time::sleep(SEND_TIMEOUT * 4).await;
 
@@ -198,24 +182,10 @@ async fn stalled_reports_do_not_starve_ingest(database: TestDatabase) {
     config.limits.send_timeout = Duration::from_secs(60);
     config.retention = RetentionConfig::forever();
     let server = TestServer::start(config).await;
-    let history = server.register("history", "history-password").await;
+    let history = register_history(&server).await;
     let pusher = server.register("pusher", "pusher-password").await;
-    for batch in 0..15 {
-        let samples: Vec<Value> = (0..10_000)
-            .map(|i| json!({"time": 1_700_000_000 + batch * 10_000 + i, "cpu_load": 12.5, "mem": 2048.0}))
-            .collect();
-        server.post_samples(&history, &samples).await;
-    }
     // More stalled downloads than the readers' pool has connections.
-    let mut stalled = Vec::new();
-    for _ in 0..24 {
-        let mut stream = TcpStream::connect(server.address).await.expect("connect");
-        let request = format!(
-            "GET /client/history/time/report HTTP/1.1\r\nHost: sysmon\r\nAuthorization: {history}\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("send");
-        stalled.push(stream);
-    }
+    let stalled = stalled_reports(&server, &history, 24).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for offset in 0..20 {
         let started = std::time::Instant::now();
@@ -229,6 +199,33 @@ async fn stalled_reports_do_not_starve_ingest(database: TestDatabase) {
     }
     drop(stalled);
     server.shutdown().await;
+}
+
+/// A client `history` with 150,000 samples: its report is ~15 MB, more
+/// than loopback buffers hold. Its token.
+async fn register_history(server: &TestServer) -> String {
+    let token = server.register("history", "history-password").await;
+    for batch in 0..15 {
+        let samples: Vec<Value> = (0..10_000)
+            .map(|i| json!({"time": 1_700_000_000 + batch * 10_000 + i, "cpu_load": 12.5, "mem": 2048.0}))
+            .collect();
+        server.post_samples(&token, &samples).await;
+    }
+    token
+}
+
+/// `count` requests for `history`'s report whose answers nobody reads.
+async fn stalled_reports(server: &TestServer, token: &str, count: usize) -> Vec<TcpStream> {
+    let mut stalled = Vec::new();
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(server.address).await.expect("connect");
+        let request = format!(
+            "GET /client/history/time/report HTTP/1.1\r\nHost: sysmon\r\nAuthorization: {token}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("send");
+        stalled.push(stream);
+    }
+    stalled
 }
 
 fn metric(text: &str, name: &str) -> f64 {
