@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sysmon_server::config::{CliOptions, Command, LogFormat, UserCommand};
+use sysmon_server::config::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
 use sysmon_server::store::redact_password;
 use sysmon_server::{Application, Config};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
     let outcome = match (config, options.command) {
         (Ok(config), None) => run(config).await,
         (Ok(config), Some(Command::User(command))) => manage_users(config, command).await,
+        (Ok(config), Some(Command::Client(command))) => manage_clients(config, command).await,
         (Err(error), _) => Err(error.into()),
     };
     match outcome {
@@ -47,6 +48,41 @@ async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
     );
     app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `sysmon-server client ...`: clients, in the configured store.
+async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    use sysmon_server::services::auth::Auth;
+
+    let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
+        .await
+        .context("cannot open the store")?;
+    let auth = Auth::new(store.clone(), config.login)?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        ClientCommand::List => {
+            for client in auth.list_clients().await? {
+                let registered =
+                    chrono::DateTime::from_timestamp_micros(client.created_at.micros())
+                        .map(|time| time.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default();
+                writeln!(out, "{}	{registered}	{} tokens", client.name, client.tokens)?;
+            }
+        }
+        ClientCommand::RevokeTokens { name } => {
+            let revoked = auth
+                .revoke_tokens(&name)
+                .await
+                .context("cannot revoke the tokens")?;
+            writeln!(
+                out,
+                "revoked {revoked} tokens of {name} and its sessions; running servers refuse them within a second"
+            )?;
+        }
+    }
+    store.close().await;
     Ok(())
 }
 

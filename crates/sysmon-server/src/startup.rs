@@ -85,6 +85,7 @@ impl Application {
         }
         let retention_job =
             retention::spawn(store.clone(), config.retention, services_stop.clone());
+        let revocation_watch = auth.clone().watch_revocations(services_stop.clone());
 
         let state = AppState {
             auth,
@@ -104,7 +105,7 @@ impl Application {
             folder,
             store,
             ingest_writers,
-            background: vec![sampler, status_writer, retention_job],
+            background: vec![sampler, status_writer, retention_job, revocation_watch],
             services_stop,
             shutdown_grace: config.shutdown_grace,
             limits: config.limits,

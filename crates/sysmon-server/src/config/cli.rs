@@ -54,6 +54,19 @@ pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage clients (the machines that push samples).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum ClientCommand {
+    /// List clients: name, when registered, tokens held.
+    List,
+    /// Revoke every token and dashboard session of a client: its agent must
+    /// log in again with its password. Every running server on the same
+    /// database refuses the tokens within a second.
+    RevokeTokens { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]

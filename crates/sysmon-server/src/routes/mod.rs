@@ -2,6 +2,7 @@
 //! typed values, call a service, shape the reply. Errors become replies in
 //! one place, [`crate::error::Error`]'s `IntoResponse`.
 
+mod admin;
 mod body;
 mod compat;
 mod dashboard;

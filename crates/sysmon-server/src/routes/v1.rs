@@ -18,6 +18,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::admin;
 use super::body::BatchBody;
 use super::session::{self, SESSION_COOKIE};
 use super::{parse_bound, query, query_params};
@@ -38,6 +39,7 @@ use crate::store::{TimeRange, TokenOwner};
         (name = "ingest", description = "Samples in, with a client's token"),
         (name = "session", description = "Dashboard logins"),
         (name = "query", description = "Reading the fleet back"),
+        (name = "admin", description = "Managing clients (dashboard admins)"),
     )
 )]
 struct ApiDoc;
@@ -67,6 +69,7 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(query::export_csv))
         .routes(routes!(query::live))
         .routes(routes!(query::server_health))
+        .routes(routes!(admin::revoke_tokens))
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route(

@@ -2,7 +2,10 @@
 //!
 //! Passwords are kept as argon2id hashes. A login issues a fresh random
 //! token (256 bits) that is stored only as its SHA-256; earlier tokens stay
-//! valid. Token checks are on every sample, so known tokens are cached.
+//! valid until revoked. Token checks are on every sample, so known tokens
+//! are cached; a revocation, by this process or another on the same
+//! database, bumps an epoch every server reads once a second
+//! ([`Auth::watch_revocations`]), and a changed epoch empties the cache.
 //! Hashing itself runs in [`super::passwords`].
 //!
 //! The dashboard adds people: dashboard users log in for a session that
@@ -34,6 +37,11 @@ pub const FIRST_ADMIN: &str = "admin";
 
 type TokenHash = [u8; 32];
 
+/// Tokens kept in memory at most (~100 bytes each).
+const MAX_CACHED_TOKENS: usize = 100_000;
+/// How often the revocation epoch is read.
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What a successful `POST /client` did.
 #[derive(Debug, Clone)]
 pub struct Login {
@@ -45,7 +53,8 @@ pub struct Login {
 pub struct Auth {
     store: Arc<dyn Store>,
     passwords: Passwords,
-    // Tokens are never revoked, so a positive entry never goes stale.
+    /// Emptied when a revocation is seen, and when it grows past
+    /// [`MAX_CACHED_TOKENS`].
     known_tokens: RwLock<HashMap<TokenHash, TokenOwner>>,
     /// A hash of nothing anyone knows, checked against when a login names
     /// no one.
@@ -139,11 +148,79 @@ impl Auth {
             .token_owner(&hash)
             .await?
             .ok_or(Error::Unauthorized)?;
+        let mut cache = self
+            .known_tokens
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() >= MAX_CACHED_TOKENS {
+            cache.clear();
+        }
+        cache.insert(hash, owner.clone());
+        Ok(owner)
+    }
+
+    /// Every client, by name (`sysmon-server client list`).
+    pub async fn list_clients(&self) -> Result<Vec<crate::store::ClientListing>> {
+        self.store.list_clients().await
+    }
+
+    /// Revokes every token and dashboard session of a client; the tokens
+    /// revoked. Refused at once here, and by every server on the database
+    /// within a second.
+    pub async fn revoke_tokens(&self, client: &str) -> Result<u64> {
+        let record = self
+            .store
+            .find_client(client)
+            .await?
+            .ok_or_else(|| Error::NotFoundNamed(format!("no client named `{client}`")))?;
+        let revoked = self.store.revoke_tokens(record.id).await?;
+        self.forget_tokens();
+        tracing::warn!(
+            client,
+            tokens = revoked,
+            "revoked a client's tokens and sessions"
+        );
+        Ok(revoked)
+    }
+
+    fn forget_tokens(&self) {
         self.known_tokens
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(hash, owner.clone());
-        Ok(owner)
+            .clear();
+    }
+
+    /// Reads the revocation epoch every second until `stop`, emptying the
+    /// token cache when it changes.
+    pub fn watch_revocations(
+        self: Arc<Self>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut seen = self.store.auth_epoch().await.ok();
+            let mut ticks = tokio::time::interval(REVOCATION_CHECK);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                match self.store.auth_epoch().await {
+                    Ok(epoch) if Some(epoch) != seen => {
+                        if seen.is_some() {
+                            tracing::info!("tokens were revoked: forgetting the cached ones");
+                        }
+                        self.forget_tokens();
+                        seen = Some(epoch);
+                    }
+                    Ok(_) => {}
+                    // Unreadable: forget all, so no revoked token outlives it.
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read the revocation epoch");
+                        self.forget_tokens();
+                    }
+                }
+            }
+        })
     }
 
     /// Checks an `Authorization` header (`TOKEN` or `Bearer TOKEN`) against

@@ -32,6 +32,22 @@ pub trait ClientStore: Send + Sync {
     async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>>;
 
     async fn count_clients(&self) -> Result<u64>;
+    /// Every client with when it registered and how many tokens it holds,
+    /// by name.
+    async fn list_clients(&self) -> Result<Vec<ClientListing>>;
+    /// Deletes every token and dashboard session of a client and bumps the
+    /// auth epoch, in one transaction; the tokens deleted.
+    async fn revoke_tokens(&self, client: ClientId) -> Result<u64>;
+    /// Bumped by every revocation (see migration 0006).
+    async fn auth_epoch(&self) -> Result<i64>;
+}
+
+/// A client as `sysmon-server client list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientListing {
+    pub name: String,
+    pub created_at: UnixTime,
+    pub tokens: i64,
 }
 
 /// What clients have sent, read back; every stored sample, whichever table
@@ -183,6 +199,55 @@ macro_rules! impl_client_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(count.max(0) as u64)
+            }
+
+            async fn list_clients(
+                &self,
+            ) -> $crate::error::Result<Vec<$crate::store::ClientListing>> {
+                let rows = sqlx::query_as::<_, (String, i64, i64)>(
+                    "SELECT c.name, c.created_at_us,
+                            (SELECT COUNT(*) FROM tokens t WHERE t.client_id = c.id)
+                     FROM clients c ORDER BY c.name",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, created_us, tokens)| $crate::store::ClientListing {
+                        name,
+                        created_at: sysmon_core::UnixTime::from_micros(created_us),
+                        tokens,
+                    })
+                    .collect())
+            }
+
+            async fn revoke_tokens(
+                &self,
+                client: $crate::store::ClientId,
+            ) -> $crate::error::Result<u64> {
+                let mut transaction = self.pool.begin().await?;
+                let revoked = sqlx::query("DELETE FROM tokens WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM dashboard_sessions WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?;
+                sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn auth_epoch(&self) -> $crate::error::Result<i64> {
+                Ok(
+                    sqlx::query_scalar("SELECT epoch FROM auth_epoch WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
             }
         }
     };

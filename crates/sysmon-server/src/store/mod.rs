@@ -21,7 +21,7 @@ use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
 
-pub use clients::{ClientStore, SampleReads};
+pub use clients::{ClientListing, ClientStore, SampleReads};
 pub use dashboard_users::UserStore;
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;

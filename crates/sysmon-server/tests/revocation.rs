@@ -1,0 +1,125 @@
+//! A client's tokens can be revoked, from the command line (another process
+//! on the same database) or by an admin through the API; every server then
+//! refuses them within a second, although it caches tokens it has seen.
+
+use std::time::Duration;
+
+use serde_json::json;
+use sysmon_testkit::{poll, TestDatabase, TestServer};
+
+sysmon_testkit::on_both_stores!(revoked_tokens_are_refused_within_a_second);
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
+const ADMIN_PASSWORD: &str = "admin-password";
+const PASSWORD: &str = "revoked-password";
+
+async fn push(server: &TestServer, token: &str, time: i64) -> u16 {
+    server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .bearer_auth(token)
+        .json(&[json!({"time": time, "cpu_load": 1.0})])
+        .send()
+        .await
+        .expect("POST /api/v1/samples")
+        .status()
+        .as_u16()
+}
+
+/// Runs `sysmon-server ARGS` on the test's database; its standard output.
+fn cli(database: &TestDatabase, args: &[&str]) -> String {
+    let output = std::process::Command::new(BINARY)
+        .arg("--database-url")
+        .arg(&database.url)
+        .args(args)
+        .output()
+        .expect("run sysmon-server");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn revoked_tokens_are_refused_within_a_second(database: TestDatabase) {
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    let token = server.register("revoked", PASSWORD).await;
+    assert_eq!(
+        push(&server, &token, 1_764_000_000).await,
+        200,
+        "cached now"
+    );
+
+    // From another process: this server learns of it from the database.
+    let said = cli(&database, &["client", "revoke-tokens", "revoked"]);
+    assert!(said.contains("revoked 1 tokens"), "{said}");
+    let revoked_at = std::time::Instant::now();
+    let mut time = 1_764_000_001;
+    poll(
+        "the revoked token refused",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || {
+            time += 1;
+            let (server, token) = (&server, &token);
+            async move {
+                match push(server, token, time).await {
+                    401 => Ok(()),
+                    status => Err(format!("status {status}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        revoked_at.elapsed() < Duration::from_millis(1_500),
+        "refused after {:?}",
+        revoked_at.elapsed()
+    );
+    let listed = cli(&database, &["client", "list"]);
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("revoked\t") && line.ends_with("\t0 tokens")),
+        "{listed}"
+    );
+
+    // The password still logs in, with a new token.
+    let token = server.register("revoked", PASSWORD).await;
+    assert_eq!(push(&server, &token, 1_764_001_000).await, 200);
+
+    // Through the API: admins only, and refused at once on this server.
+    let client_session = server.login("revoked", PASSWORD).await;
+    let refused = server
+        .http
+        .post(server.url("/api/v1/clients/revoked/revoke-tokens"))
+        .bearer_auth(&client_session)
+        .send()
+        .await
+        .expect("POST revoke-tokens");
+    assert_eq!(refused.status().as_u16(), 403, "a client may not revoke");
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let revoked = server
+        .http
+        .post(server.url("/api/v1/clients/revoked/revoke-tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("POST revoke-tokens");
+    assert_eq!(revoked.status().as_u16(), 200);
+    let body: serde_json::Value = revoked.json().await.expect("JSON");
+    assert_eq!(body, json!({"client": "revoked", "tokens": 1}));
+    assert_eq!(push(&server, &token, 1_764_001_001).await, 401);
+    let missing = server
+        .http
+        .post(server.url("/api/v1/clients/nobody/revoke-tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("POST revoke-tokens");
+    assert_eq!(missing.status().as_u16(), 404);
+    server.shutdown().await;
+}
