@@ -26,6 +26,16 @@ async fn push(server: &TestServer, token: &str, time: i64) -> u16 {
         .as_u16()
 }
 
+async fn revoke_through_api(server: &TestServer, session: &str, client: &str) -> reqwest::Response {
+    server
+        .http
+        .post(server.url(&format!("/api/v1/clients/{client}/revoke-tokens")))
+        .bearer_auth(session)
+        .send()
+        .await
+        .expect("POST revoke-tokens")
+}
+
 /// Runs `sysmon-server ARGS` on the test's database; its standard output.
 fn cli(database: &TestDatabase, args: &[&str]) -> String {
     let output = std::process::Command::new(BINARY)
@@ -93,33 +103,15 @@ async fn revoked_tokens_are_refused_within_a_second(database: TestDatabase) {
 
     // Through the API: admins only, and refused at once on this server.
     let client_session = server.login("revoked", PASSWORD).await;
-    let refused = server
-        .http
-        .post(server.url("/api/v1/clients/revoked/revoke-tokens"))
-        .bearer_auth(&client_session)
-        .send()
-        .await
-        .expect("POST revoke-tokens");
+    let refused = revoke_through_api(&server, &client_session, "revoked").await;
     assert_eq!(refused.status().as_u16(), 403, "a client may not revoke");
     let admin = server.login("admin", ADMIN_PASSWORD).await;
-    let revoked = server
-        .http
-        .post(server.url("/api/v1/clients/revoked/revoke-tokens"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("POST revoke-tokens");
+    let revoked = revoke_through_api(&server, &admin, "revoked").await;
     assert_eq!(revoked.status().as_u16(), 200);
     let body: serde_json::Value = revoked.json().await.expect("JSON");
     assert_eq!(body, json!({"client": "revoked", "tokens": 1}));
     assert_eq!(push(&server, &token, 1_764_001_001).await, 401);
-    let missing = server
-        .http
-        .post(server.url("/api/v1/clients/nobody/revoke-tokens"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("POST revoke-tokens");
+    let missing = revoke_through_api(&server, &admin, "nobody").await;
     assert_eq!(missing.status().as_u16(), 404);
     server.shutdown().await;
 }
