@@ -28,6 +28,9 @@ pub enum ErrorCode {
     NotLoggedIn,
     /// Logged in, but not allowed to do this (403).
     Forbidden,
+    /// The name is not registered and the server takes no new clients
+    /// (`registration.mode: closed`): an admin adds clients (403).
+    RegistrationClosed,
     /// No such route or named thing (404).
     NotFound,
     /// The client has no samples yet (406).

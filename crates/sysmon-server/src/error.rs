@@ -45,6 +45,8 @@ pub enum Error {
     NotLoggedIn,
     #[error("{0}")]
     Forbidden(String),
+    #[error("no client is named `{0}` and this server takes no new clients (registration.mode: closed): an admin adds them with `sysmon-server client add`")]
+    RegistrationClosed(String),
     #[error("{0}")]
     NotFoundNamed(String),
 
@@ -107,7 +109,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::RegistrationClosed(_) => StatusCode::FORBIDDEN,
             Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable | Error::TimedOut => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -147,6 +149,7 @@ impl Error {
             Error::UnsupportableUsername => ErrorCode::InvalidUsername,
             Error::NotLoggedIn => ErrorCode::NotLoggedIn,
             Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::RegistrationClosed(_) => ErrorCode::RegistrationClosed,
             Error::NotFound | Error::NotFoundNamed(_) => ErrorCode::NotFound,
             Error::LogEmpty => ErrorCode::LogEmpty,
             Error::InvalidSample(_) | Error::RefusedByStore(_) => ErrorCode::InvalidSample,

@@ -59,9 +59,22 @@ async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Resul
     let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
         .await
         .context("cannot open the store")?;
-    let auth = Auth::new(store.clone(), config.login)?;
+    let auth = Auth::new(store.clone(), config.login, config.registration)?;
     let mut out = std::io::stdout().lock();
     match command {
+        ClientCommand::Add { name } => {
+            if store.find_client(&name).await?.is_some() {
+                anyhow::bail!("there is already a client `{name}`");
+            }
+            let (password, generated) = new_user_password()?;
+            auth.add_client(&name, &password)
+                .await
+                .context("cannot add the client")?;
+            writeln!(out, "added client {name}")?;
+            if generated {
+                writeln!(out, "password: {password}")?;
+            }
+        }
         ClientCommand::List => {
             for client in auth.list_clients().await? {
                 let registered =
@@ -94,7 +107,7 @@ async fn manage_users(config: Config, command: UserCommand) -> anyhow::Result<()
     let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
         .await
         .context("cannot open the store")?;
-    let auth = Auth::new(store.clone(), config.login)?;
+    let auth = Auth::new(store.clone(), config.login, config.registration)?;
     let mut out = std::io::stdout().lock();
     match command {
         UserCommand::Add {

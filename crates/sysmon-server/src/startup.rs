@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::connections::{self, ConnectionLimits};
 use crate::error::{Error, Result};
 use crate::routes;
-use crate::services::auth::{Auth, FIRST_ADMIN};
+use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
 use crate::services::reads::Reads;
@@ -73,7 +73,15 @@ impl Application {
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
-        let auth = Arc::new(Auth::new(store.clone(), config.login)?);
+        let auth = Arc::new(Auth::new(store.clone(), config.login, config.registration)?);
+        if config.registration == RegistrationMode::Open && !config.listens_on_loopback() {
+            tracing::warn!(
+                bind = %config.bind,
+                "registration is open to anyone who reaches this address: set \
+                 `registration: {{mode: closed}}` and add clients with `sysmon-server client add`, \
+                 unless every host that can reach it may register"
+            );
+        }
         let initial_password = config.dashboard.initial_admin_password.as_deref();
         if let Some(password) = auth.ensure_first_admin(initial_password).await? {
             tracing::warn!(

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde_json::json;
 use sysmon_testkit::{poll, TestDatabase, TestServer};
 
-sysmon_testkit::on_both_stores!(revoked_tokens_are_refused_within_a_second);
+sysmon_testkit::on_both_stores!(
+    revoked_tokens_are_refused_within_a_second,
+    closed_registration_takes_clients_only_from_an_admin,
+);
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
 const ADMIN_PASSWORD: &str = "admin-password";
@@ -38,12 +41,28 @@ async fn revoke_through_api(server: &TestServer, session: &str, client: &str) ->
 
 /// Runs `sysmon-server ARGS` on the test's database; its standard output.
 fn cli(database: &TestDatabase, args: &[&str]) -> String {
-    let output = std::process::Command::new(BINARY)
+    cli_with_input(database, args, "")
+}
+
+/// As [`cli`], with `input` on standard input.
+fn cli_with_input(database: &TestDatabase, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BINARY)
         .arg("--database-url")
         .arg(&database.url)
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run sysmon-server");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let output = child.wait_with_output().expect("sysmon-server ends");
     assert!(
         output.status.success(),
         "{args:?}: {}",
@@ -113,5 +132,47 @@ async fn revoked_tokens_are_refused_within_a_second(database: TestDatabase) {
     assert_eq!(push(&server, &token, 1_764_001_001).await, 401);
     let missing = revoke_through_api(&server, &admin, "nobody").await;
     assert_eq!(missing.status().as_u16(), 404);
+    server.shutdown().await;
+}
+
+async fn closed_registration_takes_clients_only_from_an_admin(database: TestDatabase) {
+    let mut config = database.config();
+    config.registration = sysmon_server::services::auth::RegistrationMode::Closed;
+    let server = TestServer::start(config).await;
+    let register = |name: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .post(server.url("/client"))
+                .json(&json!({"username": name, "pass": PASSWORD}))
+                .send()
+                .await
+                .expect("POST /client")
+        }
+    };
+    let refused = register("newcomer").await;
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(body["code"], "registration_closed", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("client add"),
+        "says what to do: {body}"
+    );
+
+    let said = cli_with_input(
+        &database,
+        &["client", "add", "newcomer"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(said.contains("added client newcomer"), "{said}");
+    let logged_in = register("newcomer").await;
+    assert_eq!(logged_in.status().as_u16(), 200, "an added client logs in");
+    let body: serde_json::Value = logged_in.json().await.expect("JSON");
+    let token = body["client_id"].as_str().expect("a token").to_owned();
+    assert_eq!(push(&server, &token, 1_764_000_000).await, 200);
     server.shutdown().await;
 }

@@ -49,7 +49,8 @@ pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Optio
         ErrorCode::Unauthorized
         | ErrorCode::InvalidUsername
         | ErrorCode::NotLoggedIn
-        | ErrorCode::Forbidden => token_rejected(&message),
+        | ErrorCode::Forbidden
+        | ErrorCode::RegistrationClosed => token_rejected(&message),
         ErrorCode::InvalidSample | ErrorCode::RetentionExpired => Error::Rejected {
             index: reply.index,
             message,

@@ -61,6 +61,10 @@ pub enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum ClientCommand {
+    /// Add a client (how clients come to be under `registration.mode:
+    /// closed`). The password is the first line of stdin; run from a
+    /// terminal, a random one is generated and printed instead.
+    Add { name: String },
     /// List clients: name, when registered, tokens held.
     List,
     /// Revoke every token and dashboard session of a client: its agent must

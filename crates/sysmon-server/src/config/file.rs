@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
 
 use super::{set, Config, LogFormat};
+use crate::services::auth::RegistrationMode;
 use crate::store::Durability;
 
 const DAY: f64 = 86_400.0;
@@ -30,6 +31,13 @@ pub(super) struct FileConfig {
     dashboard: Option<FileDashboard>,
     retention: Option<FileRetention>,
     limits: Option<FileLimits>,
+    registration: Option<FileRegistration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegistration {
+    mode: Option<RegistrationMode>,
 }
 
 /// Connection limits and timeouts (`connections::ConnectionLimits`).
@@ -131,6 +139,9 @@ impl FileConfig {
                 &mut ingest.rollups.fold_part_hosts,
                 file.fold_part_hosts.map(NonZeroUsize::get),
             );
+        }
+        if let Some(file) = self.registration {
+            set(&mut config.registration, file.mode);
         }
         if let Some(file) = self.limits {
             let limits = &mut config.limits;

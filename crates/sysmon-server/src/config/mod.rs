@@ -19,6 +19,7 @@ pub use cli::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
 
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
+use crate::services::auth::RegistrationMode;
 use crate::services::ingest::IngestConfig;
 use crate::services::login_guard::LoginLimits;
 use crate::services::query::RetentionConfig;
@@ -45,6 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub limits: ConnectionLimits,
     pub login: LoginLimits,
+    /// Who may register new clients.
+    pub registration: RegistrationMode,
 }
 
 /// Dashboard logins.
@@ -93,11 +96,23 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: ConnectionLimits::default(),
             login: LoginLimits::default(),
+            registration: RegistrationMode::default(),
         }
     }
 }
 
 impl Config {
+    /// Whether the server listens only on a loopback address, where open
+    /// registration reaches no one else.
+    pub fn listens_on_loopback(&self) -> bool {
+        let host = self.bind.rsplit_once(':').map_or("", |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Loads the configuration from the process's flags and environment.
     pub fn load(options: &CliOptions) -> Result<Config> {
         // A variable that is not Unicode cannot be any of ours.
@@ -317,6 +332,29 @@ mod tests {
         assert_eq!(config.status_log.path, PathBuf::from("f.csv"));
         assert_eq!(config.status_log.max_bytes, 2 * 1024 * 1024);
         assert_eq!(config.config_file.as_deref(), Some(file.path()));
+    }
+
+    #[test]
+    fn registration_is_open_unless_closed_and_loopback_is_recognised() {
+        assert_eq!(Config::default().registration, RegistrationMode::Open);
+        let config = from_file("registration:\n  mode: closed\n").unwrap();
+        assert_eq!(config.registration, RegistrationMode::Closed);
+        assert!(from_file("registration:\n  mode: ajar\n").is_err());
+        for (bind, loopback) in [
+            ("127.0.0.1:5000", true),
+            ("127.0.0.2:5000", true),
+            ("[::1]:5000", true),
+            ("localhost:5000", true),
+            ("0.0.0.0:5000", false),
+            ("[::]:5000", false),
+            ("10.1.2.3:5000", false),
+        ] {
+            let config = Config {
+                bind: bind.into(),
+                ..Config::default()
+            };
+            assert_eq!(config.listens_on_loopback(), loopback, "{bind}");
+        }
     }
 
     #[test]

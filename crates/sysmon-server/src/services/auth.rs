@@ -50,8 +50,21 @@ pub struct Login {
     pub token: String,
 }
 
+/// Who may register a new client with `POST /client`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone who reaches the server, as the original server did.
+    #[default]
+    Open,
+    /// No one: admins add clients (`sysmon-server client add`); existing
+    /// clients log in as before.
+    Closed,
+}
+
 pub struct Auth {
     store: Arc<dyn Store>,
+    registration: RegistrationMode,
     passwords: Passwords,
     /// Emptied when a revocation is seen, and when it grows past
     /// [`MAX_CACHED_TOKENS`].
@@ -63,10 +76,15 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(store: Arc<dyn Store>, login_limits: LoginLimits) -> Result<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        login_limits: LoginLimits,
+        registration: RegistrationMode,
+    ) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
             store,
+            registration,
             passwords: Passwords::start(cores)?,
             known_tokens: RwLock::new(HashMap::new()),
             dummy_hash: tokio::sync::OnceCell::new(),
@@ -92,6 +110,20 @@ impl Auth {
             }
             return login;
         }
+        if self.registration == RegistrationMode::Closed {
+            // Counted like a wrong password, so names cannot be probed
+            // faster than passwords can be guessed.
+            self.guard.check(peer, username)?;
+            self.guard.failed(peer, username, "/client");
+            return Err(Error::RegistrationClosed(username.to_owned()));
+        }
+        self.add_client(username, password).await
+    }
+
+    /// Creates a client with its password (registration, or an admin's
+    /// `sysmon-server client add`), or logs in when the name was taken a
+    /// moment ago with the same password; returns a new token.
+    pub async fn add_client(&self, username: &str, password: &str) -> Result<Login> {
         validate_new_username(username)?;
         if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadRequest(format!(
