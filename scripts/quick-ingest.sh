@@ -25,7 +25,7 @@ run() { # STORE_NAME DATABASE_URL
   for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/api" >/dev/null && break; sleep 0.2; done
   local token
   token=$(curl -sf -XPOST "http://127.0.0.1:$PORT/client" -H 'content-type: application/json' \
-    -d '{"username": "bench", "pass": "bench"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+    -d '{"username": "bench", "pass": "bench-password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
   echo "== $name: $CONNECTIONS connections, ${DURATION}s"
   USER_NAME=bench TOKEN=$token wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency \
     -s scripts/wrk-ingest.lua "http://127.0.0.1:$PORT" | grep -E 'Requests/sec|50%|99%|requests:'

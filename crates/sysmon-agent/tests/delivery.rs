@@ -45,7 +45,7 @@ async fn end_to_end(database: TestDatabase, transport: &str) {
             "--name",
             "host1",
             "--password",
-            "secret",
+            "secret-password",
             "--transport",
             transport,
         ],
@@ -144,7 +144,7 @@ async fn outage(database: TestDatabase, transport: &str) {
             "--name",
             "outage",
             "--password",
-            "pw",
+            "pw-secret1",
             "--transport",
             transport,
         ],
@@ -242,7 +242,7 @@ async fn kill_9_with_a_backlog(database: TestDatabase) {
     let state = database.path("killed");
     let flags = args(
         &fast_agent_args(&server.base),
-        &["--name", "killed", "--password", "pw"],
+        &["--name", "killed", "--password", "pw-secret1"],
     );
     let mut agent = Agent::start(&state, &refs(&flags));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -332,7 +332,7 @@ async fn outbox_limits_drop_the_oldest(database: TestDatabase) {
         "--name",
         "limited",
         "--password",
-        "pw",
+        "pw-secret1",
         "--state-dir",
         &state_arg,
         "--enroll",
@@ -444,7 +444,7 @@ async fn bad_token_stops_sending_until_reenrolled(database: TestDatabase) {
         "--name",
         "badtoken",
         "--password",
-        "pw",
+        "pw-secret1",
         "--state-dir",
         &state_arg,
         "--enroll",
@@ -497,7 +497,7 @@ async fn malformed_sample_is_set_aside(database: TestDatabase) {
         "--name",
         "malformed",
         "--password",
-        "pw",
+        "pw-secret1",
         "--state-dir",
         &state_arg,
         "--enroll",

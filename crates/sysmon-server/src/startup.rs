@@ -74,7 +74,7 @@ impl Application {
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
         let auth = Arc::new(Auth::new(store.clone(), config.login, config.registration)?);
-        if config.registration == RegistrationMode::Open && !config.listens_on_loopback() {
+        if config.registration.mode == RegistrationMode::Open && !config.listens_on_loopback() {
             tracing::warn!(
                 bind = %config.bind,
                 "registration is open to anyone who reaches this address: set \

@@ -20,7 +20,7 @@ async fn a_stalled_store_gets_503_not_lost_samples() {
     config.ingest.queue_capacity = 2;
     config.ingest.enqueue_timeout = Duration::from_millis(200);
     let server = Arc::new(TestServer::start(config).await);
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
 
     // Another writer holds SQLite's write lock: the server's writer stalls.
     let mut blocker = sqlx::SqliteConnection::connect_with(

@@ -26,7 +26,7 @@ async fn registration_issues_working_tokens(database: TestDatabase) {
     let response = server
         .http
         .post(server.url("/client"))
-        .json(&json!({"username": "wood", "pass": "123"}))
+        .json(&json!({"username": "wood", "pass": "123-secret"}))
         .send()
         .await
         .unwrap();
@@ -44,7 +44,7 @@ async fn registration_issues_working_tokens(database: TestDatabase) {
     let response = server
         .http
         .post(server.url("/client/"))
-        .json(&json!({"username": "wood", "password": "123"}))
+        .json(&json!({"username": "wood", "password": "123-secret"}))
         .send()
         .await
         .unwrap();
@@ -69,7 +69,7 @@ async fn registration_issues_working_tokens(database: TestDatabase) {
     let response = server
         .http
         .post(server.url("/client"))
-        .json(&json!({"username": "wood", "pass": "1234"}))
+        .json(&json!({"username": "wood", "pass": "1234-secret"}))
         .send()
         .await
         .unwrap();
@@ -83,7 +83,7 @@ async fn registration_issues_working_tokens(database: TestDatabase) {
     let response = server
         .http
         .post(server.url("/client"))
-        .form(&[("username", "formuser"), ("pass", "x")])
+        .form(&[("username", "formuser"), ("pass", "x-secret-1")])
         .send()
         .await
         .unwrap();
@@ -116,7 +116,7 @@ async fn usernames_follow_the_original_rule(database: TestDatabase) {
     // Quotes, semicolons and unicode after a leading letter are fine, and
     // stored and matched exactly.
     for username in ["a'; DROP TABLE samples; --", "Ünïcødé-名前", "o\"brien;"] {
-        let token = server.register(username, "pw").await;
+        let token = server.register(username, "pw-secret1").await;
         let path = format!("/client/{}", urlencode(username));
         let response = server
             .http
@@ -156,7 +156,7 @@ fn urlencode(text: &str) -> String {
 
 async fn push_accepts_form_and_json_and_echoes(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
 
     let response = server
         .push_form(
@@ -224,8 +224,8 @@ fn now_seconds() -> f64 {
 
 async fn push_refuses_bad_requests_with_clear_errors(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
-    let other_token = server.register("other", "456").await;
+    let token = server.register("wood", "123-secret").await;
+    let other_token = server.register("other", "456-secret").await;
 
     // The status and message; the bodies the original fixes carry nothing
     // else, the others a code.
@@ -356,7 +356,7 @@ async fn push_refuses_bad_requests_with_clear_errors(database: TestDatabase) {
 
 async fn oversized_body_is_413(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     let body = format!("mem={}", "1".repeat(10 * 1024 * 1024));
     let response = server
         .http
@@ -380,7 +380,7 @@ async fn oversized_body_is_413(database: TestDatabase) {
 
 async fn log_span_reports_first_and_last_time(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let response = server
             .http
@@ -434,8 +434,8 @@ async fn log_span_reports_first_and_last_time(database: TestDatabase) {
 
 async fn report_returns_the_range_in_order(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
-    let other = server.register("other", "1").await;
+    let token = server.register("wood", "123-secret").await;
+    let other = server.register("other", "other-secret").await;
     for (time, cpu) in [
         ("1651155431", "20.5"),
         ("1651155333", "18"),
@@ -559,7 +559,7 @@ async fn report_returns_the_range_in_order(database: TestDatabase) {
 
 async fn same_client_and_time_is_stored_once(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     for _ in 0..3 {
         let response = server
             .push_form(
@@ -582,7 +582,7 @@ async fn concurrent_pushes_are_all_stored(database: TestDatabase) {
     let mut clients = Vec::new();
     for client in 0..8 {
         let name = format!("host{client}");
-        let token = server.register(&name, "pw").await;
+        let token = server.register(&name, "pw-secret1").await;
         clients.push((name, token));
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -769,7 +769,7 @@ async fn long_report_streams_every_row_in_order(database: TestDatabase) {
     // Several of the store's read chunks (4096 rows each), and a range whose
     // edges fall inside chunks.
     let server = database.start().await;
-    let token = server.register("wood", "pw").await;
+    let token = server.register("wood", "pw-secret1").await;
     let first: i64 = 1_700_000_000;
     store_seconds(&server, &token, first, 12_345).await;
 
@@ -799,7 +799,7 @@ async fn client_hanging_up_mid_report_frees_the_reader(database: TestDatabase) {
     // More abandoned reports than the store has connections: each must give
     // its connection back, or the last reports and pushes would hang.
     let server = database.start().await;
-    let token = server.register("wood", "pw").await;
+    let token = server.register("wood", "pw-secret1").await;
     store_seconds(&server, &token, 1_700_000_000, 20_000).await;
     for _ in 0..24 {
         let mut response = server
@@ -830,7 +830,7 @@ async fn relaxed_durability_stores_every_acknowledged_sample(database: TestDatab
     let mut config = database.config();
     config.ingest.durability = sysmon_server::store::Durability::Relaxed;
     let server = TestServer::start(config).await;
-    let token = server.register("wood", "pw").await;
+    let token = server.register("wood", "pw-secret1").await;
     for second in 0..20 {
         let time = (1_700_000_000 + second).to_string();
         let response = server

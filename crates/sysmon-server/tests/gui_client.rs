@@ -19,7 +19,7 @@ async fn the_original_gui_client_works_unchanged(database: TestDatabase) {
     let registration: Value = http
         .post(server.url("/client"))
         .header("Content-Type", "application/json")
-        .body(r#"{"username": "wood", "pass": "123"}"#)
+        .body(r#"{"username": "wood", "pass": "123-secret"}"#)
         .send()
         .await
         .unwrap()

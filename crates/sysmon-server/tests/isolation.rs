@@ -72,7 +72,7 @@ async fn a_sample_the_database_refuses_fails_only_its_own_request(database: Test
     poison_the_samples_table(&database).await;
     let mut tokens = Vec::new();
     for client in 0..=GOOD_CLIENTS {
-        tokens.push(server.register(&format!("c{client}"), "pw").await);
+        tokens.push(server.register(&format!("c{client}"), "pw-secret1").await);
     }
     let server = std::sync::Arc::new(server);
     let mut pushers = JoinSet::new();
@@ -122,7 +122,7 @@ async fn a_sample_the_database_refuses_fails_only_its_own_request(database: Test
 
 async fn values_that_would_poison_a_commit_are_refused_at_the_edge(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("edge", "pw").await;
+    let token = server.register("edge", "pw-secret1").await;
     let (status, body) = push(&server, "edge", &token, 0, 1e308).await;
     assert_eq!(
         (status, &body["code"]),

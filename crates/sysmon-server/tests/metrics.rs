@@ -16,7 +16,7 @@ fn value_of(text: &str, series: &str) -> f64 {
 async fn metrics_count_what_the_server_did() {
     let database = TestDatabase::sqlite().await;
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     for time in ["1700000000", "1700000001", "1700000001"] {
         let response = server
             .push_form("wood", &token, &[("time", time), ("mem", "1")])

@@ -94,7 +94,7 @@ async fn assert_partitions(connection: &mut PgConnection, days: &[i64]) {
 
 async fn samples_over_many_days_are_stored_once(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("many-days", "pw").await;
+    let token = server.register("many-days", "pw-secret1").await;
     let now = unix_now() as i64;
     // Across a midnight to the second, a long-past day, and now.
     let times = [
@@ -122,10 +122,10 @@ async fn samples_over_many_days_are_stored_once(database: TestDatabase) {
 }
 
 /// The fleet overview's entry and `/client/<name>/time` of the client
-/// `name` (password "pw"), as (first seen, last seen, latest cpu,
+/// `name` (password "pw-secret1"), as (first seen, last seen, latest cpu,
 /// interval, span).
 async fn first_and_newest(server: &TestServer, name: &str, token: &str) -> Value {
-    let session = server.login(name, "pw").await;
+    let session = server.login(name, "pw-secret1").await;
     let fleet = server.get_json("/api/v1/clients", &session).await;
     let entry = &fleet["clients"][0];
     let span = server.client_span(name, token).await;
@@ -147,7 +147,7 @@ async fn first_and_newest_samples_are_found_folded_or_not(database: TestDatabase
     let mut config = database.config();
     config.ingest.rollups.fold_interval = Duration::from_secs(3600);
     let server = TestServer::start(config.clone()).await;
-    let token = server.register("spread", "pw").await;
+    let token = server.register("spread", "pw-secret1").await;
     let folded = [
         NOV_20 + 6 * 3600,
         NOV_20 + 2 * DAY - 1,
@@ -277,7 +277,7 @@ async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
     let mut config = database.config();
     config.retention.raw = None;
     let server = TestServer::start(config).await;
-    let token = server.register("old-days", "pw").await;
+    let token = server.register("old-days", "pw-secret1").await;
     // Two samples on each of five days, 06:00 and 18:00.
     let times: Vec<i64> = (0..5)
         .flat_map(|day| [6, 18].map(|hour| NOV_20 + day * DAY + hour * 3600))
@@ -332,7 +332,7 @@ async fn the_migration_keeps_rows_stored_before_it() {
     // ...with a client and samples on three days, one back-filled.
     let password_hash = Passwords::start(1)
         .expect("hashing thread")
-        .hash("old-pw".into())
+        .hash("old-pw-secret".into())
         .await
         .expect("hash");
     let client: i64 = sqlx::query_scalar(
@@ -366,7 +366,7 @@ async fn the_migration_keeps_rows_stored_before_it() {
 
     // The server migrates the schema at start; every row is still there.
     let server = database.start().await;
-    let token = server.register("old-host", "old-pw").await;
+    let token = server.register("old-host", "old-pw-secret").await;
     assert_eq!(
         stored(&server, &token).await,
         (times.to_vec(), times.to_vec())

@@ -37,7 +37,7 @@ impl Client {
         let body: serde_json::Value = self
             .http
             .post(format!("{}/client", self.base))
-            .json(&serde_json::json!({"username": username, "pass": "pw"}))
+            .json(&serde_json::json!({"username": username, "pass": "pw-secret1"}))
             .send()
             .await
             .unwrap()

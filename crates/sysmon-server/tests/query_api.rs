@@ -103,7 +103,7 @@ fn cpu_samples(seconds: std::ops::Range<i64>) -> Vec<Value> {
 
 async fn buckets_hold_exact_min_avg_max(database: TestDatabase) {
     let server = start(&database).await;
-    let token = server.register("web1", "pw").await;
+    let token = server.register("web1", "pw-secret1").await;
     post_batch(&server, &token, &cpu_samples(0..180)).await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     let range = format!("from={BASE}&to={}&metrics=cpu_load", BASE + 180);
@@ -145,7 +145,7 @@ async fn buckets_hold_exact_min_avg_max(database: TestDatabase) {
 
 async fn range_edges_are_aligned_and_to_is_exclusive(database: TestDatabase) {
     let server = start(&database).await;
-    let token = server.register("web1", "pw").await;
+    let token = server.register("web1", "pw-secret1").await;
     post_batch(&server, &token, &cpu_samples(0..180)).await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
     // Whole buckets around the range: [BASE, BASE+120).
@@ -233,7 +233,7 @@ fn varied_samples() -> Vec<Value> {
 
 async fn rollups_equal_the_raw_samples_they_summarise(database: TestDatabase) {
     let server = start(&database).await;
-    let token = server.register("web1", "pw").await;
+    let token = server.register("web1", "pw-secret1").await;
     let samples = varied_samples();
     // Ten samples are held back, to arrive later with a repeated time.
     let held = &samples[500..510];
@@ -302,7 +302,7 @@ async fn retention_removes_only_what_expired(database: TestDatabase) {
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
     config.retention.raw = None;
     let server = TestServer::start(config.clone()).await;
-    let token = server.register("web1", "pw").await;
+    let token = server.register("web1", "pw-secret1").await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -384,8 +384,8 @@ async fn retention_removes_only_what_expired(database: TestDatabase) {
 
 async fn access_control_in_every_direction(database: TestDatabase) {
     let server = start(&database).await;
-    let token_a = server.register("alpha", "pw-a").await;
-    let token_b = server.register("bravo", "pw-b").await;
+    let token_a = server.register("alpha", "pw-a-secret").await;
+    let token_b = server.register("bravo", "pw-b-secret").await;
     post_batch(&server, &token_a, &cpu_samples(0..5)).await;
     post_batch(&server, &token_b, &cpu_samples(0..5)).await;
     let reads = |client: &str| {
@@ -409,7 +409,7 @@ async fn access_control_in_every_direction(database: TestDatabase) {
     }
 
     // A client's own token, and its own login, read only itself.
-    let session_a = login(&server, "alpha", "pw-a").await;
+    let session_a = login(&server, "alpha", "pw-a-secret").await;
     for token in [&token_a, &session_a] {
         let (_, list) = get(&server, "/api/v1/clients", Some(token)).await;
         let names: Vec<&str> = list["clients"]
@@ -462,7 +462,7 @@ async fn access_control_in_every_direction(database: TestDatabase) {
         .http
         .post(server.url("/api/v1/session"))
         .header("Content-Type", "text/plain")
-        .body(r#"{"username": "alpha", "password": "pw-a"}"#)
+        .body(r#"{"username": "alpha", "password": "pw-a-secret"}"#)
         .send()
         .await
         .unwrap();
@@ -540,8 +540,8 @@ async fn access_control_in_every_direction(database: TestDatabase) {
 
 async fn live_updates_carry_only_the_watched_client(database: TestDatabase) {
     let server = start(&database).await;
-    let token_a = server.register("alpha", "pw").await;
-    let token_b = server.register("bravo", "pw").await;
+    let token_a = server.register("alpha", "pw-secret1").await;
+    let token_b = server.register("bravo", "pw-secret1").await;
     let admin = login(&server, "admin", ADMIN_PASSWORD).await;
 
     let url = format!("ws://{}/api/v1/clients/alpha/live", server.address);
@@ -602,7 +602,7 @@ async fn live_updates_carry_only_the_watched_client(database: TestDatabase) {
 
 async fn csv_export_has_every_sample_in_range(database: TestDatabase) {
     let server = start(&database).await;
-    let token = server.register("web1", "pw").await;
+    let token = server.register("web1", "pw-secret1").await;
     // More than one export window (6 h) apart.
     let samples = vec![
         json!({"time": BASE, "cpu_load": 1.5, "memory_used_bytes": 1024}),
@@ -652,9 +652,9 @@ async fn fleet_overview_shows_status_and_latest_values(database: TestDatabase) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let fresh = server.register("fresh", "pw").await;
-    let gone = server.register("gone", "pw").await;
-    server.register("silent", "pw").await;
+    let fresh = server.register("fresh", "pw-secret1").await;
+    let gone = server.register("gone", "pw-secret1").await;
+    server.register("silent", "pw-secret1").await;
     post_batch(
         &server,
         &fresh,
@@ -806,8 +806,8 @@ async fn user_subcommand_adds_lists_and_removes_dashboard_users() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains("carol\tviewer (alpha)"));
 
     let server = database.start().await;
-    let alpha = server.register("alpha", "pw").await;
-    let bravo = server.register("bravo", "pw").await;
+    let alpha = server.register("alpha", "pw-secret1").await;
+    let bravo = server.register("bravo", "pw-secret1").await;
     post_batch(&server, &alpha, &cpu_samples(0..2)).await;
     post_batch(&server, &bravo, &cpu_samples(0..2)).await;
     let carol = login(&server, "carol", "carol-password").await;

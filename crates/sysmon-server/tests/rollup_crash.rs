@@ -190,7 +190,7 @@ fn random_sample(rng: &mut impl Rng, base_time: i64) -> Value {
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {
     let body: Value = http
         .post(format!("{base}/client"))
-        .json(&json!({"username": name, "pass": "pw"}))
+        .json(&json!({"username": name, "pass": "pw-secret1"}))
         .send()
         .await
         .expect("register")

@@ -65,7 +65,7 @@ async fn read_back(server: &TestServer, token: &str, query: &str) -> Vec<Value> 
 
 async fn batches_are_stored_once_and_acknowledged(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("agent-host", "pw").await;
+    let token = server.register("agent-host", "pw-secret1").await;
     let batch = json!([full_sample(1_700_000_000.0), full_sample(1_700_000_001.0), {"time": 1_700_000_002, "mem": 7.0}]);
 
     let (status, ack) = post_batch(&server, &token, batch.to_string(), "application/json").await;
@@ -124,7 +124,7 @@ async fn batches_are_stored_once_and_acknowledged(database: TestDatabase) {
 
 async fn ndjson_batches_work_too(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("agent-host", "pw").await;
+    let token = server.register("agent-host", "pw-secret1").await;
     let body = format!(
         "{}\n{}\n",
         full_sample(1_700_000_010.5),
@@ -139,7 +139,7 @@ async fn ndjson_batches_work_too(database: TestDatabase) {
 
 async fn bad_batches_are_refused_whole(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("agent-host", "pw").await;
+    let token = server.register("agent-host", "pw-secret1").await;
     let mut negative = full_sample(1_700_000_001.0);
     negative["disk_read_bytes_per_second"] = json!(-1.0);
     let mut unknown = full_sample(1_700_000_001.0);
@@ -255,7 +255,7 @@ async fn bad_batches_are_refused_whole(database: TestDatabase) {
 
 async fn websocket_batches_are_acknowledged_after_commit(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("agent-host", "pw").await;
+    let token = server.register("agent-host", "pw-secret1").await;
     let mut ws = WsClient::connect(&server).await;
     ws.request(&json!({"type": "HELLO"})).await;
     let batch = json!({"type": "CLIENT_BATCH", "client_id": token, "batch_id": 7,

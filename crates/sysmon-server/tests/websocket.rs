@@ -73,7 +73,7 @@ async fn hello_comes_first_and_junk_is_refused(database: TestDatabase) {
 
 async fn client_data_is_stored_before_data_return(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     let mut ws = WsClient::connect(&server).await;
     // The README's keys.
     ws.request(&json!({"type": "HELLO"})).await;
@@ -109,7 +109,7 @@ async fn client_data_is_stored_before_data_return(database: TestDatabase) {
 
 async fn client_data_errors_name_the_problem(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     let mut ws = WsClient::connect(&server).await;
     ws.request(&json!({"type": "HELLO"})).await;
     let error = |reason: &str| json!({"type": "ERROR", "reason": reason});
@@ -158,7 +158,7 @@ async fn client_data_errors_name_the_problem(database: TestDatabase) {
 
 async fn dropped_connections_leave_the_server_well(database: TestDatabase) {
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     // Dropped right after connecting, after HELLO, while subscribed, and
     // half-way through a frame.
     for step in 0..3 {
@@ -287,7 +287,7 @@ async fn subscriptions_stream_events_until_unsubscribed() {
 async fn a_peer_that_never_reads_does_not_stall_others() {
     let database = TestDatabase::sqlite().await;
     let server = database.start().await;
-    let token = server.register("wood", "123").await;
+    let token = server.register("wood", "123-secret").await;
     let mut silent = WsClient::connect(&server).await;
     silent.request(&json!({"type": "HELLO"})).await;
     for id in 0..50 {

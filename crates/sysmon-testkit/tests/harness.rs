@@ -12,7 +12,7 @@ async fn a_restart_on_the_same_port_keeps_the_database(database: TestDatabase) {
     let server = database.start().await;
     let address = server.address;
     assert_ne!(address.port(), 0, "the server reports the port it chose");
-    let token = server.register("restarted", "pw").await;
+    let token = server.register("restarted", "pw-secret1").await;
     server.shutdown().await;
 
     let server = database.start_on(address).await;
@@ -36,7 +36,7 @@ async fn each_test_gets_an_empty_database(database: TestDatabase) {
     let response = server
         .http
         .post(server.url("/client"))
-        .json(&serde_json::json!({"username": "first", "pass": "pw"}))
+        .json(&serde_json::json!({"username": "first", "pass": "pw-secret1"}))
         .send()
         .await
         .expect("register request");

@@ -38,6 +38,7 @@ pub(super) struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileRegistration {
     mode: Option<RegistrationMode>,
+    min_password_chars: Option<NonZeroUsize>,
 }
 
 /// Connection limits and timeouts (`connections::ConnectionLimits`).
@@ -141,7 +142,11 @@ impl FileConfig {
             );
         }
         if let Some(file) = self.registration {
-            set(&mut config.registration, file.mode);
+            set(&mut config.registration.mode, file.mode);
+            set(
+                &mut config.registration.min_password_chars,
+                file.min_password_chars.map(NonZeroUsize::get),
+            );
         }
         if let Some(file) = self.limits {
             let limits = &mut config.limits;

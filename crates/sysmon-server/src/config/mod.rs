@@ -19,7 +19,7 @@ pub use cli::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
 
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
-use crate::services::auth::RegistrationMode;
+use crate::services::auth::RegistrationConfig;
 use crate::services::ingest::IngestConfig;
 use crate::services::login_guard::LoginLimits;
 use crate::services::query::RetentionConfig;
@@ -46,8 +46,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub limits: ConnectionLimits,
     pub login: LoginLimits,
-    /// Who may register new clients.
-    pub registration: RegistrationMode,
+    /// Who may register new clients, and with what passwords.
+    pub registration: RegistrationConfig,
 }
 
 /// Dashboard logins.
@@ -96,7 +96,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             limits: ConnectionLimits::default(),
             login: LoginLimits::default(),
-            registration: RegistrationMode::default(),
+            registration: RegistrationConfig::default(),
         }
     }
 }
@@ -336,9 +336,13 @@ mod tests {
 
     #[test]
     fn registration_is_open_unless_closed_and_loopback_is_recognised() {
-        assert_eq!(Config::default().registration, RegistrationMode::Open);
-        let config = from_file("registration:\n  mode: closed\n").unwrap();
-        assert_eq!(config.registration, RegistrationMode::Closed);
+        use crate::services::auth::RegistrationMode;
+        assert_eq!(Config::default().registration.mode, RegistrationMode::Open);
+        assert_eq!(Config::default().registration.min_password_chars, 8);
+        let config =
+            from_file("registration:\n  mode: closed\n  min_password_chars: 12\n").unwrap();
+        assert_eq!(config.registration.mode, RegistrationMode::Closed);
+        assert_eq!(config.registration.min_password_chars, 12);
         assert!(from_file("registration:\n  mode: ajar\n").is_err());
         for (bind, loopback) in [
             ("127.0.0.1:5000", true),

@@ -50,6 +50,24 @@ pub struct Login {
     pub token: String,
 }
 
+/// Who may register new clients, and with what passwords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationConfig {
+    pub mode: RegistrationMode,
+    /// The shortest password a new client may have (its existing ones
+    /// keep logging in whatever their length).
+    pub min_password_chars: usize,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Open,
+            min_password_chars: 8,
+        }
+    }
+}
+
 /// Who may register a new client with `POST /client`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,7 +82,7 @@ pub enum RegistrationMode {
 
 pub struct Auth {
     store: Arc<dyn Store>,
-    registration: RegistrationMode,
+    registration: RegistrationConfig,
     passwords: Passwords,
     /// Emptied when a revocation is seen, and when it grows past
     /// [`MAX_CACHED_TOKENS`].
@@ -79,7 +97,7 @@ impl Auth {
     pub fn new(
         store: Arc<dyn Store>,
         login_limits: LoginLimits,
-        registration: RegistrationMode,
+        registration: RegistrationConfig,
     ) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
@@ -110,7 +128,7 @@ impl Auth {
             }
             return login;
         }
-        if self.registration == RegistrationMode::Closed {
+        if self.registration.mode == RegistrationMode::Closed {
             // Counted like a wrong password, so names cannot be probed
             // faster than passwords can be guessed.
             self.guard.check(peer, username)?;
@@ -125,9 +143,10 @@ impl Auth {
     /// moment ago with the same password; returns a new token.
     pub async fn add_client(&self, username: &str, password: &str) -> Result<Login> {
         validate_new_username(username)?;
-        if password.is_empty() || password.len() > MAX_PASSWORD_BYTES {
+        let shortest = self.registration.min_password_chars.max(1);
+        if password.chars().count() < shortest || password.len() > MAX_PASSWORD_BYTES {
             return Err(Error::BadRequest(format!(
-                "a new user needs a password (`pass`) of 1 to {MAX_PASSWORD_BYTES} bytes"
+                "a new client needs a password (`pass`) of {shortest} to {MAX_PASSWORD_BYTES} characters"
             )));
         }
         let hash = self.passwords.hash(password.to_owned()).await?;

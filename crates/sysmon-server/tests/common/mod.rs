@@ -56,7 +56,7 @@ impl CompatApi for TestServer {
 
     async fn assert_round_trip(&self) {
         let username = format!("healthy{}", random_hex());
-        let token = self.register(&username, "pw").await;
+        let token = self.register(&username, "pw-secret1").await;
         let response = self
             .push_form(
                 &username,

@@ -1,6 +1,8 @@
-//! A client's tokens can be revoked, from the command line (another process
-//! on the same database) or by an admin through the API; every server then
-//! refuses them within a second, although it caches tokens it has seen.
+//! Who may become a client and keep being one: registration open or closed,
+//! passwords long enough for new clients, and tokens revoked from the
+//! command line (another process on the same database) or by an admin
+//! through the API, refused by every server within a second although it
+//! caches tokens it has seen.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use sysmon_testkit::{poll, TestDatabase, TestServer};
 sysmon_testkit::on_both_stores!(
     revoked_tokens_are_refused_within_a_second,
     closed_registration_takes_clients_only_from_an_admin,
+    new_clients_need_long_enough_passwords_and_old_ones_still_log_in,
 );
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -137,7 +140,7 @@ async fn revoked_tokens_are_refused_within_a_second(database: TestDatabase) {
 
 async fn closed_registration_takes_clients_only_from_an_admin(database: TestDatabase) {
     let mut config = database.config();
-    config.registration = sysmon_server::services::auth::RegistrationMode::Closed;
+    config.registration.mode = sysmon_server::services::auth::RegistrationMode::Closed;
     let server = TestServer::start(config).await;
     let register = |name: &'static str| {
         let server = &server;
@@ -174,5 +177,35 @@ async fn closed_registration_takes_clients_only_from_an_admin(database: TestData
     let body: serde_json::Value = logged_in.json().await.expect("JSON");
     let token = body["client_id"].as_str().expect("a token").to_owned();
     assert_eq!(push(&server, &token, 1_764_000_000).await, 200);
+    server.shutdown().await;
+}
+
+async fn new_clients_need_long_enough_passwords_and_old_ones_still_log_in(database: TestDatabase) {
+    // An earlier version took any password: this client has a short one.
+    let mut lenient = database.config();
+    lenient.registration.min_password_chars = 1;
+    let server = TestServer::start(lenient).await;
+    server.register("old-timer", "123").await;
+    server.shutdown().await;
+
+    let server = TestServer::start(database.config()).await;
+    let short = server
+        .http
+        .post(server.url("/client"))
+        .json(&json!({"username": "newcomer", "pass": "1234567"}))
+        .send()
+        .await
+        .expect("POST /client");
+    assert_eq!(short.status().as_u16(), 400);
+    let body: serde_json::Value = short.json().await.expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(`pass`) of 8 to"),
+        "names the field and the length: {body}"
+    );
+    server.register("newcomer", "12345678").await;
+    server.register("old-timer", "123").await;
     server.shutdown().await;
 }
