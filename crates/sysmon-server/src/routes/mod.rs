@@ -158,7 +158,31 @@ fn query_params(raw: Option<&str>) -> Result<HashMap<String, String>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// A time bound is a time, no bound, or the original's 400.
+        #[test]
+        fn time_bounds_parse_or_are_refused(text in prop_oneof![
+            "-?[0-9]{0,20}(\\.[0-9]{0,9})?(e[0-9]{1,3})?",
+            any::<String>(),
+        ]) {
+            match parse_bound(Some(&text)) {
+                Ok(Some(time)) => prop_assert!(time.as_secs_f64().is_finite()),
+                Ok(None) => prop_assert!(text.trim().is_empty()),
+                Err(error) => prop_assert_eq!(error.status().as_u16(), 400),
+            }
+        }
+
+        #[test]
+        fn query_strings_parse_or_are_refused(raw in any::<String>()) {
+            if let Err(error) = query_params(Some(&raw)) {
+                prop_assert_eq!(error.status().as_u16(), 400);
+            }
+        }
+    }
 
     #[test]
     fn a_panic_is_a_coded_internal_error() {

@@ -541,3 +541,81 @@ fn live_message(client: &str, sample: &Sample) -> String {
     })
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::services::query::RetentionConfig;
+
+    /// Query strings as a browser or a script might send them, and noise.
+    fn query_string() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "-?[0-9]{0,12}(\\.[0-9]{0,8})?",
+            Just("1e308".to_owned()),
+            Just("NaN".to_owned()),
+            Just("inf".to_owned()),
+            Just("0.001".to_owned()),
+            Just("946684800".to_owned()),
+            "[a-z_,0-9]{0,20}",
+            any::<String>(),
+        ];
+        let pair = (
+            prop::sample::select(vec![
+                "from",
+                "to",
+                "step",
+                "points",
+                "metrics",
+                "resolution",
+                "x",
+            ]),
+            value,
+        );
+        prop_oneof![
+            prop::collection::vec(pair, 0..7).prop_map(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(key, value)| format!("{key}={}", urlencode(&value)))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            }),
+            any::<String>(),
+        ]
+    }
+
+    fn urlencode(text: &str) -> String {
+        serde_urlencoded::to_string([("v", text)])
+            .map(|encoded| encoded.trim_start_matches("v=").to_owned())
+            .unwrap_or_default()
+    }
+
+    proptest! {
+        /// Whatever the query, a series request is planned or refused with
+        /// a 400, and a plan never asks for more buckets than allowed.
+        #[test]
+        fn series_queries_are_planned_or_refused(query in query_string()) {
+            let Ok(params) = parse_params::<SeriesParams>(Some(&query)) else {
+                return Ok(());
+            };
+            let request = match series_request(&params) {
+                Ok(request) => request,
+                Err(error) => {
+                    prop_assert_eq!(error.status().as_u16(), 400);
+                    return Ok(());
+                }
+            };
+            let now_us = 1_764_000_000_000_000;
+            match query::plan(&request, &RetentionConfig::default(), now_us) {
+                Ok(plan) => {
+                    prop_assert!(plan.start_us < plan.end_us);
+                    prop_assert!(plan.step_us >= 1_000);
+                    let buckets = (plan.end_us - plan.start_us) / plan.step_us;
+                    prop_assert!(buckets <= query::MAX_BUCKETS, "{} buckets", buckets);
+                }
+                Err(error) => prop_assert_eq!(error.status().as_u16(), 400),
+            }
+        }
+    }
+}
