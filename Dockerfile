@@ -6,8 +6,9 @@
 # By default the server stores its data in SQLite at /var/lib/sysmon/sysmon.db;
 # set DATABASE_URL=postgres://... (or the original's DB_* variables) to use
 # PostgreSQL instead. The dashboard is at http://HOST:5000/; set
-# SYSMON_INITIAL_ADMIN_PASSWORD on the first run, or read the one-time admin
-# password from `docker logs`. See README.md.
+# SYSMON_INITIAL_ADMIN_PASSWORD on the first run, or read the generated one
+# from the volume (`docker exec CONTAINER cat initial-admin-password`, then
+# delete it). See README.md.
 
 # --- build -------------------------------------------------------------------
 FROM rust:1-bookworm AS builder

@@ -3,6 +3,7 @@
 //! lost.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,12 +85,7 @@ impl Application {
         }
         let initial_password = config.dashboard.initial_admin_password.as_deref();
         if let Some(password) = auth.ensure_first_admin(initial_password).await? {
-            tracing::warn!(
-                user = FIRST_ADMIN,
-                password,
-                "created the first dashboard user; this password is shown only once: \
-                 log in at / and keep it, or add users with `sysmon-server user add`"
-            );
+            hand_over_first_password(&password, &config.status_log.path);
         }
         let retention_job =
             retention::spawn(store.clone(), config.retention, services_stop.clone());
@@ -200,6 +196,56 @@ impl Application {
         tracing::info!("stopped; every acknowledged sample is committed");
         Ok(())
     }
+}
+
+/// The file a generated first-admin password is written to, beside the
+/// status log (the server's working files).
+pub const FIRST_PASSWORD_FILE: &str = "initial-admin-password";
+
+/// Gives the operator the generated password of the first dashboard user
+/// in a file only this user can read, not in the log, which others (and
+/// log shippers) read. Should the file not be writable, the log is the
+/// only way left, and says so.
+fn hand_over_first_password(password: &str, status_log: &Path) {
+    let dir = status_log
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = dir.join(FIRST_PASSWORD_FILE);
+    match write_private(&file, password) {
+        Ok(()) => tracing::warn!(
+            user = FIRST_ADMIN,
+            file = %file.display(),
+            "created the first dashboard user; its password is in the file (readable by this \
+             user only): log in at / with it, then delete the file"
+        ),
+        Err(error) => tracing::warn!(
+            user = FIRST_ADMIN,
+            password,
+            %error,
+            file = %file.display(),
+            "created the first dashboard user; its password cannot be written to the file, so \
+             it is shown here, once: log in at / and keep it"
+        ),
+    }
+}
+
+/// Writes `text` to a new file of mode 0600 (replacing one left by an
+/// earlier start, never writing through a link in its place).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{text}")?;
+    file.sync_all()
 }
 
 fn log_serve_outcome(served: std::result::Result<(), tokio::task::JoinError>) {

@@ -292,3 +292,43 @@ async fn status_log_appends_rows_with_one_header_across_restarts() {
         fields[3].parse::<u64>().expect(row);
     }
 }
+
+/// The generated password of the first dashboard user goes to a file only
+/// the server's user can read, never to the log.
+#[tokio::test]
+async fn the_first_admin_password_is_in_a_private_file_not_the_log() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let database = TestDatabase::sqlite().await;
+    let server = start(&database).await;
+    let file = database
+        .status_log_path()
+        .parent()
+        .expect("the status log's directory")
+        .join(sysmon_server::startup::FIRST_PASSWORD_FILE);
+    let password = std::fs::read_to_string(&file).expect("the password file");
+    let password = password.trim();
+    assert!(password.len() >= 8, "{password:?}");
+    let mode = std::fs::metadata(&file)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let log = server.log_text();
+    assert!(
+        !log.contains(password),
+        "the password is in the log:\n{log}"
+    );
+    assert!(
+        log.contains(sysmon_server::startup::FIRST_PASSWORD_FILE),
+        "the log names the file:\n{log}"
+    );
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/v1/session", server.base()))
+        .json(&serde_json::json!({"username": "admin", "password": password}))
+        .send()
+        .await
+        .expect("POST /api/v1/session");
+    assert_eq!(login.status().as_u16(), 200);
+    server.kill().await;
+}

@@ -10,7 +10,8 @@ const ENVIRONMENT_HELP: &str = "\
 Environment (overridden by flags, overriding the config file); a variable
 set to the empty string counts as unset. Besides those beside the flags:
   SYSMON_INITIAL_ADMIN_PASSWORD  password of the dashboard user `admin`
-                     created on first start (random and logged once if unset)
+                     created on first start (if unset: random, written to
+                     initial-admin-password beside the status log, mode 0600)
   RUST_LOG           log filter, e.g. info or sysmon_server=debug
   APP_HOST, APP_PORT                                  the original server's bind address
   DB_HOST, DB_PORT, DB_NAME, DB_USERNAME, DB_PASSWORD the original server's PostgreSQL
