@@ -13,6 +13,7 @@ sysmon_testkit::on_both_stores!(
     revoked_tokens_are_refused_within_a_second,
     closed_registration_takes_clients_only_from_an_admin,
     new_clients_need_long_enough_passwords_and_old_ones_still_log_in,
+    tokens_expire_after_their_lifetime_when_one_is_set,
 );
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -207,5 +208,27 @@ async fn new_clients_need_long_enough_passwords_and_old_ones_still_log_in(databa
     );
     server.register("newcomer", "12345678").await;
     server.register("old-timer", "123").await;
+    server.shutdown().await;
+}
+
+async fn tokens_expire_after_their_lifetime_when_one_is_set(database: TestDatabase) {
+    let mut config = database.config();
+    config.registration.token_lifetime = Some(Duration::from_secs(2));
+    let server = TestServer::start(config).await;
+    let token = server.register("short-lived", PASSWORD).await;
+    assert_eq!(
+        push(&server, &token, 1_764_000_000).await,
+        200,
+        "fresh, and cached now"
+    );
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(
+        push(&server, &token, 1_764_000_001).await,
+        401,
+        "expired, though cached"
+    );
+    // Logging in again gives a token that works.
+    let token = server.register("short-lived", PASSWORD).await;
+    assert_eq!(push(&server, &token, 1_764_000_002).await, 200);
     server.shutdown().await;
 }

@@ -39,6 +39,8 @@ pub(super) struct FileConfig {
 struct FileRegistration {
     mode: Option<RegistrationMode>,
     min_password_chars: Option<NonZeroUsize>,
+    #[serde(default, deserialize_with = "days_or_forever")]
+    token_lifetime_days: Option<Option<Duration>>,
 }
 
 /// Connection limits and timeouts (`connections::ConnectionLimits`).
@@ -146,6 +148,10 @@ impl FileConfig {
             set(
                 &mut config.registration.min_password_chars,
                 file.min_password_chars.map(NonZeroUsize::get),
+            );
+            set(
+                &mut config.registration.token_lifetime,
+                file.token_lifetime_days,
             );
         }
         if let Some(file) = self.limits {

@@ -343,6 +343,14 @@ mod tests {
             from_file("registration:\n  mode: closed\n  min_password_chars: 12\n").unwrap();
         assert_eq!(config.registration.mode, RegistrationMode::Closed);
         assert_eq!(config.registration.min_password_chars, 12);
+        assert_eq!(Config::default().registration.token_lifetime, None);
+        let config = from_file("registration:\n  token_lifetime_days: 30\n").unwrap();
+        assert_eq!(
+            config.registration.token_lifetime,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let config = from_file("registration:\n  token_lifetime_days: 0\n").unwrap();
+        assert_eq!(config.registration.token_lifetime, None, "0 is never");
         assert!(from_file("registration:\n  mode: ajar\n").is_err());
         for (bind, loopback) in [
             ("127.0.0.1:5000", true),

@@ -37,6 +37,13 @@ pub const FIRST_ADMIN: &str = "admin";
 
 type TokenHash = [u8; 32];
 
+/// A token checked once: whose, and when it was issued (for its lifetime).
+#[derive(Debug, Clone)]
+struct KnownToken {
+    owner: TokenOwner,
+    issued_us: i64,
+}
+
 /// Tokens kept in memory at most (~100 bytes each).
 const MAX_CACHED_TOKENS: usize = 100_000;
 /// How often the revocation epoch is read.
@@ -57,6 +64,9 @@ pub struct RegistrationConfig {
     /// The shortest password a new client may have (its existing ones
     /// keep logging in whatever their length).
     pub min_password_chars: usize,
+    /// How long a client's token stays valid; `None`: until revoked, as
+    /// the original server's tokens (and the clients that keep them).
+    pub token_lifetime: Option<std::time::Duration>,
 }
 
 impl Default for RegistrationConfig {
@@ -64,6 +74,7 @@ impl Default for RegistrationConfig {
         Self {
             mode: RegistrationMode::Open,
             min_password_chars: 8,
+            token_lifetime: None,
         }
     }
 }
@@ -86,7 +97,7 @@ pub struct Auth {
     passwords: Passwords,
     /// Emptied when a revocation is seen, and when it grows past
     /// [`MAX_CACHED_TOKENS`].
-    known_tokens: RwLock<HashMap<TokenHash, TokenOwner>>,
+    known_tokens: RwLock<HashMap<TokenHash, KnownToken>>,
     /// A hash of nothing anyone knows, checked against when a login names
     /// no one.
     dummy_hash: tokio::sync::OnceCell<String>,
@@ -191,23 +202,39 @@ impl Auth {
     /// The client a token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<TokenOwner> {
         let hash = hash_token(token);
-        if let Some(owner) = self.read_cache().get(&hash) {
-            return Ok(owner.clone());
+        let cached = self.read_cache().get(&hash).cloned();
+        let known = match cached {
+            Some(known) => known,
+            None => {
+                let (owner, issued_us) = self
+                    .store
+                    .token_owner(&hash)
+                    .await?
+                    .ok_or(Error::Unauthorized)?;
+                let known = KnownToken { owner, issued_us };
+                let mut cache = self
+                    .known_tokens
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if cache.len() >= MAX_CACHED_TOKENS {
+                    cache.clear();
+                }
+                cache.insert(hash, known.clone());
+                known
+            }
+        };
+        if self.expired(known.issued_us) {
+            return Err(Error::Unauthorized);
         }
-        let owner = self
-            .store
-            .token_owner(&hash)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        let mut cache = self
-            .known_tokens
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if cache.len() >= MAX_CACHED_TOKENS {
-            cache.clear();
-        }
-        cache.insert(hash, owner.clone());
-        Ok(owner)
+        Ok(known.owner)
+    }
+
+    /// Whether a token issued then is past `registration.token_lifetime_days`.
+    fn expired(&self, issued_us: i64) -> bool {
+        self.registration.token_lifetime.is_some_and(|lifetime| {
+            let lifetime_us = i64::try_from(lifetime.as_micros()).unwrap_or(i64::MAX);
+            sysmon_core::UnixTime::now().micros() - issued_us > lifetime_us
+        })
     }
 
     /// Every client, by name (`sysmon-server client list`).
@@ -291,7 +318,7 @@ impl Auth {
         self.authenticate(token).await
     }
 
-    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenHash, TokenOwner>> {
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TokenHash, KnownToken>> {
         self.known_tokens
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

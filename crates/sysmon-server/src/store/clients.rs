@@ -29,7 +29,8 @@ pub trait ClientStore: Send + Sync {
 
     async fn add_token(&self, client: ClientId, token_hash: &[u8]) -> Result<()>;
 
-    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<TokenOwner>>;
+    /// The client a token was issued to, and when (unix microseconds).
+    async fn token_owner(&self, token_hash: &[u8]) -> Result<Option<(TokenOwner, i64)>>;
 
     async fn count_clients(&self) -> Result<u64>;
     /// Every client with when it registered and how many tokens it holds,
@@ -180,17 +181,20 @@ macro_rules! impl_client_store {
             async fn token_owner(
                 &self,
                 token_hash: &[u8],
-            ) -> $crate::error::Result<Option<$crate::store::TokenOwner>> {
-                let row = sqlx::query_as::<_, (i64, String)>(
-                    "SELECT c.id, c.name FROM tokens t JOIN clients c ON c.id = t.client_id
+            ) -> $crate::error::Result<Option<($crate::store::TokenOwner, i64)>> {
+                let row = sqlx::query_as::<_, (i64, String, i64)>(
+                    "SELECT c.id, c.name, t.created_at_us FROM tokens t JOIN clients c ON c.id = t.client_id
                      WHERE t.token_hash = $1",
                 )
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(|(id, name)| $crate::store::TokenOwner {
-                    id: $crate::store::ClientId(id),
-                    name,
+                Ok(row.map(|(id, name, issued_us)| {
+                    let owner = $crate::store::TokenOwner {
+                        id: $crate::store::ClientId(id),
+                        name,
+                    };
+                    (owner, issued_us)
                 }))
             }
 
