@@ -14,10 +14,9 @@
 //! counted in `/metrics`: the server never runs out of open files, and one
 //! address cannot take every slot.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::services::metrics::Metrics;
+use crate::slots::{Full, Slot, Slots};
 
 /// Limits on connections and how long each may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,76 +86,11 @@ impl ConnectionLimits {
     }
 }
 
-/// Who holds how many of the open connections.
-struct Admission {
-    max_total: usize,
-    max_per_ip: usize,
-    open: Mutex<OpenConnections>,
-}
-
-#[derive(Default)]
-struct OpenConnections {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Why a connection was closed unserved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    TooManyConnections,
-    TooManyFromAddress,
-}
-
-impl Refusal {
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::TooManyConnections => "max_connections",
-            Refusal::TooManyFromAddress => "max_connections_per_ip",
-        }
-    }
-}
-
-impl Admission {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
-        let mut open = self.lock();
-        if open.total >= self.max_total {
-            return Err(Refusal::TooManyConnections);
-        }
-        let from_ip = open.per_ip.entry(ip).or_default();
-        if *from_ip >= self.max_per_ip {
-            return Err(Refusal::TooManyFromAddress);
-        }
-        *from_ip += 1;
-        open.total += 1;
-        Ok(Admitted {
-            admission: self.clone(),
-            ip,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A connection's slot, given back when the connection ends.
-struct Admitted {
-    admission: Arc<Admission>,
-    ip: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = self.admission.lock();
-        open.total -= 1;
-        if let Some(count) = open.per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.per_ip.remove(&self.ip);
-            }
-        }
+/// Why a connection was closed unserved, as `/metrics` names it.
+fn refusal_label(full: Full) -> &'static str {
+    match full {
+        Full::InAll { .. } => "max_connections",
+        Full::ForKey { .. } => "max_connections_per_ip",
     }
 }
 
@@ -169,14 +104,11 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let admission = Arc::new(Admission {
-        max_total: limits.max_connections(),
-        max_per_ip: limits.max_connections_per_ip.max(1),
-        open: Mutex::new(OpenConnections::default()),
-    });
+    let admission: Arc<Slots<IpAddr>> =
+        Slots::new(limits.max_connections(), limits.max_connections_per_ip);
     tracing::info!(
-        max_connections = admission.max_total,
-        max_connections_per_ip = admission.max_per_ip,
+        max_connections = admission.max_total(),
+        max_connections_per_ip = admission.max_per_key(),
         header_timeout_s = limits.header_timeout.as_secs_f64(),
         request_timeout_s = limits.request_timeout.as_secs_f64(),
         send_timeout_s = limits.send_timeout.as_secs_f64(),
@@ -201,11 +133,11 @@ pub async fn serve(
                 }
             },
         };
-        let admitted = match admission.admit(peer.ip()) {
+        let admitted = match admission.take(peer.ip()) {
             Ok(admitted) => admitted,
-            Err(refusal) => {
-                metrics.connection_refused(refusal.label());
-                tracing::debug!(%peer, limit = refusal.label(), "connection refused");
+            Err(full) => {
+                metrics.connection_refused(refusal_label(full));
+                tracing::debug!(%peer, limit = refusal_label(full), "connection refused");
                 continue;
             }
         };
@@ -238,7 +170,7 @@ pub async fn serve(
 /// (the upgrade takes the socket with it).
 struct AdmittedStream {
     stream: Pin<Box<TimeoutStream<TcpStream>>>,
-    _slot: Admitted,
+    _slot: Slot<IpAddr>,
 }
 
 impl AsyncRead for AdmittedStream {
@@ -306,40 +238,4 @@ pub fn peer_of(request: &axum::http::request::Parts) -> Option<SocketAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| *peer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn admission(max_total: usize, max_per_ip: usize) -> Arc<Admission> {
-        Arc::new(Admission {
-            max_total,
-            max_per_ip,
-            open: Mutex::new(OpenConnections::default()),
-        })
-    }
-
-    #[test]
-    fn one_address_cannot_take_every_slot() {
-        let admission = admission(3, 2);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = admission.admit(a).expect("first from a");
-        let _second = admission.admit(a).expect("second from a");
-        assert_eq!(admission.admit(a).err(), Some(Refusal::TooManyFromAddress));
-        let _third = admission.admit(b).expect("b has its own slots");
-        assert_eq!(admission.admit(b).err(), Some(Refusal::TooManyConnections));
-        drop(first);
-        assert!(admission.admit(a).is_ok(), "a closed slot is given back");
-    }
-
-    #[test]
-    fn slots_given_back_leave_no_trace() {
-        let admission = admission(10, 10);
-        let ip: IpAddr = "::1".parse().unwrap();
-        drop(admission.admit(ip).expect("admitted"));
-        let open = admission.lock();
-        assert_eq!(open.total, 0);
-        assert!(open.per_ip.is_empty());
-    }
 }

@@ -59,6 +59,8 @@ pub enum Error {
     StoreUnavailable,
     #[error("the request took longer than the server allows; retry shortly")]
     TimedOut,
+    #[error("too many downloads: {0}")]
+    DownloadsBusy(String),
     #[error("too many failed logins from this address or for this account; retry in {} s", retry_after_seconds(*.retry_after))]
     TooManyAttempts { retry_after: std::time::Duration },
 
@@ -110,9 +112,11 @@ impl Error {
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_) | Error::RegistrationClosed(_) => StatusCode::FORBIDDEN,
-            Error::Overloaded | Error::ShuttingDown | Error::StoreUnavailable | Error::TimedOut => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Overloaded
+            | Error::ShuttingDown
+            | Error::StoreUnavailable
+            | Error::TimedOut
+            | Error::DownloadsBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(error) if is_transient(error) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_)
             | Error::Database(_)
@@ -163,7 +167,7 @@ impl Error {
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            Error::Overloaded => ErrorCode::Overloaded,
+            Error::Overloaded | Error::DownloadsBusy(_) => ErrorCode::Overloaded,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::StoreUnavailable => ErrorCode::StoreUnavailable,
             Error::TimedOut => ErrorCode::TimedOut,

@@ -13,6 +13,7 @@ pub mod connections;
 pub mod error;
 pub mod routes;
 pub mod services;
+pub mod slots;
 pub mod startup;
 pub mod state;
 pub mod store;

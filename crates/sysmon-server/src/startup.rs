@@ -93,7 +93,12 @@ impl Application {
 
         let state = AppState {
             auth,
-            reads: Reads::new(store.clone(), rollups.clone(), config.retention),
+            reads: Reads::new(
+                store.clone(),
+                rollups.clone(),
+                config.retention,
+                config.downloads,
+            ),
             ingest,
             monitor: Arc::new(monitor),
             metrics,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sysmon_server::services::query::RetentionConfig;
-use sysmon_testkit::{TestDatabase, TestServer};
+use sysmon_testkit::{poll, TestDatabase, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -16,6 +16,7 @@ sysmon_testkit::on_both_stores!(
     a_report_nobody_reads_is_dropped,
     a_body_that_never_ends_times_out,
     stalled_reports_do_not_starve_ingest,
+    downloads_are_bounded_per_client,
 );
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +32,9 @@ async fn start(database: &TestDatabase) -> TestServer {
     config.limits.request_timeout = REQUEST_TIMEOUT;
     config.limits.max_connections_per_ip = PER_IP;
     config.retention = RetentionConfig::forever();
+    // Every stalled download here must run, not be refused a slot.
+    config.downloads.max_downloads = 64;
+    config.downloads.max_downloads_per_client = 64;
     TestServer::start(config).await
 }
 
@@ -181,6 +185,8 @@ async fn stalled_reports_do_not_starve_ingest(database: TestDatabase) {
     let mut config = database.config();
     config.limits.send_timeout = Duration::from_secs(60);
     config.retention = RetentionConfig::forever();
+    config.downloads.max_downloads = 64;
+    config.downloads.max_downloads_per_client = 64;
     let server = TestServer::start(config).await;
     let history = register_history(&server).await;
     let pusher = server.register("pusher", "pusher-password").await;
@@ -198,6 +204,70 @@ async fn stalled_reports_do_not_starve_ingest(database: TestDatabase) {
         );
     }
     drop(stalled);
+    server.shutdown().await;
+}
+
+/// A client cannot hold more than its share of downloads: past it, its next
+/// one is refused at once, while other clients' downloads go on.
+async fn downloads_are_bounded_per_client(database: TestDatabase) {
+    let mut config = database.config();
+    config.retention = RetentionConfig::forever();
+    config.downloads.max_downloads_per_client = 2;
+    let server = TestServer::start(config).await;
+    let history = register_history(&server).await;
+    let other = server.register("other", "other-password").await;
+    server
+        .post_samples(&other, &[json!({"time": 1_764_000_000, "cpu_load": 1.0})])
+        .await;
+    let stalled = stalled_reports(&server, &history, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let report = |name: &'static str, token: String| {
+        let server = &server;
+        async move {
+            server
+                .http
+                .get(server.url(&format!("/client/{name}/time/report")))
+                .header("Authorization", token)
+                .send()
+                .await
+                .expect("a report")
+        }
+    };
+    let refused = report("history", history.clone()).await;
+    assert_eq!(refused.status().as_u16(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.as_bytes().to_vec()),
+        Some(b"1".to_vec())
+    );
+    let body: Value = refused.json().await.expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("downloads of this client"),
+        "{body}"
+    );
+    assert_eq!(report("other", other.clone()).await.status().as_u16(), 200);
+
+    // Their readers gone, the slots come back.
+    drop(stalled);
+    let history = &history;
+    poll(
+        "a slot for history again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match report("history", history.clone()).await.status().as_u16() {
+                200 => Ok(()),
+                status => Err(format!("status {status}")),
+            }
+        },
+    )
+    .await;
     server.shutdown().await;
 }
 

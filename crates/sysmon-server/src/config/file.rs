@@ -58,6 +58,8 @@ struct FileLimits {
     login_failures_per_minute: Option<NonZeroU32>,
     #[serde(default, deserialize_with = "positive_seconds")]
     websocket_hello_timeout_seconds: Option<Duration>,
+    max_downloads: Option<NonZeroUsize>,
+    max_downloads_per_client: Option<NonZeroUsize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +172,14 @@ impl FileConfig {
             set(
                 &mut limits.websocket_hello_timeout,
                 file.websocket_hello_timeout_seconds,
+            );
+            set(
+                &mut config.downloads.max_downloads,
+                file.max_downloads.map(NonZeroUsize::get),
+            );
+            set(
+                &mut config.downloads.max_downloads_per_client,
+                file.max_downloads_per_client.map(NonZeroUsize::get),
             );
             set(
                 &mut config.login.failures_per_minute,

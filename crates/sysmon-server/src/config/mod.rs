@@ -20,6 +20,7 @@ pub use cli::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::services::auth::RegistrationConfig;
+use crate::services::downloads::DownloadLimits;
 use crate::services::ingest::IngestConfig;
 use crate::services::login_guard::LoginLimits;
 use crate::services::query::RetentionConfig;
@@ -48,6 +49,8 @@ pub struct Config {
     pub login: LoginLimits,
     /// Who may register new clients, and with what passwords.
     pub registration: RegistrationConfig,
+    /// Reports and exports running at once.
+    pub downloads: DownloadLimits,
 }
 
 /// Dashboard logins.
@@ -97,6 +100,7 @@ impl Default for Config {
             limits: ConnectionLimits::default(),
             login: LoginLimits::default(),
             registration: RegistrationConfig::default(),
+            downloads: DownloadLimits::default(),
         }
     }
 }

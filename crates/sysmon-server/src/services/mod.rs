@@ -3,6 +3,7 @@
 //! writes go through `ingest` and `auth`, reads through `reads`.
 
 pub mod auth;
+pub mod downloads;
 pub mod ingest;
 pub mod login_guard;
 pub mod metrics;

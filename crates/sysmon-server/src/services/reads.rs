@@ -10,6 +10,7 @@ use futures_util::Stream;
 use sysmon_core::{Sample, UnixTime};
 
 use super::auth::Principal;
+use super::downloads::{DownloadLimits, DownloadSlots};
 use super::query::{self, ClientStatus, RetentionConfig, Series, SeriesRequest};
 use super::rollups::Rollups;
 use crate::error::{Error, Result};
@@ -29,14 +30,22 @@ pub struct Reads {
     rollups: Arc<Rollups>,
     /// How long each tier is kept: series avoid tiers that lost a range.
     retention: RetentionConfig,
+    /// Reports and exports running at once.
+    downloads: Arc<DownloadSlots>,
 }
 
 impl Reads {
-    pub fn new(store: Arc<dyn Store>, rollups: Arc<Rollups>, retention: RetentionConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        rollups: Arc<Rollups>,
+        retention: RetentionConfig,
+        downloads: DownloadLimits,
+    ) -> Self {
         Self {
             store,
             rollups,
             retention,
+            downloads: DownloadSlots::new(downloads),
         }
     }
 
@@ -95,9 +104,22 @@ impl Reads {
         self.store.log_span(client).await
     }
 
-    /// The original's report: the three original metrics, streamed.
+    /// The original's report: the three original metrics, streamed, in
+    /// one of the client's download slots until the stream ends or its
+    /// reader goes away.
     pub async fn report(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
-        self.store.samples(client, range).await
+        let slot = self.downloads.take(client)?;
+        let mut chunks = self.store.samples(client, range).await?;
+        let (relay, relayed) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let _slot = slot;
+            while let Some(chunk) = chunks.recv().await {
+                if relay.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(relayed)
     }
 
     /// Every metric of a client's samples in a range.
@@ -123,6 +145,7 @@ impl Reads {
         if start > end {
             return Err(Error::BadRequest("`from` must not be after `to`".into()));
         }
+        let slot = Arc::new(self.downloads.take(client)?);
         let windows = match self.store.log_span(client).await? {
             Some((first, last)) => {
                 export_windows(start.max(first.micros()), end.min(last.micros()))
@@ -134,6 +157,8 @@ impl Reads {
             windows,
             move |mut windows| {
                 let store = store.clone();
+                // Held by the stream, so given back when it is dropped.
+                let _slot = slot.clone();
                 async move {
                     let Some(range) = windows.next() else {
                         return Ok(None);
