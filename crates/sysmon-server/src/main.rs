@@ -51,15 +51,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sysmon-server client ...`: clients, in the configured store.
-async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Result<()> {
-    use std::io::Write;
-    use sysmon_server::services::auth::Auth;
-
+/// The configured store and authentication over it, for the subcommands
+/// that manage clients and users.
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn sysmon_server::store::Store>,
+    sysmon_server::services::auth::Auth,
+)> {
     let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
         .await
         .context("cannot open the store")?;
-    let auth = Auth::new(store.clone(), config.login, config.registration)?;
+    let auth =
+        sysmon_server::services::auth::Auth::new(store.clone(), config.login, config.registration)?;
+    Ok((store, auth))
+}
+
+/// `sysmon-server client ...`: clients, in the configured store.
+async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let (store, auth) = open_store(&config).await?;
     let mut out = std::io::stdout().lock();
     match command {
         ClientCommand::Add { name } => {
@@ -102,12 +114,8 @@ async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Resul
 /// `sysmon-server user ...`: dashboard users, in the configured store.
 async fn manage_users(config: Config, command: UserCommand) -> anyhow::Result<()> {
     use std::io::Write;
-    use sysmon_server::services::auth::Auth;
 
-    let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
-        .await
-        .context("cannot open the store")?;
-    let auth = Auth::new(store.clone(), config.login, config.registration)?;
+    let (store, auth) = open_store(&config).await?;
     let mut out = std::io::stdout().lock();
     match command {
         UserCommand::Add {
