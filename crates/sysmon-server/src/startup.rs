@@ -24,7 +24,7 @@ use crate::services::retention;
 use crate::services::rollups::Rollups;
 use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 use crate::store;
 
 /// A server that is bound and ready to run.
@@ -91,7 +91,7 @@ impl Application {
             retention::spawn(store.clone(), config.retention, services_stop.clone());
         let revocation_watch = auth.clone().watch_revocations(services_stop.clone());
 
-        let state = AppState {
+        let state = AppState::new(Services {
             auth,
             reads: Reads::new(
                 store.clone(),
@@ -106,7 +106,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             session_lifetime: config.dashboard.session_lifetime,
             limits: config.limits,
-        };
+        });
         Ok(Application {
             listener,
             state,

@@ -14,8 +14,28 @@ use crate::services::metrics::Metrics;
 use crate::services::reads::Reads;
 use crate::services::self_monitor::SelfMonitor;
 
+/// A handle on [`Services`], cloned for every request by each extractor
+/// and middleware: one reference count instead of one per service. Cloning
+/// the services themselves cost 10% of the CPU of a single-sample HTTP
+/// request (perf, 64 clients on SQLite), more than the database.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub auth: Arc<Auth>,
     pub reads: Reads,
     pub ingest: Ingest,
