@@ -11,6 +11,7 @@ sysmon_testkit::on_both_stores!(
     ndjson_batches_work_too,
     bad_batches_are_refused_whole,
     websocket_batches_are_acknowledged_after_commit,
+    long_histories_are_read_in_pages,
 );
 
 fn full_sample(time: f64) -> Value {
@@ -300,4 +301,84 @@ async fn websocket_batches_are_acknowledged_after_commit(database: TestDatabase)
         .request(&json!({"type": "CLIENT_BATCH", "client_id": token, "samples": "nope"}))
         .await;
     assert_eq!(reply["type"], "ERROR");
+}
+
+/// `GET /api/v1/samples` and the CSV export read a page at a time: every
+/// sample once, in order, each with its own file systems, whatever the
+/// page size, and `limit` is checked.
+async fn long_histories_are_read_in_pages(database: TestDatabase) {
+    let server = database.start().await;
+    let token = server.register("pager", "pw-secret1").await;
+    let base = 1_700_000_000.25;
+    // Three batches, so some rows may be folded and some still hot.
+    let times: Vec<f64> = (0..2_500).map(|i| base + f64::from(i) * 0.5).collect();
+    for chunk in times.chunks(1_000) {
+        let batch: Vec<Value> = chunk.iter().map(|&time| full_sample(time)).collect();
+        server.post_samples(&token, &batch).await;
+    }
+
+    let mut read = Vec::new();
+    let mut query = "?limit=7".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = server
+            .get_json(&format!("/api/v1/samples{query}"), &token)
+            .await;
+        let samples = page["samples"].as_array().unwrap();
+        assert!(samples.len() <= 7, "a page holds at most `limit`");
+        read.extend(samples.iter().cloned());
+        pages += 1;
+        match page["next_from"].as_f64() {
+            Some(next) => query = format!("?limit=7&from={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2_500_usize.div_ceil(7));
+    let read_times: Vec<f64> = read.iter().map(|s| s["time"].as_f64().unwrap()).collect();
+    assert_eq!(read_times, times, "every sample once, in order");
+    for sample in &read {
+        assert_eq!(
+            sample["filesystems"].as_array().unwrap().len(),
+            2,
+            "each sample keeps its file systems across page ends: {sample}"
+        );
+    }
+    // The default page is 10,000: one read.
+    let whole = server.get_json("/api/v1/samples", &token).await;
+    assert_eq!(whole["samples"].as_array().unwrap().len(), 2_500);
+    assert!(whole["next_from"].is_null());
+    for bad in ["0", "10001", "many", "-1"] {
+        let response = server
+            .http
+            .get(server.url(&format!("/api/v1/samples?limit={bad}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "limit={bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    }
+
+    // The export streams pages of 1,000 samples: 2,500 rows, once each.
+    let end = times[times.len() - 1];
+    let csv = server
+        .http
+        .get(server.url(&format!(
+            "/api/v1/clients/pager/export.csv?from={base}&to={end}"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2_500, "every sample exported once");
+    let exported: Vec<f64> = rows
+        .iter()
+        .map(|row| row.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(exported, times);
 }

@@ -132,14 +132,20 @@ impl TestServer {
     }
 
     /// Every sample stored for the token's client, by time, as
-    /// `GET /api/v1/samples` gives them (JSON `HostSample`s).
+    /// `GET /api/v1/samples` gives them (JSON `HostSample`s), page after
+    /// page.
     pub async fn stored_samples(&self, token: &str) -> Vec<Value> {
-        let request = self
-            .http
-            .get(self.url("/api/v1/samples"))
-            .bearer_auth(token);
-        let body = expect_ok_json(request, "GET /api/v1/samples").await;
-        body["samples"].as_array().expect("samples array").clone()
+        let mut samples = Vec::new();
+        let mut from = String::new();
+        loop {
+            let path = format!("/api/v1/samples{from}");
+            let page = self.get_json(&path, token).await;
+            samples.extend(page["samples"].as_array().expect("samples array").clone());
+            match page["next_from"].as_f64() {
+                Some(next) => from = format!("?from={next}"),
+                None => return samples,
+            }
+        }
     }
 }
 

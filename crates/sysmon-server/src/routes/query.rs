@@ -261,7 +261,7 @@ pub async fn export_csv(
         parse_bound(value.as_deref())
             .map_err(|_| Error::BadRequest(format!("`{key}` must be unix seconds")))
     };
-    let windows = state
+    let pages = state
         .reads
         .export(
             client,
@@ -270,7 +270,7 @@ pub async fn export_csv(
         )
         .await?;
     let header = csv_row(csv_header())?;
-    let rows = windows.map(|samples| {
+    let rows = pages.map(|samples| {
         let mut text = Vec::new();
         for sample in &samples? {
             text.extend(csv_row(sample_fields(sample))?);

@@ -24,6 +24,7 @@ use super::session::{self, SESSION_COOKIE};
 use super::{parse_bound, query, query_params};
 use crate::error::{Error, Result};
 use crate::services::metrics::Source;
+use crate::services::reads::MAX_PAGE_SAMPLES;
 use crate::state::AppState;
 use crate::store::{TimeRange, TokenOwner};
 
@@ -112,14 +113,16 @@ async fn ingest_batch(
 }
 
 /// The calling client's own full samples from `from` to `to` (unix
-/// seconds, inclusive), by time.
+/// seconds, inclusive), by time, a page of at most `limit` at a time.
 #[utoipa::path(get, path = "/api/v1/samples", tag = "ingest",
     params(
         ("from" = Option<f64>, Query, description = "Start, unix seconds"),
         ("to" = Option<f64>, Query, description = "End, unix seconds"),
+        ("limit" = Option<u32>, Query, description = "Samples per page, 1 to 10,000 (default)"),
     ),
     responses(
-        (status = 200, description = "`{\"samples\": [...]}`"),
+        (status = 200, description = "`{\"samples\": [...], \"next_from\": T or null}`: read on with `from=next_from` while it is not null"),
+        (status = 400, description = "A bound is not unix seconds, or `limit` out of range"),
         (status = 401, description = "Bad token"),
     ),
     security(("bearer" = [])))]
@@ -137,9 +140,18 @@ async fn read_samples(
         start: bound("from")?,
         end: bound("to")?,
     };
-    let samples = state.reads.full_samples(owner.id, range).await?;
-    let samples: Vec<HostSample> = samples.iter().map(HostSample::from_sample).collect();
-    Ok(Json(json!({"samples": samples})))
+    let limit = match query.get("limit") {
+        None => MAX_PAGE_SAMPLES,
+        Some(text) => text.parse().map_err(|_| {
+            Error::BadRequest(format!("`limit` must be from 1 to {MAX_PAGE_SAMPLES}"))
+        })?,
+    };
+    let page = state.reads.samples_page(owner.id, range, limit).await?;
+    let samples: Vec<HostSample> = page.samples.iter().map(HostSample::from_sample).collect();
+    Ok(Json(json!({
+        "samples": samples,
+        "next_from": page.next_from.map(UnixTime::as_secs_f64),
+    })))
 }
 
 /// The client whose token the request carries, checked from the headers

@@ -4,7 +4,6 @@
 //! only here is the store read.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::Stream;
 use sysmon_core::{Sample, UnixTime};
@@ -15,13 +14,6 @@ use super::query::{self, ClientStatus, RetentionConfig, Series, SeriesRequest};
 use super::rollups::Rollups;
 use crate::error::{Error, Result};
 use crate::store::{ClientId, SampleChunks, Store, Tier, TimeRange};
-
-/// Raw samples are exported in windows of this length, so a month of
-/// per-second samples streams instead of sitting in memory.
-const EXPORT_WINDOW: Duration = Duration::from_secs(6 * 3600);
-
-/// An export's range when `from` is not given: the day before `to`.
-const DEFAULT_EXPORT_RANGE: Duration = Duration::from_secs(86_400);
 
 #[derive(Clone)]
 pub struct Reads {
@@ -122,106 +114,93 @@ impl Reads {
         Ok(relayed)
     }
 
-    /// Every metric of a client's samples in a range.
-    pub async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
-        self.store.full_samples(client, range).await
+    /// The first `limit` (at most [`MAX_PAGE_SAMPLES`]) of a client's
+    /// samples in a range, every metric, and where the next page starts.
+    pub async fn samples_page(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        limit: u32,
+    ) -> Result<SamplesPage> {
+        if !(1..=MAX_PAGE_SAMPLES).contains(&limit) {
+            return Err(Error::BadRequest(format!(
+                "`limit` must be from 1 to {MAX_PAGE_SAMPLES}"
+            )));
+        }
+        read_page(self.store.as_ref(), client, range, limit).await
     }
 
     /// Every sample of a client from `from` (default: a day before `to`)
-    /// to `to` (default: now), both inclusive, in time order, a window at a
-    /// time. Only the span the client has samples in is read, so a far-off
-    /// bound cannot turn into millions of empty windows.
+    /// to `to` (default: now), both inclusive, in time order, a page of
+    /// [`EXPORT_PAGE_SAMPLES`] at a time, so a year of per-second samples
+    /// streams in bounded memory.
     pub async fn export(
         &self,
         client: ClientId,
         from: Option<UnixTime>,
         to: Option<UnixTime>,
     ) -> Result<impl Stream<Item = Result<Vec<Sample>>> + Send + 'static> {
-        let end = to.unwrap_or_else(UnixTime::now).micros();
-        let start = from.map_or(
-            end.saturating_sub(micros(DEFAULT_EXPORT_RANGE)),
-            UnixTime::micros,
-        );
+        let end = to.unwrap_or_else(UnixTime::now);
+        let start = from.unwrap_or_else(|| {
+            UnixTime::from_micros(end.micros().saturating_sub(DEFAULT_EXPORT_RANGE_US))
+        });
         if start > end {
             return Err(Error::BadRequest("`from` must not be after `to`".into()));
         }
         let slot = Arc::new(self.downloads.take(client)?);
-        let windows = match self.store.log_span(client).await? {
-            Some((first, last)) => {
-                export_windows(start.max(first.micros()), end.min(last.micros()))
-            }
-            None => export_windows(1, 0),
-        };
         let store = self.store.clone();
-        Ok(futures_util::stream::try_unfold(
-            windows,
-            move |mut windows| {
-                let store = store.clone();
-                // Held by the stream, so given back when it is dropped.
-                let _slot = slot.clone();
-                async move {
-                    let Some(range) = windows.next() else {
-                        return Ok(None);
-                    };
-                    let samples = store.full_samples(client, range).await?;
-                    Ok(Some((samples, windows)))
-                }
-            },
-        ))
+        Ok(futures_util::stream::try_unfold(Some(start), move |next| {
+            let store = store.clone();
+            // Held by the stream, so given back when it is dropped.
+            let _slot = slot.clone();
+            async move {
+                let Some(start) = next else {
+                    return Ok(None);
+                };
+                let range = TimeRange {
+                    start: Some(start),
+                    end: Some(end),
+                };
+                let page = read_page(store.as_ref(), client, range, EXPORT_PAGE_SAMPLES).await?;
+                Ok(Some((page.samples, page.next_from)))
+            }
+        }))
     }
 }
 
-/// `[start, end]` cut into [`EXPORT_WINDOW`]s; none when `start > end`.
-fn export_windows(start: i64, end: i64) -> impl Iterator<Item = TimeRange> + Send {
-    let width = micros(EXPORT_WINDOW);
-    let first = (start <= end).then_some(start);
-    std::iter::successors(first, move |&from| {
-        let to = window_end(from, width, end);
-        (to < end).then(|| to + 1)
-    })
-    .map(move |from| TimeRange {
-        start: Some(UnixTime::from_micros(from)),
-        end: Some(UnixTime::from_micros(window_end(from, width, end))),
-    })
+/// The most samples one read of `GET /api/v1/samples` returns.
+pub const MAX_PAGE_SAMPLES: u32 = 10_000;
+
+/// Samples per page of an export: with up to 256 file systems each, a page
+/// stays within tens of megabytes.
+const EXPORT_PAGE_SAMPLES: u32 = 1_000;
+
+/// An export's range when `from` is not given: the day before `to`.
+const DEFAULT_EXPORT_RANGE_US: i64 = 86_400 * 1_000_000;
+
+/// Up to a page of samples, oldest first.
+#[derive(Debug)]
+pub struct SamplesPage {
+    pub samples: Vec<Sample>,
+    /// The time of the first sample past this page, where the next read
+    /// starts; `None` when the range is done. Samples are unique per client
+    /// and time, so an inclusive start there repeats and skips none.
+    pub next_from: Option<UnixTime>,
 }
 
-fn window_end(from: i64, width: i64, end: i64) -> i64 {
-    from.saturating_add(width - 1).min(end)
-}
-
-fn micros(duration: Duration) -> i64 {
-    duration.as_micros() as i64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bounds(windows: impl Iterator<Item = TimeRange>) -> Vec<(i64, i64)> {
-        windows
-            .map(|range| {
-                let (start, end) = (range.start.unwrap(), range.end.unwrap());
-                (start.micros(), end.micros())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn export_windows_cover_the_range_once() {
-        let width = micros(EXPORT_WINDOW);
-        assert_eq!(bounds(export_windows(5, 10)), [(5, 10)]);
-        assert_eq!(
-            bounds(export_windows(0, 2 * width)),
-            [
-                (0, width - 1),
-                (width, 2 * width - 1),
-                (2 * width, 2 * width)
-            ]
-        );
-        assert_eq!(bounds(export_windows(1, 0)), []);
-        assert_eq!(
-            bounds(export_windows(i64::MAX - 1, i64::MAX)),
-            [(i64::MAX - 1, i64::MAX)]
-        );
-    }
+/// Reads one sample more than asked for, to know where the next page
+/// starts without a second query.
+async fn read_page(
+    store: &dyn Store,
+    client: ClientId,
+    range: TimeRange,
+    limit: u32,
+) -> Result<SamplesPage> {
+    let mut samples = store.full_samples(client, range, limit + 1).await?;
+    let next_from = if samples.len() > limit as usize {
+        samples.pop().map(|sample| sample.time)
+    } else {
+        None
+    };
+    Ok(SamplesPage { samples, next_from })
 }

@@ -58,22 +58,38 @@ pub trait SampleReads: Send + Sync {
     /// Time of the first and of the last sample of a client.
     async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>>;
 
-    /// A client's samples within the range with every metric, extended
-    /// ones and file systems included, ordered by time.
-    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>>;
+    /// The first `limit` of a client's samples within the range, with
+    /// every metric, extended ones and file systems included, ordered by
+    /// time: memory bounded by `limit` however long the range.
+    async fn full_samples(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        limit: u32,
+    ) -> Result<Vec<Sample>>;
 
     /// Every client with its first and latest samples, by name.
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
 }
 
-/// A client's samples in `table` (samples, or a table of the same columns)
-/// within `[$2, $3]`, every column of [`super::sample_columns`], by time.
+/// The first `$4` of a client's samples in `table` (samples, or a table of
+/// the same columns) within `[$2, $3]`, every column of
+/// [`super::sample_columns`], by time.
 pub fn full_samples_sql(table: &str) -> String {
     format!(
         "SELECT {} FROM {table}
-         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us",
+         WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3 ORDER BY time_us LIMIT $4",
         super::sample_columns()
     )
+}
+
+/// The end of the range the file systems of `samples` are read from: the
+/// requested end, or the last sample's time when a page stopped short of it.
+pub fn page_end(samples: &[Sample], limit: u32, end_us: i64) -> i64 {
+    match samples.last() {
+        Some(last) if samples.len() >= limit as usize => last.time.micros(),
+        _ => end_us,
+    }
 }
 
 /// The file systems in `table` of a client's samples within `[$2, $3]`,

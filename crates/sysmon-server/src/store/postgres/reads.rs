@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use sqlx::{PgPool, Row};
 use sysmon_core::{Sample, UnixTime};
 
-use super::super::clients::{filesystems_sql, full_samples_sql};
+use super::super::clients::{filesystems_sql, full_samples_sql, page_end};
 use super::super::partitions::Day;
 use super::super::{
     attach_filesystems, full_sample_from_row, sample_columns, ClientId, ClientOverview,
@@ -92,18 +92,25 @@ impl SampleReads for PostgresStore {
             .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
     }
 
-    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+    async fn full_samples(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        limit: u32,
+    ) -> Result<Vec<Sample>> {
         let (start, end) = range.bounds_micros();
         let rows = sqlx::query(&full_samples_sql("samples"))
             .bind(client.0)
             .bind(start)
             .bind(end)
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
         let mut samples = rows
             .iter()
             .map(|row| full_sample_from_row(row, 0))
             .collect::<Result<Vec<_>>>()?;
+        let end = page_end(&samples, limit, end);
         let filesystems =
             sqlx::query_as::<_, (i64, String, i64, i64)>(&filesystems_sql("sample_filesystems"))
                 .bind(client.0)

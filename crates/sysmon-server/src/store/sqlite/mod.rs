@@ -122,10 +122,17 @@ impl SampleReads for SqliteStore {
             .await
     }
 
-    async fn full_samples(&self, client: ClientId, range: TimeRange) -> Result<Vec<Sample>> {
+    async fn full_samples(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        limit: u32,
+    ) -> Result<Vec<Sample>> {
         let (start, end) = range.bounds_micros();
         self.readers
-            .read(move |connection| readers::read_full_samples(connection, client, start, end))
+            .read(move |connection| {
+                readers::read_full_samples(connection, client, (start, end), limit)
+            })
             .await
     }
 

@@ -317,22 +317,32 @@ pub(super) fn read_log_span(
         .map(|(first, last)| (UnixTime::from_micros(first), UnixTime::from_micros(last))))
 }
 
-/// A client's full samples in a range from both tables, file systems
-/// attached.
+/// The first `limit` of a client's full samples in a range from both
+/// tables, file systems attached.
 pub(super) fn read_full_samples(
     connection: &rusqlite::Connection,
     client: ClientId,
-    start_us: i64,
-    end_us: i64,
+    (start_us, end_us): (i64, i64),
+    limit: u32,
 ) -> rusqlite::Result<Vec<Sample>> {
     let snapshot = snapshot(connection)?;
-    let range = (client.0, start_us, end_us);
     let samples = |table: &str| -> rusqlite::Result<Vec<Sample>> {
         snapshot
             .prepare_cached(&clients::full_samples_sql(table))?
-            .query_map(range, |row| Ok(client_sample(row)?.sample))?
+            .query_map((client.0, start_us, end_us, limit), |row| {
+                Ok(client_sample(row)?.sample)
+            })?
             .collect()
     };
+    let mut merged = merge_sorted(samples("samples")?, samples("hot_samples")?, |sample| {
+        sample.time.micros()
+    });
+    merged.truncate(limit as usize);
+    let range = (
+        client.0,
+        start_us,
+        clients::page_end(&merged, limit, end_us),
+    );
     let filesystems = |table: &str| -> rusqlite::Result<Vec<FilesystemRow>> {
         snapshot
             .prepare_cached(&clients::filesystems_sql(table))?
@@ -346,9 +356,6 @@ pub(super) fn read_full_samples(
             })?
             .collect()
     };
-    let mut merged = merge_sorted(samples("samples")?, samples("hot_samples")?, |sample| {
-        sample.time.micros()
-    });
     let filesystems = merge_sorted(
         filesystems("sample_filesystems")?,
         filesystems("hot_sample_filesystems")?,
