@@ -106,6 +106,17 @@ async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Resul
                 "revoked {revoked} tokens of {name} and its sessions; running servers refuse them within a second"
             )?;
         }
+        ClientCommand::Remove { name } => {
+            auth.remove_client(&name)
+                .await
+                .context("cannot remove the client")?;
+            writeln!(out, "removed client {name}; deleting its samples")?;
+            let rows = store
+                .purge_removed_clients()
+                .await
+                .context("the client is removed, but deleting its samples failed (the server's retention job retries)")?;
+            writeln!(out, "deleted {rows} rows of removed clients")?;
+        }
     }
     store.close().await;
     Ok(())

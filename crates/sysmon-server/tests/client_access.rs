@@ -6,14 +6,16 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use sysmon_testkit::{poll, TestDatabase, TestServer};
+use serde_json::{json, Value};
+use sqlx::Connection;
+use sysmon_testkit::{poll, Backend, TestDatabase, TestServer};
 
 sysmon_testkit::on_both_stores!(
     revoked_tokens_are_refused_within_a_second,
     closed_registration_takes_clients_only_from_an_admin,
     new_clients_need_long_enough_passwords_and_old_ones_still_log_in,
     tokens_expire_after_their_lifetime_when_one_is_set,
+    removed_clients_free_their_name_and_leave_no_rows,
 );
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -230,5 +232,162 @@ async fn tokens_expire_after_their_lifetime_when_one_is_set(database: TestDataba
     // Logging in again gives a token that works.
     let token = server.register("short-lived", PASSWORD).await;
     assert_eq!(push(&server, &token, 1_764_000_002).await, 200);
+    server.shutdown().await;
+}
+
+async fn remove_through_api(server: &TestServer, session: &str, client: &str) -> u16 {
+    server
+        .http
+        .delete(server.url(&format!("/api/v1/clients/{client}")))
+        .bearer_auth(session)
+        .send()
+        .await
+        .expect("DELETE /api/v1/clients/NAME")
+        .status()
+        .as_u16()
+}
+
+/// Rows removed clients still have, per table, read from the database
+/// itself (the API can no longer name them).
+async fn rows_of_removed_clients(database: &TestDatabase) -> Vec<(&'static str, i64)> {
+    let mut tables = vec![
+        "samples",
+        "sample_filesystems",
+        "rollup_1m",
+        "rollup_10m",
+        "rollup_1h",
+        "tokens",
+    ];
+    if database.backend == Backend::Sqlite {
+        tables.extend(["hot_samples", "hot_sample_filesystems"]);
+    }
+    let mut counts = Vec::new();
+    for table in tables {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {table} WHERE client_id IN
+                (SELECT id FROM clients WHERE removed_at_us IS NOT NULL)"
+        );
+        let count: i64 = match database.backend {
+            Backend::Sqlite => {
+                let mut connection = sqlx::SqliteConnection::connect(&database.url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+            Backend::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap()
+            }
+        };
+        counts.push((table, count));
+    }
+    counts
+}
+
+/// An admin removes a client with a long history: its token is refused,
+/// the fleet no longer lists it, its name can be registered afresh with
+/// none of the old samples, and every row it had is deleted (in chunks,
+/// the hot rows after the fold moved them) while other clients keep theirs.
+async fn removed_clients_free_their_name_and_leave_no_rows(database: TestDatabase) {
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.retention.check_interval = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let doomed = server.register("doomed", PASSWORD).await;
+    let keeper = server.register("keeper", PASSWORD).await;
+    let base = 1_764_000_000;
+    for chunk in 0..12 {
+        let batch: Vec<Value> = (0..1_000)
+            .map(|i| {
+                json!({"time": base + chunk * 1_000 + i, "cpu_load": 5.0,
+                       "filesystems": [{"mount_point": "/", "used_bytes": 1, "total_bytes": 2}]})
+            })
+            .collect();
+        server.post_samples(&doomed, &batch).await;
+    }
+    assert_eq!(push(&server, &keeper, base).await, 200);
+
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let client_session = server.login("keeper", PASSWORD).await;
+    assert_eq!(
+        remove_through_api(&server, &client_session, "doomed").await,
+        403
+    );
+    assert_eq!(remove_through_api(&server, &admin, "nobody").await, 404);
+    assert_eq!(remove_through_api(&server, &admin, "doomed").await, 204);
+    assert_eq!(
+        remove_through_api(&server, &admin, "doomed").await,
+        404,
+        "gone"
+    );
+    assert_eq!(push(&server, &doomed, base + 20_000).await, 401);
+
+    let fleet = server.get_json("/api/v1/clients", &admin).await;
+    let names: Vec<&str> = fleet["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter_map(|client| client["name"].as_str())
+        .collect();
+    assert_eq!(names, ["keeper"], "{fleet}");
+    let listed = cli(&database, &["client", "list"]);
+    assert!(
+        !listed.contains("doomed") && !listed.contains("removed"),
+        "{listed}"
+    );
+
+    let database = &database;
+    poll(
+        "every row of the removed client deleted",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async move {
+            let left = rows_of_removed_clients(database).await;
+            match left.iter().all(|(_, rows)| *rows == 0) {
+                true => Ok(()),
+                false => Err(format!("{left:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        server.stored_samples(&keeper).await.len(),
+        1,
+        "others keep theirs"
+    );
+
+    // The name is free: a new client gets it, with none of the old samples.
+    let reborn = server.register("doomed", "another-password").await;
+    assert!(server.stored_samples(&reborn).await.is_empty());
+    assert_eq!(
+        push(&server, &reborn, base).await,
+        200,
+        "even at an old time"
+    );
+
+    // From the command line, as from another process.
+    let said = cli(database, &["client", "remove", "doomed"]);
+    assert!(said.contains("removed client doomed"), "{said}");
+    poll(
+        "the CLI's removal honoured",
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+        || {
+            let (server, reborn) = (&server, &reborn);
+            async move {
+                match push(server, reborn, base + 1).await {
+                    401 => Ok(()),
+                    status => Err(format!("status {status}")),
+                }
+            }
+        },
+    )
+    .await;
     server.shutdown().await;
 }

@@ -72,6 +72,12 @@ pub enum ClientCommand {
     /// log in again with its password. Every running server on the same
     /// database refuses the tokens within a second.
     RevokeTokens { name: String },
+    /// Remove a client: its name is free at once, its tokens and sessions
+    /// end (on every running server within a second), and its samples and
+    /// summaries are deleted now and, for any still in flight, by the
+    /// next retention run. An agent still running under the name must
+    /// register again.
+    Remove { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]

@@ -5,6 +5,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use axum::http::StatusCode;
+
 use super::extract::Path;
 use super::session::Authenticated;
 use crate::error::Result;
@@ -40,4 +42,28 @@ pub async fn revoke_tokens(
         client: name,
         tokens,
     }))
+}
+
+/// Remove a client: its name is free at once, its tokens and sessions end
+/// on every server within a second, and its samples and summaries are
+/// deleted in the background (whatever a request still had in flight, by
+/// the next retention run).
+#[utoipa::path(delete, path = "/api/v1/clients/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The client")),
+    responses(
+        (status = 204, description = "Removed; its data is being deleted"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn remove_client(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    principal.check_admin()?;
+    state.auth.remove_client(&name).await?;
+    state.auth.purge_removed_clients_in_background();
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(query::live))
         .routes(routes!(query::server_health))
         .routes(routes!(admin::revoke_tokens))
+        .routes(routes!(admin::remove_client))
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route(

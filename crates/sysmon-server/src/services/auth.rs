@@ -261,6 +261,30 @@ impl Auth {
         Ok(revoked)
     }
 
+    /// Removes a client: its name is free at once, its tokens, sessions
+    /// and viewers' grants are gone (on every server within a second).
+    /// Its samples stay until [`crate::store::ClientStore::purge_removed_clients`].
+    pub async fn remove_client(&self, client: &str) -> Result<()> {
+        let record = self
+            .store
+            .find_client(client)
+            .await?
+            .ok_or_else(|| Error::NotFoundNamed(format!("no client named `{client}`")))?;
+        self.store.remove_client(record.id, &record.name).await?;
+        self.forget_tokens();
+        tracing::warn!(client, id = record.id.0, "removed a client");
+        Ok(())
+    }
+
+    /// Deletes removed clients' samples now, on a task of its own (a long
+    /// history takes a while), as the retention job does each round.
+    pub fn purge_removed_clients_in_background(&self) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            super::retention::purge_removed_clients(store.as_ref()).await;
+        });
+    }
+
     fn forget_tokens(&self) {
         self.known_tokens
             .write()

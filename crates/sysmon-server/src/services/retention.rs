@@ -1,6 +1,7 @@
 //! The retention job: drops each tier's rows once they are older than that
 //! tier is kept, so the store stops growing while long ranges stay
-//! answerable from the coarser tiers. It also forgets expired dashboard
+//! answerable from the coarser tiers. It also deletes removed clients'
+//! samples, forgets expired dashboard
 //! sessions, and readies the store for the coming days (on PostgreSQL,
 //! creates their partitions of the samples tables ahead of the samples).
 
@@ -29,6 +30,18 @@ pub async fn prune_once(
     Ok(deleted)
 }
 
+/// Deletes what removed clients left behind; failures are logged and
+/// retried at the next round.
+pub async fn purge_removed_clients(store: &dyn Store) {
+    match store.purge_removed_clients().await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "deleted the rows of removed clients"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot delete the rows of removed clients; retrying later")
+        }
+    }
+}
+
 /// Readies the store for the coming days and runs [`prune_once`], at start
 /// and then every `check_interval`, until `stop`. Failures are logged and
 /// retried at the next round.
@@ -49,6 +62,7 @@ pub fn spawn(
             {
                 tracing::warn!(%error, "cannot delete expired dashboard sessions");
             }
+            purge_removed_clients(store.as_ref()).await;
             match prune_once(store.as_ref(), &retention, UnixTime::now()).await {
                 Ok(deleted) => {
                     for (tier, rows) in deleted.into_iter().filter(|(_, rows)| *rows > 0) {

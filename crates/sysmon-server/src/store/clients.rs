@@ -41,6 +41,49 @@ pub trait ClientStore: Send + Sync {
     async fn revoke_tokens(&self, client: ClientId) -> Result<u64>;
     /// Bumped by every revocation (see migration 0006).
     async fn auth_epoch(&self) -> Result<i64>;
+    /// Turns a client into a tombstone (migration 0007), freeing its name,
+    /// and deletes its tokens, sessions and viewers' grants, bumping the
+    /// auth epoch, in one transaction. Its samples stay for
+    /// [`ClientStore::purge_removed_clients`].
+    async fn remove_client(&self, client: ClientId, name: &str) -> Result<()>;
+    /// Deletes what removed clients left (file systems, samples, rollups),
+    /// a few thousand rows per transaction so the writer is never held
+    /// long; the rows deleted. A row that a late commit adds while it runs
+    /// is left for the next run.
+    async fn purge_removed_clients(&self) -> Result<u64>;
+}
+
+/// Tables holding a client's data, in the order a purge empties them
+/// (file systems reference samples), each with the column its rows are
+/// keyed by after the client.
+const PURGED_TABLES: [(&str, &str); 5] = [
+    ("sample_filesystems", "time_us"),
+    ("samples", "time_us"),
+    ("rollup_1m", "bucket_us"),
+    ("rollup_10m", "bucket_us"),
+    ("rollup_1h", "bucket_us"),
+];
+
+/// Rows a purge deletes per transaction.
+const PURGE_CHUNK_ROWS: i64 = 5_000;
+
+/// One chunk of a removed client's rows in `table`.
+pub fn purge_chunk_sql(table: &str, key: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE client_id = $1 AND {key} IN
+            (SELECT {key} FROM {table} WHERE client_id = $1 LIMIT {PURGE_CHUNK_ROWS})"
+    )
+}
+
+/// The name a removed client's row takes: `validate_username` refuses
+/// control characters, so no one can register or log in as it.
+pub fn tombstone_name(client: ClientId) -> String {
+    format!("\u{1}removed client {}", client.0)
+}
+
+/// The tables [`ClientStore::purge_removed_clients`] empties, in order.
+pub fn purged_tables() -> &'static [(&'static str, &'static str)] {
+    &PURGED_TABLES
 }
 
 /// A client as `sysmon-server client list` shows it.
@@ -120,7 +163,7 @@ pub fn overviews_sql() -> &'static str {
                 SELECT c.id, c.name,
                        (SELECT MIN(time_us) FROM samples WHERE client_id = c.id) AS first_us,
                        (SELECT MAX(time_us) FROM samples WHERE client_id = c.id) AS last_us
-                FROM clients c)
+                FROM clients c WHERE c.removed_at_us IS NULL)
              SELECT span.id, span.name, span.first_us,
                     (SELECT time_us FROM samples WHERE client_id = span.id AND time_us < span.last_us
                      ORDER BY time_us DESC LIMIT 1),
@@ -137,9 +180,33 @@ pub fn overviews_sql() -> &'static str {
 /// Where the latest sample's columns start in a row of [`overviews_sql`].
 pub const OVERVIEW_SAMPLE_COLUMN: usize = 5;
 
-/// `impl ClientStore for $store`, for a store with a sqlx `pool` field.
+/// `impl ClientStore for $store`, for a store with a sqlx `pool` field of
+/// `$database`.
 macro_rules! impl_client_store {
-    ($store:ty) => {
+    ($store:ty, $database:ty) => {
+        impl $store {
+            /// Deletes a client's tokens and dashboard sessions and bumps
+            /// the auth epoch, in `transaction`; the tokens deleted.
+            async fn end_tokens_in(
+                transaction: &mut sqlx::Transaction<'_, $database>,
+                client: $crate::store::ClientId,
+            ) -> $crate::error::Result<u64> {
+                let revoked = sqlx::query("DELETE FROM tokens WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut **transaction)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM dashboard_sessions WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut **transaction)
+                    .await?;
+                sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut **transaction)
+                    .await?;
+                Ok(revoked)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::ClientStore for $store {
             async fn create_client(
@@ -164,7 +231,8 @@ macro_rules! impl_client_store {
                 name: &str,
             ) -> $crate::error::Result<Option<$crate::store::ClientRecord>> {
                 let row = sqlx::query_as::<_, (i64, String, String)>(
-                    "SELECT id, name, password_hash FROM clients WHERE name = $1",
+                    "SELECT id, name, password_hash FROM clients
+                     WHERE name = $1 AND removed_at_us IS NULL",
                 )
                 .bind(name)
                 .fetch_optional(&self.pool)
@@ -215,7 +283,9 @@ macro_rules! impl_client_store {
             }
 
             async fn count_clients(&self) -> $crate::error::Result<u64> {
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM clients")
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM clients WHERE removed_at_us IS NULL",
+                )
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(count.max(0) as u64)
@@ -227,7 +297,7 @@ macro_rules! impl_client_store {
                 let rows = sqlx::query_as::<_, (String, i64, i64)>(
                     "SELECT c.name, c.created_at_us,
                             (SELECT COUNT(*) FROM tokens t WHERE t.client_id = c.id)
-                     FROM clients c ORDER BY c.name",
+                     FROM clients c WHERE c.removed_at_us IS NULL ORDER BY c.name",
                 )
                 .fetch_all(&self.pool)
                 .await?;
@@ -246,20 +316,56 @@ macro_rules! impl_client_store {
                 client: $crate::store::ClientId,
             ) -> $crate::error::Result<u64> {
                 let mut transaction = self.pool.begin().await?;
-                let revoked = sqlx::query("DELETE FROM tokens WHERE client_id = $1")
-                    .bind(client.0)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                sqlx::query("DELETE FROM dashboard_sessions WHERE client_id = $1")
-                    .bind(client.0)
-                    .execute(&mut *transaction)
-                    .await?;
-                sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1")
-                    .execute(&mut *transaction)
-                    .await?;
+                let revoked = Self::end_tokens_in(&mut transaction, client).await?;
                 transaction.commit().await?;
                 Ok(revoked)
+            }
+
+            async fn remove_client(
+                &self,
+                client: $crate::store::ClientId,
+                name: &str,
+            ) -> $crate::error::Result<()> {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query("UPDATE clients SET name = $1, removed_at_us = $2 WHERE id = $3")
+                    .bind($crate::store::clients::tombstone_name(client))
+                    .bind($crate::store::now_micros())
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?;
+                sqlx::query("DELETE FROM dashboard_user_clients WHERE client_name = $1")
+                    .bind(name)
+                    .execute(&mut *transaction)
+                    .await?;
+                Self::end_tokens_in(&mut transaction, client).await?;
+                transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_removed_clients(&self) -> $crate::error::Result<u64> {
+                let removed = sqlx::query_scalar::<_, i64>(
+                    "SELECT id FROM clients WHERE removed_at_us IS NOT NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut deleted = 0;
+                for client in removed {
+                    for (table, key) in $crate::store::clients::purged_tables() {
+                        let statement = $crate::store::clients::purge_chunk_sql(table, key);
+                        loop {
+                            let rows = sqlx::query(&statement)
+                                .bind(client)
+                                .execute(&self.pool)
+                                .await?
+                                .rows_affected();
+                            deleted += rows;
+                            if rows == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(deleted)
             }
 
             async fn auth_epoch(&self) -> $crate::error::Result<i64> {

@@ -247,7 +247,7 @@ fn upsert_buckets(
     query
 }
 
-impl_client_store!(PostgresStore);
+impl_client_store!(PostgresStore, sqlx::Postgres);
 impl_user_store!(PostgresStore);
 
 #[async_trait]

@@ -127,7 +127,8 @@ impl SampleReads for PostgresStore {
 
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
         let clients = sqlx::query_as::<_, (i64, String, Option<i64>, Option<i64>)>(&format!(
-            "SELECT c.id, c.name, {HOUR_BOUNDS_COLUMNS} FROM clients c ORDER BY c.name"
+            "SELECT c.id, c.name, {HOUR_BOUNDS_COLUMNS} FROM clients c
+             WHERE c.removed_at_us IS NULL ORDER BY c.name"
         ))
         .fetch_all(&self.pool)
         .await?;

@@ -111,7 +111,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("SQLite writer task: {e}")))?
 }
 
-impl_client_store!(SqliteStore);
+impl_client_store!(SqliteStore, sqlx::Sqlite);
 impl_user_store!(SqliteStore);
 
 #[async_trait]
