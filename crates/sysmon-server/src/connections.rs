@@ -10,6 +10,9 @@
 //!   a client that stops reading a report, an export or its WebSocket is
 //!   disconnected, and the database connection behind the stream released.
 //!
+//! With TLS (`tls.cert`, `tls.key`), the handshake must finish within the
+//! header timeout too.
+//!
 //! A connection past a limit is closed at once, before a byte is read, and
 //! counted in `/metrics`: the server never runs out of open files, and one
 //! address cannot take every slot.
@@ -29,6 +32,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_io_timeout::TimeoutStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -101,6 +105,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
@@ -142,10 +147,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(AdmittedStream {
+        let stream = AdmittedStream {
             stream: with_send_timeout(stream, limits.send_timeout),
             _slot: admitted,
-        });
+        };
         let service = TowerToHyperService::new(app.clone().map_request(
             move |request: hyper::Request<hyper::body::Incoming>| {
                 let mut request = request.map(axum::body::Body::new);
@@ -153,16 +158,42 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = builder.serve_connection_with_upgrades(io, service);
-        let connection = graceful.watch(connection.into_owned());
+        let Some(tls) = tls.clone() else {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::spawn(log_end(peer, graceful.watch(connection.into_owned())));
+            continue;
+        };
+        // The handshake runs on the connection's own task, bounded like
+        // reading headers, so a slow one holds up no one else.
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
-            }
+            let stream = match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            log_end(peer, watcher.watch(connection.into_owned())).await;
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+async fn log_end<E: std::fmt::Display>(
+    peer: SocketAddr,
+    connection: impl std::future::Future<Output = Result<(), E>>,
+) {
+    if let Err(error) = connection.await {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
 }
 
 /// A connection's socket and its slot: the slot is given back when the

@@ -17,6 +17,7 @@ pub mod slots;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -44,6 +44,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         database = %redact_password(&config.database_url),
         config_file,
         status_log = %config.status_log.path.display(),
+        scheme = if config.tls.is_some() { "https" } else { "http" },
         "sysmon-server {} listening",
         env!("CARGO_PKG_VERSION"),
     );

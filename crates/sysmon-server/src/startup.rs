@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::connections::{self, ConnectionLimits};
 use crate::error::{Error, Result};
 use crate::routes;
+use crate::routes::SessionCookie;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -26,6 +27,8 @@ use crate::services::self_monitor::SelfMonitor;
 use crate::services::status_log::StatusLog;
 use crate::state::{AppState, Services};
 use crate::store;
+use crate::tls;
+use tokio_rustls::TlsAcceptor;
 
 /// A server that is bound and ready to run.
 pub struct Application {
@@ -41,6 +44,7 @@ pub struct Application {
     services_stop: CancellationToken,
     shutdown_grace: Duration,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Application {
@@ -60,6 +64,10 @@ impl Application {
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
 
         let services_stop = CancellationToken::new();
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files, services_stop.clone())?),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let rollups = Rollups::start(store.clone(), config.ingest.rollups, metrics.clone()).await?;
         let folder = rollups.clone().spawn(services_stop.clone());
@@ -106,6 +114,9 @@ impl Application {
             shutdown: CancellationToken::new(),
             session_lifetime: config.dashboard.session_lifetime,
             limits: config.limits,
+            session_cookie: SessionCookie {
+                secure: config.tls.is_some(),
+            },
         });
         Ok(Application {
             listener,
@@ -118,6 +129,7 @@ impl Application {
             services_stop,
             shutdown_grace: config.shutdown_grace,
             limits: config.limits,
+            tls,
         })
     }
 
@@ -149,6 +161,7 @@ impl Application {
             services_stop,
             shutdown_grace,
             limits,
+            tls,
         } = self;
         let connections_stop = state.shutdown.clone();
         let metrics = state.metrics.clone();
@@ -164,6 +177,7 @@ impl Application {
             listener,
             app,
             limits,
+            tls,
             metrics,
             connections_stop.clone(),
         ));

@@ -45,6 +45,13 @@ pub struct CliOptions {
     /// Log line format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve HTTPS: the certificate chain, PEM (with --tls-key). Reloaded
+    /// on SIGHUP.
+    #[arg(long, env = "SYSMON_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM.
+    #[arg(long, env = "SYSMON_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

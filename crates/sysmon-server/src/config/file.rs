@@ -32,6 +32,15 @@ pub(super) struct FileConfig {
     retention: Option<FileRetention>,
     limits: Option<FileLimits>,
     registration: Option<FileRegistration>,
+    tls: Option<FileTls>,
+}
+
+/// Built-in TLS: both files, PEM.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +153,12 @@ impl FileConfig {
                 &mut ingest.rollups.fold_part_hosts,
                 file.fold_part_hosts.map(NonZeroUsize::get),
             );
+        }
+        if let Some(file) = self.tls {
+            config.tls = Some(crate::tls::TlsFiles {
+                cert: file.cert,
+                key: file.key,
+            });
         }
         if let Some(file) = self.registration {
             set(&mut config.registration.mode, file.mode);

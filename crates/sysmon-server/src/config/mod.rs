@@ -25,6 +25,7 @@ use crate::services::ingest::IngestConfig;
 use crate::services::login_guard::LoginLimits;
 use crate::services::query::RetentionConfig;
 use crate::services::status_log::StatusLogConfig;
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:5000";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sysmon.db";
@@ -51,6 +52,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// Reports and exports running at once.
     pub downloads: DownloadLimits,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Dashboard logins.
@@ -101,6 +104,7 @@ impl Default for Config {
             login: LoginLimits::default(),
             registration: RegistrationConfig::default(),
             downloads: DownloadLimits::default(),
+            tls: None,
         }
     }
 }
@@ -154,6 +158,16 @@ impl Config {
         set(&mut config.database_url, database_url);
         set(&mut config.status_log.path, options.status_log.clone());
         set(&mut config.log_format, options.log_format);
+        config.tls = tls_files(
+            options
+                .tls_cert
+                .clone()
+                .or(config.tls.as_ref().map(|tls| tls.cert.clone())),
+            options
+                .tls_key
+                .clone()
+                .or(config.tls.as_ref().map(|tls| tls.key.clone())),
+        )?;
         set(
             &mut config.dashboard.initial_admin_password,
             get("SYSMON_INITIAL_ADMIN_PASSWORD").map(Some),
@@ -267,6 +281,17 @@ fn percent_encode(text: &str) -> String {
             _ => format!("%{byte:02X}"),
         })
         .collect()
+}
+
+/// The certificate and key, given together or not at all.
+fn tls_files(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(Error::Config(
+            "TLS needs both a certificate and its key (tls.cert and tls.key, or --tls-cert and --tls-key)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod extract;
 mod monitor;
 mod query;
 mod session;
+pub use session::SessionCookie;
 mod v1;
 mod ws;
 

@@ -418,7 +418,7 @@ pub async fn live(
 ) -> Result<Response> {
     check_same_origin(&headers)?;
     let client = state.reads.readable_client(&principal, &name).await?;
-    let token = request_token(&headers).unwrap_or_default();
+    let token = request_token(&headers, state.session_cookie).unwrap_or_default();
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |socket| stream_live(socket, state, client, name, token)))

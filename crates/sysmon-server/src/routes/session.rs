@@ -17,8 +17,35 @@ use crate::error::{Error, Result};
 use crate::services::auth::{strip_bearer, Principal};
 use crate::state::AppState;
 
-/// The cookie a browser session lives in.
+/// The cookie a browser session lives in, over plain HTTP.
 pub const SESSION_COOKIE: &str = "sysmon_session";
+
+/// The cookie a browser session lives in: over plain HTTP
+/// [`SESSION_COOKIE`]; over TLS `__Host-sysmon_session`, `Secure`, which
+/// browsers keep only from a secure origin, for this host alone and its
+/// whole path, so neither a plain-HTTP page nor a sibling subdomain can set
+/// or overwrite it (and only that name is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCookie {
+    pub secure: bool,
+}
+
+impl SessionCookie {
+    pub fn name(self) -> &'static str {
+        match self.secure {
+            true => "__Host-sysmon_session",
+            false => SESSION_COOKIE,
+        }
+    }
+
+    fn with_value(self, value: &str, max_age_seconds: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!(
+            "{}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}",
+            self.name()
+        )
+    }
+}
 
 /// The principal of an authenticated request; 401 without a valid token.
 pub struct Authenticated(pub Principal);
@@ -27,7 +54,8 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
-        let token = request_token(&parts.headers).ok_or(Error::NotLoggedIn)?;
+        let token =
+            request_token(&parts.headers, state.session_cookie).ok_or(Error::NotLoggedIn)?;
         match state.auth.principal(&token).await {
             Ok(principal) => Ok(Authenticated(principal)),
             Err(Error::Unauthorized) => Err(Error::NotLoggedIn),
@@ -37,7 +65,7 @@ impl FromRequestParts<AppState> for Authenticated {
 }
 
 /// The bearer token, else the session cookie.
-pub fn request_token(headers: &HeaderMap) -> Option<String> {
+pub fn request_token(headers: &HeaderMap, cookie: SessionCookie) -> Option<String> {
     if let Some(header) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         return Some(strip_bearer(header).to_owned());
     }
@@ -47,7 +75,7 @@ pub fn request_token(headers: &HeaderMap) -> Option<String> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|cookies| cookies.split(';'))
         .filter_map(|cookie| cookie.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == cookie.name())
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
 }
@@ -97,11 +125,9 @@ pub async fn login(
             peer,
         )
         .await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        session.token,
-        state.session_lifetime.as_secs()
-    );
+    let cookie = state
+        .session_cookie
+        .with_value(&session.token, state.session_lifetime.as_secs());
     let body = LoginResponse {
         name: session.principal.name().to_owned(),
         role: session.principal.role().to_owned(),
@@ -131,10 +157,10 @@ pub async fn whoami(Authenticated(principal): Authenticated) -> Json<WhoAmI> {
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session",
     responses((status = 204, description = "Logged out")))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = request_token(&headers) {
+    if let Some(token) = request_token(&headers, state.session_cookie) {
         state.auth.logout(&token).await?;
     }
-    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let clear = state.session_cookie.with_value("", 0);
     Ok((
         StatusCode::NO_CONTENT,
         [(
@@ -149,19 +175,39 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
 mod tests {
     use super::*;
 
+    const PLAIN: SessionCookie = SessionCookie { secure: false };
+    const SECURE: SessionCookie = SessionCookie { secure: true };
+
     #[test]
     fn token_from_bearer_or_cookie() {
         let mut headers = HeaderMap::new();
-        assert_eq!(request_token(&headers), None);
+        assert_eq!(request_token(&headers, PLAIN), None);
         headers.insert(
             COOKIE,
-            HeaderValue::from_static("a=1; sysmon_session=abc; b=2"),
+            HeaderValue::from_static("a=1; sysmon_session=abc; __Host-sysmon_session=def"),
         );
-        assert_eq!(request_token(&headers).as_deref(), Some("abc"));
+        assert_eq!(request_token(&headers, PLAIN).as_deref(), Some("abc"));
+        assert_eq!(request_token(&headers, SECURE).as_deref(), Some("def"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
-        assert_eq!(request_token(&headers).as_deref(), Some("xyz"));
+        assert_eq!(request_token(&headers, PLAIN).as_deref(), Some("xyz"));
         let mut empty = HeaderMap::new();
         empty.insert(COOKIE, HeaderValue::from_static("sysmon_session="));
-        assert_eq!(request_token(&empty), None);
+        assert_eq!(request_token(&empty, PLAIN), None);
+        let mut plain_only = HeaderMap::new();
+        plain_only.insert(COOKIE, HeaderValue::from_static("sysmon_session=abc"));
+        assert_eq!(
+            request_token(&plain_only, SECURE),
+            None,
+            "over TLS only __Host-"
+        );
+    }
+
+    #[test]
+    fn secure_cookies_are_marked() {
+        assert_eq!(
+            SECURE.with_value("t", 60),
+            "__Host-sysmon_session=t; HttpOnly; SameSite=Strict; Path=/; Max-Age=60; Secure"
+        );
+        assert!(!PLAIN.with_value("t", 60).contains("Secure"));
     }
 }
