@@ -21,6 +21,7 @@ use crate::state::StateDir;
 use crate::transport::http::HttpTransport;
 use crate::transport::ws::WsTransport;
 use crate::transport::Transport;
+use crate::trust::{check_transport_security, Endpoint, Trust};
 use crate::wake::Wake;
 
 /// How long a stop waits for a send in flight to finish. A send cut short
@@ -47,6 +48,18 @@ pub fn check_scheme(server: &str) -> Result<()> {
     Ok(())
 }
 
+/// The server, checked: a scheme this binary speaks, encryption to any
+/// other host than this one unless allowed, and the trust store loaded.
+fn endpoint(config: &Config, server: &str) -> Result<Endpoint> {
+    check_scheme(server)?;
+    check_transport_security(server, config.allow_insecure)?;
+    Ok(Endpoint {
+        server: server.to_owned(),
+        timeout: config.timeout,
+        trust: Trust::load(config.ca_file.as_deref())?,
+    })
+}
+
 /// Enrolls, stores the token, returns it (`--enroll`).
 pub fn enroll_and_store(config: &Config) -> Result<String> {
     let (Some(server), Some(name), Some(password)) =
@@ -56,9 +69,8 @@ pub fn enroll_and_store(config: &Config) -> Result<String> {
             "--enroll needs --server, --name and --password".into(),
         ));
     };
-    check_scheme(server)?;
     let state = StateDir::open(&config.state_dir)?;
-    let token = enroll(server, name, password, config.timeout)?;
+    let token = enroll(&endpoint(config, server)?, name, password)?;
     state.write_token(&token)?;
     Ok(token)
 }
@@ -74,7 +86,7 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
         .server
         .clone()
         .ok_or_else(|| Error::Config("no server URL".into()))?;
-    check_scheme(&server)?;
+    let endpoint = endpoint(config, &server)?;
     let state = StateDir::open(&config.state_dir)?;
     let _lock = state.lock()?;
 
@@ -105,8 +117,8 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
         config.outbox,
     )?);
     let transport: Box<dyn Transport> = match config.transport {
-        TransportKind::Http => Box::new(HttpTransport::new(&server, config.timeout)),
-        TransportKind::Ws => Box::new(WsTransport::new(&server, config.timeout)),
+        TransportKind::Http => Box::new(HttpTransport::new(&endpoint)),
+        TransportKind::Ws => Box::new(WsTransport::new(&endpoint)),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -141,7 +153,7 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
     // unreachable server does not, the sender retries.
     let mut enroll_later = None;
     if let Some((name, password)) = login {
-        match enroll(&server, &name, &password, config.timeout) {
+        match enroll(&endpoint, &name, &password) {
             Ok(enrolled) => {
                 tracing::info!(name, token_file = %state.token_path().display(), "enrolled; token stored");
                 if let Err(error) = state.write_token(&enrolled) {
@@ -166,8 +178,7 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
         let guard = EndGuard::new("sender", wake.clone(), died.clone());
         let credentials = Credentials {
             state: state.clone(),
-            server: server.clone(),
-            timeout: config.timeout,
+            endpoint: endpoint.clone(),
             token,
             enroll: enroll_later,
         };

@@ -1,15 +1,14 @@
 //! Enrollment: register the host's name (or log in when it exists) with the
 //! server's original route, `POST {server}/client`, and keep the token.
 
-use std::time::Duration;
-
 use crate::error::{Error, Result};
 use crate::transport::http::{client, post_json};
+use crate::trust::Endpoint;
 
 /// Registers or logs in; returns the token (`client_id`).
-pub fn enroll(server: &str, name: &str, password: &str, timeout: Duration) -> Result<String> {
-    let agent = client(timeout);
-    let url = format!("{server}/client");
+pub fn enroll(endpoint: &Endpoint, name: &str, password: &str) -> Result<String> {
+    let agent = client(endpoint);
+    let url = format!("{}/client", endpoint.server);
     let body = serde_json::to_vec(&serde_json::json!({"username": name, "pass": password}))
         .map_err(|e| Error::Enrollment(e.to_string()))?;
     let reply = post_json(&agent, &url, None, &body)?;

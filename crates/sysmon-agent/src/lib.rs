@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod sender;
 pub mod state;
 pub mod transport;
+pub mod trust;
 pub mod wake;
 
 pub use config::Config;

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::outbox::{Outbox, Pending};
 use crate::state::StateDir;
 use crate::transport::Transport;
+use crate::trust::Endpoint;
 use crate::wake::Wake;
 
 /// Request bodies stay below this (the server takes up to 1 MiB).
@@ -35,8 +36,7 @@ const IDLE_POLL: Duration = Duration::from_secs(60);
 /// How to get a token.
 pub struct Credentials {
     pub state: StateDir,
-    pub server: String,
-    pub timeout: Duration,
+    pub endpoint: Endpoint,
     pub token: Option<String>,
     /// Name and password, while enrollment is still to be done.
     pub enroll: Option<(String, String)>,
@@ -156,12 +156,7 @@ impl<'a> Sender<'a> {
             self.refuse(String::new());
             return None;
         };
-        match enroll(
-            &self.credentials.server,
-            &name,
-            &password,
-            self.credentials.timeout,
-        ) {
+        match enroll(&self.credentials.endpoint, &name, &password) {
             Ok(token) => {
                 if let Err(error) = self.credentials.state.write_token(&token) {
                     tracing::error!(%error, "enrolled, but cannot store the token: enrollment will be needed again after a restart");
@@ -452,8 +447,7 @@ mod tests {
         let (wake, stats) = (Wake::new(), Stats::default());
         let credentials = Credentials {
             state,
-            server: "http://unused".to_owned(),
-            timeout: Duration::from_secs(1),
+            endpoint: Endpoint::plain("http://unused", Duration::from_secs(1)),
             token: Some("t".to_owned()),
             enroll: None,
         };

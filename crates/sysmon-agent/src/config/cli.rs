@@ -23,11 +23,15 @@ K, M, G too) or KB, MB, GB.
 
 Examples:
   Enroll once (registers NAME, or logs in), keeping the token in the state directory:
-    sysmon-agent --server http://monitor.internal:5000 --name web1 --password secret --enroll
+    sysmon-agent --server https://monitor.internal:5000 --name web1 --password secret --enroll
   Then run (as the systemd unit does), with the stored token:
-    sysmon-agent --server http://monitor.internal:5000
+    sysmon-agent --server https://monitor.internal:5000
   Enroll and run in one go, over WebSocket, every 30 seconds:
-    sysmon-agent --server http://mon:5000 --name web1 --password pw --transport ws --interval 30
+    sysmon-agent --server https://mon:5000 --name web1 --password pw --transport ws --interval 30
+  A server whose certificate a private CA signed:
+    sysmon-agent --server https://mon.lan:5000 --ca-file /etc/sysmon-agent/ca.pem
+  Plain HTTP to another host, on a network you trust (refused without the flag):
+    sysmon-agent --server http://10.0.0.5:5000 --allow-insecure
   Run with a token obtained elsewhere:
     sysmon-agent --server https://monitor.example.com --token Lq5d6H...
   Everything from a file:
@@ -56,6 +60,12 @@ pub struct CliOptions {
     /// Print one sample of this host as JSON on standard output and exit.
     #[arg(long)]
     pub once: bool,
+    /// Allow an http:// server URL to another host: the password, the
+    /// token and every sample then cross the network unencrypted. Without
+    /// it, http:// is refused except to localhost. A flag only, so that
+    /// the choice is seen where the agent is started.
+    #[arg(long)]
+    pub allow_insecure: bool,
 }
 
 /// Every setting a flag (or its variable) and the YAML file can both give.
@@ -81,6 +91,10 @@ pub struct Settings {
     /// stored like an enrolled one.
     #[arg(long, env = "SYSMON_AGENT_TOKEN", value_name = "TOKEN")]
     pub token: Option<String>,
+    /// More certificate authorities to trust for https:// (PEM), besides
+    /// the system's: for a server whose certificate a private CA signed.
+    #[arg(long, env = "SYSMON_AGENT_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
     /// Directory for the token and the outbox [default: /var/lib/sysmon-agent].
     #[arg(long, env = "SYSMON_AGENT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -43,6 +43,7 @@ merge_fields!(Settings {
     name,
     password,
     token,
+    ca_file,
     state_dir,
     interval,
     transport,

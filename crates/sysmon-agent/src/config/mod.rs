@@ -120,6 +120,10 @@ pub struct Config {
     pub timeout: Duration,
     pub log_format: LogFormat,
     pub config_file: Option<PathBuf>,
+    /// Plain http:// to a host other than this one (`--allow-insecure`).
+    pub allow_insecure: bool,
+    /// More certificate authorities for https:// (`--ca-file`, PEM).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -223,6 +227,8 @@ impl Config {
                 LogFormat::Text,
             )?,
             config_file,
+            allow_insecure: flags.allow_insecure,
+            ca_file: s.ca_file.clone(),
         };
         parse::check(&config)?;
         Ok(config)

@@ -11,15 +11,21 @@ use sysmon_core::error_reply::ErrorReply;
 use super::{classify_coded, json_array, token_rejected, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
+use crate::trust::Endpoint;
 
 /// Replies larger than this are not read (an acknowledgement of 10000
 /// samples is about 120 KiB).
 const MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// An HTTP client for the agent: every status is an answer, not an error,
-/// and every request is bounded by `timeout`.
-pub fn client(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// every request is bounded by the endpoint's timeout, and https:// is
+/// checked against the endpoint's trust.
+pub fn client(endpoint: &Endpoint) -> ureq::Agent {
+    let timeout = endpoint.timeout;
+    let builder = ureq::Agent::config_builder();
+    #[cfg(feature = "tls")]
+    let builder = builder.tls_config(endpoint.trust.http_tls());
+    builder
         .http_status_as_error(false)
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout.min(Duration::from_secs(10))))
@@ -99,10 +105,10 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(server: &str, timeout: Duration) -> HttpTransport {
+    pub fn new(endpoint: &Endpoint) -> HttpTransport {
         HttpTransport {
-            agent: client(timeout),
-            url: format!("{server}/api/v1/samples"),
+            agent: client(endpoint),
+            url: format!("{}/api/v1/samples", endpoint.server),
         }
     }
 }
@@ -229,8 +235,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut transport =
-            HttpTransport::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
+        let mut transport = HttpTransport::new(&Endpoint::plain(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(2),
+        ));
         let batch = [Pending {
             time: 1,
             json: b"{}".to_vec(),

@@ -16,12 +16,15 @@ use tungstenite::{Message, WebSocket};
 use super::{classify_coded, json_array, token_rejected, Transport};
 use crate::error::{Error, Result};
 use crate::outbox::Pending;
+use crate::trust::{Endpoint, Trust};
 
 type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
 
 pub struct WsTransport {
     url: String,
     timeout: Duration,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    trust: Trust,
     socket: Option<Socket>,
     next_batch_id: u64,
 }
@@ -36,10 +39,11 @@ pub fn ws_url(server: &str) -> String {
 }
 
 impl WsTransport {
-    pub fn new(server: &str, timeout: Duration) -> WsTransport {
+    pub fn new(endpoint: &Endpoint) -> WsTransport {
         WsTransport {
-            url: ws_url(server),
-            timeout,
+            url: ws_url(&endpoint.server),
+            timeout: endpoint.timeout,
+            trust: endpoint.trust.clone(),
             socket: None,
             next_batch_id: 1,
         }
@@ -93,7 +97,12 @@ impl WsTransport {
         };
         configure(&stream).map_err(|e| unavailable("configure the connection to", &e))?;
         #[cfg(feature = "tls")]
-        let handshake = tungstenite::client_tls_with_config(request, stream, None, None);
+        let handshake = tungstenite::client_tls_with_config(
+            request,
+            stream,
+            None,
+            Some(tungstenite::Connector::Rustls(self.trust.websocket_tls()?)),
+        );
         #[cfg(not(feature = "tls"))]
         let handshake =
             tungstenite::client::client_with_config(request, MaybeTlsStream::Plain(stream), None);
@@ -324,8 +333,10 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut transport =
-            WsTransport::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2));
+        let mut transport = WsTransport::new(&Endpoint::plain(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_secs(2),
+        ));
         let batch = [Pending {
             time: 1,
             json: b"{}".to_vec(),
