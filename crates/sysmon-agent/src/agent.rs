@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::collection::{run_collector, Stats};
 use crate::config::{Config, TransportKind};
-use crate::enroll::enroll;
+use crate::enroll::{enroll, Enrolment};
 use crate::error::{Error, Result};
 use crate::outbox::Outbox;
 use crate::sender::{Credentials, Sender};
@@ -60,6 +60,14 @@ fn endpoint(config: &Config, server: &str) -> Result<Endpoint> {
     })
 }
 
+fn enrolment(config: &Config, name: &str, password: &str) -> Enrolment {
+    Enrolment {
+        name: name.to_owned(),
+        password: password.to_owned(),
+        token: config.enroll_token.clone(),
+    }
+}
+
 /// Enrolls, stores the token, returns it (`--enroll`).
 pub fn enroll_and_store(config: &Config) -> Result<String> {
     let (Some(server), Some(name), Some(password)) =
@@ -70,7 +78,10 @@ pub fn enroll_and_store(config: &Config) -> Result<String> {
         ));
     };
     let state = StateDir::open(&config.state_dir)?;
-    let token = enroll(&endpoint(config, server)?, name, password)?;
+    let token = enroll(
+        &endpoint(config, server)?,
+        &enrolment(config, name, password),
+    )?;
     state.write_token(&token)?;
     Ok(token)
 }
@@ -100,7 +111,7 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
             state.write_token(explicit)?;
         }
     } else if let (Some(name), Some(password)) = (&config.name, &config.password) {
-        login = Some((name.clone(), password.clone()));
+        login = Some(enrolment(config, name, password));
     } else {
         token = state.read_token()?;
         if token.is_none() {
@@ -152,8 +163,9 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
     // Logging in: a refused password stops the agent (exit status 2); an
     // unreachable server does not, the sender retries.
     let mut enroll_later = None;
-    if let Some((name, password)) = login {
-        match enroll(&endpoint, &name, &password) {
+    if let Some(enrolment) = login {
+        let name = enrolment.name.clone();
+        match enroll(&endpoint, &enrolment) {
             Ok(enrolled) => {
                 tracing::info!(name, token_file = %state.token_path().display(), "enrolled; token stored");
                 if let Err(error) = state.write_token(&enrolled) {
@@ -168,7 +180,7 @@ pub fn run(config: &Config, wake: Arc<Wake>, at_thread_start: ThreadStart) -> Re
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot enroll yet; collecting meanwhile, enrolling when the server answers");
-                enroll_later = Some((name, password));
+                enroll_later = Some(enrolment);
             }
         }
     }

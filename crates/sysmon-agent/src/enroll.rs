@@ -5,12 +5,25 @@ use crate::error::{Error, Result};
 use crate::transport::http::{client, post_json};
 use crate::trust::Endpoint;
 
+/// Who the agent registers or logs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    pub name: String,
+    pub password: String,
+    /// An admin's enrolment token, for a server that registers new clients
+    /// only with one (`registration.mode: token`); unused when logging in.
+    pub token: Option<String>,
+}
+
 /// Registers or logs in; returns the token (`client_id`).
-pub fn enroll(endpoint: &Endpoint, name: &str, password: &str) -> Result<String> {
+pub fn enroll(endpoint: &Endpoint, enrolment: &Enrolment) -> Result<String> {
     let agent = client(endpoint);
     let url = format!("{}/client", endpoint.server);
-    let body = serde_json::to_vec(&serde_json::json!({"username": name, "pass": password}))
-        .map_err(|e| Error::Enrollment(e.to_string()))?;
+    let mut body = serde_json::json!({"username": enrolment.name, "pass": enrolment.password});
+    if let Some(token) = &enrolment.token {
+        body["enroll_token"] = serde_json::Value::from(token.as_str());
+    }
+    let body = serde_json::to_vec(&body).map_err(|e| Error::Enrollment(e.to_string()))?;
     let reply = post_json(&agent, &url, None, &body)?;
     match reply.status {
         200..=299 => serde_json::from_slice::<serde_json::Value>(&reply.body)
@@ -26,8 +39,11 @@ pub fn enroll(endpoint: &Endpoint, name: &str, password: &str) -> Result<String>
                         .collect::<String>()
                 ))
             }),
+        // Its message says why: a wrong password, registration closed, or
+        // an enrolment token missing or spent.
         401 | 403 => Err(Error::Unauthorized(format!(
-            "the server refused the password for `{name}` ({})",
+            "the server refused to enroll `{}`: {}",
+            enrolment.name,
             reply.error_message()
         ))),
         400 | 404 | 405 | 413 | 422 => Err(Error::Enrollment(reply.error_message())),

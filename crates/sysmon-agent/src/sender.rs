@@ -13,7 +13,7 @@ use sysmon_core::UnixTime;
 use crate::backoff::Backoff;
 use crate::collection::Stats;
 use crate::config::RetryPolicy;
-use crate::enroll::enroll;
+use crate::enroll::{enroll, Enrolment};
 use crate::error::Error;
 use crate::outbox::{Outbox, Pending};
 use crate::state::StateDir;
@@ -39,7 +39,7 @@ pub struct Credentials {
     pub endpoint: Endpoint,
     pub token: Option<String>,
     /// Name and password, while enrollment is still to be done.
-    pub enroll: Option<(String, String)>,
+    pub enroll: Option<Enrolment>,
 }
 
 enum Link {
@@ -152,11 +152,12 @@ impl<'a> Sender<'a> {
         if let Some(token) = &self.credentials.token {
             return Some(token.clone());
         }
-        let Some((name, password)) = self.credentials.enroll.clone() else {
+        let Some(enrolment) = self.credentials.enroll.clone() else {
             self.refuse(String::new());
             return None;
         };
-        match enroll(&self.credentials.endpoint, &name, &password) {
+        let name = &enrolment.name;
+        match enroll(&self.credentials.endpoint, &enrolment) {
             Ok(token) => {
                 if let Err(error) = self.credentials.state.write_token(&token) {
                     tracing::error!(%error, "enrolled, but cannot store the token: enrollment will be needed again after a restart");

@@ -481,7 +481,7 @@ async fn bad_token_stops_sending_until_reenrolled(database: TestDatabase) {
         "--enroll",
     ]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("refused the password"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("refused to enroll"));
     server.shutdown().await;
 }
 
@@ -538,5 +538,56 @@ async fn malformed_sample_is_set_aside(database: TestDatabase) {
     assert_eq!(set_aside.len(), 1, "{}", agent.log());
     assert!(set_aside[0].contains("cpu_load"), "{}", set_aside[0]);
     assert!(agent.terminate().success());
+    server.shutdown().await;
+}
+
+/// A server that registers new clients only with an enrolment token: the
+/// agent without `--enroll-token` is refused (exit 2, the server's reason
+/// shown), with it it enrolls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolls_with_an_enrolment_token() {
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.registration.mode = sysmon_server::services::auth::RegistrationMode::Token;
+    config.dashboard.initial_admin_password = Some("admin-password".into());
+    let server = sysmon_testkit::TestServer::start(config).await;
+    let admin = server.login("admin", "admin-password").await;
+    let created = server
+        .post_json(
+            "/api/v1/enrollment-tokens",
+            &admin,
+            &serde_json::json!({"uses": 1}),
+            201,
+        )
+        .await;
+    let secret = created["token"].as_str().expect("a token");
+    let state = database.path("enrolled");
+    let state = state.to_str().unwrap();
+    let enroll = |extra: &[&str]| {
+        let mut args = vec![
+            "--server",
+            &server.base,
+            "--name",
+            "tokened",
+            "--password",
+            "pw-secret1",
+            "--state-dir",
+            state,
+            "--enroll",
+        ];
+        args.extend_from_slice(extra);
+        run_agent(&args)
+    };
+    let refused = enroll(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("enrolment token"), "{said}");
+    let enrolled = enroll(&["--enroll-token", secret]);
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    assert!(std::path::Path::new(state).join("token").exists());
     server.shutdown().await;
 }

@@ -47,6 +47,8 @@ pub enum Error {
     Forbidden(String),
     #[error("no client is named `{0}` and this server takes no new clients (registration.mode: closed): an admin adds them with `sysmon-server client add`")]
     RegistrationClosed(String),
+    #[error("no client is named `{0}`, and a new one needs a valid enrolment token (`enroll_token`; the agent's --enroll-token) from an admin: this one is missing, unknown, expired or used up")]
+    EnrollmentTokenRequired(String),
     #[error("{0}")]
     NotFoundNamed(String),
 
@@ -111,7 +113,9 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
-            Error::Forbidden(_) | Error::RegistrationClosed(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_)
+            | Error::RegistrationClosed(_)
+            | Error::EnrollmentTokenRequired(_) => StatusCode::FORBIDDEN,
             Error::Overloaded
             | Error::ShuttingDown
             | Error::StoreUnavailable
@@ -153,7 +157,9 @@ impl Error {
             Error::UnsupportableUsername => ErrorCode::InvalidUsername,
             Error::NotLoggedIn => ErrorCode::NotLoggedIn,
             Error::Forbidden(_) => ErrorCode::Forbidden,
-            Error::RegistrationClosed(_) => ErrorCode::RegistrationClosed,
+            Error::RegistrationClosed(_) | Error::EnrollmentTokenRequired(_) => {
+                ErrorCode::RegistrationClosed
+            }
             Error::NotFound | Error::NotFoundNamed(_) => ErrorCode::NotFound,
             Error::LogEmpty => ErrorCode::LogEmpty,
             Error::InvalidSample(_) | Error::RefusedByStore(_) => ErrorCode::InvalidSample,

@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sysmon_server::config::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
+use sysmon_server::config::{
+    CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat, UserCommand,
+};
 use sysmon_server::store::redact_password;
 use sysmon_server::{Application, Config};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +22,9 @@ async fn main() -> ExitCode {
         (Ok(config), None) => run(config).await,
         (Ok(config), Some(Command::User(command))) => manage_users(config, command).await,
         (Ok(config), Some(Command::Client(command))) => manage_clients(config, command).await,
+        (Ok(config), Some(Command::EnrollToken(command))) => {
+            manage_enroll_tokens(config, command).await
+        }
         (Err(error), _) => Err(error.into()),
     };
     match outcome {
@@ -117,6 +122,57 @@ async fn manage_clients(config: Config, command: ClientCommand) -> anyhow::Resul
                 .await
                 .context("the client is removed, but deleting its samples failed (the server's retention job retries)")?;
             writeln!(out, "deleted {rows} rows of removed clients")?;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `sysmon-server enroll-token ...`: enrolment tokens, in the configured
+/// store.
+async fn manage_enroll_tokens(config: Config, command: EnrollTokenCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let (store, auth) = open_store(&config).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        EnrollTokenCommand::Create { note, days, uses } => {
+            let created = auth
+                .enrollment()
+                .create(sysmon_server::services::enrollment::TokenRequest {
+                    note,
+                    valid_days: days,
+                    uses,
+                })
+                .await
+                .context("cannot create the token")?;
+            writeln!(out, "created enrolment token {}", created.id)?;
+            writeln!(out, "token: {}", created.secret)?;
+        }
+        EnrollTokenCommand::List => {
+            for token in auth.enrollment().list().await? {
+                let expires = token
+                    .expires_at
+                    .and_then(|time| chrono::DateTime::from_timestamp_micros(time.micros()))
+                    .map_or("never".to_owned(), |time| {
+                        time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                    });
+                let uses_left = token
+                    .uses_left
+                    .map_or("unlimited".to_owned(), |uses| uses.to_string());
+                writeln!(
+                    out,
+                    "{}\t{uses_left} uses left\t{} used\texpires {expires}\t{}",
+                    token.id, token.used, token.note
+                )?;
+            }
+        }
+        EnrollTokenCommand::Revoke { id } => {
+            auth.enrollment()
+                .revoke(id)
+                .await
+                .context("cannot revoke the token")?;
+            writeln!(out, "revoked enrolment token {id}")?;
         }
     }
     store.close().await;

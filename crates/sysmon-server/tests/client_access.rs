@@ -16,6 +16,7 @@ sysmon_testkit::on_both_stores!(
     new_clients_need_long_enough_passwords_and_old_ones_still_log_in,
     tokens_expire_after_their_lifetime_when_one_is_set,
     removed_clients_free_their_name_and_leave_no_rows,
+    enrolment_tokens_admit_new_clients_in_token_mode,
 );
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -389,5 +390,154 @@ async fn removed_clients_free_their_name_and_leave_no_rows(database: TestDatabas
         },
     )
     .await;
+    server.shutdown().await;
+}
+
+/// `POST /client` for a new name, with an enrolment token when given; the
+/// status and JSON body.
+async fn register_with(server: &TestServer, name: &str, token: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"username": name, "pass": PASSWORD});
+    if let Some(token) = token {
+        body["enroll_token"] = json!(token);
+    }
+    let response = server
+        .http
+        .post(server.url("/client"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /client");
+    (
+        response.status().as_u16(),
+        response.json().await.expect("JSON"),
+    )
+}
+
+async fn create_token_through_api(
+    server: &TestServer,
+    session: &str,
+    request: Value,
+) -> (u16, Value) {
+    let response = server
+        .http
+        .post(server.url("/api/v1/enrollment-tokens"))
+        .bearer_auth(session)
+        .json(&request)
+        .send()
+        .await
+        .expect("POST /api/v1/enrollment-tokens");
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// In `registration.mode: token` a new name registers only with a valid
+/// enrolment token (from the API or the command line), each use counted,
+/// and not once it is used up, expired or revoked; existing clients log in
+/// without one.
+async fn enrolment_tokens_admit_new_clients_in_token_mode(database: TestDatabase) {
+    let mut config = database.config();
+    config.registration.mode = sysmon_server::services::auth::RegistrationMode::Token;
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    let (status, body) = register_with(&server, "newcomer", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "registration_closed");
+    assert!(
+        body["error"].as_str().unwrap().contains("enrolment token"),
+        "{body}"
+    );
+    let (status, _) = register_with(&server, "newcomer", Some("enroll_made-up")).await;
+    assert_eq!(status, 403);
+
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let (status, _) = create_token_through_api(&server, "not-a-session", json!({"uses": 2})).await;
+    assert_eq!(status, 401);
+    let (status, body) = create_token_through_api(&server, &admin, json!({"uses": 0})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, created) =
+        create_token_through_api(&server, &admin, json!({"uses": 2, "note": "rack 4"})).await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().expect("the secret").to_owned();
+    assert!(secret.starts_with("enroll_"), "{secret}");
+    for name in ["first", "second"] {
+        let (status, body) = register_with(&server, name, Some(&secret)).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["registration"], name);
+    }
+    let (status, _) = register_with(&server, "third", Some(&secret)).await;
+    assert_eq!(status, 403, "used up after two");
+    let (status, body) = register_with(&server, "first", None).await;
+    assert_eq!(
+        status, 200,
+        "an enrolled client logs in without a token: {body}"
+    );
+    let listed = server.get_json("/api/v1/enrollment-tokens", &admin).await;
+    let token = &listed["tokens"][0];
+    assert_eq!(
+        (token["used"].as_i64(), token["uses_left"].as_i64()),
+        (Some(2), Some(0)),
+        "{listed}"
+    );
+    assert_eq!(token["note"], "rack 4");
+    assert!(
+        listed.to_string().find(&secret).is_none(),
+        "never the secret"
+    );
+
+    // From the command line: reusable until revoked.
+    let said = cli(&database, &["enroll-token", "create", "--note", "fleet"]);
+    let cli_secret = said
+        .lines()
+        .find_map(|line| line.strip_prefix("token: "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_owned();
+    let id: i64 = said
+        .lines()
+        .find_map(|line| line.strip_prefix("created enrolment token "))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    for name in ["cli-one", "cli-two"] {
+        assert_eq!(register_with(&server, name, Some(&cli_secret)).await.0, 200);
+    }
+    let revoke = |id: i64| {
+        let (server, admin) = (&server, &admin);
+        async move {
+            server
+                .http
+                .delete(server.url(&format!("/api/v1/enrollment-tokens/{id}")))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .expect("DELETE")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(revoke(id).await, 204);
+    assert_eq!(revoke(id).await, 404);
+    assert_eq!(
+        register_with(&server, "cli-three", Some(&cli_secret))
+            .await
+            .0,
+        403
+    );
+    let listed = cli(&database, &["enroll-token", "list"]);
+    assert!(
+        listed.contains("rack 4") && !listed.contains("fleet"),
+        "{listed}"
+    );
+
+    // One that expires: valid for 0.3 s.
+    let (_, short) =
+        create_token_through_api(&server, &admin, json!({"valid_days": 0.3 / 86_400.0})).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let short = short["token"].as_str().unwrap();
+    assert_eq!(
+        register_with(&server, "late", Some(short)).await.0,
+        403,
+        "expired"
+    );
     server.shutdown().await;
 }

@@ -65,7 +65,7 @@ impl TestServer {
             .http
             .post(self.url("/client"))
             .json(&serde_json::json!({"username": username, "pass": password}));
-        let body = expect_ok_json(request, &format!("registering {username}")).await;
+        let body = expect_json(request, 200, &format!("registering {username}")).await;
         body["client_id"].as_str().expect("client_id").to_owned()
     }
 
@@ -76,7 +76,7 @@ impl TestServer {
             .http
             .get(self.url(&format!("/client/{username}/time/report{query}")))
             .header("Authorization", token);
-        let body = expect_ok_json(request, &format!("report of {username}")).await;
+        let body = expect_json(request, 200, &format!("report of {username}")).await;
         body["payload"].as_array().expect("payload array").clone()
     }
 
@@ -87,7 +87,7 @@ impl TestServer {
             .http
             .post(self.url("/api/v1/session"))
             .json(&serde_json::json!({"username": username, "password": password}));
-        let body = expect_ok_json(request, &format!("logging {username} in")).await;
+        let body = expect_json(request, 200, &format!("logging {username} in")).await;
         body["token"].as_str().expect("session token").to_owned()
     }
 
@@ -98,14 +98,21 @@ impl TestServer {
             .http
             .get(self.url(&format!("/client/{username}/time")))
             .header("Authorization", token);
-        expect_ok_json(request, &format!("span of {username}")).await
+        expect_json(request, 200, &format!("span of {username}")).await
     }
 
     /// `GET path` with a bearer token (a client's, or a dashboard
     /// session's); the JSON body of the 200 it must answer.
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
         let request = self.http.get(self.url(path)).bearer_auth(token);
-        expect_ok_json(request, &format!("GET {path}")).await
+        expect_json(request, 200, &format!("GET {path}")).await
+    }
+
+    /// `POST path` with a JSON body and a bearer token; the JSON body of
+    /// the `expected` status it must answer.
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value, expected: u16) -> Value {
+        let request = self.http.post(self.url(path)).bearer_auth(token).json(body);
+        expect_json(request, expected, &format!("POST {path}")).await
     }
 
     /// Posts an agent's batch to `/api/v1/samples`; the acknowledgement
@@ -116,7 +123,7 @@ impl TestServer {
             .post(self.url("/api/v1/samples"))
             .bearer_auth(token)
             .json(samples);
-        expect_ok_json(request, "POST /api/v1/samples").await
+        expect_json(request, 200, "POST /api/v1/samples").await
     }
 
     /// The server's `/metrics` text.
@@ -150,13 +157,13 @@ impl TestServer {
 }
 
 /// Sends `request` and returns its JSON body; panics, naming `what`, unless
-/// the answer is a 200 with JSON.
-async fn expect_ok_json(request: reqwest::RequestBuilder, what: &str) -> Value {
+/// the answer has the `expected` status and JSON.
+async fn expect_json(request: reqwest::RequestBuilder, expected: u16, what: &str) -> Value {
     let response = request
         .send()
         .await
         .unwrap_or_else(|e| panic!("{what}: request failed: {e}"));
-    assert_eq!(response.status(), 200, "{what}");
+    assert_eq!(response.status(), expected, "{what}");
     response
         .json()
         .await

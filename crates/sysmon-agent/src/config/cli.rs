@@ -87,6 +87,11 @@ pub struct Settings {
     /// other users of this host.
     #[arg(long, env = "SYSMON_AGENT_PASSWORD", value_name = "PASSWORD")]
     pub password: Option<String>,
+    /// An enrolment token from the server's admin, for a server that takes
+    /// new clients only with one (registration.mode: token); sent with
+    /// --name/--password when registering.
+    #[arg(long, env = "SYSMON_AGENT_ENROLL_TOKEN", value_name = "TOKEN")]
+    pub enroll_token: Option<String>,
     /// A token (client_id) obtained elsewhere, instead of --name/--password;
     /// stored like an enrolled one.
     #[arg(long, env = "SYSMON_AGENT_TOKEN", value_name = "TOKEN")]

@@ -44,6 +44,7 @@ merge_fields!(Settings {
     password,
     token,
     ca_file,
+    enroll_token,
     state_dir,
     interval,
     transport,

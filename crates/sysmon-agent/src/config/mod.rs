@@ -124,6 +124,8 @@ pub struct Config {
     pub allow_insecure: bool,
     /// More certificate authorities for https:// (`--ca-file`, PEM).
     pub ca_file: Option<PathBuf>,
+    /// Sent when registering, for a server in `registration.mode: token`.
+    pub enroll_token: Option<String>,
 }
 
 impl Config {
@@ -229,6 +231,10 @@ impl Config {
             config_file,
             allow_insecure: flags.allow_insecure,
             ca_file: s.ca_file.clone(),
+            enroll_token: s
+                .enroll_token
+                .as_deref()
+                .map(|token| token.trim().to_owned()),
         };
         parse::check(&config)?;
         Ok(config)

@@ -57,7 +57,7 @@ pub struct CliOptions {
 }
 
 /// Tasks other than serving; they use the same store as the server.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
 pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
@@ -65,6 +65,10 @@ pub enum Command {
     /// Manage clients (the machines that push samples).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage enrolment tokens (registration.mode: token): a new client
+    /// registers only with one.
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -85,6 +89,27 @@ pub enum ClientCommand {
     /// next retention run. An agent still running under the name must
     /// register again.
     Remove { name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, clap::Subcommand)]
+pub enum EnrollTokenCommand {
+    /// Create a token and print its secret (shown only now); give it to
+    /// agents with --enroll-token.
+    Create {
+        /// What it is for, shown in `list`.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Days it stays valid [default: until revoked].
+        #[arg(long, value_name = "DAYS")]
+        days: Option<f64>,
+        /// Registrations it allows [default: any number].
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
+    },
+    /// List tokens: id, uses left, used, expiry, note (never the secret).
+    List,
+    /// Revoke a token by its id: no new client can register with it.
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cli::{CliOptions, ClientCommand, Command, LogFormat, UserCommand};
+pub use cli::{CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat, UserCommand};
 
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};

@@ -1,15 +1,19 @@
-//! What only dashboard admins may do to clients.
+//! What only dashboard admins may do: to clients, and to the enrolment
+//! tokens new clients register with.
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sysmon_core::UnixTime;
 use utoipa::ToSchema;
 
 use axum::http::StatusCode;
 
+use super::body::JsonBody;
 use super::extract::Path;
 use super::session::Authenticated;
 use crate::error::Result;
+use crate::services::enrollment::TokenRequest;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -65,5 +69,129 @@ pub async fn remove_client(
     principal.check_admin()?;
     state.auth.remove_client(&name).await?;
     state.auth.purge_removed_clients_in_background();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an admin asks for when creating an enrolment token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenRequest {
+    /// What the token is for (shown in lists).
+    #[serde(default)]
+    note: String,
+    /// Days it stays valid; absent: until revoked.
+    valid_days: Option<f64>,
+    /// Registrations it allows; absent: any number.
+    uses: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedTokenResponse {
+    id: i64,
+    /// The secret: shown only now. New clients send it as `enroll_token`.
+    token: String,
+}
+
+/// An enrolment token, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct TokenListing {
+    id: i64,
+    note: String,
+    /// Unix seconds.
+    created_at: f64,
+    /// Unix seconds; null: never.
+    expires_at: Option<f64>,
+    /// Null: any number.
+    uses_left: Option<i64>,
+    used: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    tokens: Vec<TokenListing>,
+}
+
+/// Create an enrolment token (`registration.mode: token`): a new client
+/// registers with `POST /client` only by sending it as `enroll_token`.
+#[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "admin",
+    request_body = NewTokenRequest,
+    responses(
+        (status = 201, body = CreatedTokenResponse),
+        (status = 400, description = "A field out of range"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    JsonBody(request): JsonBody<NewTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedTokenResponse>)> {
+    principal.check_admin()?;
+    let created = state
+        .auth
+        .enrollment()
+        .create(TokenRequest {
+            note: request.note,
+            valid_days: request.valid_days,
+            uses: request.uses,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTokenResponse {
+            id: created.id,
+            token: created.secret,
+        }),
+    ))
+}
+
+/// Every enrolment token, without secrets.
+#[utoipa::path(get, path = "/api/v1/enrollment-tokens", tag = "admin",
+    responses(
+        (status = 200, body = TokenList),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_enrollment_tokens(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<TokenList>> {
+    principal.check_admin()?;
+    let tokens = state.auth.enrollment().list().await?;
+    Ok(Json(TokenList {
+        tokens: tokens
+            .into_iter()
+            .map(|token| TokenListing {
+                id: token.id,
+                note: token.note,
+                created_at: token.created_at.as_secs_f64(),
+                expires_at: token.expires_at.map(UnixTime::as_secs_f64),
+                uses_left: token.uses_left,
+                used: token.used,
+            })
+            .collect(),
+    }))
+}
+
+/// Revoke an enrolment token: no new client can register with it.
+/// Clients it enrolled keep their own tokens.
+#[utoipa::path(delete, path = "/api/v1/enrollment-tokens/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such token"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke_enrollment_token(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    principal.check_admin()?;
+    state.auth.enrollment().revoke(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

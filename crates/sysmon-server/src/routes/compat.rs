@@ -35,9 +35,10 @@ pub async fn register(
         .text(&["username"])
         .ok_or(Error::UnsupportableUsername)?;
     let password = fields.text(&["pass", "password"]).unwrap_or_default();
+    let enroll_token = fields.text(&["enroll_token"]);
     let login = state
         .auth
-        .register_or_login(&username, &password, peer)
+        .register_or_login(&username, &password, enroll_token.as_deref(), peer)
         .await?;
     if login.registered {
         tracing::info!(client = %username, "client registered");

@@ -72,6 +72,11 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(query::server_health))
         .routes(routes!(admin::revoke_tokens))
         .routes(routes!(admin::remove_client))
+        .routes(routes!(
+            admin::create_enrollment_token,
+            admin::list_enrollment_tokens
+        ))
+        .routes(routes!(admin::revoke_enrollment_token))
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route(

@@ -23,6 +23,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::enrollment::Enrollment;
 use super::login_guard::{LoginGuard, LoginLimits};
 use super::passwords::Passwords;
 use crate::error::{Error, Result};
@@ -89,6 +90,9 @@ pub enum RegistrationMode {
     /// No one: admins add clients (`sysmon-server client add`); existing
     /// clients log in as before.
     Closed,
+    /// Those presenting an enrolment token an admin created
+    /// ([`super::enrollment`]); existing clients log in as before.
+    Token,
 }
 
 pub struct Auth {
@@ -102,6 +106,7 @@ pub struct Auth {
     /// no one.
     dummy_hash: tokio::sync::OnceCell<String>,
     guard: LoginGuard,
+    enrollment: Enrollment,
 }
 
 impl Auth {
@@ -112,12 +117,13 @@ impl Auth {
     ) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Self {
-            store,
             registration,
             passwords: Passwords::start(cores)?,
             known_tokens: RwLock::new(HashMap::new()),
             dummy_hash: tokio::sync::OnceCell::new(),
             guard: LoginGuard::new(login_limits),
+            enrollment: Enrollment::new(store.clone()),
+            store,
         })
     }
 
@@ -128,6 +134,7 @@ impl Auth {
         &self,
         username: &str,
         password: &str,
+        enroll_token: Option<&str>,
         peer: Option<IpAddr>,
     ) -> Result<Login> {
         validate_username(username)?;
@@ -139,12 +146,26 @@ impl Auth {
             }
             return login;
         }
-        if self.registration.mode == RegistrationMode::Closed {
-            // Counted like a wrong password, so names cannot be probed
-            // faster than passwords can be guessed.
-            self.guard.check(peer, username)?;
-            self.guard.failed(peer, username, "/client");
-            return Err(Error::RegistrationClosed(username.to_owned()));
+        // A refusal is counted like a wrong password, so names and tokens
+        // cannot be probed faster than passwords can be guessed.
+        match self.registration.mode {
+            RegistrationMode::Open => {}
+            RegistrationMode::Closed => {
+                self.guard.check(peer, username)?;
+                self.guard.failed(peer, username, "/client");
+                return Err(Error::RegistrationClosed(username.to_owned()));
+            }
+            RegistrationMode::Token => {
+                self.guard.check(peer, username)?;
+                let redeemed = match enroll_token {
+                    Some(token) => self.enrollment.redeem(token).await?,
+                    None => false,
+                };
+                if !redeemed {
+                    self.guard.failed(peer, username, "/client");
+                    return Err(Error::EnrollmentTokenRequired(username.to_owned()));
+                }
+            }
         }
         self.add_client(username, password).await
     }
@@ -283,6 +304,11 @@ impl Auth {
         tokio::spawn(async move {
             super::retention::purge_removed_clients(store.as_ref()).await;
         });
+    }
+
+    /// Enrolment tokens, for admins.
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.enrollment
     }
 
     fn forget_tokens(&self) {

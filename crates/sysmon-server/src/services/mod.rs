@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod downloads;
+pub mod enrollment;
 pub mod ingest;
 pub mod login_guard;
 pub mod metrics;

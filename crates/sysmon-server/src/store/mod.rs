@@ -7,6 +7,8 @@ mod clients;
 mod copy_binary;
 #[macro_use]
 mod dashboard_users;
+#[macro_use]
+mod enrollment;
 pub mod journal;
 mod partitions;
 mod postgres;
@@ -23,6 +25,7 @@ use crate::error::{Error, Result};
 
 pub use clients::{ClientListing, ClientStore, SampleReads};
 pub use dashboard_users::UserStore;
+pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
@@ -140,7 +143,9 @@ impl TimeRange {
 /// [`ClientStore`] part, dashboard users and sessions the [`UserStore`]
 /// part, the read-backs that are not hot paths [`SampleReads`]; what is
 /// here is written per store, because each store has its own fastest way.
-pub trait Store: ClientStore + SampleReads + UserStore + Send + Sync + 'static {
+pub trait Store:
+    ClientStore + SampleReads + UserStore + EnrollmentStore + Send + Sync + 'static
+{
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;
 
