@@ -21,8 +21,9 @@ use crate::client::ClientReport;
 use crate::clock::{micros_from_seconds, seconds_text};
 use crate::options::{CheckApi, Plan};
 
-/// Sample times per read-back request.
-pub const WINDOW_SAMPLES: i64 = 50_000;
+/// Sample times per read-back request: at most one page of
+/// `GET /api/v1/samples` (10,000 samples), so a window is read whole.
+pub const WINDOW_SAMPLES: i64 = 10_000;
 /// Clients being checked at once.
 const CONCURRENCY: usize = 16;
 const ATTEMPTS: u32 = 3;
