@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -36,6 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::proxy::TrustedProxies;
 use crate::services::metrics::Metrics;
 use crate::slots::{Full, Slot, Slots};
 
@@ -106,9 +106,11 @@ pub async fn serve(
     app: Router,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
+    proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
+    let proxies = Arc::new(proxies);
     let admission: Arc<Slots<IpAddr>> =
         Slots::new(limits.max_connections(), limits.max_connections_per_ip);
     tracing::info!(
@@ -117,6 +119,7 @@ pub async fn serve(
         header_timeout_s = limits.header_timeout.as_secs_f64(),
         request_timeout_s = limits.request_timeout.as_secs_f64(),
         send_timeout_s = limits.send_timeout.as_secs_f64(),
+        trusted_proxies = ?proxies,
         "connection limits"
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -138,7 +141,12 @@ pub async fn serve(
                 }
             },
         };
-        let admitted = match admission.take(peer.ip()) {
+        // A trusted proxy's address stands for all of its clients.
+        let admitted = match proxies.is_trusted(peer.ip()) {
+            true => admission.take_exempt(),
+            false => admission.take(peer.ip()),
+        };
+        let admitted = match admitted {
             Ok(admitted) => admitted,
             Err(full) => {
                 metrics.connection_refused(refusal_label(full));
@@ -151,10 +159,15 @@ pub async fn serve(
             stream: with_send_timeout(stream, limits.send_timeout),
             _slot: admitted,
         };
+        let (proxies, secure) = (proxies.clone(), tls.is_some());
         let service = TowerToHyperService::new(app.clone().map_request(
             move |request: hyper::Request<hyper::body::Incoming>| {
                 let mut request = request.map(axum::body::Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
+                let origin = RequestOrigin {
+                    client: proxies.client_address(peer.ip(), request.headers()),
+                    secure: secure || proxies.forwarded_https(peer.ip(), request.headers()),
+                };
+                request.extensions_mut().insert(origin);
                 request
             },
         ));
@@ -263,10 +276,17 @@ async fn accept_failed(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// The peer of a request, where the server recorded it.
-pub fn peer_of(request: &axum::http::request::Parts) -> Option<SocketAddr> {
-    request
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer)
+/// Who sent a request and how: its client's address (behind a trusted
+/// proxy, the one the proxy names) and whether it came over HTTPS (served
+/// with TLS, or so a trusted proxy says). Recorded for every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestOrigin {
+    pub client: IpAddr,
+    pub secure: bool,
+}
+
+/// The origin of a request, where the server recorded it (its accept loop
+/// does; a router served otherwise has none).
+pub fn origin_of(request: &axum::http::request::Parts) -> Option<RequestOrigin> {
+    request.extensions.get::<RequestOrigin>().copied()
 }

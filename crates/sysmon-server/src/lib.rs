@@ -11,6 +11,7 @@
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod proxy;
 pub mod routes;
 pub mod services;
 pub mod slots;

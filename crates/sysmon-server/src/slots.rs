@@ -29,7 +29,8 @@ pub enum Full {
 /// A taken slot; dropping it gives it back.
 pub struct Slot<K: Eq + Hash + Clone> {
     slots: Arc<Slots<K>>,
-    key: K,
+    /// `None`: taken by a key exempt from the per-key limit.
+    key: Option<K>,
 }
 
 impl<K: Eq + Hash + Clone> Slots<K> {
@@ -67,7 +68,21 @@ impl<K: Eq + Hash + Clone> Slots<K> {
         taken.total += 1;
         Ok(Slot {
             slots: self.clone(),
-            key,
+            key: Some(key),
+        })
+    }
+
+    /// A slot counted only in all: for a key that stands for many (a
+    /// trusted proxy's address).
+    pub fn take_exempt(self: &Arc<Self>) -> Result<Slot<K>, Full> {
+        let mut taken = self.lock();
+        if taken.total >= self.max_total {
+            return Err(Full::InAll { taken: taken.total });
+        }
+        taken.total += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            key: None,
         })
     }
 
@@ -82,10 +97,13 @@ impl<K: Eq + Hash + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut taken = self.slots.lock();
         taken.total -= 1;
-        if let Some(count) = taken.per_key.get_mut(&self.key) {
+        let Some(key) = &self.key else {
+            return;
+        };
+        if let Some(count) = taken.per_key.get_mut(key) {
             *count -= 1;
             if *count == 0 {
-                taken.per_key.remove(&self.key);
+                taken.per_key.remove(key);
             }
         }
     }
@@ -105,6 +123,17 @@ mod tests {
         assert_eq!(slots.take("b").err(), Some(Full::InAll { taken: 3 }));
         drop(first);
         assert!(slots.take("a").is_ok(), "a slot given back is free again");
+    }
+
+    #[test]
+    fn exempt_slots_count_only_in_all() {
+        let slots = Slots::new(3, 1);
+        let _keyed = slots.take("proxy").expect("keyed");
+        let exempt = slots.take_exempt().expect("exempt past the key's share");
+        let _again = slots.take_exempt().expect("and again");
+        assert_eq!(slots.take_exempt().err(), Some(Full::InAll { taken: 3 }));
+        drop(exempt);
+        assert_eq!(slots.lock().per_key.get("proxy"), Some(&1));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::connections::{self, ConnectionLimits};
 use crate::error::{Error, Result};
+use crate::proxy::TrustedProxies;
 use crate::routes;
-use crate::routes::SessionCookie;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -45,6 +45,7 @@ pub struct Application {
     shutdown_grace: Duration,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
+    proxies: TrustedProxies,
 }
 
 impl Application {
@@ -114,9 +115,6 @@ impl Application {
             shutdown: CancellationToken::new(),
             session_lifetime: config.dashboard.session_lifetime,
             limits: config.limits,
-            session_cookie: SessionCookie {
-                secure: config.tls.is_some(),
-            },
         });
         Ok(Application {
             listener,
@@ -130,6 +128,7 @@ impl Application {
             shutdown_grace: config.shutdown_grace,
             limits: config.limits,
             tls,
+            proxies: config.trusted_proxies.clone(),
         })
     }
 
@@ -162,6 +161,7 @@ impl Application {
             shutdown_grace,
             limits,
             tls,
+            proxies,
         } = self;
         let connections_stop = state.shutdown.clone();
         let metrics = state.metrics.clone();
@@ -178,6 +178,7 @@ impl Application {
             app,
             limits,
             tls,
+            proxies,
             metrics,
             connections_stop.clone(),
         ));

@@ -8,7 +8,6 @@ use chrono::{DateTime, Local};
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::ConnectionLimits;
-use crate::routes::SessionCookie;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -49,6 +48,4 @@ pub struct Services {
     pub session_lifetime: Duration,
     /// Timeouts a handler or a WebSocket session applies itself.
     pub limits: ConnectionLimits,
-    /// The dashboard's session cookie: `Secure` when served over TLS.
-    pub session_cookie: SessionCookie,
 }

@@ -33,6 +33,15 @@ pub(super) struct FileConfig {
     limits: Option<FileLimits>,
     registration: Option<FileRegistration>,
     tls: Option<FileTls>,
+    proxy: Option<FileProxy>,
+}
+
+/// Reverse proxies whose forwarding headers are believed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxy {
+    #[serde(default, deserialize_with = "networks")]
+    trusted: Option<Vec<ipnet::IpNet>>,
 }
 
 /// Built-in TLS: both files, PEM.
@@ -153,6 +162,9 @@ impl FileConfig {
                 &mut ingest.rollups.fold_part_hosts,
                 file.fold_part_hosts.map(NonZeroUsize::get),
             );
+        }
+        if let Some(trusted) = self.proxy.and_then(|proxy| proxy.trusted) {
+            config.trusted_proxies = crate::proxy::TrustedProxies::new(trusted);
         }
         if let Some(file) = self.tls {
             config.tls = Some(crate::tls::TlsFiles {
@@ -326,4 +338,28 @@ where
     }
 
     deserializer.deserialize_option(Number { expected, convert })
+}
+
+/// `proxy.trusted`: addresses (`10.0.0.7`) or networks (`10.0.0.0/8`).
+fn networks<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Vec<ipnet::IpNet>>, D::Error> {
+    let Some(texts) = Option::<Vec<String>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    texts
+        .iter()
+        .map(|text| {
+            let text = text.trim();
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    de::Error::invalid_value(
+                        Unexpected::Str(text),
+                        &"an address (10.0.0.7) or a network (10.0.0.0/8)",
+                    )
+                })
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Some)
 }

@@ -19,6 +19,7 @@ pub use cli::{CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat,
 
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
+use crate::proxy::TrustedProxies;
 use crate::services::auth::RegistrationConfig;
 use crate::services::downloads::DownloadLimits;
 use crate::services::ingest::IngestConfig;
@@ -54,6 +55,9 @@ pub struct Config {
     pub downloads: DownloadLimits,
     /// Serve HTTPS with this certificate instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are
+    /// believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Dashboard logins.
@@ -105,6 +109,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             downloads: DownloadLimits::default(),
             tls: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

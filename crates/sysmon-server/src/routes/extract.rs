@@ -26,8 +26,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// The address the request came from, where the server recorded it (its
-/// accept loop does; a router served otherwise has none).
+/// The address the request came from (behind a trusted proxy, its
+/// client's), where the server recorded it (its accept loop does; a router
+/// served otherwise has none).
 pub struct Peer(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
@@ -35,7 +36,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
         Ok(Peer(
-            crate::connections::peer_of(parts).map(|address| address.ip()),
+            crate::connections::origin_of(parts).map(|origin| origin.client),
         ))
     }
 }

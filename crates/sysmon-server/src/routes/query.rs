@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Upgrade};
 use super::parse_bound;
-use super::session::{request_token, Authenticated};
+use super::session::{request_token, Authenticated, SessionCookie};
 use crate::error::{Error, Result};
 use crate::services::query::{self, ClientStatus, SeriesRequest};
 use crate::state::AppState;
@@ -413,12 +413,13 @@ pub async fn live(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(name): Path<String>,
+    session_cookie: SessionCookie,
     headers: HeaderMap,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response> {
     check_same_origin(&headers)?;
     let client = state.reads.readable_client(&principal, &name).await?;
-    let token = request_token(&headers, state.session_cookie).unwrap_or_default();
+    let token = request_token(&headers, session_cookie).unwrap_or_default();
     Ok(upgrade
         .max_message_size(4096)
         .on_upgrade(move |socket| stream_live(socket, state, client, name, token)))

@@ -21,7 +21,9 @@ use crate::state::AppState;
 pub const SESSION_COOKIE: &str = "sysmon_session";
 
 /// The cookie a browser session lives in: over plain HTTP
-/// [`SESSION_COOKIE`]; over TLS `__Host-sysmon_session`, `Secure`, which
+/// [`SESSION_COOKIE`]; over HTTPS (served with TLS, or so a trusted proxy
+/// says: [`crate::connections::RequestOrigin`]) `__Host-sysmon_session`,
+/// `Secure`, which
 /// browsers keep only from a secure origin, for this host alone and its
 /// whole path, so neither a plain-HTTP page nor a sibling subdomain can set
 /// or overwrite it (and only that name is read).
@@ -30,7 +32,22 @@ pub struct SessionCookie {
     pub secure: bool,
 }
 
+impl<S: Send + Sync> FromRequestParts<S> for SessionCookie {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self> {
+        Ok(SessionCookie::of(parts))
+    }
+}
+
 impl SessionCookie {
+    /// The cookie of the request's scheme.
+    pub fn of(parts: &Parts) -> SessionCookie {
+        SessionCookie {
+            secure: crate::connections::origin_of(parts).is_some_and(|origin| origin.secure),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self.secure {
             true => "__Host-sysmon_session",
@@ -55,7 +72,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         let token =
-            request_token(&parts.headers, state.session_cookie).ok_or(Error::NotLoggedIn)?;
+            request_token(&parts.headers, SessionCookie::of(parts)).ok_or(Error::NotLoggedIn)?;
         match state.auth.principal(&token).await {
             Ok(principal) => Ok(Authenticated(principal)),
             Err(Error::Unauthorized) => Err(Error::NotLoggedIn),
@@ -114,6 +131,7 @@ pub struct LoginResponse {
 pub async fn login(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    session_cookie: SessionCookie,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response> {
     let session = state
@@ -125,9 +143,7 @@ pub async fn login(
             peer,
         )
         .await?;
-    let cookie = state
-        .session_cookie
-        .with_value(&session.token, state.session_lifetime.as_secs());
+    let cookie = session_cookie.with_value(&session.token, state.session_lifetime.as_secs());
     let body = LoginResponse {
         name: session.principal.name().to_owned(),
         role: session.principal.role().to_owned(),
@@ -156,11 +172,15 @@ pub async fn whoami(Authenticated(principal): Authenticated) -> Json<WhoAmI> {
 /// Log out: ends the dashboard session and clears the cookie.
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session",
     responses((status = 204, description = "Logged out")))]
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
-    if let Some(token) = request_token(&headers, state.session_cookie) {
+pub async fn logout(
+    State(state): State<AppState>,
+    session_cookie: SessionCookie,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if let Some(token) = request_token(&headers, session_cookie) {
         state.auth.logout(&token).await?;
     }
-    let clear = state.session_cookie.with_value("", 0);
+    let clear = session_cookie.with_value("", 0);
     Ok((
         StatusCode::NO_CONTENT,
         [(
