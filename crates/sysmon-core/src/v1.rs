@@ -85,11 +85,87 @@ pub enum BatchError {
     Empty,
 }
 
-/// Parses and validates a JSON array of samples.
+/// Parses and validates a JSON array of samples straight into samples, one
+/// item at a time: no generic JSON tree of the whole body (3 to 5 times its
+/// size) is ever built, and parsing stops at the first bad item or past
+/// [`MAX_BATCH_SAMPLES`].
 pub fn parse_json_batch(body: &[u8], now: UnixTime) -> Result<Vec<Sample>, BatchError> {
-    let items: Vec<serde_json::Value> =
-        serde_json::from_slice(body).map_err(|_| BatchError::NotABatch)?;
-    parse_batch_items(items, now)
+    let refusal = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::Deserializer::deserialize_seq(
+        &mut deserializer,
+        BatchVisitor {
+            now,
+            refusal: &refusal,
+        },
+    )
+    .and_then(|samples| deserializer.end().map(|()| samples));
+    match (parsed, refusal.into_inner()) {
+        (Ok(samples), _) => check_count(samples.len()).map(|()| samples),
+        (Err(_), Some(BatchError::Malformed { .. })) if cut_short(body) => {
+            Err(BatchError::NotABatch)
+        }
+        (Err(_), Some(refusal)) => Err(refusal),
+        (Err(_), None) => Err(BatchError::NotABatch),
+    }
+}
+
+/// Whether the body ends before its JSON does: then it is no batch,
+/// whichever item it ended in. Checked only when an item failed, without
+/// building anything.
+fn cut_short(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err_and(|error| error.is_eof())
+}
+
+/// Visits a batch's array, validating each item as it is read; why it
+/// stopped, when an item (not the array) was at fault, goes to `refusal`.
+struct BatchVisitor<'a> {
+    now: UnixTime,
+    refusal: &'a std::cell::RefCell<Option<BatchError>>,
+}
+
+impl<'de> serde::de::Visitor<'de> for BatchVisitor<'_> {
+    type Value = Vec<Sample>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON array of samples")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut items: A,
+    ) -> Result<Vec<Sample>, A::Error> {
+        let mut samples = Vec::with_capacity(items.size_hint().unwrap_or(0).min(MAX_BATCH_SAMPLES));
+        loop {
+            let index = samples.len();
+            if index == MAX_BATCH_SAMPLES {
+                // One more item makes the batch too large; none is fine.
+                return match items.next_element::<serde::de::IgnoredAny>() {
+                    Ok(None) => Ok(samples),
+                    _ => Err(self.refuse(BatchError::TooLarge)),
+                };
+            }
+            match items.next_element::<HostSample>() {
+                Ok(Some(item)) => match validate_item(index, Ok(item), self.now) {
+                    Ok(sample) => samples.push(sample),
+                    Err(refusal) => return Err(self.refuse(refusal)),
+                },
+                Ok(None) => return Ok(samples),
+                Err(error) => {
+                    let message = error.to_string();
+                    return Err(self.refuse(BatchError::Malformed { index, message }));
+                }
+            }
+        }
+    }
+}
+
+impl BatchVisitor<'_> {
+    fn refuse<E: serde::de::Error>(&self, refusal: BatchError) -> E {
+        let error = E::custom(&refusal);
+        *self.refusal.borrow_mut() = Some(refusal);
+        error
+    }
 }
 
 /// Validates already-parsed JSON samples (a WebSocket CLIENT_BATCH's).
@@ -232,5 +308,34 @@ mod tests {
             parse_ndjson_batch(b"{\"time\": 1}\n", now()),
             Err(BatchError::Invalid { index: 0, .. })
         ));
+    }
+
+    #[test]
+    fn batches_stop_at_the_first_bad_item_or_past_the_limit() {
+        let sample = json!({"time": 1_763_999_990, "cpu_load": 1.0}).to_string();
+        let batch = |count: usize, tail: &str| {
+            let mut items = vec![sample.as_str(); count];
+            if !tail.is_empty() {
+                items.push(tail);
+            }
+            format!("[{}]", items.join(","))
+        };
+        let whole = parse_json_batch(batch(MAX_BATCH_SAMPLES, "").as_bytes(), now());
+        assert_eq!(whole.map(|samples| samples.len()), Ok(MAX_BATCH_SAMPLES));
+        let over = batch(MAX_BATCH_SAMPLES, "not even JSON");
+        assert_eq!(
+            parse_json_batch(over.as_bytes(), now()),
+            Err(BatchError::TooLarge),
+            "refused as too large without reading on"
+        );
+        assert!(matches!(
+            parse_json_batch(batch(3, "[1]").as_bytes(), now()),
+            Err(BatchError::Malformed { index: 3, .. })
+        ));
+        assert_eq!(
+            parse_json_batch(format!("{} trailing", batch(1, "")).as_bytes(), now()),
+            Err(BatchError::NotABatch)
+        );
+        assert_eq!(parse_json_batch(b"[", now()), Err(BatchError::NotABatch));
     }
 }
