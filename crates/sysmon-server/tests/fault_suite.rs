@@ -35,6 +35,7 @@ const PASSWORD: &str = "fault-password";
 #[derive(Debug, Clone)]
 struct Outcome {
     started: Instant,
+    ended: Instant,
     /// The HTTP status, or `None` when no answer came (refused, reset).
     status: Option<u16>,
     retry_after: bool,
@@ -110,11 +111,13 @@ impl Fleet {
                     let outcome = match answer {
                         Ok(response) => Outcome {
                             started,
+                            ended: Instant::now(),
                             status: Some(response.status().as_u16()),
                             retry_after: response.headers().contains_key("retry-after"),
                         },
                         Err(_) => Outcome {
                             started,
+                            ended: Instant::now(),
                             status: None,
                             retry_after: false,
                         },
@@ -369,13 +372,10 @@ async fn postgres_outage(
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (tokens, records) = fleet.stop().await;
     let outcomes: Vec<&Outcome> = records.iter().flat_map(|record| &record.outcomes).collect();
-    // Requests sent while it was down; and any refused around it.
+    // Requests in flight at any time while it was down.
     let during: Vec<&&Outcome> = outcomes
         .iter()
-        .filter(|outcome| {
-            (outcome.started >= stopped && outcome.started < restarting)
-                || (outcome.status != Some(200) && outcome.started < started)
-        })
+        .filter(|outcome| outcome.started < restarting && outcome.ended > stopped)
         .collect();
     let unavailable = during
         .iter()
@@ -405,7 +405,7 @@ async fn postgres_outage(
         missing,
         doubled,
         &format!(
-            "{} requests sent during the outage: {} acknowledged once it was back, {unavailable} answered 503 + Retry-After, {} anything else; first ack {:.1} s after PostgreSQL was back",
+            "{} requests in flight during the outage: {} held and acknowledged once it was back, {unavailable} answered 503 + Retry-After, {} anything else; first ack {:.1} s after PostgreSQL was back",
             during.len(),
             during.iter().filter(|outcome| outcome.status == Some(200)).count(),
             wrong.len(),
