@@ -58,6 +58,9 @@ pub struct ConnectionLimits {
     pub send_timeout: Duration,
     /// For a WebSocket client of `/echo` to say HELLO.
     pub websocket_hello_timeout: Duration,
+    /// Silence (no frame, not even a pong to the server's ping every 30 s)
+    /// after which a WebSocket's peer is taken for gone and its slot freed.
+    pub websocket_idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -69,6 +72,9 @@ impl Default for ConnectionLimits {
             request_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
             websocket_hello_timeout: Duration::from_secs(10),
+            // Agents that read only when they send answer pings late: the
+            // default leaves room for intervals of several minutes.
+            websocket_idle_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -396,3 +396,43 @@ async fn silent_sockets_are_closed_and_subscriptions_are_capped() {
     assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
     server.shutdown().await;
 }
+
+/// A greeted socket that goes silent (a peer gone without a FIN) is
+/// closed after `limits.websocket_idle_timeout`, freeing its slot; one
+/// that keeps talking stays.
+#[tokio::test]
+async fn silent_greeted_sockets_are_closed_after_the_idle_timeout() {
+    use futures_util::StreamExt;
+
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.limits.websocket_idle_timeout = Duration::from_millis(1_500);
+    let server = sysmon_testkit::TestServer::start(config).await;
+    let mut silent = WsClient::connect(&server).await;
+    silent.request(&json!({"type": "HELLO"})).await;
+    let mut talker = WsClient::connect(&server).await;
+    talker.request(&json!({"type": "HELLO"})).await;
+    let greeted = std::time::Instant::now();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let reply = talker.request(&json!({"type": "HELLO"})).await;
+        assert_eq!(reply["type"], "WELCOME", "{reply}");
+    }
+    let close = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), silent.stream.next())
+            .await
+            .expect("closed within 5 s");
+        match frame {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.expect("a reason").reason.as_str(), "idle timeout");
+    assert!(
+        greeted.elapsed() >= Duration::from_millis(1_400),
+        "{:?}",
+        greeted.elapsed()
+    );
+    server.shutdown().await;
+}

@@ -76,6 +76,8 @@ struct FileLimits {
     login_failures_per_minute: Option<NonZeroU32>,
     #[serde(default, deserialize_with = "positive_seconds")]
     websocket_hello_timeout_seconds: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    websocket_idle_timeout_seconds: Option<Duration>,
     max_downloads: Option<NonZeroUsize>,
     max_downloads_per_client: Option<NonZeroUsize>,
 }
@@ -199,6 +201,10 @@ impl FileConfig {
             set(
                 &mut limits.websocket_hello_timeout,
                 file.websocket_hello_timeout_seconds,
+            );
+            set(
+                &mut limits.websocket_idle_timeout,
+                file.websocket_idle_timeout_seconds,
             );
             set(
                 &mut config.downloads.max_downloads,

@@ -34,9 +34,9 @@ const OUTBOX_CAPACITY: usize = 64;
 const WS_READ_BUFFER_BYTES: usize = 1024;
 /// A peer that cannot take a reply for this long is gone.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Live clients answer pings, so silence for `limits.websocket_idle_timeout`
+/// means a dead peer.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// Live clients answer pings, so silence this long means a dead peer.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Subscriptions one connection may hold: each is a task sending EVENTs.
 const MAX_SUBSCRIPTIONS: usize = 16;
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,7 +64,7 @@ async fn run_session(socket: WebSocket, state: AppState) {
         // A connection that has not said HELLO in time is not a client of
         // ours: closed, so sockets opened and left silent cannot pile up.
         let wait = match session.greeted {
-            true => IDLE_TIMEOUT,
+            true => session.state.limits.websocket_idle_timeout,
             false => session.state.limits.websocket_hello_timeout,
         };
         let frame = tokio::select! {
