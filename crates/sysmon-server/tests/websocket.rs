@@ -342,8 +342,6 @@ async fn shutdown_closes_websockets_with_a_close_frame() {
 /// one connection cannot start subscriptions without end.
 #[tokio::test]
 async fn silent_sockets_are_closed_and_subscriptions_are_capped() {
-    use futures_util::StreamExt;
-
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.limits.websocket_hello_timeout = Duration::from_millis(500);
@@ -351,17 +349,7 @@ async fn silent_sockets_are_closed_and_subscriptions_are_capped() {
 
     let mut silent = WsClient::connect(&server).await;
     let started = std::time::Instant::now();
-    let close = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), silent.stream.next())
-            .await
-            .expect("closed within 5 s");
-        match frame {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.expect("a reason").reason.as_str(), "no HELLO");
+    assert_eq!(close_reason(&mut silent).await, "no HELLO");
     assert!(
         started.elapsed() >= Duration::from_millis(400),
         "{:?}",
@@ -402,8 +390,6 @@ async fn silent_sockets_are_closed_and_subscriptions_are_capped() {
 /// that keeps talking stays.
 #[tokio::test]
 async fn silent_greeted_sockets_are_closed_after_the_idle_timeout() {
-    use futures_util::StreamExt;
-
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.limits.websocket_idle_timeout = Duration::from_millis(1_500);
@@ -418,21 +404,29 @@ async fn silent_greeted_sockets_are_closed_after_the_idle_timeout() {
         let reply = talker.request(&json!({"type": "HELLO"})).await;
         assert_eq!(reply["type"], "WELCOME", "{reply}");
     }
-    let close = loop {
-        let frame = tokio::time::timeout(Duration::from_secs(5), silent.stream.next())
-            .await
-            .expect("closed within 5 s");
-        match frame {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
-    assert_eq!(close.expect("a reason").reason.as_str(), "idle timeout");
+    assert_eq!(close_reason(&mut silent).await, "idle timeout");
     assert!(
         greeted.elapsed() >= Duration::from_millis(1_400),
         "{:?}",
         greeted.elapsed()
     );
     server.shutdown().await;
+}
+
+/// The reason of the close frame the server sends next (pings skipped).
+async fn close_reason(socket: &mut WsClient) -> String {
+    use futures_util::StreamExt;
+
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.stream.next())
+            .await
+            .expect("closed within 5 s");
+        match frame {
+            Some(Ok(Message::Close(frame))) => {
+                return frame.expect("a reason").reason.as_str().to_owned()
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
