@@ -70,6 +70,10 @@
     },
   ];
 
+  // Each chart's metric groups, made once: a chart is rebuilt only when the
+  // group it shows changes, which identity tells.
+  for (const def of CHARTS) def.groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
+
   const FLEET_REFRESH_MS = 10000;
   const SERVER_REFRESH_MS = 2000;
   // In-page history of the server page: 15 minutes at one reading per 2 s.
@@ -588,9 +592,10 @@
       live.hidden = !isLive();
       exportLink.href = `${API}${clientPath(name)}/export.csv?from=${Math.floor(from)}&to=${Math.ceil(to)}`;
       if (state.data) {
-        const res = state.data.resolution;
-        resolution.textContent = res === "raw" ? "raw samples" : `${res} averages`;
-        resolution.title = `one point per ${duration(state.data.step)} or more`;
+        resolution.textContent = banded() ? `${duration(state.data.step)} averages` : "raw samples";
+        resolution.title = banded()
+          ? `one point per ${duration(state.data.step)}, its samples' average; shaded: their min – max`
+          : "one point per sample";
       }
     }
 
@@ -613,9 +618,12 @@
       if (state.stopped || seq !== state.loadSeq) return;
       toolbar.hidden = hint.hidden = false;
       failure.hidden = true;
+      const count = (reply.count || reply.time.map(() => 1)).slice();
       state.data = {
         resolution: reply.resolution,
         step: reply.step,
+        banded: reply.resolution !== "raw" || count.some((n) => n > 1),
+        count,
         time: reply.time.slice(),
         metrics: Object.fromEntries(Object.entries(reply.metrics || {}).map(([key, s]) =>
           [key, { min: s.min.slice(), avg: s.avg.slice(), max: s.max.slice() }])),
@@ -656,9 +664,7 @@
 
     /** The metric group a chart shows now, or null when it has no data. */
     function groupFor(def) {
-      const groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
-      const group = groups.find((g) => hasData(g.metrics[0].key));
-      return group || null;
+      return def.groups.find((g) => hasData(g.metrics[0].key)) || null;
     }
 
     function destroyCharts() {
@@ -675,7 +681,7 @@
       for (const def of CHARTS) {
         const group = groupFor(def);
         if (!group && !def.always) continue;
-        const primary = group ? group.metrics[0].key : (def.pick ? def.pick[0] : def).metrics[0].key;
+        const primary = (group || def.groups[0]).metrics[0].key;
         const now = h("span", { class: "now" });
         const plotEl = h("div", { class: "plot" });
         const readout = h("div", { class: "readout" });
@@ -691,8 +697,11 @@
       }
     }
 
+    /** Whether buckets hold several samples, so min – max bands mean
+     *  something: decided when the range is loaded, and kept while live
+     *  samples merge into it (the charts keep their series). */
     function banded() {
-      return state.data.resolution !== "raw";
+      return state.data.banded;
     }
 
     /** uPlot's columns for a chart: time, then per metric avg (and min,
@@ -824,8 +833,10 @@
       chart.el.dataset.points = String(points);
       chart.el.dataset.lastValue = last === null ? "" : String(last);
       chart.el.dataset.resolution = state.data.resolution;
+      chart.el.dataset.step = String(state.data.step || 0);
       chart.now.textContent = last === null || !chart.group ? "" : formatValue(last, chart.group.unit);
-      renderReadout(chart, null);
+      // A hovered point keeps its read-out as samples arrive.
+      renderReadout(chart, chart.plot ? chart.plot.cursor.idx : null);
     }
 
     /** Values at the hovered point, or the latest ones when not hovering. */
@@ -859,37 +870,60 @@
 
     // ---- live updates
 
+    /** A live sample into the view: merged into its bucket at the view's
+     *  step (min, max, and the average weighted by the bucket's count), or
+     *  a bucket of its own; the charts are updated in place, never rebuilt
+     *  unless a chart's metric group changes. */
     function appendSample(message) {
       if (!state.data || message.client !== name || typeof message.time !== "number") return;
       const data = state.data;
-      const t = message.time;
-      // Agents back-fill after an outage, so a sample may be older than the
-      // last one shown: keep the columns sorted.
-      let at = data.time.length;
-      while (at > 0 && data.time[at - 1] > t) at--;
-      if (at > 0 && data.time[at - 1] === t) return;
+      const step = data.step || 0;
+      const t = step > 0 ? Math.floor(message.time / step + 1e-9) * step : message.time;
       const values = message.values || {};
-      let newMetric = false;
       for (const key of Object.keys(values)) {
         if (!data.metrics[key]) {
           const nulls = () => data.time.map(() => null);
           data.metrics[key] = { min: nulls(), avg: nulls(), max: nulls() };
-          newMetric = true;
         }
       }
-      data.time.splice(at, 0, t);
-      for (const [key, series] of Object.entries(data.metrics)) {
-        const v = typeof values[key] === "number" ? values[key] : null;
-        series.min.splice(at, 0, v);
-        series.avg.splice(at, 0, v);
-        series.max.splice(at, 0, v);
+      // Agents back-fill after an outage, so a sample may be older than the
+      // last one shown: keep the columns sorted.
+      const same = (a, b) => Math.abs(a - b) < 1e-6;
+      let at = data.time.length;
+      while (at > 0 && data.time[at - 1] > t && !same(data.time[at - 1], t)) at--;
+      const merge = at > 0 && same(data.time[at - 1], t);
+      if (merge) {
+        const i = at - 1;
+        const n = data.count[i] || 1;
+        for (const [key, series] of Object.entries(data.metrics)) {
+          const v = values[key];
+          if (typeof v !== "number") continue;
+          if (series.avg[i] === null || series.avg[i] === undefined) {
+            series.min[i] = series.avg[i] = series.max[i] = v;
+          } else {
+            series.min[i] = Math.min(series.min[i], v);
+            series.max[i] = Math.max(series.max[i], v);
+            series.avg[i] = (series.avg[i] * n + v) / (n + 1);
+          }
+        }
+        data.count[i] = n + 1;
+      } else {
+        data.time.splice(at, 0, t);
+        data.count.splice(at, 0, 1);
+        for (const [key, series] of Object.entries(data.metrics)) {
+          const v = typeof values[key] === "number" ? values[key] : null;
+          series.min.splice(at, 0, v);
+          series.avg.splice(at, 0, v);
+          series.max.splice(at, 0, v);
+        }
       }
       // Slide the window: the range ends now, so the oldest points leave.
       state.range = currentRange();
       let drop = 0;
-      while (drop < data.time.length && data.time[drop] < state.range.from) drop++;
+      while (drop < data.time.length && data.time[drop] + step <= state.range.from) drop++;
       if (drop) {
         data.time.splice(0, drop);
+        data.count.splice(0, drop);
         for (const series of Object.values(data.metrics)) {
           series.min.splice(0, drop);
           series.avg.splice(0, drop);
@@ -898,9 +932,11 @@
       }
       renderToolbar();
       // A chart that had no data, or a memory chart that can now show
-      // bytes, needs new series: build all charts anew.
-      const regroup = newMetric || state.charts.some((chart) => groupFor(chart.def) !== chart.group);
-      if (regroup) {
+      // bytes, needs other series: only then are the charts built anew.
+      const shown = new Set(state.charts.map((chart) => chart.def));
+      const changed = state.charts.some((chart) => groupFor(chart.def) !== chart.group)
+        || CHARTS.some((def) => !shown.has(def) && groupFor(def));
+      if (changed) {
         renderCharts();
         return;
       }

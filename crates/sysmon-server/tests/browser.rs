@@ -148,20 +148,30 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
     )
     .await;
 
+    // A sample in a bucket of its own (the view's step is 5 s; the newest
+    // seeded sample may share the current one) appears as a new point.
+    let step = wait_for(
+        browser,
+        "the cpu chart's step",
+        "return +document.querySelector('[data-chart=cpu]').dataset.step || null;",
+    )
+    .await
+    .as_f64()
+    .expect("a step");
+    let newest_seeded = web.last_time;
+    while (unix_now() / step).floor() <= (newest_seeded / step).floor() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_live = unix_now().floor();
+    let kept = wait_for(
+        browser,
+        "the charts drawn",
+        "window.keptCanvases = [...document.querySelectorAll('.chart canvas')];
+         return window.keptCanvases.length || null;",
+    )
+    .await;
     let new_cpu = 77.25;
-    let stored = server
-        .http
-        .post(server.url("/api/v1/samples"))
-        .bearer_auth(&web.token)
-        .json(&json!([agent_sample(
-            web,
-            unix_now().floor(),
-            Some(new_cpu)
-        )]))
-        .send()
-        .await
-        .expect("push a sample");
-    assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
+    push_now(server, web, &[(first_live, new_cpu)]).await;
     let chart = wait_for(
         browser,
         "the new sample in the cpu chart",
@@ -170,6 +180,7 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
     .await;
     assert_eq!(number(&chart["last"]), Some(new_cpu), "{chart}");
 
+    live_samples_merge_in_place(browser, server, web, first_live, new_cpu, &kept).await;
     // The export link downloads the range shown, with the session cookie.
     let export = wait_for(
         browser,
@@ -186,12 +197,95 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
             .is_some_and(|t| t.starts_with("text/csv")),
         "{export}"
     );
-    // A header line, then one line per sample.
+    // A header line, then one line per sample: the seeded hour's and the
+    // 21 live ones.
     assert_eq!(
         export["lines"].as_u64(),
-        Some(web.samples_last_hour as u64 + 2),
+        Some(web.samples_last_hour as u64 + 22),
         "{export}"
     );
+}
+
+/// Pushes agent samples with these (time, cpu) pairs in one batch.
+async fn push_now(server: &TestServer, web: &Host, samples: &[(f64, f64)]) {
+    let batch: Vec<Value> = samples
+        .iter()
+        .map(|&(time, cpu)| agent_sample(web, time, Some(cpu)))
+        .collect();
+    let stored = server
+        .http
+        .post(server.url("/api/v1/samples"))
+        .bearer_auth(&web.token)
+        .json(&batch)
+        .send()
+        .await
+        .expect("push samples");
+    assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
+}
+
+/// 20 live samples in the newest point's bucket, one request each, while
+/// the cpu chart is hovered: they merge into that point (its average is
+/// theirs and the first one's), the charts are the same DOM nodes after
+/// as before, the hover read-out stays, and a reload of the range shows
+/// the same point the live merge made.
+async fn live_samples_merge_in_place(
+    browser: &Client,
+    server: &TestServer,
+    web: &Host,
+    first_live: f64,
+    first_cpu: f64,
+    kept: &Value,
+) {
+    let plot = browser.wait_for_element("[data-chart=cpu] .u-over").await;
+    let hover = mouse([PointerAction::MoveToElement {
+        element: plot,
+        duration: None,
+        x: 60.0,
+        y: 0.0,
+    }]);
+    browser.perform_actions(hover).await.expect("hover");
+    let readout_script =
+        "const r = document.querySelector('[data-chart=cpu] .readout span:not(.key)');
+         return r && /:/.test(r.textContent) ? r.textContent : null;";
+    let hovered = wait_for(browser, "the hover read-out", readout_script).await;
+    let mut cpus = vec![first_cpu];
+    for k in 1..=20 {
+        let cpu = 10.0 + f64::from(k);
+        cpus.push(cpu);
+        push_now(server, web, &[(first_live + 0.04 * f64::from(k), cpu)]).await;
+    }
+    let expected = cpus.iter().sum::<f64>() / cpus.len() as f64;
+    let points = web.samples_last_hour + 1;
+    let merged = wait_for(
+        browser,
+        "the 20 live samples merged into the newest point",
+        &format!(
+            "const el = document.querySelector('[data-chart=cpu]');
+             return Math.abs(+el.dataset.lastValue - {expected}) < 1e-9
+               ? {{points: +el.dataset.points,
+                   kept: window.keptCanvases.every((c) => c.isConnected)
+                     && document.querySelectorAll('.chart canvas').length === window.keptCanvases.length}}
+               : null;"
+        ),
+    )
+    .await;
+    assert_eq!(merged["points"].as_u64(), Some(points as u64), "{merged}");
+    assert_eq!(merged["kept"], true, "no chart rebuilt ({kept} canvases)");
+    let still = wait_for(browser, "the hover read-out", readout_script).await;
+    assert_eq!(still, hovered, "the hovered point's read-out stays");
+
+    // The server's own bucket for that stretch says the same.
+    click(browser, "[data-preset=\"1h\"]").await;
+    wait_for(
+        browser,
+        "the reloaded hour with the merged point",
+        &format!(
+            "const el = document.querySelector('[data-chart=cpu]');
+             return !window.keptCanvases[0].isConnected && el.dataset.points === '{points}'
+               && Math.abs(+el.dataset.lastValue - {expected}) < 1e-6 || null;"
+        ),
+    )
+    .await;
 }
 
 /// Dragging across a chart zooms in: the server is asked for that stretch
@@ -369,6 +463,8 @@ struct Host {
     online: bool,
     last_cpu: f64,
     samples_last_hour: usize,
+    /// The newest seeded sample's time, unix seconds.
+    last_time: f64,
     /// Where the seeded day begins, unix seconds.
     day_start: f64,
     profile: Profile,
@@ -448,6 +544,7 @@ async fn seed(server: &TestServer) -> Vec<Host> {
             online,
             last_cpu,
             samples_last_hour: 0,
+            last_time: 0.0,
             day_start: now - 86400.0,
             profile,
         };
@@ -466,6 +563,7 @@ async fn seed(server: &TestServer) -> Vec<Host> {
             .filter(|&t| (t - (now - 3600.0)).abs() > 100.0)
             .collect();
         host.samples_last_hour = times.iter().filter(|&&t| t > now - 3600.0).count();
+        host.last_time = times[0].floor();
         let samples: Vec<Value> = times
             .iter()
             .enumerate()
