@@ -76,8 +76,9 @@
 
   const FLEET_REFRESH_MS = 10000;
   const SERVER_REFRESH_MS = 2000;
-  // In-page history of the server page: 15 minutes at one reading per 2 s.
-  const SERVER_HISTORY = 450;
+  // The server page's history: 15 minutes of the server's readings, one a
+  // second (the server's own), then one per refresh.
+  const SERVER_HISTORY = 900;
 
   let session = null; // {name, role} while logged in
   let current = null; // the shown view: {stop()}
@@ -644,15 +645,28 @@
       }
     }
 
+    /** The header, every second: online and "last seen" from the host's
+     *  own interval (live samples move it at once), and "Live" lit only
+     *  while the socket is open and samples keep arriving. */
     function renderStatus() {
       const client = state.client;
-      const online = Boolean(client && client.online);
+      const now = Date.now() / 1000;
+      const interval = (client && client.interval_seconds) || 60;
+      const fresh = Boolean(client && client.last_seen && now - client.last_seen < 3 * interval + 5);
+      const online = Boolean(client && client.online && fresh);
       status.className = `dot${online ? " online" : ""}`;
       status.setAttribute("aria-label", online ? "online" : "offline");
       status.title = online ? "online" : "offline";
-      let text = client ? `${online ? "online" : "offline"} · last seen ${ago(client.last_seen)}` : "";
+      let text = client && client.last_seen ? `${online ? "online" : "offline"} · last seen ${ago(client.last_seen)}` : "no samples yet";
       if (client && client.interval_seconds) text += ` · every ${duration(client.interval_seconds)}`;
       seen.textContent = text;
+      const lit = Boolean(state.socketOpen && fresh);
+      live.classList.toggle("on", lit);
+      live.title = lit
+        ? "New samples appear as they arrive"
+        : state.socketOpen
+          ? "Connected; no sample from this host lately"
+          : "Not connected; the page reloads every 10 s";
     }
 
     // ---- charts
@@ -930,6 +944,11 @@
           series.max.splice(0, drop);
         }
       }
+      if (state.client) {
+        state.client.last_seen = Math.max(state.client.last_seen || 0, message.time);
+        state.client.online = true;
+      }
+      renderStatus();
       renderToolbar();
       // A chart that had no data, or a memory chart that can now show
       // bytes, needs other series: only then are the charts built anew.
@@ -960,7 +979,8 @@
       socket.onopen = () => {
         opened = true;
         state.socketFailures = 0;
-        live.classList.add("on");
+        state.socketOpen = true;
+        renderStatus();
         stopPolling();
       };
       socket.onmessage = (event) => {
@@ -975,7 +995,8 @@
       socket.onclose = () => {
         if (state.socket !== socket) return;
         state.socket = null;
-        live.classList.remove("on");
+        state.socketOpen = false;
+        renderStatus();
         if (state.stopped || !isLive()) return;
         // Reconnect with backoff; meanwhile poll, so the page stays current.
         state.socketFailures += 1;
@@ -999,7 +1020,8 @@
         state.socket = null;
         socket.close();
       }
-      live.classList.remove("on");
+      state.socketOpen = false;
+      renderStatus();
     }
 
     function startPolling() {
@@ -1084,8 +1106,10 @@
       failure,
       cards,
       h("div", { class: "charts" },
-        h("section", { class: "chart card", "data-chart": "server-cpu" }, h("header", {}, h("h3", {}, "Server CPU"), h("span", { class: "muted" }, "since this page opened")), cpuEl),
-        h("section", { class: "chart card", "data-chart": "server-memory" }, h("header", {}, h("h3", {}, "Server memory"), h("span", { class: "muted" }, "since this page opened")), memEl))));
+        h("section", { class: "chart card", "data-chart": "server-cpu" }, h("header", {}, h("h3", {}, "Server CPU"), h("span", { class: "muted" }, "last 15 minutes")), cpuEl),
+        h("section", { class: "chart card", "data-chart": "server-memory" }, h("header", {}, h("h3", {}, "Server memory"), h("span", { class: "muted" }, "last 15 minutes")), memEl))));
+    // Hosts online, counted as the fleet page counts them.
+    let fleet = null;
 
     function card(field, label, value, detail, percent) {
       const parts = [h("div", { class: "label" }, label), h("div", { class: "value" }, value)];
@@ -1112,18 +1136,28 @@
         card("cpu_percent", "CPU", formatValue(host.cpu_percent, "percent"), null, host.cpu_percent),
         card("memory", "Memory", memPct === null ? "–" : `${num(memPct, 0)} %`, `${bytes(host.memory_used_bytes || 0)} of ${bytes(host.memory_total_bytes || 0)}`, memPct),
         card("storage", "Storage", diskPct === null ? "–" : `${num(diskPct, 0)} %`, `${bytes(host.storage_used_bytes || 0)} of ${bytes(host.storage_total_bytes || 0)}`, diskPct),
-        card("clients", "Hosts", num(s.clients, 0), "reporting to this server"),
+        card("clients", "Hosts", fleet ? `${num(fleet.online, 0)} of ${num(fleet.total, 0)}` : num(s.clients, 0),
+          fleet ? "online now, of those registered" : "registered"),
         card("samples_acknowledged", "Samples stored", num(ingest.samples_acknowledged, 0), "since start"),
         card("queue_depth", "Ingest queue", num(ingest.queue_depth, 0), "requests waiting"),
         card("open_websockets", "WebSockets", num(ingest.open_websockets, 0), "open now"),
         card("uptime", "Uptime", duration(s.uptime_seconds), `since ${dateTime(s.started_at, true)}`),
         card("version", "Version", s.version, s.store === "postgresql" ? "PostgreSQL store" : "SQLite store"));
-      history.time.push(Date.now() / 1000);
-      history.cpu.push(host.cpu_percent ?? null);
-      history.memory.push(memPct);
-      if (history.time.length > SERVER_HISTORY) {
+      if (s.history) {
+        // The server's own readings of the last 15 minutes, once.
+        history.time = s.history.time.slice();
+        history.cpu = s.history.cpu_percent.slice();
+        history.memory = s.history.memory_percent.slice();
+      } else if (!history.time.length || Date.now() / 1000 > history.time[history.time.length - 1]) {
+        history.time.push(Date.now() / 1000);
+        history.cpu.push(host.cpu_percent ?? null);
+        history.memory.push(memPct);
+      }
+      while (history.time.length > SERVER_HISTORY) {
         for (const column of Object.values(history)) column.shift();
       }
+      cpuEl.parentElement.dataset.points = String(history.time.length);
+      memEl.parentElement.dataset.points = String(history.time.length);
       if (!plots.length) {
         plots.push(historyPlot(cpuEl, "CPU", "--c1", [history.time, history.cpu]));
         plots.push(historyPlot(memEl, "Memory", "--c3", [history.time, history.memory]));
@@ -1157,9 +1191,21 @@
       return plot;
     }
 
+    async function refreshFleet() {
+      try {
+        const reply = await api("/clients");
+        const clients = reply.clients || [];
+        fleet = { total: clients.length, online: clients.filter((client) => client.online).length };
+      } catch (_) {
+        fleet = null;
+      }
+    }
+
+    let firstRefresh = true;
     async function refresh() {
       try {
-        const reply = await api("/server");
+        const reply = await api(firstRefresh ? "/server?history=1" : "/server");
+        firstRefresh = false;
         if (stopped) return;
         failure.hidden = true;
         render(reply);
@@ -1168,16 +1214,21 @@
         failure.textContent = e.status === 403 ? "Only administrators can see the server page." : `Cannot load the server's status: ${e.message}`;
         failure.hidden = false;
         // Asking again will not make this user an administrator.
-        if (e.status === 403) clearInterval(timer);
+        if (e.status === 403) {
+          clearInterval(timer);
+          clearInterval(fleetTimer);
+        }
       }
     }
 
-    refresh();
+    refreshFleet().then(refresh);
     const timer = setInterval(refresh, SERVER_REFRESH_MS);
+    const fleetTimer = setInterval(refreshFleet, FLEET_REFRESH_MS);
     return {
       stop() {
         stopped = true;
         clearInterval(timer);
+        clearInterval(fleetTimer);
         observers.forEach((observer) => observer.disconnect());
         plots.forEach((plot) => plot.destroy());
       },

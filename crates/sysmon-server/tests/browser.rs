@@ -66,6 +66,7 @@ async fn run(tools: BrowserTools) {
     zoom(&browser, web).await;
     host_day(&browser, web, &shots).await;
     server_page(&browser, &shots).await;
+    silent_host(&browser, &fleet[2]).await;
     // Logging out shows the form again.
     click(&browser, "#logout").await;
     browser.wait_for_element("#login-form").await;
@@ -399,17 +400,66 @@ async fn host_day(browser: &Client, web: &Host, shots: &Screenshots) {
 /// The server page (the admin sees its link), after a few readings.
 async fn server_page(browser: &Client, shots: &Screenshots) {
     click(browser, "#nav-server").await;
-    wait_for(
+    // Hosts counted as the fleet counts them.
+    let hosts = wait_for(
         browser,
         "the server's cards",
         "const el = document.querySelector('[data-field=clients] .value');
-         return el && el.textContent === '3' ? true : null;",
+         if (!el || !/ of /.test(el.textContent)) return null;
+         return fetch('/api/v1/clients').then((r) => r.json()).then((fleet) => ({
+           shown: el.textContent, total: fleet.clients.length,
+           online: fleet.clients.filter((c) => c.online).length}));",
     )
     .await;
+    assert_eq!(hosts["total"], 3, "{hosts}");
+    assert_eq!(
+        hosts["shown"].as_str(),
+        Some(format!("{} of 3", hosts["online"]).as_str()),
+        "{hosts}"
+    );
+    // The charts open with the server's own readings (one a second since
+    // it started), not empty.
+    let points = wait_for(
+        browser,
+        "the server's stored readings",
+        "const el = document.querySelector('[data-chart=server-cpu]');
+         return el && +el.dataset.points >= 5 ? +el.dataset.points : null;",
+    )
+    .await;
+    assert!(
+        points.as_u64().is_some_and(|points| points >= 5),
+        "{points}"
+    );
     // Its charts gain a point every 2 s: a few more for the screenshot.
     let readings = if shots.kept() { 15 } else { 3 };
     tokio::time::sleep(Duration::from_secs(readings)).await;
     shots.take(browser, "server").await;
+}
+
+/// A host silent for hours: its page connects for live samples, but says
+/// offline and does not light "Live", whose title says why.
+async fn silent_host(browser: &Client, legacy: &Host) {
+    assert!(!legacy.online);
+    browser
+        .execute(&format!("location.hash = '#/host/{}'", legacy.name), vec![])
+        .await
+        .expect("open the silent host");
+    let header = wait_for(
+        browser,
+        "the silent host's header",
+        "const live = document.querySelector('#live');
+         const seen = document.querySelector('#host-view .view-head');
+         return live && /Connected/.test(live.title)
+           ? {lit: live.classList.contains('on'), seen: seen.textContent} : null;",
+    )
+    .await;
+    assert_eq!(header["lit"], false, "{header}");
+    assert!(
+        header["seen"]
+            .as_str()
+            .is_some_and(|text| text.contains("offline · last seen 3 h ago")),
+        "{header}"
+    );
 }
 
 /// On a phone the fleet table and a host page fit the screen's width.

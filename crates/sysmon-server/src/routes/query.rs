@@ -23,8 +23,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Upgrade};
-use super::parse_bound;
 use super::session::{request_token, Authenticated, SessionCookie};
+use super::{parse_bound, query_params};
 use crate::error::{Error, Result};
 use crate::services::query::{self, ClientStatus, SeriesRequest};
 use crate::state::AppState;
@@ -341,6 +341,18 @@ pub struct ServerHealth {
     ingest: IngestHealth,
     /// Registered clients.
     clients: u64,
+    /// With `?history=1`: the server's own readings of the last 15 minutes
+    /// (one a second), oldest first, for its charts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<ServerHistory>,
+}
+
+/// Columns of readings: unix seconds, cpu %, memory used %.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ServerHistory {
+    time: Vec<f64>,
+    cpu_percent: Vec<f64>,
+    memory_percent: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -363,6 +375,7 @@ pub struct IngestHealth {
 
 /// The server's version, store, uptime, host load and ingest figures.
 #[utoipa::path(get, path = "/api/v1/server", tag = "query",
+    params(("history" = Option<bool>, Query, description = "1: include the last 15 minutes of readings")),
     responses(
         (status = 200, body = ServerHealth),
         (status = 401, description = "Not logged in"),
@@ -372,8 +385,21 @@ pub struct IngestHealth {
 pub async fn server_health(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<ServerHealth>> {
     principal.check_admin()?;
+    let with_history = query_params(raw.as_deref())?
+        .get("history")
+        .is_some_and(|value| value == "1" || value == "true");
+    let history = with_history.then(|| {
+        let mut columns = ServerHistory::default();
+        for reading in state.monitor.history() {
+            columns.time.push(reading.time);
+            columns.cpu_percent.push(reading.cpu_percent);
+            columns.memory_percent.push(reading.memory_percent);
+        }
+        columns
+    });
     let host = state.monitor.latest();
     let ingest = state.metrics.ingest_snapshot();
     let started = state.started_at.timestamp_micros() as f64 / 1e6;
@@ -395,6 +421,7 @@ pub async fn server_health(
             open_websockets: ingest.open_websockets,
         },
         clients: state.reads.count_clients().await?,
+        history,
     }))
 }
 

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Readings kept in memory for the server page's charts: 15 minutes.
+pub const HISTORY_READINGS: usize = 900;
 /// Longest wait `/monitor/cpu/load?interval=` may ask for.
 pub const MAX_CPU_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -27,8 +29,31 @@ pub struct HostSnapshot {
     pub storage: StorageInfo,
 }
 
+/// A reading as the server page charts it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Unix seconds.
+    pub time: f64,
+    pub cpu_percent: f64,
+    pub memory_percent: Option<f64>,
+}
+
+impl Reading {
+    fn of(snapshot: &HostSnapshot) -> Reading {
+        let memory = &snapshot.memory;
+        Reading {
+            time: snapshot.taken_at.timestamp_micros() as f64 / 1e6,
+            cpu_percent: snapshot.cpu_load,
+            memory_percent: (memory.total > 0)
+                .then(|| 100.0 * memory.used as f64 / memory.total as f64),
+        }
+    }
+}
+
 pub struct SelfMonitor {
     latest: watch::Receiver<HostSnapshot>,
+    /// The last [`HISTORY_READINGS`] readings, oldest first.
+    history: std::sync::Arc<Mutex<std::collections::VecDeque<Reading>>>,
     collector: Mutex<HostCollector>,
     storage_path: PathBuf,
 }
@@ -44,9 +69,18 @@ impl SelfMonitor {
             storage: host::storage_info(&storage_path).unwrap_or_default(),
         };
         let (publish, latest) = watch::channel(first);
-        let sampler = tokio::spawn(run_sampler(publish, storage_path.clone(), stop));
+        let history = std::sync::Arc::new(Mutex::new(std::collections::VecDeque::with_capacity(
+            HISTORY_READINGS,
+        )));
+        let sampler = tokio::spawn(run_sampler(
+            publish,
+            history.clone(),
+            storage_path.clone(),
+            stop,
+        ));
         let monitor = SelfMonitor {
             latest,
+            history,
             collector: Mutex::new(HostCollector::new()),
             storage_path,
         };
@@ -55,6 +89,16 @@ impl SelfMonitor {
 
     pub fn latest(&self) -> HostSnapshot {
         self.latest.borrow().clone()
+    }
+
+    /// The readings of the last 15 minutes, oldest first.
+    pub fn history(&self) -> Vec<Reading> {
+        self.history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// A receiver that wakes at every new snapshot.
@@ -92,6 +136,7 @@ fn sysinfo_minimum() -> Duration {
 
 async fn run_sampler(
     publish: watch::Sender<HostSnapshot>,
+    history: std::sync::Arc<Mutex<std::collections::VecDeque<Reading>>>,
     storage_path: PathBuf,
     stop: CancellationToken,
 ) {
@@ -119,11 +164,21 @@ async fn run_sampler(
                 publish.borrow().storage
             }
         };
-        publish.send_replace(HostSnapshot {
+        let snapshot = HostSnapshot {
             taken_at: Local::now(),
             cpu_load: collector.cpu_load(),
             memory: host::memory_info(),
             storage,
-        });
+        };
+        {
+            let mut history = history
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if history.len() == HISTORY_READINGS {
+                history.pop_front();
+            }
+            history.push_back(Reading::of(&snapshot));
+        }
+        publish.send_replace(snapshot);
     }
 }
