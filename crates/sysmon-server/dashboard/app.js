@@ -1237,11 +1237,53 @@
 
   // --------------------------------------------------------------- boot
 
+  // ---------------------------------------------------------------- theme
+
+  const THEMES = ["system", "light", "dark"];
+  const THEME_KEY = "sysmon-theme";
+
+  /** The chosen theme (system, light or dark), remembered per browser. */
+  function chosenTheme() {
+    let chosen = null;
+    try {
+      chosen = localStorage.getItem(THEME_KEY);
+    } catch (_) {
+      // Storage refused (private mode): the system's theme, every time.
+    }
+    return THEMES.includes(chosen) ? chosen : "system";
+  }
+
+  /** Applies the chosen theme; charts read the palette when drawn, so the
+   *  view is drawn again when it changes. */
+  function applyTheme(redraw) {
+    const chosen = chosenTheme();
+    const dark = chosen === "dark" || (chosen === "system" && window.matchMedia("(prefers-color-scheme: dark)").matches);
+    const theme = dark ? "dark" : "light";
+    const button = $("#theme");
+    button.textContent = `Theme: ${chosen}`;
+    button.dataset.theme = chosen;
+    if (document.documentElement.dataset.theme === theme) return;
+    document.documentElement.dataset.theme = theme;
+    if (redraw) route();
+  }
+
+  function cycleTheme() {
+    const next = THEMES[(THEMES.indexOf(chosenTheme()) + 1) % THEMES.length];
+    try {
+      if (next === "system") localStorage.removeItem(THEME_KEY);
+      else localStorage.setItem(THEME_KEY, next);
+    } catch (_) {
+      // Not remembered; applied for this page all the same.
+    }
+    applyTheme(true);
+  }
+
   async function boot() {
     $("#logout").addEventListener("click", logout);
+    $("#theme").addEventListener("click", cycleTheme);
     window.addEventListener("hashchange", route);
-    // Charts read the palette when drawn: redraw when it changes.
-    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => route());
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => applyTheme(true));
+    applyTheme(false);
     try {
       session = await api("/session");
     } catch (_) {

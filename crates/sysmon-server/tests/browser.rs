@@ -67,6 +67,7 @@ async fn run(tools: BrowserTools) {
     host_day(&browser, web, &shots).await;
     server_page(&browser, &shots).await;
     silent_host(&browser, &fleet[2]).await;
+    theme_toggle(&browser).await;
     // Logging out shows the form again.
     click(&browser, "#logout").await;
     browser.wait_for_element("#login-form").await;
@@ -459,6 +460,53 @@ async fn silent_host(browser: &Client, legacy: &Host) {
             .as_str()
             .is_some_and(|text| text.contains("offline · last seen 3 h ago")),
         "{header}"
+    );
+}
+
+/// The theme button cycles system → light → dark → system; dark repaints
+/// the page and its charts, and a reload keeps the choice.
+async fn theme_toggle(browser: &Client) {
+    let theme = "const b = document.querySelector('#theme');
+         return b ? {chosen: b.dataset.theme, applied: document.documentElement.dataset.theme,
+                     background: getComputedStyle(document.body).backgroundColor,
+                     charts: document.querySelectorAll('.chart canvas').length} : null;";
+    let start = wait_for(browser, "the theme button", theme).await;
+    assert_eq!(start["chosen"], "system", "{start}");
+    assert_eq!(
+        start["applied"], "light",
+        "headless Chromium's system theme: {start}"
+    );
+    click(browser, "#theme").await;
+    click(browser, "#theme").await;
+    let dark = wait_for(
+        browser,
+        "the dark theme",
+        &format!(
+            "const t = (() => {{ {theme} }})();
+             return t && t.applied === 'dark' && t.charts > 0 ? t : null;"
+        ),
+    )
+    .await;
+    assert_eq!(dark["chosen"], "dark", "{dark}");
+    assert_eq!(dark["background"], "rgb(13, 17, 23)", "{dark}");
+    browser.refresh().await.expect("reload");
+    let reloaded = wait_for(
+        browser,
+        "the dark theme after a reload",
+        &format!("const t = (() => {{ {theme} }})(); return t && t.charts > 0 ? t : null;"),
+    )
+    .await;
+    assert_eq!(
+        (&reloaded["chosen"], &reloaded["applied"]),
+        (&json!("dark"), &json!("dark")),
+        "{reloaded}"
+    );
+    click(browser, "#theme").await;
+    let system = wait_for(browser, "the system theme again", theme).await;
+    assert_eq!(
+        (&system["chosen"], &system["applied"]),
+        (&json!("system"), &json!("light")),
+        "{system}"
     );
 }
 
