@@ -187,11 +187,69 @@
     return `${s} s`;
   }
 
+  // ------------------------------------------------------------- time
+
+  /** Where times are shown: "local" (the browser's zone) or "utc"; the
+   *  host page's URL carries it (`tz=utc`), and the choice is kept. */
+  let timeZone = "local";
+  const TZ_KEY = "sysmon-tz";
+  try {
+    if (localStorage.getItem(TZ_KEY) === "utc") timeZone = "utc";
+  } catch (_) {
+    // Storage refused: local time.
+  }
+
+  function setTimeZone(zone) {
+    timeZone = zone === "utc" ? "utc" : "local";
+    try {
+      if (timeZone === "utc") localStorage.setItem(TZ_KEY, "utc");
+      else localStorage.removeItem(TZ_KEY);
+    } catch (_) {
+      // Not kept; applied all the same.
+    }
+  }
+
+  /** The zone's name as shown: "UTC", or the browser's offset. */
+  function zoneLabel() {
+    if (timeZone === "utc") return "UTC";
+    const minutes = -new Date().getTimezoneOffset();
+    const sign = minutes < 0 ? "−" : "+";
+    const hours = Math.floor(Math.abs(minutes) / 60);
+    const rest = Math.abs(minutes) % 60;
+    return `local, UTC${sign}${hours}${rest ? `:${String(rest).padStart(2, "0")}` : ""}`;
+  }
+
+  /** A time's parts in the shown zone. */
+  function timeParts(seconds) {
+    const d = new Date(seconds * 1000);
+    const utc = timeZone === "utc";
+    const two = (n) => String(n).padStart(2, "0");
+    return {
+      date: `${utc ? d.getUTCFullYear() : d.getFullYear()}-${two((utc ? d.getUTCMonth() : d.getMonth()) + 1)}-${two(utc ? d.getUTCDate() : d.getDate())}`,
+      minute: `${two(utc ? d.getUTCHours() : d.getHours())}:${two(utc ? d.getUTCMinutes() : d.getMinutes())}`,
+      second: two(utc ? d.getUTCSeconds() : d.getSeconds()),
+    };
+  }
+
+  /** The one date format, everywhere: 2026-12-03 14:05:09, or 14:05:09. */
   function dateTime(seconds, withDate) {
-    const options = withDate
-      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
-      : { hour: "2-digit", minute: "2-digit", second: "2-digit" };
-    return new Date(seconds * 1000).toLocaleString(undefined, options);
+    const p = timeParts(seconds);
+    return withDate ? `${p.date} ${p.minute}:${p.second}` : `${p.minute}:${p.second}`;
+  }
+
+  /** A time axis's labels in the same format, as fine as its ticks. */
+  function timeTicks(u, splits, axisIdx, space, increment) {
+    return splits.map((t) => {
+      const p = timeParts(t);
+      if (increment >= 86400) return p.date;
+      if (increment >= 60) return p.minute === "00:00" ? p.date : p.minute;
+      return `${p.minute}:${p.second}`;
+    });
+  }
+
+  /** Tick placement in the shown zone, for uPlot. */
+  function zonedDate(ts) {
+    return timeZone === "utc" ? uPlot.tzDate(new Date(ts * 1000), "Etc/UTC") : new Date(ts * 1000);
   }
 
   // ---------------------------------------------------------------- API
@@ -252,10 +310,10 @@
       current = loginView(main);
       return;
     }
-    const hash = location.hash || "#/";
-    const host = /^#\/host\/(.+)$/.exec(hash);
-    if (host) current = hostView(main, decodeURIComponent(host[1]));
-    else if (hash === "#/server") current = serverView(main);
+    const [path, query = ""] = (location.hash || "#/").split("?");
+    const host = /^#\/host\/(.+)$/.exec(path);
+    if (host) current = hostView(main, decodeURIComponent(host[1]), new URLSearchParams(query));
+    else if (path === "#/server") current = serverView(main);
     else current = fleetView(main);
   }
 
@@ -508,10 +566,20 @@
 
   // --------------------------------------------------------------- host
 
-  function hostView(main, name) {
+  /** A host's page. `params` (from the URL) may name its range
+   *  (`range=24h`, or `from`/`to` unix seconds when zoomed) and time zone
+   *  (`tz=utc`); the page keeps them there as they change, so a view can be
+   *  reloaded and shared. */
+  function hostView(main, name, params) {
+    const asked = {
+      preset: PRESETS.find((preset) => preset.id === params.get("range")) || null,
+      from: Number(params.get("from")),
+      to: Number(params.get("to")),
+    };
+    if (params.has("tz")) setTimeZone(params.get("tz"));
     const state = {
       stopped: false,
-      preset: PRESETS[0],
+      preset: asked.preset || PRESETS[0],
       zoom: null, // {from, to} while zoomed in, else the preset ending now
       range: null, // the shown {from, to}
       data: null, // the last series reply, live samples appended
@@ -533,13 +601,14 @@
     const resolution = h("span", { class: "badge", id: "resolution" });
     const live = h("span", { class: "live", id: "live", title: "New samples appear as they arrive" }, h("span", { class: "dot" }), "Live");
     const exportLink = h("a", { class: "button", id: "export", download: `${name}.csv` }, "Export CSV");
+    const zoneButton = h("button", { type: "button", class: "button ghost", id: "time-zone", title: "Show times in the browser's zone or in UTC", onclick: toggleZone });
     const failure = h("p", { class: "message error-text", hidden: true });
     const charts = h("div", { class: "charts", id: "charts" });
     const toolbar = h("div", { class: "toolbar" },
       h("div", { class: "segmented", role: "group", "aria-label": "time range" }, presetButtons),
       rangeLabel, resetZoom, resolution,
       h("span", { class: "spacer" }),
-      live, exportLink);
+      zoneButton, live, exportLink);
     const hint = h("p", { class: "muted" }, "Drag across a chart to zoom in; double-click to go back.");
 
     main.append(h("section", { class: "view", id: "host-view", "data-host": name },
@@ -565,7 +634,29 @@
     function selectPreset(preset) {
       state.preset = preset;
       state.zoom = null;
+      saveToUrl();
       load();
+    }
+
+    /** The view's range and zone into the URL, without a new history
+     *  entry or a re-route. */
+    function saveToUrl() {
+      const query = new URLSearchParams();
+      if (state.zoom) {
+        query.set("from", state.zoom.from.toFixed(3));
+        query.set("to", state.zoom.to.toFixed(3));
+      } else {
+        query.set("range", state.preset.id);
+      }
+      if (timeZone === "utc") query.set("tz", "utc");
+      history.replaceState(null, "", `#/host/${encodeURIComponent(name)}?${query}`);
+    }
+
+    function toggleZone() {
+      setTimeZone(timeZone === "utc" ? "local" : "utc");
+      saveToUrl();
+      renderToolbar();
+      if (state.data) renderCharts();
     }
 
     function zoomTo(from, to) {
@@ -576,6 +667,7 @@
         to = middle + 30;
       }
       state.zoom = { from, to };
+      saveToUrl();
       load();
     }
 
@@ -590,6 +682,8 @@
         ? `${dateTime(from, withDate)} – ${dateTime(to, withDate)}`
         : state.preset.label;
       resetZoom.hidden = !state.zoom;
+      zoneButton.textContent = `Time: ${zoneLabel()}`;
+      zoneButton.dataset.zone = timeZone;
       live.hidden = !isLive();
       exportLink.href = `${API}${clientPath(name)}/export.csv?from=${Math.floor(from)}&to=${Math.ceil(to)}`;
       if (state.data) {
@@ -795,8 +889,9 @@
             },
           },
         },
+        tzDate: zonedDate,
         axes: [
-          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, values: timeTicks },
           {
             stroke: muted,
             grid: { stroke: grid, width: 1 },
@@ -1037,6 +1132,14 @@
     // its last samples, not on an empty hour.
     loadClient().then(() => {
       if (state.stopped) return;
+      if (asked.from > 0 && asked.to > asked.from) {
+        zoomTo(asked.from, asked.to);
+        return;
+      }
+      if (asked.preset) {
+        selectPreset(asked.preset);
+        return;
+      }
       const lastSeen = state.client && state.client.last_seen;
       if (lastSeen) {
         const age = Date.now() / 1000 - lastSeen;
@@ -1179,8 +1282,9 @@
         // At least 10 s wide, so the first readings do not get sub-second
         // ticks; the line grows from the left as readings come.
         scales: { x: { time: true, range: (u, min, max) => [min, Math.max(max, min + 10)] }, y: { range: [0, 100] } },
+        tzDate: zonedDate,
         axes: [
-          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } },
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, values: timeTicks },
           { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { show: false }, values: (u, splits) => splits.map((v) => `${v} %`), size: axisSize },
         ],
         series: [{}, { label, stroke: color, width: 1.75, fill: alpha(color, 0.1), points: { show: false } }],

@@ -65,6 +65,7 @@ async fn run(tools: BrowserTools) {
     host_page(&browser, &server, web).await;
     zoom(&browser, web).await;
     host_day(&browser, web, &shots).await;
+    view_in_the_url(&browser).await;
     server_page(&browser, &shots).await;
     silent_host(&browser, &fleet[2]).await;
     theme_toggle(&browser).await;
@@ -294,27 +295,7 @@ async fn live_samples_merge_in_place(
 /// alone. A double-click goes back to the preset.
 async fn zoom(browser: &Client, web: &Host) {
     let shown = web.samples_last_hour + 1;
-    let plot = browser.wait_for_element("[data-chart=cpu] .u-over").await;
-    let drag = mouse([
-        PointerAction::MoveToElement {
-            element: plot,
-            duration: None,
-            x: -120.0,
-            y: 0.0,
-        },
-        PointerAction::Down {
-            button: MOUSE_BUTTON_LEFT,
-        },
-        PointerAction::MoveBy {
-            duration: Some(Duration::from_millis(300)),
-            x: 160.0,
-            y: 0.0,
-        },
-        PointerAction::Up {
-            button: MOUSE_BUTTON_LEFT,
-        },
-    ]);
-    browser.perform_actions(drag).await.expect("drag");
+    drag_across_cpu_chart(browser, -120.0, 160.0).await;
     wait_for(
         browser,
         "the zoomed cpu chart",
@@ -396,6 +377,85 @@ async fn host_day(browser: &Client, web: &Host, shots: &Screenshots) {
     settle(browser).await;
     shots.take(browser, "host").await;
     browser.set_window_size(1280, 900).await.expect("resize");
+}
+
+/// The range, a zoom and the time zone live in the URL: a reload (or a
+/// shared link) shows the same view; times read in one format, in the
+/// zone the toolbar names.
+async fn view_in_the_url(browser: &Client) {
+    let hash = "return location.hash;";
+    let url = wait_for(browser, "the range in the URL", hash).await;
+    assert!(
+        url.as_str().is_some_and(|url| url.ends_with("?range=24h")),
+        "{url}"
+    );
+    drag_across_cpu_chart(browser, 100.0, 120.0).await;
+    // One format: 14:05:09 – 16:40:00, or with dates 2026-12-03 14:05:09 – ...
+    let zoomed = wait_for(
+        browser,
+        "the zoom in the URL",
+        r"const label = document.querySelector('#range-label').textContent;
+          const format = /^(\d{4}-\d{2}-\d{2} )?\d{2}:\d{2}:\d{2} – (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2}:\d{2}$/;
+          return /[?&]from=[0-9.]+&to=[0-9.]+/.test(location.hash) && format.test(label) ? label : null;",
+    )
+    .await;
+    click(browser, "#time-zone").await;
+    let zone = wait_for(
+        browser,
+        "UTC",
+        "const b = document.querySelector('#time-zone');
+         return b.dataset.zone === 'utc' && /tz=utc/.test(location.hash) ? b.textContent : null;",
+    )
+    .await;
+    assert_eq!(zone, "Time: UTC");
+    browser.refresh().await.expect("reload");
+    let restored = wait_for(
+        browser,
+        "the same view after a reload",
+        "const b = document.querySelector('#time-zone');
+         const el = document.querySelector('[data-chart=cpu]');
+         return b && el && el.querySelector('canvas')
+           ? {zone: b.dataset.zone, label: document.querySelector('#range-label').textContent}
+           : null;",
+    )
+    .await;
+    assert_eq!(restored["zone"], "utc", "{restored}");
+    assert_eq!(restored["label"], zoomed, "{restored}");
+    click(browser, "#time-zone").await;
+    click(browser, "[data-preset=\"1h\"]").await;
+    wait_for(
+        browser,
+        "local time and the hour again",
+        "return document.querySelector('#time-zone').dataset.zone === 'local'
+           && location.hash.endsWith('?range=1h') || null;",
+    )
+    .await;
+}
+
+/// Drags across the cpu chart from `x` (pixels from its middle) for
+/// `width` pixels, as a user zooms in.
+async fn drag_across_cpu_chart(browser: &Client, x: f64, width: f64) {
+    let plot = browser.wait_for_element("[data-chart=cpu] .u-over").await;
+    let drag = mouse([
+        PointerAction::MoveToElement {
+            element: plot,
+            duration: None,
+            x,
+            y: 0.0,
+        },
+        PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        },
+        PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(300)),
+            x: width,
+            y: 0.0,
+        },
+        PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        },
+    ]);
+    browser.perform_actions(drag).await.expect("drag");
 }
 
 /// The server page (the admin sees its link), after a few readings.
