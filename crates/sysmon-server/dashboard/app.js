@@ -43,14 +43,14 @@
       metrics: [{ key: "storage", label: "Used", color: "--c4" }],
     },
     {
-      id: "network", title: "Network", unit: "bytes/s", always: true,
+      id: "network", title: "Network", unit: "bytes/s", ifReported: true,
       metrics: [
         { key: "network_receive_bytes_per_second", label: "Receive", color: "--c1" },
         { key: "network_transmit_bytes_per_second", label: "Transmit", color: "--c2" },
       ],
     },
     {
-      id: "disk", title: "Disk I/O", unit: "bytes/s", always: true,
+      id: "disk", title: "Disk I/O", unit: "bytes/s", ifReported: true,
       metrics: [
         { key: "disk_read_bytes_per_second", label: "Read", color: "--c4" },
         { key: "disk_write_bytes_per_second", label: "Write", color: "--c2" },
@@ -61,7 +61,7 @@
       metrics: [{ key: "load_average_1m", label: "Load", color: "--c3" }],
     },
     {
-      id: "swap", title: "Swap", unit: "bytes",
+      id: "swap", title: "Swap", unit: "bytes", hideWhenZero: true,
       metrics: [{ key: "swap_used_bytes", label: "Used", color: "--c2" }],
     },
     {
@@ -398,9 +398,14 @@
         h("th", { class: "num hide-narrow" }, "Storage"),
         h("th", { class: "hide-narrow" }, "CPU, last hour"))),
       tbody);
-    const empty = h("div", { class: "empty", hidden: true },
-      h("p", {}, "No host has reported yet."),
-      h("p", {}, "Run ", h("code", {}, "sysmon-agent --server URL --name HOST"), " on a machine, and it appears here."));
+    // What to do about an empty fleet depends on who looks at it.
+    const empty = session.role === "admin"
+      ? h("div", { class: "empty", hidden: true, id: "fleet-empty" },
+        h("p", {}, "No host has reported yet."),
+        h("p", {}, "Run ", h("code", {}, "sysmon-agent --server URL --name HOST"), " on a machine, and it appears here."))
+      : h("div", { class: "empty", hidden: true, id: "fleet-empty" },
+        h("p", {}, "No host is shared with you yet."),
+        h("p", {}, "An administrator can give you hosts to watch."));
     const failure = h("p", { class: "message error-text", hidden: true });
     main.append(h("section", { class: "view", id: "fleet-view" },
       h("div", { class: "view-head" }, h("h1", {}, "Fleet"), summary),
@@ -704,10 +709,14 @@
         reply = await api(`${clientPath(name)}/series?from=${Math.floor(from)}&to=${Math.ceil(to)}`);
       } catch (e) {
         if (state.stopped || seq !== state.loadSeq || e.status === 401) return;
-        failure.textContent = e.status === 404 ? `There is no host named “${name}”.` : `Cannot load the charts: ${e.message}`;
+        if (e.status === 403 || e.status === 404) {
+          unavailable(e.status === 404
+            ? `There is no host named “${name}”.`
+            : "You may not see this host. An administrator can give you access to it.");
+          return;
+        }
+        failure.textContent = `Cannot load the charts: ${e.message}`;
         failure.hidden = false;
-        // Nothing to choose a range of.
-        toolbar.hidden = hint.hidden = e.status === 404;
         return;
       }
       if (state.stopped || seq !== state.loadSeq) return;
@@ -726,6 +735,17 @@
       renderToolbar();
       renderCharts();
       syncLive();
+    }
+
+    /** A host that does not exist, or that this user may not see: a plain
+     *  message, with none of the page's controls (they could not work). */
+    function unavailable(message) {
+      state.stopped = true;
+      closeSocket();
+      destroyCharts();
+      main.querySelector("#host-view").replaceChildren(
+        h("div", { class: "view-head" }, h("a", { href: "#/", class: "back" }, "← Fleet")),
+        h("div", { class: "empty", id: "host-unavailable" }, h("p", {}, message)));
     }
 
     async function loadClient() {
@@ -775,6 +795,22 @@
       return def.groups.find((g) => hasData(g.metrics[0].key)) || null;
     }
 
+    /** Whether a chart belongs on this host's page: `always` ones do;
+     *  `ifReported` ones when the host sends the metric at all (its latest
+     *  sample has it), with or without data in this range; the others when
+     *  they have data here, and `hideWhenZero` ones (a host without swap)
+     *  only when some of it is not zero. */
+    function shows(def, group) {
+      if (def.always) return true;
+      if (def.ifReported) {
+        const latest = (state.client && state.client.latest) || {};
+        return Boolean(group) || def.groups.some((g) => g.metrics.some((m) => typeof latest[m.key] === "number"));
+      }
+      if (!group) return false;
+      if (def.hideWhenZero) return group.metrics.some((m) => (state.data.metrics[m.key]?.max || []).some((v) => v > 0));
+      return true;
+    }
+
     function destroyCharts() {
       for (const chart of state.charts) {
         if (chart.observer) chart.observer.disconnect();
@@ -788,7 +824,7 @@
       charts.replaceChildren();
       for (const def of CHARTS) {
         const group = groupFor(def);
-        if (!group && !def.always) continue;
+        if (!shows(def, group)) continue;
         const primary = (group || def.groups[0]).metrics[0].key;
         const now = h("span", { class: "now" });
         const plotEl = h("div", { class: "plot" });
@@ -1049,7 +1085,7 @@
       // bytes, needs other series: only then are the charts built anew.
       const shown = new Set(state.charts.map((chart) => chart.def));
       const changed = state.charts.some((chart) => groupFor(chart.def) !== chart.group)
-        || CHARTS.some((def) => !shown.has(def) && groupFor(def));
+        || CHARTS.some((def) => !shown.has(def) && shows(def, groupFor(def)));
       if (changed) {
         renderCharts();
         return;

@@ -72,6 +72,7 @@ async fn run(tools: BrowserTools) {
     // Logging out shows the form again.
     click(&browser, "#logout").await;
     browser.wait_for_element("#login-form").await;
+    viewer_without_hosts(&browser, &database).await;
     browser.close().await.expect("close the desktop browser");
 
     let phone = driver.session(PHONE).await;
@@ -458,6 +459,63 @@ async fn drag_across_cpu_chart(browser: &Client, x: f64, width: f64) {
     browser.perform_actions(drag).await.expect("drag");
 }
 
+/// A viewer granted no host: the fleet says so (not "run an agent"), and
+/// a host page it may not read is a plain message with no controls.
+async fn viewer_without_hosts(browser: &Client, database: &TestDatabase) {
+    use std::io::Write;
+    let mut add = std::process::Command::new(env!("CARGO_BIN_EXE_sysmon-server"))
+        .args(["--database-url", &database.url, "user", "add", "watcher"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sysmon-server user add");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"watcher-password\n")
+        .expect("the password");
+    assert!(add.wait().expect("user add ends").success());
+    browser
+        .execute("location.hash = '#/'", vec![])
+        .await
+        .expect("the fleet's address");
+    log_in_as(browser, "watcher", "watcher-password").await;
+    let empty = wait_for(
+        browser,
+        "the empty fleet for a viewer",
+        "const el = document.querySelector('#fleet-empty');
+         return el && !el.hidden ? el.textContent : null;",
+    )
+    .await;
+    assert!(
+        empty
+            .as_str()
+            .is_some_and(|text| text.contains("No host is shared with you")
+                && !text.contains("sysmon-agent")),
+        "{empty}"
+    );
+    browser
+        .execute("location.hash = '#/host/web-1'", vec![])
+        .await
+        .expect("open a host not granted");
+    let page = wait_for(
+        browser,
+        "the refusal",
+        "const el = document.querySelector('#host-unavailable');
+         return el ? {text: el.textContent, controls: document.querySelectorAll('#host-view button, #host-view canvas').length} : null;",
+    )
+    .await;
+    assert!(
+        page["text"].as_str().is_some_and(
+            |text| text.starts_with("You may not see this host") && !text.contains('`')
+        ),
+        "{page}"
+    );
+    assert_eq!(page["controls"], 0, "no controls that cannot work: {page}");
+    click(browser, "#logout").await;
+    browser.wait_for_element("#login-form").await;
+}
+
 /// The server page (the admin sees its link), after a few readings.
 async fn server_page(browser: &Client, shots: &Screenshots) {
     click(browser, "#nav-server").await;
@@ -515,6 +573,21 @@ async fn silent_host(browser: &Client, legacy: &Host) {
     )
     .await;
     assert_eq!(header["lit"], false, "{header}");
+    // The original API's client sends no network or disk figures: no
+    // panels for them, while the cpu chart is there.
+    let panels = wait_for(
+        browser,
+        "the silent host's panels",
+        "const charts = [...document.querySelectorAll('[data-chart]')].map((el) => el.dataset.chart);
+         return charts.includes('cpu') ? charts : null;",
+    )
+    .await;
+    for missing in ["network", "disk", "swap", "load"] {
+        assert!(
+            !panels.as_array().unwrap().contains(&json!(missing)),
+            "{missing}: {panels}"
+        );
+    }
     assert!(
         header["seen"]
             .as_str()
@@ -819,8 +892,12 @@ fn number(value: &Value) -> Option<f64> {
 }
 
 async fn log_in(browser: &Client) {
-    type_into(browser, "#login-username", "admin").await;
-    type_into(browser, "#login-password", ADMIN_PASSWORD).await;
+    log_in_as(browser, "admin", ADMIN_PASSWORD).await;
+}
+
+async fn log_in_as(browser: &Client, user: &str, password: &str) {
+    type_into(browser, "#login-username", user).await;
+    type_into(browser, "#login-password", password).await;
     click(browser, "#login-submit").await;
     browser.wait_for_element("#fleet-view").await;
 }
