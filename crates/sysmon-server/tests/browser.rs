@@ -475,10 +475,7 @@ async fn viewer_without_hosts(browser: &Client, database: &TestDatabase) {
         .write_all(b"watcher-password\n")
         .expect("the password");
     assert!(add.wait().expect("user add ends").success());
-    browser
-        .execute("location.hash = '#/'", vec![])
-        .await
-        .expect("the fleet's address");
+    go_to(browser, "#/").await;
     log_in_as(browser, "watcher", "watcher-password").await;
     let empty = wait_for(
         browser,
@@ -494,10 +491,7 @@ async fn viewer_without_hosts(browser: &Client, database: &TestDatabase) {
                 && !text.contains("sysmon-agent")),
         "{empty}"
     );
-    browser
-        .execute("location.hash = '#/host/web-1'", vec![])
-        .await
-        .expect("open a host not granted");
+    go_to(browser, "#/host/web-1").await;
     let page = wait_for(
         browser,
         "the refusal",
@@ -559,10 +553,7 @@ async fn server_page(browser: &Client, shots: &Screenshots) {
 /// offline and does not light "Live", whose title says why.
 async fn silent_host(browser: &Client, legacy: &Host) {
     assert!(!legacy.online);
-    browser
-        .execute(&format!("location.hash = '#/host/{}'", legacy.name), vec![])
-        .await
-        .expect("open the silent host");
+    go_to(browser, &format!("#/host/{}", legacy.name)).await;
     let header = wait_for(
         browser,
         "the silent host's header",
@@ -889,6 +880,14 @@ fn chart_script(chart: &str, points: usize) -> String {
 /// A number the page wrote as text into an attribute.
 fn number(value: &Value) -> Option<f64> {
     value.as_str().and_then(|text| text.parse().ok())
+}
+
+/// Opens a dashboard route in the page, as a link would.
+async fn go_to(browser: &Client, hash: &str) {
+    browser
+        .execute("location.hash = arguments[0]", vec![json!(hash)])
+        .await
+        .expect("change the page's address");
 }
 
 async fn log_in(browser: &Client) {
