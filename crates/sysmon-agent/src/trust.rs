@@ -45,8 +45,10 @@ pub fn check_transport_security(server: &str, allow_insecure: bool) -> Result<()
     let Some(rest) = server.strip_prefix("http://") else {
         return Ok(());
     };
-    let host = host_of(rest);
-    if allow_insecure || is_loopback(host) {
+    let authority = rest.split('/').next().unwrap_or_default();
+    // With userinfo the real host follows the `@`; never loopback then.
+    let local = !authority.contains('@') && is_loopback(host_of(authority));
+    if allow_insecure || local {
         return Ok(());
     }
     Err(Error::Config(format!(
@@ -55,9 +57,8 @@ pub fn check_transport_security(server: &str, allow_insecure: bool) -> Result<()
     )))
 }
 
-/// The host of `HOST[:PORT][/PATH]`, without brackets.
-fn host_of(rest: &str) -> &str {
-    let authority = rest.split('/').next().unwrap_or_default();
+/// The host of `HOST[:PORT]`, without brackets.
+fn host_of(authority: &str) -> &str {
     if let Some(bracketed) = authority.strip_prefix('[') {
         return bracketed.split(']').next().unwrap_or_default();
     }
@@ -159,6 +160,9 @@ mod tests {
             "http://[2001:db8::1]:80",
             "http://localhost.evil.example",
             "http://127.0.0.1.nip.io",
+            "http://127.0.0.1:5000@evil.example",
+            "http://localhost:1@evil.example/x",
+            "http://[::1]@evil.example",
         ] {
             let error = check_transport_security(remote, false)
                 .unwrap_err()

@@ -50,29 +50,51 @@ impl TrustedProxies {
             .map(str::trim)
             .collect::<Vec<_>>();
         for hop in hops.into_iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(address) => {
+            match parse_hop(hop) {
+                Some(address) => {
                     client = canonical(address);
                     if !self.is_trusted(client) {
                         break;
                     }
                 }
                 // Garbage in the chain: the last good address stands.
-                Err(_) => break,
+                None => break,
             }
         }
         client
     }
 
-    /// Whether a trusted proxy says the client spoke HTTPS to it.
+    /// Whether a trusted proxy says the client spoke HTTPS to it: the last
+    /// value, the one the nearest proxy added (a client can send its own
+    /// before it).
     pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
         self.is_trusted(peer)
             && headers
-                .get("x-forwarded-proto")
+                .get_all("x-forwarded-proto")
+                .iter()
+                .next_back()
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split(',').next())
+                .and_then(|value| value.rsplit(',').next())
                 .is_some_and(|scheme| scheme.trim().eq_ignore_ascii_case("https"))
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, or one with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:80`), as some proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| {
+            hop.parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|address| address.ip())
+        })
+        .or_else(|| {
+            hop.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .ok()
+        })
 }
 
 /// An IPv4 address in IPv6 form (`::ffff:10.0.0.1`) as IPv4, so that one
@@ -145,6 +167,16 @@ mod tests {
         assert_eq!(
             proxies.client_address(ip("::ffff:10.0.0.3"), &chain),
             ip("198.51.100.7")
+        );
+        let ports = headers("[2001:db8::9]:443, 198.51.100.8:5678", "http");
+        assert_eq!(
+            proxies.client_address(ip("10.0.0.3"), &ports),
+            ip("198.51.100.8")
+        );
+        let claimed = headers("198.51.100.8", "https, http");
+        assert!(
+            !proxies.forwarded_https(ip("10.0.0.3"), &claimed),
+            "the proxy's own value counts"
         );
         let empty = HeaderMap::new();
         assert_eq!(

@@ -461,6 +461,15 @@ async fn enrolment_tokens_admit_new_clients_in_token_mode(database: TestDatabase
     assert_eq!(status, 201, "{created}");
     let secret = created["token"].as_str().expect("the secret").to_owned();
     assert!(secret.starts_with("enroll_"), "{secret}");
+    // A registration refused for its password spends no use.
+    let short = server
+        .http
+        .post(server.url("/client"))
+        .json(&json!({"username": "shorty", "pass": "x", "enroll_token": secret}))
+        .send()
+        .await
+        .expect("POST /client");
+    assert_eq!(short.status().as_u16(), 400);
     for name in ["first", "second"] {
         let (status, body) = register_with(&server, name, Some(&secret)).await;
         assert_eq!(status, 200, "{name}: {body}");

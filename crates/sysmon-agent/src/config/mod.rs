@@ -264,6 +264,22 @@ mod tests {
     }
 
     #[test]
+    fn server_urls_hold_no_credentials() {
+        for url in [
+            "http://127.0.0.1:5000@evil.example",
+            "https://user:pw@mon.example/x",
+        ] {
+            let error = resolve_with(&["--server", url], &[], None)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("--name and --password"), "{url}: {error}");
+        }
+        // An `@` in the path is not a user name.
+        let config = resolve_with(&["--server", "http://m:5000/a@b"], &[], None).unwrap();
+        assert_eq!(config.server.as_deref(), Some("http://m:5000/a@b"));
+    }
+
+    #[test]
     fn defaults() {
         let config = resolve_with(&["--server", "http://m:5000/"], &[], None).unwrap();
         assert_eq!(config.server.as_deref(), Some("http://m:5000"));

@@ -163,6 +163,17 @@ pub fn server_url(url: &str) -> Parsed<String> {
             "server URL `{url}` must be http(s)://HOST[:PORT][/PATH] without query or fragment"
         ));
     }
+    // `user@host`: the host is what follows the `@`, which a reader (and a
+    // check for loopback) easily takes for what precedes it.
+    if rest
+        .split('/')
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+    {
+        return Err(format!(
+            "server URL `{url}` must not hold a user name or password (`...@`): give them with --name and --password"
+        ));
+    }
     Ok(url.to_owned())
 }
 

@@ -157,6 +157,8 @@ impl Auth {
             }
             RegistrationMode::Token => {
                 self.guard.check(peer, username)?;
+                // A registration that would fail anyway spends no use.
+                self.check_new_client(username, password)?;
                 let redeemed = match enroll_token {
                     Some(token) => self.enrollment.redeem(token).await?,
                     None => false,
@@ -174,13 +176,7 @@ impl Auth {
     /// `sysmon-server client add`), or logs in when the name was taken a
     /// moment ago with the same password; returns a new token.
     pub async fn add_client(&self, username: &str, password: &str) -> Result<Login> {
-        validate_new_username(username)?;
-        let shortest = self.registration.min_password_chars.max(1);
-        if password.chars().count() < shortest || password.len() > MAX_PASSWORD_BYTES {
-            return Err(Error::BadRequest(format!(
-                "a new client needs a password (`pass`) of {shortest} to {MAX_PASSWORD_BYTES} characters"
-            )));
-        }
+        self.check_new_client(username, password)?;
         let hash = self.passwords.hash(password.to_owned()).await?;
         match self.store.create_client(username, &hash).await? {
             Some(id) => Ok(Login {
@@ -196,6 +192,19 @@ impl Auth {
                 self.login(client.id, &client.password_hash, password).await
             }
         }
+    }
+
+    /// A new client's name and password, checked before anything is spent
+    /// on them.
+    fn check_new_client(&self, username: &str, password: &str) -> Result<()> {
+        validate_new_username(username)?;
+        let shortest = self.registration.min_password_chars.max(1);
+        if password.chars().count() < shortest || password.len() > MAX_PASSWORD_BYTES {
+            return Err(Error::BadRequest(format!(
+                "a new client needs a password (`pass`) of {shortest} to {MAX_PASSWORD_BYTES} characters"
+            )));
+        }
+        Ok(())
     }
 
     async fn login(

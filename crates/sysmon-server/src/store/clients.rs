@@ -64,8 +64,12 @@ const PURGED_TABLES: [(&str, &str); 5] = [
     ("rollup_1h", "bucket_us"),
 ];
 
-/// Rows a purge deletes per transaction.
-const PURGE_CHUNK_ROWS: i64 = 5_000;
+/// Rows a purge deletes per transaction: on SQLite a few milliseconds of
+/// the single writer's lock.
+const PURGE_CHUNK_ROWS: i64 = 1_000;
+
+/// The pause between a purge's chunks, in which ingest takes the writer.
+pub const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One chunk of a removed client's rows in `table`.
 pub fn purge_chunk_sql(table: &str, key: &str) -> String {
@@ -267,8 +271,10 @@ macro_rules! impl_client_store {
                 token_hash: &[u8],
             ) -> $crate::error::Result<Option<($crate::store::TokenOwner, i64)>> {
                 let row = sqlx::query_as::<_, (i64, String, i64)>(
+                    // A token issued while its client was being removed
+                    // (a login racing the removal) names a tombstone.
                     "SELECT c.id, c.name, t.created_at_us FROM tokens t JOIN clients c ON c.id = t.client_id
-                     WHERE t.token_hash = $1",
+                     WHERE t.token_hash = $1 AND c.removed_at_us IS NULL",
                 )
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
@@ -362,6 +368,9 @@ macro_rules! impl_client_store {
                             if rows == 0 {
                                 break;
                             }
+                            // SQLite has one writer: let ingest commit
+                            // between chunks.
+                            tokio::time::sleep($crate::store::clients::PURGE_PAUSE).await;
                         }
                     }
                 }

@@ -169,7 +169,7 @@ macro_rules! impl_user_store {
                 let row = sqlx::query_as::<_, (i64, String)>(
                     "SELECT c.id, c.name
                      FROM dashboard_sessions s JOIN clients c ON c.id = s.client_id
-                     WHERE s.token_hash = $1 AND s.expires_at_us > $2",
+                     WHERE s.token_hash = $1 AND s.expires_at_us > $2 AND c.removed_at_us IS NULL",
                 )
                 .bind(token_hash)
                 .bind(now_us)
