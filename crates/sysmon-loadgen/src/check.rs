@@ -22,7 +22,8 @@ use crate::clock::{micros_from_seconds, seconds_text};
 use crate::options::{CheckApi, Plan};
 
 /// Sample times per read-back request: at most one page of
-/// `GET /api/v1/samples` (10,000 samples), so a window is read whole.
+/// `GET /api/v1/samples` (10,000 samples); a page the server cuts shorter
+/// (samples with many file systems) is followed by the next.
 pub const WINDOW_SAMPLES: i64 = 10_000;
 /// Clients being checked at once.
 const CONCURRENCY: usize = 16;
@@ -60,6 +61,9 @@ struct ReportRow {
 #[derive(Deserialize)]
 struct V1Body {
     samples: Vec<HostSample>,
+    /// Where the next page starts, when the server cut this one short.
+    #[serde(default)]
+    next_from: Option<f64>,
 }
 
 /// Counts, in sorted `acked` (deduplicated), the times absent from sorted
@@ -169,15 +173,25 @@ impl Reader {
         let mut from = first;
         while from <= last {
             let to = (from + window - 1).min(last);
-            stored.extend(self.window(report, from, to).await?);
-            from = to + 1;
+            let (times, next_from) = self.window(report, from, to).await?;
+            stored.extend(times);
+            // A page cut short (samples with many file systems) goes on
+            // where the server says.
+            from = next_from.filter(|&next| next > from).unwrap_or(to + 1);
         }
         stored.sort_unstable();
         stored.dedup();
         Ok(stored)
     }
 
-    async fn window(&self, report: &ClientReport, from: i64, to: i64) -> Result<Vec<i64>, String> {
+    /// The stored times in `[from, to]`, and where the rest of that window
+    /// starts when the server answered only a first page of it.
+    async fn window(
+        &self,
+        report: &ClientReport,
+        from: i64,
+        to: i64,
+    ) -> Result<(Vec<i64>, Option<i64>), String> {
         let (from, to) = (seconds_text(from), seconds_text(to));
         let request = match self.api {
             CheckApi::V1 => self
@@ -225,21 +239,29 @@ impl Reader {
                 }
                 return Err(last_error);
             }
-            let times: Option<Vec<i64>> = match self.api {
-                CheckApi::V1 => serde_json::from_slice::<V1Body>(&body)
-                    .map_err(|e| e.to_string())?
-                    .samples
-                    .iter()
-                    .map(|sample| micros_from_seconds(sample.time))
-                    .collect(),
-                _ => serde_json::from_slice::<ReportBody>(&body)
-                    .map_err(|e| format!("unexpected report body: {e}"))?
-                    .payload
-                    .iter()
-                    .map(|row| micros_from_seconds(row.unix_time))
-                    .collect(),
+            let (times, next_from): (Option<Vec<i64>>, Option<i64>) = match self.api {
+                CheckApi::V1 => {
+                    let page =
+                        serde_json::from_slice::<V1Body>(&body).map_err(|e| e.to_string())?;
+                    let times = page
+                        .samples
+                        .iter()
+                        .map(|sample| micros_from_seconds(sample.time))
+                        .collect();
+                    (times, page.next_from.and_then(micros_from_seconds))
+                }
+                _ => {
+                    let times = serde_json::from_slice::<ReportBody>(&body)
+                        .map_err(|e| format!("unexpected report body: {e}"))?
+                        .payload
+                        .iter()
+                        .map(|row| micros_from_seconds(row.unix_time))
+                        .collect();
+                    (times, None)
+                }
             };
-            return times.ok_or_else(|| "a stored time is not a number".into());
+            let times = times.ok_or("a stored time is not a number")?;
+            return Ok((times, next_from));
         }
         Err(last_error)
     }

@@ -343,9 +343,23 @@ async fn long_histories_are_read_in_pages(database: TestDatabase) {
             "each sample keeps its file systems across page ends: {sample}"
         );
     }
-    // The default page is 10,000: one read.
+    // The default page is up to 10,000 samples, and up to 2,048 file
+    // systems: 1,024 of these samples, the rest on the next pages.
     let whole = server.get_json("/api/v1/samples", &token).await;
-    assert_eq!(whole["samples"].as_array().unwrap().len(), 2_500);
+    assert_eq!(whole["samples"].as_array().unwrap().len(), 1_024);
+    assert_eq!(whole["next_from"].as_f64(), Some(times[1_024]));
+    let no_file_systems = server.register("bare", "pw-secret1").await;
+    let bare: Vec<Value> = times
+        .iter()
+        .map(|&time| json!({"time": time, "cpu_load": 1.0}))
+        .collect();
+    server.post_samples(&no_file_systems, &bare).await;
+    let whole = server.get_json("/api/v1/samples", &no_file_systems).await;
+    assert_eq!(
+        whole["samples"].as_array().unwrap().len(),
+        2_500,
+        "one read"
+    );
     assert!(whole["next_from"].is_null());
     for bad in ["0", "10001", "many", "-1"] {
         let response = server
@@ -376,6 +390,32 @@ async fn long_histories_are_read_in_pages(database: TestDatabase) {
         .unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 2_500, "every sample exported once");
+
+    // Samples with 256 file systems each: a page holds fewer of them (its
+    // size is bounded in bytes too), and paging still returns every one.
+    let wide = server.register("wide", "pw-secret1").await;
+    let mount = "/".to_owned() + &"m".repeat(1_000);
+    let batch: Vec<Value> = (0..20)
+        .map(|i| {
+            let filesystems: Vec<Value> = (0..256)
+                .map(|fs| json!({"mount_point": format!("{mount}{fs}"), "used_bytes": 1, "total_bytes": 2}))
+                .collect();
+            json!({"time": base + f64::from(i), "cpu_load": 1.0, "filesystems": filesystems})
+        })
+        .collect();
+    server.post_samples(&wide, &batch).await;
+    let first = server.get_json("/api/v1/samples", &wide).await;
+    let on_first = first["samples"].as_array().unwrap().len();
+    assert!(
+        (1..20).contains(&on_first),
+        "cut by file systems: {on_first} samples"
+    );
+    assert!(first["next_from"].is_number());
+    let all = server.stored_samples(&wide).await;
+    assert_eq!(all.len(), 20);
+    assert!(all
+        .iter()
+        .all(|sample| sample["filesystems"].as_array().unwrap().len() == 256));
     let exported: Vec<f64> = rows
         .iter()
         .map(|row| row.split(',').next().unwrap().parse().unwrap())

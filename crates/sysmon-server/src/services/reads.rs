@@ -127,6 +127,8 @@ impl Reads {
                 "`limit` must be from 1 to {MAX_PAGE_SAMPLES}"
             )));
         }
+        // Held while the page is read and built, as a download's.
+        let _slot = self.downloads.take(client)?;
         read_page(self.store.as_ref(), client, range, limit).await
     }
 
@@ -189,18 +191,22 @@ pub struct SamplesPage {
 }
 
 /// Reads one sample more than asked for, to know where the next page
-/// starts without a second query.
+/// starts without a second query. A page whose samples carry many file
+/// systems holds fewer samples (the store's `PAGE_FILESYSTEM_ROWS`), so a
+/// response's size is bounded in bytes, not only in samples.
 async fn read_page(
     store: &dyn Store,
     client: ClientId,
     range: TimeRange,
     limit: u32,
 ) -> Result<SamplesPage> {
-    let mut samples = store.full_samples(client, range, limit + 1).await?;
-    let next_from = if samples.len() > limit as usize {
-        samples.pop().map(|sample| sample.time)
-    } else {
-        None
+    let read = store.full_samples(client, range, limit + 1).await?;
+    let mut samples = read.samples;
+    // Cut short by its file systems' size, the read ends before `limit`.
+    let next_from = match read.cut_at {
+        Some(cut_at) => Some(cut_at),
+        None if samples.len() > limit as usize => samples.pop().map(|sample| sample.time),
+        None => None,
     };
     Ok(SamplesPage { samples, next_from })
 }

@@ -90,6 +90,48 @@ pub fn purged_tables() -> &'static [(&'static str, &'static str)] {
     &PURGED_TABLES
 }
 
+/// Samples read whole, and where the next read starts when the file-system
+/// budget cut them short.
+#[derive(Debug, Default)]
+pub struct FullSamples {
+    pub samples: Vec<Sample>,
+    pub cut_at: Option<UnixTime>,
+}
+
+/// File-system rows one read of full samples holds at most. A sample has
+/// at most 256 (each mount point up to 4 KiB), so this is 8 whole samples
+/// at the worst and some 8 MiB of text; typically hundreds of samples.
+pub const PAGE_FILESYSTEM_ROWS: usize = 2_048;
+
+/// The last time of a file-system table's rows when it returned more than
+/// the budget (so its later rows were not read).
+pub fn budget_end(rows: &[super::FilesystemRow]) -> Option<i64> {
+    (rows.len() > PAGE_FILESYSTEM_ROWS).then(|| rows.last().map(|row| row.time_us))?
+}
+
+/// Cuts samples and their file-system rows (merged, by time) to what was
+/// read whole: before `tables_end` (see [`budget_end`]) and within the
+/// budget; the samples past the cut are left for the next read, which
+/// starts at the returned time. None: nothing was cut.
+pub fn cut_to_budget(
+    samples: &mut Vec<Sample>,
+    rows: &mut Vec<super::FilesystemRow>,
+    tables_end: Option<i64>,
+) -> Option<UnixTime> {
+    let mut cut = tables_end;
+    if let Some(end) = cut {
+        rows.retain(|row| row.time_us < end);
+    }
+    if let Some(row) = rows.get(PAGE_FILESYSTEM_ROWS) {
+        let end = row.time_us;
+        rows.retain(|row| row.time_us < end);
+        cut = Some(cut.map_or(end, |cut| cut.min(end)));
+    }
+    let cut = cut?;
+    samples.retain(|sample| sample.time.micros() < cut);
+    Some(UnixTime::from_micros(cut))
+}
+
 /// A client as `sysmon-server client list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientListing {
@@ -107,13 +149,15 @@ pub trait SampleReads: Send + Sync {
 
     /// The first `limit` of a client's samples within the range, with
     /// every metric, extended ones and file systems included, ordered by
-    /// time: memory bounded by `limit` however long the range.
+    /// time; fewer when their file systems pass [`PAGE_FILESYSTEM_ROWS`],
+    /// and then where the rest starts. Memory is bounded by `limit` and
+    /// that budget however long the range and however large the samples.
     async fn full_samples(
         &self,
         client: ClientId,
         range: TimeRange,
         limit: u32,
-    ) -> Result<Vec<Sample>>;
+    ) -> Result<FullSamples>;
 
     /// Every client with its first and latest samples, by name.
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
@@ -139,13 +183,15 @@ pub fn page_end(samples: &[Sample], limit: u32, end_us: i64) -> i64 {
     }
 }
 
-/// The file systems in `table` of a client's samples within `[$2, $3]`,
-/// by time and mount point, as [`super::FilesystemRow`] reads them.
+/// The first [`PAGE_FILESYSTEM_ROWS`] + 1 file systems in `table` of a
+/// client's samples within `[$2, $3]`, by time and mount point, as
+/// [`super::FilesystemRow`] reads them.
 pub fn filesystems_sql(table: &str) -> String {
     format!(
         "SELECT time_us, mount_point, used_bytes, total_bytes FROM {table}
          WHERE client_id = $1 AND time_us >= $2 AND time_us <= $3
-         ORDER BY time_us, mount_point"
+         ORDER BY time_us, mount_point LIMIT {}",
+        PAGE_FILESYSTEM_ROWS + 1
     )
 }
 

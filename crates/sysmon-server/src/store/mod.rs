@@ -23,7 +23,7 @@ use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
 
-pub use clients::{ClientListing, ClientStore, SampleReads};
+pub use clients::{ClientListing, ClientStore, FullSamples, SampleReads};
 pub use dashboard_users::UserStore;
 pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};

@@ -19,13 +19,16 @@
 //! whose first hour's samples raw retention has dropped while its rollups
 //! stay (the bounded lookup finds nothing then).
 
+use crate::store::FullSamples;
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use sqlx::{PgPool, Row};
 use sysmon_core::{Sample, UnixTime};
 
-use super::super::clients::{filesystems_sql, full_samples_sql, page_end};
+use super::super::clients::{
+    budget_end, cut_to_budget, filesystems_sql, full_samples_sql, page_end,
+};
 use super::super::partitions::Day;
 use super::super::{
     attach_filesystems, full_sample_from_row, sample_columns, ClientId, ClientOverview,
@@ -97,7 +100,7 @@ impl SampleReads for PostgresStore {
         client: ClientId,
         range: TimeRange,
         limit: u32,
-    ) -> Result<Vec<Sample>> {
+    ) -> Result<FullSamples> {
         let (start, end) = range.bounds_micros();
         let rows = sqlx::query(&full_samples_sql("samples"))
             .bind(client.0)
@@ -111,18 +114,20 @@ impl SampleReads for PostgresStore {
             .map(|row| full_sample_from_row(row, 0))
             .collect::<Result<Vec<_>>>()?;
         let end = page_end(&samples, limit, end);
-        let filesystems =
+        let mut filesystems: Vec<FilesystemRow> =
             sqlx::query_as::<_, (i64, String, i64, i64)>(&filesystems_sql("sample_filesystems"))
                 .bind(client.0)
                 .bind(start)
                 .bind(end)
                 .fetch_all(&self.pool)
-                .await?;
-        attach_filesystems(
-            &mut samples,
-            filesystems.into_iter().map(FilesystemRow::from).collect(),
-        );
-        Ok(samples)
+                .await?
+                .into_iter()
+                .map(FilesystemRow::from)
+                .collect();
+        let table_end = budget_end(&filesystems);
+        let cut_at = cut_to_budget(&mut samples, &mut filesystems, table_end);
+        attach_filesystems(&mut samples, filesystems);
+        Ok(FullSamples { samples, cut_at })
     }
 
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {

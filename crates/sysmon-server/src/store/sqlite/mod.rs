@@ -14,7 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
-use sysmon_core::{Sample, UnixTime};
+use sysmon_core::UnixTime;
+
+use crate::store::FullSamples;
 
 use super::rollup::{Bucket, SeriesQuery, Tier};
 use super::{
@@ -128,7 +130,7 @@ impl SampleReads for SqliteStore {
         client: ClientId,
         range: TimeRange,
         limit: u32,
-    ) -> Result<Vec<Sample>> {
+    ) -> Result<FullSamples> {
         let (start, end) = range.bounds_micros();
         self.readers
             .read(move |connection| {

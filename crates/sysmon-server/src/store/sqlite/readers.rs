@@ -10,6 +10,7 @@
 //! alone; the hot table is small (folded into `samples` every few seconds,
 //! and early past `FOLD_SOON_ROWS`) and is scanned.
 
+use crate::store::FullSamples;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -324,7 +325,7 @@ pub(super) fn read_full_samples(
     client: ClientId,
     (start_us, end_us): (i64, i64),
     limit: u32,
-) -> rusqlite::Result<Vec<Sample>> {
+) -> rusqlite::Result<FullSamples> {
     let snapshot = snapshot(connection)?;
     let samples = |table: &str| -> rusqlite::Result<Vec<Sample>> {
         snapshot
@@ -356,13 +357,23 @@ pub(super) fn read_full_samples(
             })?
             .collect()
     };
-    let filesystems = merge_sorted(
+    let (stored, hot) = (
         filesystems("sample_filesystems")?,
         filesystems("hot_sample_filesystems")?,
-        |row| (row.time_us, row.usage.mount_point.clone()),
     );
+    let tables_end = [clients::budget_end(&stored), clients::budget_end(&hot)]
+        .into_iter()
+        .flatten()
+        .min();
+    let mut filesystems = merge_sorted(stored, hot, |row| {
+        (row.time_us, row.usage.mount_point.clone())
+    });
+    let cut_at = clients::cut_to_budget(&mut merged, &mut filesystems, tables_end);
     attach_filesystems(&mut merged, filesystems);
-    Ok(merged)
+    Ok(FullSamples {
+        samples: merged,
+        cut_at,
+    })
 }
 
 /// A client's newest hot rows: what the overview needs of the hot table.
