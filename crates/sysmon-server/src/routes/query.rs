@@ -444,7 +444,7 @@ pub async fn live(
     headers: HeaderMap,
     Upgrade(upgrade): Upgrade,
 ) -> Result<Response> {
-    check_same_origin(&headers)?;
+    check_same_origin(&headers, session_cookie.secure)?;
     let client = state.reads.readable_client(&principal, &name).await?;
     let token = request_token(&headers, session_cookie).unwrap_or_default();
     Ok(upgrade
@@ -456,18 +456,20 @@ pub async fn live(
 /// same-origin rule to it, so a page of another site on the same domain
 /// could open one with the user's cookie. Only this server's own pages may
 /// (clients without a browser send no Origin).
-fn check_same_origin(headers: &HeaderMap) -> Result<()> {
+fn check_same_origin(headers: &HeaderMap, secure: bool) -> Result<()> {
     let Some(origin) = headers.get(ORIGIN) else {
         return Ok(());
     };
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|origin| origin.split_once("://"))
-        .map(|(_, host)| host);
+    let origin = origin.to_str().ok().and_then(|origin| origin.split_once("://"));
     let host = headers.get(HOST).and_then(|host| host.to_str().ok());
-    match (origin_host, host) {
-        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
+    // Over HTTPS, a page served over plain HTTP is another origin.
+    let scheme_ok = |scheme: &str| !secure || scheme.eq_ignore_ascii_case("https");
+    match (origin, host) {
+        (Some((scheme, origin)), Some(host))
+            if scheme_ok(scheme) && origin.eq_ignore_ascii_case(host) =>
+        {
+            Ok(())
+        }
         _ => Err(Error::Forbidden(
             "cross-origin WebSocket refused: open it from this server's dashboard".into(),
         )),
@@ -576,6 +578,26 @@ mod tests {
 
     use super::*;
     use crate::services::query::RetentionConfig;
+
+    fn origin_headers(origin: &str, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, origin.parse().unwrap());
+        headers.insert(HOST, host.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn live_sockets_open_only_from_the_same_origin() {
+        let same = origin_headers("https://mon.example:5000", "mon.example:5000");
+        assert!(check_same_origin(&same, true).is_ok());
+        assert!(check_same_origin(&same, false).is_ok());
+        let plain = origin_headers("http://mon.example:5000", "mon.example:5000");
+        assert!(check_same_origin(&plain, false).is_ok());
+        assert!(check_same_origin(&plain, true).is_err(), "an HTTP page against HTTPS");
+        let other = origin_headers("https://evil.example", "mon.example:5000");
+        assert!(check_same_origin(&other, true).is_err());
+        assert!(check_same_origin(&HeaderMap::new(), true).is_ok(), "no Origin: not a browser");
+    }
 
     /// Query strings as a browser or a script might send them, and noise.
     fn query_string() -> impl Strategy<Value = String> {
