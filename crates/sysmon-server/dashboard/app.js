@@ -75,6 +75,10 @@
   for (const def of CHARTS) def.groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
 
   const FLEET_REFRESH_MS = 10000;
+  // The fleet table's rows have this height (app.css), so the rows out of
+  // view can be stood for by spacers of the right height.
+  const ROW_HEIGHT = 47;
+  const ROW_OVERSCAN = 10;
   const SERVER_REFRESH_MS = 2000;
   // The server page's history: 15 minutes of the server's readings, one a
   // second (the server's own), then one per refresh.
@@ -383,21 +387,37 @@
 
   // -------------------------------------------------------------- fleet
 
+  /** The fleet: one request for every host, shown as a table that renders
+   *  only the rows in view (a fleet of 10,000 hosts stays as quick as one of
+   *  ten), with search, filters and sorting by any column. Sparklines are
+   *  fetched only for the rows in view, once scrolling settles. */
   function fleetView(main) {
     let stopped = false;
-    const rows = new Map(); // name -> {tr, client, spark}
-    const summary = h("p", { class: "summary" });
+    const rows = new Map(); // name -> {tr, client, canvas, spark, sparkAt}
+    let clients = []; // every host, as the API gave them
+    let shown = []; // after search and filter, sorted
+    const view = { query: "", filter: "all", sort: "name", descending: false };
+    const summary = h("p", { class: "summary", id: "fleet-summary" });
     const tbody = h("tbody");
-    const table = h("table", { class: "fleet", id: "fleet-table" },
-      h("thead", {}, h("tr", {},
-        h("th", { "aria-label": "status" }),
-        h("th", {}, "Host"),
-        h("th", {}, "Last seen"),
-        h("th", { class: "num" }, "CPU"),
-        h("th", { class: "num" }, "Memory"),
-        h("th", { class: "num hide-narrow" }, "Storage"),
-        h("th", { class: "hide-narrow" }, "CPU, last hour"))),
-      tbody);
+    const spacer = () => h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: "7" }));
+    const before = spacer();
+    const after = spacer();
+    const header = (key, label, className = "") => h("th", { class: className, "aria-sort": "none" },
+      h("button", { type: "button", class: "sort", "data-sort": key, onclick: () => sortBy(key) }, label));
+    const headers = h("tr", {},
+      h("th", { "aria-label": "status" }),
+      header("name", "Host"),
+      header("last_seen", "Last seen"),
+      header("cpu_load", "CPU", "num"),
+      header("memory", "Memory", "num"),
+      header("storage", "Storage", "num hide-narrow"),
+      h("th", { class: "hide-narrow" }, "CPU, last hour"));
+    const table = h("table", { class: "fleet", id: "fleet-table" }, h("thead", {}, headers), tbody);
+    const search = h("input", { type: "search", id: "fleet-search", placeholder: "Search hosts", "aria-label": "Search hosts", autocomplete: "off" });
+    const filter = h("select", { id: "fleet-filter", "aria-label": "Show" },
+      h("option", { value: "all" }, "All hosts"),
+      h("option", { value: "online" }, "Online"),
+      h("option", { value: "offline" }, "Offline"));
     // What to do about an empty fleet depends on who looks at it.
     const empty = session.role === "admin"
       ? h("div", { class: "empty", hidden: true, id: "fleet-empty" },
@@ -406,28 +426,43 @@
       : h("div", { class: "empty", hidden: true, id: "fleet-empty" },
         h("p", {}, "No host is shared with you yet."),
         h("p", {}, "An administrator can give you hosts to watch."));
+    const noMatch = h("p", { class: "empty", hidden: true, id: "fleet-no-match" }, "No host matches.");
     const failure = h("p", { class: "message error-text", hidden: true });
+    const controls = h("div", { class: "toolbar fleet-controls", hidden: true }, search, filter);
     main.append(h("section", { class: "view", id: "fleet-view" },
       h("div", { class: "view-head" }, h("h1", {}, "Fleet"), summary),
       failure,
-      h("div", { class: "card table-card" }, table, empty)));
+      controls,
+      h("div", { class: "card table-card" }, table, noMatch, empty)));
+    search.addEventListener("input", () => {
+      view.query = search.value.trim().toLowerCase();
+      update();
+    });
+    filter.addEventListener("change", () => {
+      view.filter = filter.value;
+      update();
+    });
 
     function cell(field, className, ...children) {
       return h("td", { class: className, "data-field": field }, ...children);
     }
 
+    /** A row's DOM, made once per host and refilled when its data change. */
     function renderRow(client) {
       let row = rows.get(client.name);
       if (!row) {
         const canvas = h("canvas", { width: 120, height: 30, "aria-hidden": "true" });
-        row = { tr: h("tr", { "data-client": client.name }), canvas, spark: null };
+        row = { tr: h("tr", { "data-client": client.name }), canvas, spark: null, sparkAt: 0, client: null };
         rows.set(client.name, row);
       }
+      if (row.client === client) return row;
       row.client = client;
       const latest = client.latest || {};
       const cpu = latest.cpu_load;
       const memory = memoryCell(latest);
       row.tr.dataset.online = String(Boolean(client.online));
+      // An offline host keeps its last values, greyed.
+      row.tr.classList.toggle("offline", !client.online);
       row.tr.replaceChildren(
         h("td", { class: "status" }, h("span", {
           class: `dot${client.online ? " online" : ""}`,
@@ -466,6 +501,80 @@
       return h("span", { class: `meter${level}`, "aria-hidden": "true" }, bar);
     }
 
+    /** A host's value for a sort key; missing values sort last. */
+    function sortValue(client, key) {
+      const latest = client.latest || {};
+      switch (key) {
+        case "name": return client.name;
+        case "last_seen": return client.last_seen ?? null;
+        case "memory": return memoryCell(latest).value;
+        default: return latest[key] ?? null;
+      }
+    }
+
+    function sortBy(key) {
+      view.descending = view.sort === key ? !view.descending : key !== "name";
+      view.sort = key;
+      update();
+    }
+
+    /** Search, filter and sort, then draw what is in view. */
+    function update() {
+      const { query, filter: which, sort, descending } = view;
+      shown = clients.filter((client) =>
+        (!query || client.name.toLowerCase().includes(query))
+        && (which === "all" || (which === "online") === Boolean(client.online)));
+      const direction = descending ? -1 : 1;
+      shown.sort((a, b) => {
+        const x = sortValue(a, sort);
+        const y = sortValue(b, sort);
+        if (x === y) return a.name.localeCompare(b.name);
+        if (x === null) return 1;
+        if (y === null) return -1;
+        return (typeof x === "string" ? x.localeCompare(y) : x - y) * direction;
+      });
+      for (const button of headers.querySelectorAll("[data-sort]")) {
+        const active = button.dataset.sort === sort;
+        button.parentElement.setAttribute("aria-sort", active ? (descending ? "descending" : "ascending") : "none");
+      }
+      table.dataset.shown = String(shown.length);
+      noMatch.hidden = shown.length > 0 || clients.length === 0;
+      renderVisible();
+    }
+
+    /** Rows in and near the viewport, between spacers of the others'
+     *  height: the DOM holds a few dozen rows whatever the fleet's size. */
+    function renderVisible() {
+      if (stopped) return;
+      const top = tbody.getBoundingClientRect().top + window.scrollY;
+      const first = Math.max(0, Math.floor((window.scrollY - top) / ROW_HEIGHT) - ROW_OVERSCAN);
+      const count = Math.ceil(window.innerHeight / ROW_HEIGHT) + 2 * ROW_OVERSCAN;
+      const last = Math.min(shown.length, first + count);
+      before.firstChild.style.height = `${first * ROW_HEIGHT}px`;
+      after.firstChild.style.height = `${(shown.length - last) * ROW_HEIGHT}px`;
+      const visible = shown.slice(first, last).map((client) => renderRow(client).tr);
+      tbody.replaceChildren(before, ...visible, after);
+      scheduleSparks();
+    }
+
+    let sparkTimer = null;
+    function scheduleSparks() {
+      clearTimeout(sparkTimer);
+      sparkTimer = setTimeout(loadVisibleSparks, 250);
+    }
+
+    /** Sparklines of the rows in view that have none from the last minute. */
+    function loadVisibleSparks() {
+      const to = Date.now() / 1000;
+      for (const tr of tbody.querySelectorAll("tr[data-client]")) {
+        const row = rows.get(tr.dataset.client);
+        if (row && to - row.sparkAt > 60) {
+          row.sparkAt = to;
+          loadSpark(row, to);
+        }
+      }
+    }
+
     async function refresh() {
       let reply;
       try {
@@ -478,23 +587,21 @@
       }
       if (stopped) return;
       failure.hidden = true;
-      const clients = [...(reply.clients || [])].sort((a, b) => a.name.localeCompare(b.name));
+      clients = reply.clients || [];
       const names = new Set(clients.map((client) => client.name));
       for (const name of [...rows.keys()]) if (!names.has(name)) rows.delete(name);
-      tbody.replaceChildren(...clients.map((client) => renderRow(client).tr));
       const online = clients.filter((client) => client.online).length;
-      summary.textContent = `${clients.length} ${clients.length === 1 ? "host" : "hosts"} · ${online} online`;
+      summary.textContent = `${num(clients.length, 0)} ${clients.length === 1 ? "host" : "hosts"} · ${num(online, 0)} online`;
       empty.hidden = clients.length > 0;
       table.hidden = clients.length === 0;
-      const to = Date.now() / 1000;
-      await Promise.all(clients.map((client) => loadSpark(client.name, to)));
+      controls.hidden = clients.length === 0;
+      update();
     }
 
-    async function loadSpark(name, to) {
+    async function loadSpark(row, to) {
       try {
-        const series = await api(`${clientPath(name)}/series?from=${Math.floor(to - 3600)}&to=${Math.ceil(to)}&step=60&metrics=cpu_load`);
-        const row = rows.get(name);
-        if (stopped || !row) return;
+        const series = await api(`${clientPath(row.client.name)}/series?from=${Math.floor(to - 3600)}&to=${Math.ceil(to)}&step=60&metrics=cpu_load`);
+        if (stopped) return;
         row.spark = { from: to - 3600, to, time: series.time, values: series.metrics.cpu_load ? series.metrics.cpu_load.avg : [] };
         drawSpark(row);
       } catch (_) {
@@ -503,18 +610,31 @@
     }
 
     function tick() {
-      for (const row of rows.values()) {
-        const cell = $('[data-field="last_seen"]', row.tr);
-        if (cell) cell.textContent = ago(row.client.last_seen);
+      for (const tr of tbody.querySelectorAll("tr[data-client]")) {
+        const row = rows.get(tr.dataset.client);
+        const cell = $('[data-field="last_seen"]', tr);
+        if (row && cell) cell.textContent = ago(row.client.last_seen);
       }
     }
 
+    let frame = null;
+    const onScroll = () => {
+      if (frame === null) frame = requestAnimationFrame(() => {
+        frame = null;
+        renderVisible();
+      });
+    };
+    window.addEventListener("scroll", onScroll, { passive: true });
+    window.addEventListener("resize", onScroll);
     refresh();
     const timers = [setInterval(refresh, FLEET_REFRESH_MS), setInterval(tick, 1000)];
     return {
       stop() {
         stopped = true;
         timers.forEach(clearInterval);
+        clearTimeout(sparkTimer);
+        window.removeEventListener("scroll", onScroll);
+        window.removeEventListener("resize", onScroll);
       },
     };
   }

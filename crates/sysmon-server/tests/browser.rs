@@ -46,6 +46,181 @@ async fn dashboard_in_a_real_browser() {
         .expect("the browser test finishes within 4 minutes");
 }
 
+/// A fleet of 10,000 hosts (seeded straight into the database: registering
+/// them would hash 10,000 passwords): the fleet page renders a few dozen
+/// rows whatever the fleet's size, searches, filters and sorts all of it,
+/// and says how long it took to be ready (the figure in
+/// docs/benchmarks.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_of_ten_thousand_hosts() {
+    let Some(tools) = BrowserTools::find() else {
+        return;
+    };
+    tokio::time::timeout(Duration::from_secs(240), big_fleet(tools))
+        .await
+        .expect("the big-fleet test finishes within 4 minutes");
+}
+
+const BIG_FLEET: usize = 10_000;
+
+async fn big_fleet(tools: BrowserTools) {
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    seed_big_fleet(&database).await;
+    let driver = ChromeDriver::start(&tools, &database.path("chromedriver.log"));
+    let browser = driver.session(DESKTOP).await;
+    browser.goto(&server.url("/#/server")).await.expect("open");
+    log_in_as(&browser, "admin", ADMIN_PASSWORD).await;
+    browser.wait_for_element("#server-view").await;
+    let ready_ms = wait_for(
+        &browser,
+        "the fleet of 10,000 hosts",
+        &format!(
+            "if (window.fleetStart === undefined) {{
+               window.fleetStart = performance.now();
+               location.hash = '#/';
+             }}
+             const table = document.querySelector('#fleet-table');
+             return table && table.dataset.shown === '{BIG_FLEET}'
+               && table.querySelector('tr[data-client]')
+               ? performance.now() - window.fleetStart : null;"
+        ),
+    )
+    .await;
+    let rendered = browser
+        .execute(
+            "return document.querySelectorAll('#fleet-table tr[data-client]').length;",
+            vec![],
+        )
+        .await
+        .expect("count rows");
+    assert!(
+        rendered
+            .as_u64()
+            .is_some_and(|rows| rows > 10 && rows < 100),
+        "only the rows in view are in the page: {rendered}"
+    );
+    let summary = browser
+        .execute(
+            "return document.querySelector('#fleet-summary').textContent;",
+            vec![],
+        )
+        .await
+        .expect("summary");
+    assert_eq!(summary, format!("10,000 hosts · 9,000 online"));
+
+    let search_started = std::time::Instant::now();
+    type_into(&browser, "#fleet-search", "host-0999").await;
+    wait_for(
+        &browser,
+        "the search's matches",
+        "return document.querySelector('#fleet-table').dataset.shown === '10' || null;",
+    )
+    .await;
+    let search_ms = search_started.elapsed().as_secs_f64() * 1000.0;
+    browser
+        .execute(
+            "const search = document.querySelector('#fleet-search');
+             search.value = ''; search.dispatchEvent(new Event('input'));
+             const filter = document.querySelector('#fleet-filter');
+             filter.value = 'offline'; filter.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("filter offline");
+    wait_for(
+        &browser,
+        "the offline hosts, greyed",
+        "const table = document.querySelector('#fleet-table');
+         const row = table.querySelector('tr[data-client]');
+         return table.dataset.shown === '1000' && row.classList.contains('offline') || null;",
+    )
+    .await;
+    browser
+        .execute(
+            "const filter = document.querySelector('#fleet-filter');
+             filter.value = 'all'; filter.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("all hosts");
+    let sort_started = std::time::Instant::now();
+    click(&browser, "button[data-sort=cpu_load]").await;
+    let top = wait_for(
+        &browser,
+        "the busiest host first",
+        "const th = document.querySelector('button[data-sort=cpu_load]').parentElement;
+         const row = document.querySelector('#fleet-table tr[data-client]');
+         return th.getAttribute('aria-sort') === 'descending'
+           ? +row.querySelector('[data-field=cpu_load]').dataset.value : null;",
+    )
+    .await;
+    let sort_ms = sort_started.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(top.as_f64(), Some(99.5), "highest cpu first");
+    // The end of the table, by scrolling: rows there are drawn on demand.
+    let last = wait_for(
+        &browser,
+        "the end of the table",
+        "window.scrollTo(0, document.body.scrollHeight);
+         const rows = document.querySelectorAll('#fleet-table tr[data-client]');
+         const last = rows[rows.length - 1];
+         return rows.length < 100 && last && +last.querySelector('[data-field=cpu_load]').dataset.value === 0.5
+           ? last.dataset.client : null;",
+    )
+    .await;
+    assert!(
+        last.as_str().is_some_and(|name| name.starts_with("host-")),
+        "{last}"
+    );
+    println!(
+        "fleet of {BIG_FLEET} hosts: ready in {:.0} ms; search {search_ms:.0} ms, sort {sort_ms:.0} ms (these two with WebDriver's round trips)",
+        ready_ms.as_f64().unwrap_or(f64::NAN),
+    );
+    browser.close().await.expect("close");
+    server.shutdown().await;
+}
+
+/// 10,000 clients with two samples each, 10 s apart; every tenth host
+/// last reported an hour ago. Host i's cpu is (37 i mod 100) + 0.5.
+async fn seed_big_fleet(database: &TestDatabase) {
+    use sqlx::Connection;
+    let mut connection = sqlx::SqliteConnection::connect(&database.url)
+        .await
+        .expect("the test database");
+    let now_us = (unix_now() * 1e6) as i64;
+    let mut transaction = connection.begin().await.expect("begin");
+    for i in 0..BIG_FLEET {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO clients (name, password_hash, created_at_us) VALUES ($1, 'none', $2) RETURNING id",
+        )
+        .bind(format!("host-{i:05}"))
+        .bind(now_us)
+        .fetch_one(&mut *transaction)
+        .await
+        .expect("a client");
+        let last = if i % 10 == 9 {
+            now_us - 3_600_000_000
+        } else {
+            now_us - 2_000_000
+        };
+        let cpu = (37 * i % 100) as f64 + 0.5;
+        for time in [last - 10_000_000, last] {
+            sqlx::query(
+                "INSERT INTO samples (client_id, time_us, cpu_load, mem) VALUES ($1, $2, $3, 2048)",
+            )
+            .bind(id)
+            .bind(time)
+            .bind(cpu)
+            .execute(&mut *transaction)
+            .await
+            .expect("a sample");
+        }
+    }
+    transaction.commit().await.expect("commit");
+}
+
 async fn run(tools: BrowserTools) {
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
@@ -892,11 +1067,13 @@ async fn go_to(browser: &Client, hash: &str) {
 
 async fn log_in(browser: &Client) {
     log_in_as(browser, "admin", ADMIN_PASSWORD).await;
+    browser.wait_for_element("#fleet-view").await;
 }
 
+/// Logs in through the form; returns once the page shows its first view.
 async fn log_in_as(browser: &Client, user: &str, password: &str) {
     type_into(browser, "#login-username", user).await;
     type_into(browser, "#login-password", password).await;
     click(browser, "#login-submit").await;
-    browser.wait_for_element("#fleet-view").await;
+    browser.wait_for_element("#topbar:not([hidden])").await;
 }

@@ -460,7 +460,10 @@ fn check_same_origin(headers: &HeaderMap, secure: bool) -> Result<()> {
     let Some(origin) = headers.get(ORIGIN) else {
         return Ok(());
     };
-    let origin = origin.to_str().ok().and_then(|origin| origin.split_once("://"));
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.split_once("://"));
     let host = headers.get(HOST).and_then(|host| host.to_str().ok());
     // Over HTTPS, a page served over plain HTTP is another origin.
     let scheme_ok = |scheme: &str| !secure || scheme.eq_ignore_ascii_case("https");
@@ -593,10 +596,16 @@ mod tests {
         assert!(check_same_origin(&same, false).is_ok());
         let plain = origin_headers("http://mon.example:5000", "mon.example:5000");
         assert!(check_same_origin(&plain, false).is_ok());
-        assert!(check_same_origin(&plain, true).is_err(), "an HTTP page against HTTPS");
+        assert!(
+            check_same_origin(&plain, true).is_err(),
+            "an HTTP page against HTTPS"
+        );
         let other = origin_headers("https://evil.example", "mon.example:5000");
         assert!(check_same_origin(&other, true).is_err());
-        assert!(check_same_origin(&HeaderMap::new(), true).is_ok(), "no Origin: not a browser");
+        assert!(
+            check_same_origin(&HeaderMap::new(), true).is_ok(),
+            "no Origin: not a browser"
+        );
     }
 
     /// Query strings as a browser or a script might send them, and noise.
