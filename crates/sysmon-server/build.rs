@@ -22,7 +22,7 @@ const PACKAGE_FILES: [&str; 2] = ["package.json", "package-lock.json"];
 /// The dashboard's own sources: served as they are, listed here so that an
 /// edit to them reruns this script as the project asks (the script then
 /// finds the packages unchanged and skips npm).
-const SOURCES: [&str; 3] = ["index.html", "app.js", "app.css"];
+const SOURCES: [&str; 4] = ["index.html", "theme.js", "app.js", "app.css"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));

@@ -17,8 +17,8 @@ use fantoccini::actions::{PointerAction, MOUSE_BUTTON_LEFT};
 use fantoccini::{Client, Locator};
 use serde_json::{json, Value};
 use sysmon_testkit::browser::{
-    click, mouse, settle, type_into, wait_for, BrowserTools, ChromeDriver, Screenshots, Viewport,
-    WaitForElement,
+    click, console_errors, mouse, settle, type_into, wait_for, BrowserTools, ChromeDriver,
+    Screenshots, Viewport, WaitForElement,
 };
 use sysmon_testkit::{unix_now, TestDatabase, TestServer};
 
@@ -174,6 +174,11 @@ async fn big_fleet(tools: BrowserTools) {
         last.as_str().is_some_and(|name| name.starts_with("host-")),
         "{last}"
     );
+    let errors = console_errors(&browser).await;
+    assert!(
+        errors.is_empty(),
+        "errors in the browser's console: {errors:#?}"
+    );
     println!(
         "fleet of {BIG_FLEET} hosts: ready in {:.0} ms; search {search_ms:.0} ms, sort {sort_ms:.0} ms (these two with WebDriver's round trips)",
         ready_ms.as_f64().unwrap_or(f64::NAN),
@@ -248,10 +253,20 @@ async fn run(tools: BrowserTools) {
     click(&browser, "#logout").await;
     browser.wait_for_element("#login-form").await;
     viewer_without_hosts(&browser, &database).await;
+    let errors = console_errors(&browser).await;
+    assert!(
+        errors.is_empty(),
+        "errors in the browser's console: {errors:#?}"
+    );
     browser.close().await.expect("close the desktop browser");
 
     let phone = driver.session(PHONE).await;
     phone_layout(&phone, &server, web, &shots).await;
+    let errors = console_errors(&phone).await;
+    assert!(
+        errors.is_empty(),
+        "errors in the phone's console: {errors:#?}"
+    );
     phone.close().await.expect("close the phone browser");
 
     server.shutdown().await;

@@ -197,6 +197,8 @@ fn chrome_capabilities(chromium: &Path, viewport: Viewport) -> serde_json::Map<S
     options["args"] = json!(args);
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("browserName".into(), json!("chrome"));
+    // Console messages, for `console_errors`.
+    capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
     capabilities.insert("goog:chromeOptions".into(), options);
     capabilities
 }
@@ -300,4 +302,49 @@ pub fn mouse(steps: impl IntoIterator<Item = PointerAction>) -> MouseActions {
         .fold(MouseActions::new("mouse".into()), |actions, step| {
             actions.then(step)
         })
+}
+
+/// chromedriver's own command for the browser's console log (messages
+/// since the last read): not in WebDriver itself, so not in fantoccini.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(r#"{"type": "browser"}"#.to_owned()),
+        )
+    }
+}
+
+/// Errors in the browser's console since the last call: exceptions,
+/// `console.error`, failed scripts and server errors. A 4xx the page asked
+/// for on purpose (a wrong password, a host not granted) is the page
+/// working, and left out.
+pub async fn console_errors(browser: &Client) -> Vec<String> {
+    let entries = browser
+        .issue_cmd(BrowserLog)
+        .await
+        .expect("the browser's console log");
+    entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .filter_map(|entry| entry["message"].as_str())
+        .filter(|message| !message.contains("the server responded with a status of 4"))
+        .map(str::to_owned)
+        .collect()
 }

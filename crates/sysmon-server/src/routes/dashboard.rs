@@ -36,7 +36,12 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 5] = [
+    Asset {
+        name: "theme.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../dashboard/theme.js"),
+    },
     Asset {
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
