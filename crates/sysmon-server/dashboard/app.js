@@ -136,6 +136,22 @@
   const BYTE_INCREMENTS = BYTE_UNITS.flatMap((_, power) =>
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((m) => m * 1024 ** power));
 
+  const MEBIBYTE = 1024 * 1024;
+
+  /** An axis label in bytes, with as many decimals as the tick spacing
+   *  needs for neighbours to differ. */
+  function bytesTick(value, increment) {
+    let unit = 0;
+    let scaled = Math.abs(value);
+    while (scaled >= 1024 && unit < BYTE_UNITS.length - 1) {
+      scaled /= 1024;
+      unit += 1;
+    }
+    const step = increment / 1024 ** unit;
+    const digits = step >= 1 ? 0 : step >= 0.1 ? 1 : 2;
+    return `${num(Math.sign(value) * scaled, digits)} ${BYTE_UNITS[unit]}`;
+  }
+
   function bytes(value) {
     let unit = 0;
     let scaled = Math.abs(value);
@@ -154,7 +170,9 @@
       case "percent": return `${num(value, 1)} %`;
       case "bytes": return bytes(value);
       case "bytes/s": return `${bytes(value)}/s`;
-      case "MB": return `${num(value, 0)} MB`;
+      // The original's "MB" are mebibytes (bytes / 1024²): shown like
+      // every other amount of bytes, so memory and storage read alike.
+      case "MB": return bytes(value * MEBIBYTE);
       case "celsius": return `${num(value, 1)} °C`;
       default: return num(value, 2);
     }
@@ -165,7 +183,7 @@
   function formatTick(value, unit, increment) {
     switch (unit) {
       case "percent": return `${num(value, 0)} %`;
-      case "MB": return value >= 10000 && increment >= 1000 ? `${num(value / 1000, 0)}k MB` : `${num(value, 0)} MB`;
+      case "MB": return bytesTick(value * MEBIBYTE, increment * MEBIBYTE);
       case "celsius": return `${num(value, increment < 1 ? 1 : 0)} °C`;
       default: return formatValue(value, unit);
     }

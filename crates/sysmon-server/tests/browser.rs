@@ -299,6 +299,7 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
            name: row.dataset.client,
            online: row.dataset.online,
            cpu: row.querySelector('[data-field=cpu_load]').dataset.value,
+           storage: row.querySelector('[data-field=storage]').textContent,
          })) : null;",
     )
     .await;
@@ -310,6 +311,12 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
             .unwrap_or_else(|| panic!("a row for {} in {rows:?}", host.name));
         assert_eq!(row["online"], host.online.to_string(), "{row}");
         assert_eq!(number(&row["cpu"]), Some(host.last_cpu), "{row}");
+        // Storage in the same units as memory: the original's MB (MiB)
+        // shown as GiB, not "95,888 MB".
+        assert!(
+            row["storage"].as_str().is_some_and(|text| text.ends_with(" GiB")),
+            "{row}"
+        );
     }
     wait_for(
         browser,
