@@ -138,27 +138,28 @@
 
   const MEBIBYTE = 1024 * 1024;
 
-  /** An axis label in bytes, with as many decimals as the tick spacing
-   *  needs for neighbours to differ. */
-  function bytesTick(value, increment) {
+  /** A byte count in its largest binary unit: [scaled magnitude, unit index]. */
+  function binaryScale(value) {
     let unit = 0;
     let scaled = Math.abs(value);
     while (scaled >= 1024 && unit < BYTE_UNITS.length - 1) {
       scaled /= 1024;
       unit += 1;
     }
+    return [scaled, unit];
+  }
+
+  /** An axis label in bytes, with as many decimals as the tick spacing
+   *  needs for neighbours to differ. */
+  function bytesTick(value, increment) {
+    const [scaled, unit] = binaryScale(value);
     const step = increment / 1024 ** unit;
     const digits = step >= 1 ? 0 : step >= 0.1 ? 1 : 2;
     return `${num(Math.sign(value) * scaled, digits)} ${BYTE_UNITS[unit]}`;
   }
 
   function bytes(value) {
-    let unit = 0;
-    let scaled = Math.abs(value);
-    while (scaled >= 1024 && unit < BYTE_UNITS.length - 1) {
-      scaled /= 1024;
-      unit += 1;
-    }
+    const [scaled, unit] = binaryScale(value);
     const digits = scaled >= 100 || unit === 0 ? 0 : scaled >= 10 ? 1 : 2;
     return `${num(Math.sign(value) * scaled, digits)} ${BYTE_UNITS[unit]}`;
   }
