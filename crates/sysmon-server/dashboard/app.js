@@ -406,6 +406,15 @@
 
   // -------------------------------------------------------------- fleet
 
+  /** A small bar for a share in percent, amber from 70 %, red from 90 %. */
+  function meter(percent) {
+    if (percent === null || percent === undefined) return null;
+    const level = percent >= 90 ? " high" : percent >= 70 ? " warn" : "";
+    const bar = h("i");
+    bar.style.width = `${Math.min(100, Math.max(0, percent))}%`;
+    return h("span", { class: `meter${level}`, "aria-hidden": "true" }, bar);
+  }
+
   /** The fleet: one request for every host, shown as a table that renders
    *  only the rows in view (a fleet of 10,000 hosts stays as quick as one of
    *  ten), with search, filters and sorting by any column. Sparklines are
@@ -510,14 +519,6 @@
       }
       if (latest.mem !== undefined) return { value: latest.mem, text: formatValue(latest.mem, "MB") };
       return { value: null, text: "–" };
-    }
-
-    function meter(percent) {
-      if (percent === null || percent === undefined) return null;
-      const level = percent >= 90 ? " high" : percent >= 70 ? " warn" : "";
-      const bar = h("i");
-      bar.style.width = `${Math.min(100, Math.max(0, percent))}%`;
-      return h("span", { class: `meter${level}`, "aria-hidden": "true" }, bar);
     }
 
     /** A host's value for a sort key; missing values sort last. */
@@ -748,6 +749,14 @@
     const zoneButton = h("button", { type: "button", class: "button ghost", id: "time-zone", title: "Show times in the browser's zone or in UTC", onclick: toggleZone });
     const failure = h("p", { class: "message error-text", hidden: true });
     const charts = h("div", { class: "charts", id: "charts" });
+    const disksBody = h("tbody");
+    const disksTime = h("span", { class: "muted" });
+    const disks = h("section", { class: "card disks", id: "filesystems", hidden: true },
+      h("header", {}, h("h3", {}, "File systems"), disksTime),
+      h("table", { class: "fleet" },
+        h("thead", {}, h("tr", {},
+          h("th", {}, "Mount"), h("th", { class: "num" }, "Used"), h("th", { class: "num" }, "Size"), h("th", { class: "num" }, "Used %"))),
+        disksBody));
     const toolbar = h("div", { class: "toolbar" },
       h("div", { class: "segmented", role: "group", "aria-label": "time range" }, presetButtons),
       rangeLabel, resetZoom, resolution,
@@ -763,6 +772,7 @@
       toolbar,
       failure,
       charts,
+      disks,
       hint));
 
     function currentRange() {
@@ -885,6 +895,26 @@
       main.querySelector("#host-view").replaceChildren(
         h("div", { class: "view-head" }, h("a", { href: "#/", class: "back" }, "← Fleet")),
         h("div", { class: "empty", id: "host-unavailable" }, h("p", {}, message)));
+    }
+
+    /** Every file system of the host's latest sample: used, size, share. */
+    async function loadFilesystems() {
+      let reply;
+      try {
+        reply = await api(`${clientPath(name)}/filesystems`);
+      } catch (_) {
+        return; // The charts say when the host cannot be read.
+      }
+      if (state.stopped) return;
+      const filesystems = reply.filesystems || [];
+      disks.hidden = filesystems.length === 0;
+      disksTime.textContent = reply.time ? `as of ${dateTime(reply.time, true)}` : "";
+      disksBody.replaceChildren(...filesystems.map((fs) => h("tr", { "data-mount": fs.mount_point },
+        h("td", { class: "host" }, fs.mount_point),
+        h("td", { class: "num" }, bytes(fs.used_bytes)),
+        h("td", { class: "num" }, fs.total_bytes ? bytes(fs.total_bytes) : "–"),
+        h("td", { class: "num", "data-field": "used_percent", "data-value": fs.used_percent ?? "" },
+          fs.used_percent === null ? "–" : `${num(fs.used_percent, 1)} %`, meter(fs.used_percent)))));
     }
 
     async function loadClient() {
@@ -1322,7 +1352,12 @@
       }
       selectPreset(state.preset);
     });
-    const timers = [setInterval(loadClient, FLEET_REFRESH_MS), setInterval(renderStatus, 1000)];
+    loadFilesystems();
+    const timers = [
+      setInterval(loadClient, FLEET_REFRESH_MS),
+      setInterval(loadFilesystems, FLEET_REFRESH_MS),
+      setInterval(renderStatus, 1000),
+    ];
     return {
       stop() {
         state.stopped = true;

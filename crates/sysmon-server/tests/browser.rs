@@ -314,7 +314,9 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
         // Storage in the same units as memory: the original's MB (MiB)
         // shown as GiB, not "95,888 MB".
         assert!(
-            row["storage"].as_str().is_some_and(|text| text.ends_with(" GiB")),
+            row["storage"]
+                .as_str()
+                .is_some_and(|text| text.ends_with(" GiB")),
             "{row}"
         );
     }
@@ -382,6 +384,18 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
     assert_eq!(number(&chart["last"]), Some(new_cpu), "{chart}");
 
     live_samples_merge_in_place(browser, server, web, first_live, new_cpu, &kept).await;
+
+    // Every file system of the latest sample, with its share used.
+    let disks = wait_for(
+        browser,
+        "the host's file systems",
+        "const rows = [...document.querySelectorAll('#filesystems tr[data-mount]')];
+         return rows.length === 2 ? rows.map((row) => [row.dataset.mount,
+           row.querySelector('[data-field=used_percent]').textContent]) : null;",
+    )
+    .await;
+    assert_eq!(disks[1], json!(["/data", "75 %"]), "{disks}");
+    assert_eq!(disks[0][0], "/", "{disks}");
     // The export link downloads the range shown, with the session cookie.
     let export = wait_for(
         browser,
@@ -476,7 +490,10 @@ async fn live_samples_merge_in_place(
     // the window slides with the clock, so the point under the cursor may
     // be a later one.
     let still = wait_for(browser, "the hover read-out", readout_script).await;
-    assert!(still.is_string() && hovered.is_string(), "{hovered} then {still}");
+    assert!(
+        still.is_string() && hovered.is_string(),
+        "{hovered} then {still}"
+    );
 
     // The server's own bucket for that stretch says the same.
     click(browser, "[data-preset=\"1h\"]").await;
@@ -773,6 +790,14 @@ async fn silent_host(browser: &Client, legacy: &Host) {
          return charts.includes('cpu') ? charts : null;",
     )
     .await;
+    let disks = browser
+        .execute(
+            "return document.querySelector('#filesystems').hidden;",
+            vec![],
+        )
+        .await
+        .expect("the file systems card");
+    assert_eq!(disks, json!(true), "no file systems reported, no card");
     for missing in ["network", "disk", "swap", "load"] {
         assert!(
             !panels.as_array().unwrap().contains(&json!(missing)),
@@ -1053,6 +1078,10 @@ fn agent_sample(host: &Host, t: f64, cpu: Option<f64>) -> Value {
         "network_receive_bytes_per_second": rx.round(),
         "network_transmit_bytes_per_second": tx.round(),
         "temperature_celsius": (45.0 + cpu / 5.0 + 2.0 * slow).round(),
+        "filesystems": [
+            {"mount_point": "/", "used_bytes": (storage * mib) as u64, "total_bytes": 500u64 << 30},
+            {"mount_point": "/data", "used_bytes": 3u64 << 40, "total_bytes": 4u64 << 40},
+        ],
     })
 }
 

@@ -21,6 +21,7 @@ sysmon_testkit::on_both_stores!(
     live_updates_carry_only_the_watched_client,
     csv_export_has_every_sample_in_range,
     fleet_overview_shows_status_and_latest_values,
+    filesystems_of_the_latest_sample,
 );
 
 const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -834,4 +835,37 @@ async fn user_subcommand_adds_lists_and_removes_dashboard_users() {
         401,
         "sessions end with the user"
     );
+}
+
+/// `GET /api/v1/clients/{name}/filesystems`: every file system of the
+/// latest sample (not an earlier one's), with the share used; none before
+/// the first sample; the same access rules as every read.
+async fn filesystems_of_the_latest_sample(database: TestDatabase) {
+    let server = start(&database).await;
+    let token = server.register("disks", "pw-secret1").await;
+    let (status, body) = get(&server, "/api/v1/clients/disks/filesystems", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"time": null, "filesystems": []}));
+    post_batch(
+        &server,
+        &token,
+        &[
+            json!({"time": BASE, "filesystems": [{"mount_point": "/old", "used_bytes": 1, "total_bytes": 2}]}),
+            json!({"time": BASE + 10, "filesystems": [
+                {"mount_point": "/", "used_bytes": 25, "total_bytes": 100},
+                {"mount_point": "/data", "used_bytes": 0, "total_bytes": 0}]}),
+        ],
+    )
+    .await;
+    let (status, body) = get(&server, "/api/v1/clients/disks/filesystems", Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"time": (BASE + 10) as f64, "filesystems": [
+            {"mount_point": "/", "used_bytes": 25, "total_bytes": 100, "used_percent": 25.0},
+            {"mount_point": "/data", "used_bytes": 0, "total_bytes": 0, "used_percent": null}]})
+    );
+    let other = server.register("other", "pw-secret1").await;
+    let (status, _) = get(&server, "/api/v1/clients/disks/filesystems", Some(&other)).await;
+    assert_eq!(status, 403, "another client may not read it");
 }

@@ -135,6 +135,60 @@ pub struct SeriesResponse {
     metrics: BTreeMap<&'static str, MetricSeries>,
 }
 
+/// The file systems of a client's latest sample.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestFilesystems {
+    /// Unix seconds of that sample; null before the first.
+    time: Option<f64>,
+    filesystems: Vec<FilesystemShare>,
+}
+
+/// One file system: used and total bytes, and the share used.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilesystemShare {
+    mount_point: String,
+    used_bytes: u64,
+    total_bytes: u64,
+    /// Null when the size is unknown (0).
+    used_percent: Option<f64>,
+}
+
+/// Every file system the client's latest sample reported, by mount point.
+#[utoipa::path(get, path = "/api/v1/clients/{name}/filesystems", tag = "query",
+    params(("name" = String, Path, description = "Client name")),
+    responses(
+        (status = 200, body = LatestFilesystems),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "The caller may not read this client"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn filesystems(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<LatestFilesystems>> {
+    let client = state.reads.readable_client(&principal, &name).await?;
+    let latest = state.reads.latest_filesystems(client).await?;
+    let (time, filesystems) = match latest {
+        Some((time, filesystems)) => (Some(time.as_secs_f64()), filesystems),
+        None => (None, Vec::new()),
+    };
+    Ok(Json(LatestFilesystems {
+        time,
+        filesystems: filesystems
+            .into_iter()
+            .map(|fs| FilesystemShare {
+                used_percent: (fs.total_bytes > 0)
+                    .then(|| 100.0 * fs.used_bytes as f64 / fs.total_bytes as f64),
+                mount_point: fs.mount_point,
+                used_bytes: fs.used_bytes,
+                total_bytes: fs.total_bytes,
+            })
+            .collect(),
+    }))
+}
+
 /// A client's metrics from `from` to `to` in buckets of `step`: min, mean
 /// and max each. Long ranges are answered from rollups.
 #[utoipa::path(get, path = "/api/v1/clients/{name}/series", tag = "query",

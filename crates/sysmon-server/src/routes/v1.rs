@@ -67,6 +67,7 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(session::login, session::whoami, session::logout))
         .routes(routes!(query::list_clients))
         .routes(routes!(query::series))
+        .routes(routes!(query::filesystems))
         .routes(routes!(query::export_csv))
         .routes(routes!(query::live))
         .routes(routes!(query::server_health))

@@ -92,6 +92,29 @@ impl Reads {
     }
 
     /// Time of a client's first and last sample.
+    /// The file systems of a client's latest sample, and its time; `None`
+    /// before its first sample.
+    pub async fn latest_filesystems(
+        &self,
+        client: ClientId,
+    ) -> Result<Option<(UnixTime, Vec<sysmon_core::v1::FilesystemUsage>)>> {
+        let Some((_, last)) = self.store.log_span(client).await? else {
+            return Ok(None);
+        };
+        let range = TimeRange {
+            start: Some(last),
+            end: Some(last),
+        };
+        let read = self.store.full_samples(client, range, 1).await?;
+        Ok(read.samples.into_iter().next().map(|sample| {
+            let filesystems = sample
+                .extended
+                .map(|extended| extended.filesystems)
+                .unwrap_or_default();
+            (sample.time, filesystems)
+        }))
+    }
+
     pub async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {
         self.store.log_span(client).await
     }
