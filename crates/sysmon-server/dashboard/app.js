@@ -424,7 +424,7 @@
     const rows = new Map(); // name -> {tr, client, canvas, spark, sparkAt}
     let clients = []; // every host, as the API gave them
     let shown = []; // after search and filter, sorted
-    const view = { query: "", filter: "all", sort: "name", descending: false };
+    const view = { query: "", filter: "all", label: "", sort: "name", descending: false };
     const summary = h("p", { class: "summary", id: "fleet-summary" });
     const tbody = h("tbody");
     const spacer = () => h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: "7" }));
@@ -446,6 +446,7 @@
       h("option", { value: "all" }, "All hosts"),
       h("option", { value: "online" }, "Online"),
       h("option", { value: "offline" }, "Offline"));
+    const labelFilter = h("select", { id: "fleet-label", "aria-label": "Label", hidden: true });
     // What to do about an empty fleet depends on who looks at it.
     const empty = session.role === "admin"
       ? h("div", { class: "empty", hidden: true, id: "fleet-empty" },
@@ -456,7 +457,7 @@
         h("p", {}, "An administrator can give you hosts to watch."));
     const noMatch = h("p", { class: "empty", hidden: true, id: "fleet-no-match" }, "No host matches.");
     const failure = h("p", { class: "message error-text", hidden: true });
-    const controls = h("div", { class: "toolbar fleet-controls", hidden: true }, search, filter);
+    const controls = h("div", { class: "toolbar fleet-controls", hidden: true }, search, filter, labelFilter);
     main.append(h("section", { class: "view", id: "fleet-view" },
       h("div", { class: "view-head" }, h("h1", {}, "Fleet"), summary),
       failure,
@@ -470,6 +471,20 @@
       view.filter = filter.value;
       update();
     });
+    labelFilter.addEventListener("change", () => {
+      view.label = labelFilter.value;
+      update();
+    });
+
+    /** The label filter's choices: every label in the fleet. */
+    function renderLabelChoices() {
+      const labels = [...new Set(clients.flatMap((client) => client.labels || []))].sort();
+      if (view.label && !labels.includes(view.label)) view.label = "";
+      labelFilter.replaceChildren(h("option", { value: "" }, "Any label"),
+        ...labels.map((label) => h("option", { value: label }, label)));
+      labelFilter.value = view.label;
+      labelFilter.hidden = labels.length === 0;
+    }
 
     function cell(field, className, ...children) {
       return h("td", { class: className, "data-field": field }, ...children);
@@ -498,7 +513,8 @@
           role: "img",
           "aria-label": client.online ? "online" : "offline",
         })),
-        cell("name", "host", h("a", { href: `#/host/${encodeURIComponent(client.name)}` }, client.name)),
+        cell("name", "host", h("a", { href: `#/host/${encodeURIComponent(client.name)}` }, client.name),
+          ...(client.labels || []).map((label) => h("span", { class: "label" }, label))),
         cell("last_seen", "last-seen", ago(client.last_seen)),
         h("td", { class: "num", "data-field": "cpu_load", "data-value": cpu ?? "" },
           formatValue(cpu, "percent"), meter(cpu)),
@@ -542,8 +558,10 @@
     function update() {
       const { query, filter: which, sort, descending } = view;
       shown = clients.filter((client) =>
-        (!query || client.name.toLowerCase().includes(query))
-        && (which === "all" || (which === "online") === Boolean(client.online)));
+        (!query || client.name.toLowerCase().includes(query)
+          || (client.labels || []).some((label) => label.toLowerCase().includes(query)))
+        && (which === "all" || (which === "online") === Boolean(client.online))
+        && (!view.label || (client.labels || []).includes(view.label)));
       const direction = descending ? -1 : 1;
       shown.sort((a, b) => {
         const x = sortValue(a, sort);
@@ -615,6 +633,7 @@
       empty.hidden = clients.length > 0;
       table.hidden = clients.length === 0;
       controls.hidden = clients.length === 0;
+      renderLabelChoices();
       update();
     }
 
@@ -764,11 +783,27 @@
       zoneButton, live, exportLink);
     const hint = h("p", { class: "muted" }, "Drag across a chart to zoom in; double-click to go back.");
 
+    // Admins label hosts here; the fleet groups and filters by labels.
+    const labelsInput = h("input", { type: "text", id: "labels-input", placeholder: "labels, e.g. prod db", "aria-label": "Labels", autocomplete: "off" });
+    const labelsNote = h("span", { class: "muted", id: "labels-note" });
+    const labelsForm = h("form", { class: "labels-form", id: "labels-form", hidden: session.role !== "admin" },
+      labelsInput, h("button", { type: "submit", class: "button", id: "labels-save" }, "Save labels"), labelsNote);
+    labelsForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const labels = labelsInput.value.split(/[\s,]+/).filter(Boolean);
+      try {
+        const reply = await api(`${clientPath(name)}/labels`, { method: "PUT", body: { labels } });
+        labelsInput.value = reply.labels.join(" ");
+        labelsNote.textContent = "Saved";
+      } catch (e) {
+        labelsNote.textContent = e.message;
+      }
+    });
     main.append(h("section", { class: "view", id: "host-view", "data-host": name },
       h("div", { class: "view-head" },
         h("a", { href: "#/", class: "back" }, "← Fleet"),
         h("h1", { class: "host-title" }, status, h("span", {}, name)),
-        seen),
+        seen, labelsForm),
       toolbar,
       failure,
       charts,
@@ -922,6 +957,9 @@
         const reply = await api("/clients");
         if (state.stopped) return;
         state.client = (reply.clients || []).find((client) => client.name === name) || null;
+        if (state.client && document.activeElement !== labelsInput && !labelsInput.value) {
+          labelsInput.value = (state.client.labels || []).join(" ");
+        }
         renderStatus();
       } catch (_) {
         // The header keeps its last state; the charts say if the API is down.

@@ -246,6 +246,7 @@ async fn run(tools: BrowserTools) {
     zoom(&browser, web).await;
     host_day(&browser, web, &shots).await;
     view_in_the_url(&browser).await;
+    labels(&browser).await;
     server_page(&browser, &shots).await;
     silent_host(&browser, &fleet[2]).await;
     theme_toggle(&browser).await;
@@ -648,6 +649,49 @@ async fn view_in_the_url(browser: &Client) {
            && location.hash.endsWith('?range=1h') || null;",
     )
     .await;
+}
+
+/// An admin labels a host on its page; the fleet shows the labels and
+/// filters by them.
+async fn labels(browser: &Client) {
+    go_to(browser, "#/host/web-1").await;
+    type_into(browser, "#labels-input", "prod, web").await;
+    click(browser, "#labels-save").await;
+    wait_for(
+        browser,
+        "the labels saved",
+        "return document.querySelector('#labels-note').textContent === 'Saved'
+           && document.querySelector('#labels-input').value === 'prod web' || null;",
+    )
+    .await;
+    go_to(browser, "#/").await;
+    let filtered = wait_for(
+        browser,
+        "the fleet filtered by a label",
+        "const select = document.querySelector('#fleet-label');
+         if (!select || select.hidden || ![...select.options].some((o) => o.value === 'prod')) return null;
+         if (select.value !== 'prod') {
+           select.value = 'prod';
+           select.dispatchEvent(new Event('change'));
+         }
+         const rows = [...document.querySelectorAll('#fleet-table tr[data-client]')];
+         return rows.length === 1 ? {name: rows[0].dataset.client,
+           labels: [...rows[0].querySelectorAll('.label')].map((l) => l.textContent)} : null;",
+    )
+    .await;
+    assert_eq!(
+        filtered,
+        json!({"name": "web-1", "labels": ["prod", "web"]}),
+        "{filtered}"
+    );
+    browser
+        .execute(
+            "const select = document.querySelector('#fleet-label');
+             select.value = ''; select.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("any label");
 }
 
 /// Drags across the cpu chart from `x` (pixels from its middle) for

@@ -22,6 +22,7 @@ sysmon_testkit::on_both_stores!(
     csv_export_has_every_sample_in_range,
     fleet_overview_shows_status_and_latest_values,
     filesystems_of_the_latest_sample,
+    labels_group_the_fleet,
 );
 
 const ADMIN_PASSWORD: &str = "admin-password-1";
@@ -868,4 +869,62 @@ async fn filesystems_of_the_latest_sample(database: TestDatabase) {
     let other = server.register("other", "pw-secret1").await;
     let (status, _) = get(&server, "/api/v1/clients/disks/filesystems", Some(&other)).await;
     assert_eq!(status, 403, "another client may not read it");
+}
+
+async fn put_labels(server: &TestServer, token: &str, host: &str, labels: Value) -> (u16, Value) {
+    let response = server
+        .http
+        .put(server.url(&format!("/api/v1/clients/{host}/labels")))
+        .bearer_auth(token)
+        .json(&json!({"labels": labels}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Admins label hosts; the fleet carries the labels; bad labels, other
+/// callers and unknown hosts are refused.
+async fn labels_group_the_fleet(database: TestDatabase) {
+    let server = start(&database).await;
+    let web = server.register("web1", "pw-secret1").await;
+    server.register("web2", "pw-secret1").await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let (status, body) =
+        put_labels(&server, &admin, "web1", json!(["prod", "db", "db", " x "])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"client": "web1", "labels": ["db", "prod", "x"]})
+    );
+    let fleet = server.get_json("/api/v1/clients", &admin).await;
+    let labels: Vec<(&str, &Value)> = fleet["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|client| (client["name"].as_str().unwrap(), &client["labels"]))
+        .collect();
+    assert_eq!(
+        labels,
+        [("web1", &json!(["db", "prod", "x"])), ("web2", &json!([]))]
+    );
+
+    for bad in [
+        json!(["has space"]),
+        json!([""]),
+        json!(["a,b"]),
+        json!((0..17).map(|i| format!("l{i}")).collect::<Vec<_>>()),
+    ] {
+        let (status, body) = put_labels(&server, &admin, "web1", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = put_labels(&server, &web, "web1", json!(["mine"])).await;
+    assert_eq!(status, 403, "a client may not label itself");
+    let (status, _) = put_labels(&server, &admin, "nobody", json!(["x"])).await;
+    assert_eq!(status, 404);
+    let (status, body) = put_labels(&server, &admin, "web1", json!([])).await;
+    assert_eq!((status, &body["labels"]), (200, &json!([])));
+    let fleet = server.get_json("/api/v1/clients", &admin).await;
+    assert_eq!(fleet["clients"][0]["labels"], json!([]), "cleared: {fleet}");
 }

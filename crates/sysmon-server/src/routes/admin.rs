@@ -195,3 +195,46 @@ pub async fn revoke_enrollment_token(
     state.auth.enrollment().revoke(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A host's labels, to set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsRequest {
+    labels: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Labels {
+    client: String,
+    /// Sorted, without duplicates.
+    labels: Vec<String>,
+}
+
+/// Set a host's labels (replacing its previous ones), to group and filter
+/// the fleet by: at most 16, each 1 to 40 characters without spaces or
+/// commas.
+#[utoipa::path(put, path = "/api/v1/clients/{name}/labels", tag = "admin",
+    params(("name" = String, Path, description = "The client")),
+    request_body = LabelsRequest,
+    responses(
+        (status = 200, body = Labels),
+        (status = 400, description = "A label is malformed, or too many"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn set_labels(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+    JsonBody(request): JsonBody<LabelsRequest>,
+) -> Result<Json<Labels>> {
+    principal.check_admin()?;
+    let client = state.reads.readable_client(&principal, &name).await?;
+    let labels = state.reads.set_labels(client, request.labels).await?;
+    Ok(Json(Labels {
+        client: name,
+        labels,
+    }))
+}

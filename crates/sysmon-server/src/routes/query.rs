@@ -43,6 +43,8 @@ pub struct ClientSummary {
     online: bool,
     /// The latest sample's metrics, by name; absent ones left out.
     latest: BTreeMap<&'static str, f64>,
+    /// An admin's labels for the host.
+    labels: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,6 +89,7 @@ fn summary(status: ClientStatus) -> ClientSummary {
         interval_seconds: status.interval.map(|interval| interval.as_secs_f64()),
         online: status.online,
         latest,
+        labels: status.labels,
     }
 }
 

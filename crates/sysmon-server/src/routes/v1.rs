@@ -73,6 +73,7 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(query::server_health))
         .routes(routes!(admin::revoke_tokens))
         .routes(routes!(admin::remove_client))
+        .routes(routes!(admin::set_labels))
         .routes(routes!(
             admin::create_enrollment_token,
             admin::list_enrollment_tokens

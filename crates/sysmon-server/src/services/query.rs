@@ -285,6 +285,8 @@ pub struct ClientStatus {
     pub interval: Option<Duration>,
     pub online: bool,
     pub latest: Option<Sample>,
+    /// An admin's labels for the host, sorted.
+    pub labels: Vec<String>,
 }
 
 impl ClientStatus {
@@ -312,6 +314,7 @@ impl ClientStatus {
             interval,
             online,
             latest: overview.latest,
+            labels: Vec::new(),
         }
     }
 }

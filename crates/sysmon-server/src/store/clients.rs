@@ -51,6 +51,10 @@ pub trait ClientStore: Send + Sync {
     /// long; the rows deleted. A row that a late commit adds while it runs
     /// is left for the next run.
     async fn purge_removed_clients(&self) -> Result<u64>;
+    /// Replaces a client's labels.
+    async fn set_labels(&self, client: ClientId, labels: &[String]) -> Result<()>;
+    /// Every label of every client that has some, by client then label.
+    async fn all_labels(&self) -> Result<Vec<(ClientId, String)>>;
 }
 
 /// Tables holding a client's data, in the order a purge empties them
@@ -389,6 +393,10 @@ macro_rules! impl_client_store {
                     .bind(name)
                     .execute(&mut *transaction)
                     .await?;
+                sqlx::query("DELETE FROM client_labels WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?;
                 Self::end_tokens_in(&mut transaction, client).await?;
                 transaction.commit().await?;
                 Ok(())
@@ -421,6 +429,41 @@ macro_rules! impl_client_store {
                     }
                 }
                 Ok(deleted)
+            }
+
+            async fn set_labels(
+                &self,
+                client: $crate::store::ClientId,
+                labels: &[String],
+            ) -> $crate::error::Result<()> {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query("DELETE FROM client_labels WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?;
+                for label in labels {
+                    sqlx::query("INSERT INTO client_labels (client_id, label) VALUES ($1, $2)")
+                        .bind(client.0)
+                        .bind(label)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn all_labels(
+                &self,
+            ) -> $crate::error::Result<Vec<($crate::store::ClientId, String)>> {
+                let rows = sqlx::query_as::<_, (i64, String)>(
+                    "SELECT client_id, label FROM client_labels ORDER BY client_id, label",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, label)| ($crate::store::ClientId(id), label))
+                    .collect())
             }
 
             async fn auth_epoch(&self) -> $crate::error::Result<i64> {
