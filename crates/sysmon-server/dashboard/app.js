@@ -514,7 +514,7 @@
           "aria-label": client.online ? "online" : "offline",
         })),
         cell("name", "host", h("a", { href: `#/host/${encodeURIComponent(client.name)}` }, client.name),
-          ...(client.labels || []).map((label) => h("span", { class: "label" }, label))),
+          ...(client.labels || []).map((label) => h("span", { class: "badge label" }, label))),
         cell("last_seen", "last-seen", ago(client.last_seen)),
         h("td", { class: "num", "data-field": "cpu_load", "data-value": cpu ?? "" },
           formatValue(cpu, "percent"), meter(cpu)),
