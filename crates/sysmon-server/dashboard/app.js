@@ -75,14 +75,15 @@
   for (const def of CHARTS) def.groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
 
   const FLEET_REFRESH_MS = 10000;
-  // The fleet table's rows have this height (app.css), so the rows out of
-  // view can be stood for by spacers of the right height.
-  const ROW_HEIGHT = 47;
+  // The fleet table's rows have this height (app.css; measured in
+  // Chromium), so the rows out of view can be stood for by spacers.
+  const ROW_HEIGHT = 46;
   const ROW_OVERSCAN = 10;
   const SERVER_REFRESH_MS = 2000;
   // The server page's history: 15 minutes of the server's readings, one a
   // second (the server's own), then one per refresh.
   const SERVER_HISTORY = 900;
+  const SERVER_HISTORY_SECONDS = 900;
 
   let session = null; // {name, role} while logged in
   let current = null; // the shown view: {stop()}
@@ -335,9 +336,18 @@
     }
     const [path, query = ""] = (location.hash || "#/").split("?");
     const host = /^#\/host\/(.+)$/.exec(path);
-    if (host) current = hostView(main, decodeURIComponent(host[1]), new URLSearchParams(query));
+    if (host) current = hostView(main, decodedName(host[1]), new URLSearchParams(query));
     else if (path === "#/server") current = serverView(main);
     else current = fleetView(main);
+  }
+
+  /** A host name from the address; one typed with a bare `%` as is. */
+  function decodedName(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch (_) {
+      return text;
+    }
   }
 
   function renderTopbar() {
@@ -543,7 +553,9 @@
       switch (key) {
         case "name": return client.name;
         case "last_seen": return client.last_seen ?? null;
-        case "memory": return memoryCell(latest).value;
+        // A share of memory where the host says its total; hosts that send
+        // only an amount (the original's MB) sort after those.
+        case "memory": return memoryCell(latest).percent ?? null;
         default: return latest[key] ?? null;
       }
     }
@@ -585,13 +597,21 @@
     function renderVisible() {
       if (stopped) return;
       const top = tbody.getBoundingClientRect().top + window.scrollY;
-      const first = Math.max(0, Math.floor((window.scrollY - top) / ROW_HEIGHT) - ROW_OVERSCAN);
       const count = Math.ceil(window.innerHeight / ROW_HEIGHT) + 2 * ROW_OVERSCAN;
+      // Scrolled past the end of a list that just shrank: its last rows.
+      const first = Math.min(
+        Math.max(0, Math.floor((window.scrollY - top) / ROW_HEIGHT) - ROW_OVERSCAN),
+        Math.max(0, shown.length - count));
       const last = Math.min(shown.length, first + count);
       before.firstChild.style.height = `${first * ROW_HEIGHT}px`;
       after.firstChild.style.height = `${(shown.length - last) * ROW_HEIGHT}px`;
       const visible = shown.slice(first, last).map((client) => renderRow(client).tr);
+      // Rows are moved, not made anew; a focused link in one keeps focus.
+      const focused = document.activeElement;
       tbody.replaceChildren(before, ...visible, after);
+      if (focused && focused !== document.activeElement && tbody.contains(focused)) {
+        focused.focus({ preventScroll: true });
+      }
       scheduleSparks();
     }
 
@@ -740,7 +760,9 @@
       from: Number(params.get("from")),
       to: Number(params.get("to")),
     };
-    if (params.has("tz")) setTimeZone(params.get("tz"));
+    // A shared link's zone shows this view in it; the viewer's own choice
+    // (kept by the toolbar button) is left alone.
+    if (params.has("tz")) timeZone = params.get("tz") === "utc" ? "utc" : "local";
     const state = {
       stopped: false,
       preset: asked.preset || PRESETS[0],
@@ -913,8 +935,12 @@
         banded: reply.resolution !== "raw" || count.some((n) => n > 1),
         count,
         time: reply.time.slice(),
+        // Per metric, how many samples each average is over: the bucket's
+        // count where it has a value (the server does not say more), so
+        // live samples weigh into it as the server would.
         metrics: Object.fromEntries(Object.entries(reply.metrics || {}).map(([key, s]) =>
-          [key, { min: s.min.slice(), avg: s.avg.slice(), max: s.max.slice() }])),
+          [key, { min: s.min.slice(), avg: s.avg.slice(), max: s.max.slice(),
+            n: s.avg.map((v, i) => (v === null || v === undefined ? 0 : count[i] || 1)) }])),
       };
       renderToolbar();
       renderCharts();
@@ -945,7 +971,7 @@
       disks.hidden = filesystems.length === 0;
       disksTime.textContent = reply.time ? `as of ${dateTime(reply.time, true)}` : "";
       disksBody.replaceChildren(...filesystems.map((fs) => h("tr", { "data-mount": fs.mount_point },
-        h("td", { class: "host" }, fs.mount_point),
+        h("td", { class: "host", title: fs.mount_point }, fs.mount_point),
         h("td", { class: "num" }, bytes(fs.used_bytes)),
         h("td", { class: "num" }, fs.total_bytes ? bytes(fs.total_bytes) : "–"),
         h("td", { class: "num", "data-field": "used_percent", "data-value": fs.used_percent ?? "" },
@@ -973,8 +999,13 @@
       const client = state.client;
       const now = Date.now() / 1000;
       const interval = (client && client.interval_seconds) || 60;
-      const fresh = Boolean(client && client.last_seen && now - client.last_seen < 3 * interval + 5);
-      const online = Boolean(client && client.online && fresh);
+      // Judged on the server's clock (its online flag, as the fleet shows
+      // it) or on this browser's (when a live sample last arrived), never
+      // by comparing the two: a browser whose clock is off must not call
+      // a live host offline.
+      const arrived = Boolean(state.lastArrival && now - state.lastArrival < 3 * interval + 5);
+      const fresh = arrived || Boolean(client && client.online && !state.lastArrival);
+      const online = Boolean(client && (client.online || arrived) && fresh);
       status.className = `dot${online ? " online" : ""}`;
       status.setAttribute("aria-label", online ? "online" : "offline");
       status.title = online ? "online" : "offline";
@@ -1235,7 +1266,7 @@
       for (const key of Object.keys(values)) {
         if (!data.metrics[key]) {
           const nulls = () => data.time.map(() => null);
-          data.metrics[key] = { min: nulls(), avg: nulls(), max: nulls() };
+          data.metrics[key] = { min: nulls(), avg: nulls(), max: nulls(), n: data.time.map(() => 0) };
         }
       }
       // Agents back-fill after an outage, so a sample may be older than the
@@ -1246,19 +1277,20 @@
       const merge = at > 0 && same(data.time[at - 1], t);
       if (merge) {
         const i = at - 1;
-        const n = data.count[i] || 1;
         for (const [key, series] of Object.entries(data.metrics)) {
           const v = values[key];
           if (typeof v !== "number") continue;
-          if (series.avg[i] === null || series.avg[i] === undefined) {
+          const n = series.n[i] || 0;
+          if (n === 0 || series.avg[i] === null || series.avg[i] === undefined) {
             series.min[i] = series.avg[i] = series.max[i] = v;
           } else {
             series.min[i] = Math.min(series.min[i], v);
             series.max[i] = Math.max(series.max[i], v);
             series.avg[i] = (series.avg[i] * n + v) / (n + 1);
           }
+          series.n[i] = n + 1;
         }
-        data.count[i] = n + 1;
+        data.count[i] = (data.count[i] || 0) + 1;
       } else {
         data.time.splice(at, 0, t);
         data.count.splice(at, 0, 1);
@@ -1267,6 +1299,7 @@
           series.min.splice(at, 0, v);
           series.avg.splice(at, 0, v);
           series.max.splice(at, 0, v);
+          series.n.splice(at, 0, v === null ? 0 : 1);
         }
       }
       // Slide the window: the range ends now, so the oldest points leave.
@@ -1280,8 +1313,10 @@
           series.min.splice(0, drop);
           series.avg.splice(0, drop);
           series.max.splice(0, drop);
+          series.n.splice(0, drop);
         }
       }
+      state.lastArrival = Date.now() / 1000;
       if (state.client) {
         state.client.last_seen = Math.max(state.client.last_seen || 0, message.time);
         state.client.online = true;
@@ -1499,12 +1534,17 @@
         history.time = s.history.time.slice();
         history.cpu = s.history.cpu_percent.slice();
         history.memory = s.history.memory_percent.slice();
-      } else if (!history.time.length || Date.now() / 1000 > history.time[history.time.length - 1]) {
-        history.time.push(Date.now() / 1000);
-        history.cpu.push(host.cpu_percent ?? null);
-        history.memory.push(memPct);
+      } else {
+        // Stamped with the server's clock, as its history is.
+        const at = s.started_at + s.uptime_seconds;
+        if (!history.time.length || at > history.time[history.time.length - 1]) {
+          history.time.push(at);
+          history.cpu.push(host.cpu_percent ?? null);
+          history.memory.push(memPct);
+        }
       }
-      while (history.time.length > SERVER_HISTORY) {
+      const last = history.time[history.time.length - 1];
+      while (history.time.length > SERVER_HISTORY || (history.time.length && history.time[0] < last - SERVER_HISTORY_SECONDS)) {
         for (const column of Object.values(history)) column.shift();
       }
       cpuEl.parentElement.dataset.points = String(history.time.length);

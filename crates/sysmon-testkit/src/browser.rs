@@ -330,9 +330,9 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
 }
 
 /// Errors in the browser's console since the last call: exceptions,
-/// `console.error`, failed scripts and server errors. A 4xx the page asked
-/// for on purpose (a wrong password, a host not granted) is the page
-/// working, and left out.
+/// `console.error`, failed scripts and server errors. A 4xx from the API
+/// (a wrong password, a host not granted: the page asked on purpose) is
+/// the page working, and left out; a missing asset is not.
 pub async fn console_errors(browser: &Client) -> Vec<String> {
     let entries = browser
         .issue_cmd(BrowserLog)
@@ -344,7 +344,10 @@ pub async fn console_errors(browser: &Client) -> Vec<String> {
         .flatten()
         .filter(|entry| entry["level"] == "SEVERE")
         .filter_map(|entry| entry["message"].as_str())
-        .filter(|message| !message.contains("the server responded with a status of 4"))
+        .filter(|message| {
+            !(message.contains("/api/")
+                && message.contains("the server responded with a status of 4"))
+        })
         .map(str::to_owned)
         .collect()
 }
