@@ -255,6 +255,12 @@
     };
   }
 
+  /** Whether a range's times need their dates: it covers a day or more,
+   *  or crosses midnight in the zone shown. */
+  function spansDays({ from, to }) {
+    return to - from >= 86400 || timeParts(from).date !== timeParts(to).date;
+  }
+
   /** The one date format, everywhere: 2026-12-03 14:05:09, or 14:05:09. */
   function dateTime(seconds, withDate) {
     const p = timeParts(seconds);
@@ -856,9 +862,9 @@
       if (state.zoom) {
         query.set("from", state.zoom.from.toFixed(3));
         query.set("to", state.zoom.to.toFixed(3));
-      } else {
-        query.set("range", state.preset.id);
       }
+      // Kept when zoomed too, so "Reset zoom" after a reload goes back to it.
+      query.set("range", state.preset.id);
       if (timeZone === "utc") query.set("tz", "utc");
       history.replaceState(null, "", `#/host/${encodeURIComponent(name)}?${query}`);
     }
@@ -888,7 +894,7 @@
         button.setAttribute("aria-pressed", String(pressed));
       }
       const { from, to } = state.range;
-      const withDate = to - from > 86400 || new Date(from * 1000).toDateString() !== new Date(to * 1000).toDateString();
+      const withDate = spansDays(state.range);
       rangeLabel.textContent = state.zoom
         ? `${dateTime(from, withDate)} – ${dateTime(to, withDate)}`
         : state.preset.label;
@@ -1228,7 +1234,7 @@
       const data = chart.plot ? chart.plot.data : null;
       const items = [];
       const hovering = idx !== null && idx !== undefined && data;
-      if (hovering) items.push(h("span", {}, dateTime(data[0][idx], state.range.to - state.range.from > 86400)));
+      if (hovering) items.push(h("span", {}, dateTime(data[0][idx], spansDays(state.range))));
       let column = 1;
       for (const metric of chart.group.metrics) {
         const withBand = banded() && metric.band !== false;

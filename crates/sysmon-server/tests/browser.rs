@@ -655,12 +655,19 @@ async fn view_in_the_url(browser: &Client) {
         "const b = document.querySelector('#time-zone');
          const el = document.querySelector('[data-chart=cpu]');
          return b && el && el.querySelector('canvas')
-           ? {zone: b.dataset.zone, label: document.querySelector('#range-label').textContent}
+           ? {zone: b.dataset.zone, label: document.querySelector('#range-label').textContent,
+              hash: location.hash}
            : null;",
     )
     .await;
     assert_eq!(restored["zone"], "utc", "{restored}");
     assert_eq!(restored["label"], zoomed, "{restored}");
+    assert!(
+        restored["hash"]
+            .as_str()
+            .is_some_and(|hash| hash.contains("range=24h")),
+        "the preset to go back to is kept: {restored}"
+    );
     click(browser, "#time-zone").await;
     click(browser, "[data-preset=\"1h\"]").await;
     wait_for(
