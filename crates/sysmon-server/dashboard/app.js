@@ -443,7 +443,7 @@
     const view = { query: "", filter: "all", label: "", sort: "name", descending: false };
     const summary = h("p", { class: "summary", id: "fleet-summary" });
     const tbody = h("tbody");
-    const spacer = () => h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: "7" }));
+    const spacer = () => h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: "8" }));
     const before = spacer();
     const after = spacer();
     const header = (key, label, className = "") => h("th", { class: className, "aria-sort": "none" },
@@ -455,6 +455,7 @@
       header("cpu_load", "CPU", "num"),
       header("memory", "Memory", "num"),
       header("storage", "Storage", "num hide-narrow"),
+      header("uptime_seconds", "Uptime", "num hide-narrow"),
       h("th", { class: "hide-narrow" }, "CPU, last hour"));
     const table = h("table", { class: "fleet", id: "fleet-table" }, h("thead", {}, headers), tbody);
     const search = h("input", { type: "search", id: "fleet-search", placeholder: "Search hosts", "aria-label": "Search hosts", autocomplete: "off" });
@@ -538,6 +539,8 @@
           memory.text, meter(memory.percent)),
         h("td", { class: "num hide-narrow", "data-field": "storage", "data-value": latest.storage ?? "" },
           formatValue(latest.storage, "MB")),
+        h("td", { class: "num hide-narrow", "data-field": "uptime_seconds", "data-value": client.uptime_seconds ?? "" },
+          client.uptime_seconds === undefined ? "–" : duration(client.uptime_seconds)),
         h("td", { class: "spark hide-narrow" }, row.canvas));
       return row;
     }
@@ -559,6 +562,7 @@
       switch (key) {
         case "name": return client.name;
         case "last_seen": return client.last_seen ?? null;
+        case "uptime_seconds": return client.uptime_seconds ?? null;
         // A share of memory where the host says its total; hosts that send
         // only an amount (the original's MB) sort after those.
         case "memory": return memoryCell(latest).percent ?? null;

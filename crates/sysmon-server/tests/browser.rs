@@ -302,6 +302,7 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
            online: row.dataset.online,
            cpu: row.querySelector('[data-field=cpu_load]').dataset.value,
            storage: row.querySelector('[data-field=storage]').textContent,
+           uptime: row.querySelector('[data-field=uptime_seconds]').textContent,
          })) : null;",
     )
     .await;
@@ -313,6 +314,9 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
             .unwrap_or_else(|| panic!("a row for {} in {rows:?}", host.name));
         assert_eq!(row["online"], host.online.to_string(), "{row}");
         assert_eq!(number(&row["cpu"]), Some(host.last_cpu), "{row}");
+        // Agents send their uptime; the original's clients do not.
+        let uptime = row["uptime"].as_str().unwrap_or_default();
+        assert_eq!(uptime == "–", host.name == "legacy-box", "{row}");
         // Storage in the same units as memory: the original's MB (MiB)
         // shown as GiB, not "95,888 MB".
         assert!(
@@ -1153,6 +1157,8 @@ fn agent_sample(host: &Host, t: f64, cpu: Option<f64>) -> Value {
         "network_receive_bytes_per_second": rx.round(),
         "network_transmit_bytes_per_second": tx.round(),
         "temperature_celsius": (45.0 + cpu / 5.0 + 2.0 * slow).round(),
+        // Booted a day before the seeded day began.
+        "uptime_seconds": (t - host.day_start + 86_400.0) as u64,
         "filesystems": [
             {"mount_point": "/", "used_bytes": (storage * mib) as u64, "total_bytes": 500u64 << 30},
             {"mount_point": "/data", "used_bytes": 3u64 << 40, "total_bytes": 4u64 << 40},

@@ -662,7 +662,8 @@ async fn fleet_overview_shows_status_and_latest_values(database: TestDatabase) {
         &fresh,
         &[
             json!({"time": now - 20, "cpu_load": 10.0}),
-            json!({"time": now - 10, "cpu_load": 20.0, "memory_used_bytes": 5, "memory_total_bytes": 10}),
+            json!({"time": now - 10, "cpu_load": 20.0, "memory_used_bytes": 5, "memory_total_bytes": 10,
+                   "uptime_seconds": 86_400}),
         ],
     )
     .await;
@@ -689,6 +690,7 @@ async fn fleet_overview_shows_status_and_latest_values(database: TestDatabase) {
     assert_eq!(fresh["interval_seconds"], 10.0);
     assert_eq!(fresh["first_seen"], (now - 20) as f64);
     assert_eq!(fresh["last_seen"], (now - 10) as f64);
+    assert_eq!(fresh["uptime_seconds"], 86_400, "{fresh}");
     assert_eq!(
         fresh["latest"],
         json!({"cpu_load": 20.0, "memory_used_bytes": 5.0, "memory_total_bytes": 10.0})
@@ -699,6 +701,7 @@ async fn fleet_overview_shows_status_and_latest_values(database: TestDatabase) {
     assert_eq!(silent["online"], false);
     assert_eq!(silent["last_seen"], Value::Null);
     assert_eq!(silent["latest"], json!({}));
+    assert!(silent.get("uptime_seconds").is_none());
 }
 
 #[tokio::test]
@@ -718,6 +721,12 @@ async fn openapi_document_lists_every_v1_route() {
         ("/api/v1/clients/{name}/series", "get"),
         ("/api/v1/clients/{name}/export.csv", "get"),
         ("/api/v1/clients/{name}/live", "get"),
+        ("/api/v1/clients/{name}/filesystems", "get"),
+        ("/api/v1/clients/{name}/labels", "put"),
+        ("/api/v1/clients/{name}", "delete"),
+        ("/api/v1/enrollment-tokens", "post"),
+        ("/api/v1/enrollment-tokens", "get"),
+        ("/api/v1/enrollment-tokens/{id}", "delete"),
         ("/api/v1/server", "get"),
     ] {
         assert!(

@@ -45,6 +45,9 @@ pub struct ClientSummary {
     latest: BTreeMap<&'static str, f64>,
     /// An admin's labels for the host.
     labels: Vec<String>,
+    /// Seconds since the host booted, at its latest sample (agents send it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_seconds: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,7 +85,13 @@ fn summary(status: ClientStatus) -> ClientSummary {
                 .collect()
         })
         .unwrap_or_default();
+    let uptime_seconds = status
+        .latest
+        .as_ref()
+        .and_then(|sample| sample.extended.as_deref())
+        .and_then(|extended| extended.uptime_seconds);
     ClientSummary {
+        uptime_seconds,
         name: status.name,
         first_seen: status.first_seen.map(UnixTime::as_secs_f64),
         last_seen: status.last_seen.map(UnixTime::as_secs_f64),
