@@ -231,8 +231,7 @@ pub async fn set_labels(
     JsonBody(request): JsonBody<LabelsRequest>,
 ) -> Result<Json<Labels>> {
     principal.check_admin()?;
-    let client = state.reads.readable_client(&principal, &name).await?;
-    let labels = state.reads.set_labels(client, request.labels).await?;
+    let labels = state.auth.set_labels(&name, request.labels).await?;
     Ok(Json(Labels {
         client: name,
         labels,

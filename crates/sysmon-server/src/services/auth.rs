@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::store::{DashboardUser, NewDashboardUser, SessionOwner, Store, TokenOwner};
 
 const MAX_USERNAME_CHARS: usize = 64;
+/// Labels one client may carry.
+pub const MAX_LABELS: usize = 16;
 const MAX_PASSWORD_BYTES: usize = 1024;
 /// Dashboard passwords are chosen by people; refuse the guessable ones.
 pub const MIN_DASHBOARD_PASSWORD_CHARS: usize = 8;
@@ -304,6 +306,42 @@ impl Auth {
         self.forget_tokens();
         tracing::warn!(client, id = record.id.0, "removed a client");
         Ok(())
+    }
+
+    /// Sets a client's labels (admins): at most [`MAX_LABELS`], each 1 to
+    /// 40 printable characters without spaces or commas, kept sorted and
+    /// without duplicates.
+    pub async fn set_labels(&self, client: &str, labels: Vec<String>) -> Result<Vec<String>> {
+        let record = self
+            .store
+            .find_client(client)
+            .await?
+            .ok_or_else(|| Error::NotFoundNamed(format!("no client named `{client}`")))?;
+        let mut labels: Vec<String> = labels
+            .into_iter()
+            .map(|label| label.trim().to_owned())
+            .collect();
+        labels.sort();
+        labels.dedup();
+        if labels.len() > MAX_LABELS {
+            return Err(Error::BadRequest(format!(
+                "a host may have at most {MAX_LABELS} labels"
+            )));
+        }
+        if let Some(bad) = labels.iter().find(|label| {
+            label.is_empty()
+                || label.chars().count() > 40
+                || label
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == ',')
+        }) {
+            return Err(Error::BadRequest(format!(
+                "label `{}` must be 1 to 40 printable characters without spaces or commas",
+                bad.escape_debug()
+            )));
+        }
+        self.store.set_labels(record.id, &labels).await?;
+        Ok(labels)
     }
 
     /// Deletes removed clients' samples now, on a task of its own (a long

@@ -85,37 +85,6 @@ impl Reads {
             .collect())
     }
 
-    /// Sets a host's labels (admins): at most [`MAX_LABELS`], each 1 to 40
-    /// printable characters without spaces or commas, kept sorted and
-    /// without duplicates.
-    pub async fn set_labels(&self, client: ClientId, labels: Vec<String>) -> Result<Vec<String>> {
-        let mut labels: Vec<String> = labels
-            .into_iter()
-            .map(|label| label.trim().to_owned())
-            .collect();
-        labels.sort();
-        labels.dedup();
-        if labels.len() > MAX_LABELS {
-            return Err(Error::BadRequest(format!(
-                "a host may have at most {MAX_LABELS} labels"
-            )));
-        }
-        if let Some(bad) = labels.iter().find(|label| {
-            label.is_empty()
-                || label.chars().count() > 40
-                || label
-                    .chars()
-                    .any(|c| c.is_control() || c.is_whitespace() || c == ',')
-        }) {
-            return Err(Error::BadRequest(format!(
-                "label `{}` must be 1 to 40 printable characters without spaces or commas",
-                bad.escape_debug()
-            )));
-        }
-        self.store.set_labels(client, &labels).await?;
-        Ok(labels)
-    }
-
     /// A client's series as planned from the request (see [`query::plan`]):
     /// raw samples as stored, or a rollup tier with what is still pending
     /// for it.
@@ -234,9 +203,6 @@ impl Reads {
         }))
     }
 }
-
-/// Labels one host may carry.
-pub const MAX_LABELS: usize = 16;
 
 /// The most samples one read of `GET /api/v1/samples` returns.
 pub const MAX_PAGE_SAMPLES: u32 = 10_000;
