@@ -520,6 +520,7 @@
       const latest = client.latest || {};
       const cpu = latest.cpu_load;
       const memory = memoryCell(latest);
+      const storage = storageCell(client);
       row.tr.dataset.online = String(Boolean(client.online));
       // An offline host keeps its last values, greyed.
       row.tr.classList.toggle("offline", !client.online);
@@ -537,8 +538,8 @@
           formatValue(cpu, "percent"), meter(cpu)),
         h("td", { class: "num", "data-field": "memory", "data-value": memory.value ?? "", title: memory.title },
           memory.text, meter(memory.percent)),
-        h("td", { class: "num hide-narrow", "data-field": "storage", "data-value": latest.storage ?? "" },
-          formatValue(latest.storage, "MB")),
+        h("td", { class: "num hide-narrow", "data-field": "storage", "data-value": storage.value ?? "", title: storage.title },
+          storage.text, meter(storage.percent)),
         h("td", { class: "num hide-narrow", "data-field": "uptime_seconds", "data-value": client.uptime_seconds ?? "" },
           client.uptime_seconds === undefined ? "–" : duration(client.uptime_seconds)),
         h("td", { class: "spark hide-narrow" }, row.canvas));
@@ -556,6 +557,20 @@
       return { value: null, text: "–" };
     }
 
+    /** The share used of the host's fullest file system (agents send
+     *  them all), else the original's amount of storage used. */
+    function storageCell(client) {
+      const fullest = client.fullest_filesystem;
+      if (fullest && fullest.used_percent !== null) {
+        const percent = fullest.used_percent;
+        return { value: percent, percent, text: `${num(percent, 0)} %`,
+          title: `fullest file system: ${fullest.mount_point}, ${bytes(fullest.used_bytes)} of ${bytes(fullest.total_bytes)}` };
+      }
+      const latest = client.latest || {};
+      if (latest.storage !== undefined) return { value: latest.storage, text: formatValue(latest.storage, "MB"), title: "used" };
+      return { value: null, text: "–" };
+    }
+
     /** A host's value for a sort key; missing values sort last. */
     function sortValue(client, key) {
       const latest = client.latest || {};
@@ -566,6 +581,8 @@
         // A share of memory where the host says its total; hosts that send
         // only an amount (the original's MB) sort after those.
         case "memory": return memoryCell(latest).percent ?? null;
+        // Likewise the fullest file system's share, then amounts.
+        case "storage": return storageCell(client).percent ?? null;
         default: return latest[key] ?? null;
       }
     }
@@ -802,8 +819,11 @@
     const charts = h("div", { class: "charts", id: "charts" });
     const disksBody = h("tbody");
     const disksTime = h("span", { class: "muted" });
+    // Disk usage over the view's range, one line per mount point.
+    const diskHistoryEl = h("div", { class: "plot disk-history", id: "disk-history", "aria-label": "disk usage over time" });
     const disks = h("section", { class: "card disks", id: "filesystems", hidden: true },
       h("header", {}, h("h3", {}, "File systems"), disksTime),
+      diskHistoryEl,
       h("table", { class: "fleet" },
         h("thead", {}, h("tr", {},
           h("th", {}, "Mount"), h("th", { class: "num" }, "Used"), h("th", { class: "num" }, "Size"), h("th", { class: "num" }, "Used %"))),
@@ -921,9 +941,13 @@
       renderToolbar();
       const { from, to } = state.range;
       let reply;
+      // Live samples that come while the series is read wait for it: those
+      // after its newest sample are applied to it, not to the old data.
+      state.buffer = state.buffer || [];
       try {
         reply = await api(`${clientPath(name)}/series?from=${Math.floor(from)}&to=${Math.ceil(to)}`);
       } catch (e) {
+        if (seq === state.loadSeq) flushBuffer(null);
         if (state.stopped || seq !== state.loadSeq || e.status === 401) return;
         if (e.status === 403 || e.status === 404) {
           unavailable(e.status === 404
@@ -938,8 +962,18 @@
       if (state.stopped || seq !== state.loadSeq) return;
       toolbar.hidden = hint.hidden = false;
       failure.hidden = true;
+      state.data = seriesData(reply);
+      renderToolbar();
+      renderCharts();
+      flushBuffer(reply.latest);
+      syncLive();
+      loadDiskHistory();
+    }
+
+    /** A series reply as the charts keep it. */
+    function seriesData(reply) {
       const count = (reply.count || reply.time.map(() => 1)).slice();
-      state.data = {
+      return {
         resolution: reply.resolution,
         step: reply.step,
         banded: reply.resolution !== "raw" || count.some((n) => n > 1),
@@ -952,9 +986,58 @@
           [key, { min: s.min.slice(), avg: s.avg.slice(), max: s.max.slice(),
             n: s.avg.map((v, i) => (v === null || v === undefined ? 0 : count[i] || 1)) }])),
       };
-      renderToolbar();
-      renderCharts();
-      syncLive();
+    }
+
+    /** Applies the live samples buffered during a read: those after the
+     *  newest sample the read saw (`latest`; all when unknown). */
+    function flushBuffer(latest) {
+      const buffered = state.buffer || [];
+      state.buffer = null;
+      for (const message of buffered) {
+        if (latest === null || latest === undefined || message.time > latest) appendSample(message);
+      }
+    }
+
+    /** Once the socket follows the host, what was stored between the last
+     *  read and then: the shown data's last point read again (replacing
+     *  it, so nothing counts twice), and the points after it. */
+    async function catchUp() {
+      const data = state.data;
+      if (!data || !data.time.length || state.buffer) return;
+      const seq = state.loadSeq;
+      const from = data.time[data.time.length - 1];
+      const to = Date.now() / 1000 + 1;
+      state.buffer = [];
+      let reply = null;
+      try {
+        reply = await api(`${clientPath(name)}/series?from=${from}&to=${to}&step=${data.step}&resolution=${data.resolution}`);
+      } catch (_) {
+        // The buffered samples still apply; a later reload fills the rest.
+      }
+      if (state.stopped || seq !== state.loadSeq || state.data !== data) return;
+      if (reply) {
+        const tail = seriesData(reply);
+        let keep = data.time.length;
+        while (keep > 0 && data.time[keep - 1] >= from - 1e-6) keep--;
+        data.time.splice(keep, Infinity, ...tail.time);
+        data.count.splice(keep, Infinity, ...tail.count);
+        for (const [key, series] of Object.entries(data.metrics)) {
+          const fresh = tail.metrics[key];
+          const nulls = () => tail.time.map(() => null);
+          series.min.splice(keep, Infinity, ...(fresh ? fresh.min : nulls()));
+          series.avg.splice(keep, Infinity, ...(fresh ? fresh.avg : nulls()));
+          series.max.splice(keep, Infinity, ...(fresh ? fresh.max : nulls()));
+          series.n.splice(keep, Infinity, ...(fresh ? fresh.n : tail.time.map(() => 0)));
+        }
+        for (const [key, fresh] of Object.entries(tail.metrics)) {
+          if (data.metrics[key]) continue;
+          const pad = () => data.time.slice(0, keep).map(() => null);
+          data.metrics[key] = { min: [...pad(), ...fresh.min], avg: [...pad(), ...fresh.avg],
+            max: [...pad(), ...fresh.max], n: [...data.time.slice(0, keep).map(() => 0), ...fresh.n] };
+        }
+        redrawLive();
+      }
+      flushBuffer(reply ? reply.latest : null);
     }
 
     /** A host that does not exist, or that this user may not see: a plain
@@ -986,6 +1069,87 @@
         h("td", { class: "num" }, fs.total_bytes ? bytes(fs.total_bytes) : "–"),
         h("td", { class: "num", "data-field": "used_percent", "data-value": fs.used_percent ?? "" },
           fs.used_percent === null ? "–" : `${num(fs.used_percent, 1)} %`, meter(fs.used_percent)))));
+    }
+
+    /** Each mount point's share used over the shown range (the first
+     *  sample of each step: disk usage moves slowly), drawn with a legend
+     *  that reads out every mount at the cursor. */
+    async function loadDiskHistory() {
+      const { from, to } = state.range || currentRange();
+      let reply;
+      try {
+        reply = await api(`${clientPath(name)}/filesystems/history?from=${Math.floor(from)}&to=${Math.ceil(to)}`);
+      } catch (_) {
+        return; // The charts say when the host cannot be read.
+      }
+      if (state.stopped) return;
+      drawDiskHistory(reply.mounts || []);
+    }
+
+    function drawDiskHistory(mounts) {
+      const times = [...new Set(mounts.flatMap((mount) => mount.time))].sort((a, b) => a - b);
+      const key = mounts.map((mount) => mount.mount_point).join("\n");
+      diskHistoryEl.hidden = times.length === 0;
+      const columns = [times, ...mounts.map((mount) => {
+        const at = new Map(mount.time.map((time, i) => [time, i]));
+        return times.map((time) => {
+          const i = at.get(time);
+          if (i === undefined || !mount.total_bytes[i]) return null;
+          return (100 * mount.used_bytes[i]) / mount.total_bytes[i];
+        });
+      })];
+      // What the chart shows, for tests and tools: points, and each
+      // mount's latest share.
+      diskHistoryEl.dataset.points = String(times.length);
+      diskHistoryEl.dataset.last = JSON.stringify(Object.fromEntries(mounts.map((mount, i) =>
+        [mount.mount_point, columns[i + 1].filter((v) => v !== null).pop() ?? null])));
+      // Same mounts: new data into the same chart (the cursor stays).
+      if (state.diskPlot && state.diskPlotKey === key) {
+        state.diskPlot.setData(columns);
+        return;
+      }
+      if (state.diskPlot) state.diskPlot.destroy();
+      state.diskPlot = null;
+      if (!times.length) return;
+      const palette = ["--c1", "--c2", "--c3", "--c4"];
+      const muted = cssVar("--muted");
+      const grid = cssVar("--grid");
+      state.diskPlotKey = key;
+      state.diskPlot = new uPlot({
+        width: Math.max(200, diskHistoryEl.clientWidth),
+        height: chartHeight(),
+        legend: { show: true, live: true },
+        cursor: { drag: { x: false, y: false }, points: { size: 7 } },
+        scales: { x: { time: true, range: () => [state.range.from, state.range.to] }, y: { range: [0, 100] } },
+        tzDate: zonedDate,
+        axes: [
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, values: timeTicks },
+          { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { show: false }, values: (u, splits) => splits.map((v) => `${v} %`), size: axisSize },
+        ],
+        // Away from the chart, the legend reads out the latest shares.
+        series: [
+          { value: (u, v) => (v === null || v === undefined ? "latest" : dateTime(v, spansDays(state.range))) },
+          ...mounts.map((mount, i) => ({
+            label: mount.mount_point,
+            stroke: cssVar(palette[i % palette.length]),
+            dash: i >= palette.length ? [6, 4] : undefined,
+            width: 1.75,
+            spanGaps: true,
+            points: { show: false },
+            value: (u, v, sidx, idx) => {
+              if (idx === null || idx === undefined) v = u.data[sidx].filter((x) => x !== null).pop();
+              return v === null || v === undefined ? "–" : `${num(v, 1)} %`;
+            },
+          })),
+        ],
+      }, columns, diskHistoryEl);
+      if (!state.diskObserver) {
+        state.diskObserver = new ResizeObserver(() => {
+          const width = Math.max(200, diskHistoryEl.clientWidth);
+          if (state.diskPlot && width !== state.diskPlot.width) state.diskPlot.setSize({ width, height: chartHeight() });
+        });
+        state.diskObserver.observe(diskHistoryEl);
+      }
     }
 
     async function loadClient() {
@@ -1332,6 +1496,11 @@
         state.client.online = true;
       }
       renderStatus();
+      redrawLive();
+    }
+
+    /** The charts after live data changed, in place. */
+    function redrawLive() {
       renderToolbar();
       // A chart that had no data, or a memory chart that can now show
       // bytes, needs other series: only then are the charts built anew.
@@ -1373,7 +1542,11 @@
         } catch (_) {
           return;
         }
-        if (message.type === "SAMPLE") appendSample(message);
+        if (message.type === "READY") catchUp();
+        else if (message.type === "SAMPLE") {
+          if (state.buffer) state.buffer.push(message);
+          else appendSample(message);
+        }
       };
       socket.onclose = () => {
         if (state.socket !== socket) return;
@@ -1439,6 +1612,8 @@
     const timers = [
       setInterval(loadClient, FLEET_REFRESH_MS),
       setInterval(loadFilesystems, FLEET_REFRESH_MS),
+      // A live view's disk lines move on with it (a zoomed one stays put).
+      setInterval(() => { if (isLive() && state.socketOpen) loadDiskHistory(); }, FLEET_REFRESH_MS),
       setInterval(renderStatus, 1000),
     ];
     return {
@@ -1447,6 +1622,8 @@
         timers.forEach(clearInterval);
         closeSocket();
         destroyCharts();
+        if (state.diskObserver) state.diskObserver.disconnect();
+        if (state.diskPlot) state.diskPlot.destroy();
       },
     };
   }

@@ -248,6 +248,7 @@ async fn run(tools: BrowserTools) {
     host_day(&browser, web, &shots).await;
     view_in_the_url(&browser).await;
     labels(&browser).await;
+    caught_up_before_the_socket(&browser, &server, web).await;
     server_page(&browser, &shots).await;
     silent_host(&browser, &fleet[2]).await;
     theme_toggle(&browser).await;
@@ -317,14 +318,17 @@ async fn fleet_table(browser: &Client, fleet: &[Host], shots: &Screenshots) {
         // Agents send their uptime; the original's clients do not.
         let uptime = row["uptime"].as_str().unwrap_or_default();
         assert_eq!(uptime == "–", host.name == "legacy-box", "{row}");
-        // Storage in the same units as memory: the original's MB (MiB)
+        // Storage as the fullest file system's share where the host sends
+        // its file systems (agents: /data, 3 of 4 TiB, or db-1's fuller
+        // root); else in the same units as memory: the original's MB (MiB)
         // shown as GiB, not "95,888 MB".
-        assert!(
-            row["storage"]
-                .as_str()
-                .is_some_and(|text| text.ends_with(" GiB")),
-            "{row}"
-        );
+        let storage = row["storage"].as_str().unwrap_or_default();
+        let expected = match host.name {
+            "web-1" => "75 %",
+            "db-1" => "80 %",
+            _ => " GiB",
+        };
+        assert!(storage.ends_with(expected), "{row}");
     }
     wait_for(
         browser,
@@ -402,6 +406,28 @@ async fn host_page(browser: &Client, server: &TestServer, web: &Host) {
     .await;
     assert_eq!(disks[1], json!(["/data", "75 %"]), "{disks}");
     assert_eq!(disks[0][0], "/", "{disks}");
+    // And their usage over the range shown: a line per mount point, with a
+    // legend naming each.
+    let history = wait_for(
+        browser,
+        "the disk-usage chart",
+        "const el = document.querySelector('#disk-history');
+         const legend = [...el.querySelectorAll('.u-legend .u-series th')].map(th => th.textContent.trim());
+         return el.querySelector('canvas') && Number(el.dataset.points) > 100
+           ? {legend, last: JSON.parse(el.dataset.last)} : null;",
+    )
+    .await;
+    assert_eq!(history["last"]["/data"].as_f64(), Some(75.0), "{history}");
+    let root = history["last"]["/"].as_f64().expect("a share for /");
+    assert!((10.0..30.0).contains(&root), "{history}");
+    for mount in ["/", "/data"] {
+        assert!(
+            history["legend"].as_array().is_some_and(|legend| legend
+                .iter()
+                .any(|label| label.as_str().is_some_and(|l| l.ends_with(mount)))),
+            "{history}"
+        );
+    }
     // The export link downloads the range shown, with the session cookie.
     let export = wait_for(
         browser,
@@ -442,6 +468,66 @@ async fn push_now(server: &TestServer, web: &Host, samples: &[(f64, f64)]) {
         .await
         .expect("push samples");
     assert_eq!(stored.status(), 200, "{:?}", stored.text().await);
+}
+
+/// A sample stored after the page read the series but before its live
+/// socket followed the host is not lost: the page holds the socket back
+/// (a wrapper around `WebSocket`), the sample is stored, and once the
+/// socket is let through the chart shows it, without a reload.
+async fn caught_up_before_the_socket(browser: &Client, server: &TestServer, web: &Host) {
+    go_to(browser, "#/").await;
+    browser.wait_for_element("#fleet-view").await;
+    browser
+        .execute(
+            "const Real = window.WebSocket;
+             window.RealWebSocket = Real;
+             window.WebSocket = function (url) {
+               const held = { close() { if (held.real) held.real.close(); } };
+               window.releaseSocket = () => {
+                 const real = new Real(url);
+                 held.real = real;
+                 for (const event of ['onopen', 'onmessage', 'onclose']) {
+                   real[event] = (e) => held[event] && held[event](e);
+                 }
+                 window.WebSocket = Real;
+               };
+               return held;
+             };",
+            vec![],
+        )
+        .await
+        .expect("hold the page's socket");
+    go_to(browser, &format!("#/host/{}?range=1h", web.name)).await;
+    let points = wait_for(
+        browser,
+        "the hour's cpu chart, its socket held",
+        "const el = document.querySelector('[data-chart=cpu]');
+         return el && window.releaseSocket && el.querySelector('canvas') ? {
+           points: +el.dataset.points, step: +el.dataset.step } : null;",
+    )
+    .await;
+    let (shown, step) = (
+        points["points"].as_u64().expect("points") as usize,
+        points["step"].as_f64().expect("step"),
+    );
+    // In a bucket of its own, after every point shown.
+    let start = unix_now();
+    while (unix_now() / step).floor() <= (start / step).floor() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu = 66.5;
+    push_now(server, web, &[(unix_now(), cpu)]).await;
+    browser
+        .execute("window.releaseSocket();", vec![])
+        .await
+        .expect("let the socket through");
+    let chart = wait_for(
+        browser,
+        "the sample stored before the socket followed",
+        &chart_script("cpu", shown + 1),
+    )
+    .await;
+    assert_eq!(number(&chart["last"]), Some(cpu), "{chart}");
 }
 
 /// 20 live samples in the newest point's bucket, one request each, while
@@ -621,6 +707,18 @@ async fn host_day(browser: &Client, web: &Host, shots: &Screenshots) {
     settle(browser).await;
     shots.take(browser, "host").await;
     browser.set_window_size(1280, 900).await.expect("resize");
+    // The day's disk usage, a point per step of the day.
+    wait_for(
+        browser,
+        "the day's disk-usage chart",
+        "const el = document.querySelector('#disk-history');
+         if (!el || Number(el.dataset.points) < 200) return null;
+         document.querySelector('#filesystems').scrollIntoView({block: 'center'});
+         return true;",
+    )
+    .await;
+    settle(browser).await;
+    shots.take(browser, "host-disks").await;
 }
 
 /// The range, a zoom and the time zone live in the URL: a reload (or a

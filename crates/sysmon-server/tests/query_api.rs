@@ -575,8 +575,14 @@ async fn live_updates_carry_only_the_watched_client(database: TestDatabase) {
         .headers_mut()
         .insert("Origin", origin.parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    // Give the server a moment to subscribe before the samples commit.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The server says when it follows the client: no sample after that is
+    // missed (a page reads what came before from the series).
+    let ready = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("READY within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.to_text().unwrap(), r#"{"type":"READY"}"#);
 
     post_batch(
         &server,
@@ -600,6 +606,14 @@ async fn live_updates_carry_only_the_watched_client(database: TestDatabase) {
     assert_eq!(message["client"], "alpha");
     assert_eq!(message["time"], (BASE + 1) as f64);
     assert_eq!(message["values"], json!({"cpu_load": 42.5, "mem": 7.0}));
+    // A series says which sample was the newest when it was read.
+    let (_, series) = get(
+        &server,
+        &format!("/api/v1/clients/alpha/series?from={BASE}&to={}", BASE + 60),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(series["latest"], json!((BASE + 1) as f64), "{series}");
 }
 
 async fn csv_export_has_every_sample_in_range(database: TestDatabase) {
@@ -722,6 +736,7 @@ async fn openapi_document_lists_every_v1_route() {
         ("/api/v1/clients/{name}/export.csv", "get"),
         ("/api/v1/clients/{name}/live", "get"),
         ("/api/v1/clients/{name}/filesystems", "get"),
+        ("/api/v1/clients/{name}/filesystems/history", "get"),
         ("/api/v1/clients/{name}/labels", "put"),
         ("/api/v1/clients/{name}", "delete"),
         ("/api/v1/enrollment-tokens", "post"),
@@ -878,6 +893,47 @@ async fn filesystems_of_the_latest_sample(database: TestDatabase) {
     let other = server.register("other", "pw-secret1").await;
     let (status, _) = get(&server, "/api/v1/clients/disks/filesystems", Some(&other)).await;
     assert_eq!(status, 403, "another client may not read it");
+
+    // Over time: a line per mount point, the earlier sample's included.
+    let history = format!(
+        "/api/v1/clients/disks/filesystems/history?from={BASE}&to={}",
+        BASE + 60
+    );
+    let (status, body) = get(&server, &history, Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    let mounts: Vec<(&str, &Value)> = body["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|mount| (mount["mount_point"].as_str().unwrap(), &mount["used_bytes"]))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("/", &json!([25])),
+            ("/data", &json!([0])),
+            ("/old", &json!([1]))
+        ]
+    );
+    assert_eq!(get(&server, &history, Some(&other)).await.0, 403);
+    for (query, field) in [
+        (format!("from={}&to={BASE}", BASE + 60), "from"),
+        ("from=yesterday".to_owned(), "from"),
+        ("to=1e400".to_owned(), "to"),
+        ("step=5".to_owned(), "step"),
+    ] {
+        let (status, body) = get(
+            &server,
+            &format!("/api/v1/clients/disks/filesystems/history?{query}"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{query}: {body}"
+        );
+    }
 }
 
 async fn put_labels(server: &TestServer, token: &str, host: &str, labels: Value) -> (u16, Value) {

@@ -87,6 +87,33 @@ struct Reads {
     series: Vec<(f64, f64)>,
     /// The fleet overview's entry.
     overview: Value,
+    /// File-system history of "/": (time, used bytes) at every sample, and
+    /// in 10-second steps (the first of each).
+    disk_history: Vec<(f64, i64)>,
+    disk_history_coarse: Vec<(f64, i64)>,
+}
+
+/// (time, used bytes) of the one mount point of a file-system history.
+async fn disk_history(server: &TestServer, session: &str, to: i64) -> Vec<(f64, i64)> {
+    let history = server
+        .get_json(
+            &format!("/api/v1/clients/{NAME}/filesystems/history?from={BASE}&to={to}"),
+            session,
+        )
+        .await;
+    let mounts = history["mounts"].as_array().unwrap();
+    assert!(mounts.len() <= 1, "{history}");
+    let Some(root) = mounts.first() else {
+        return Vec::new();
+    };
+    assert_eq!(root["mount_point"], "/");
+    root["time"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(root["used_bytes"].as_array().unwrap())
+        .map(|(time, used)| (time.as_f64().unwrap(), used.as_i64().unwrap()))
+        .collect()
 }
 
 async fn read_everything(server: &TestServer, token: &str, session: &str) -> Reads {
@@ -121,7 +148,11 @@ async fn read_everything(server: &TestServer, token: &str, session: &str) -> Rea
     let fleet = server.get_json("/api/v1/clients", session).await;
     let mut overview = fleet["clients"][0].clone();
     overview["online"] = Value::Null; // depends on the clock, not the store
+    let disk_history_fine = disk_history(server, session, BASE + 100).await;
+    let disk_history_coarse = disk_history(server, session, BASE + 4_000).await;
     Reads {
+        disk_history: disk_history_fine,
+        disk_history_coarse,
         report: report
             .iter()
             .map(|row| {
@@ -191,8 +222,28 @@ fn check(reads: &Reads, offsets: &[i64]) {
         .map(|&o| ((BASE + o) as f64, o as f64))
         .collect();
     assert_eq!(reads.series, series, "raw series");
+    // The sample at 40 came without file systems.
+    let with_disks: Vec<i64> = offsets.iter().copied().filter(|&o| o != 40).collect();
+    let history: Vec<(f64, i64)> = with_disks.iter().map(|&o| ((BASE + o) as f64, o)).collect();
+    assert_eq!(reads.disk_history, history, "file-system history");
+    let mut coarse = history.clone();
+    coarse.dedup_by_key(|(time, _)| (*time as i64 - BASE) / 10);
+    assert_eq!(
+        reads.disk_history_coarse, coarse,
+        "file-system history, first of each 10 s"
+    );
     let newest = &offsets[offsets.len() - 3..];
     let overview = &reads.overview;
+    let fullest = match newest[2] {
+        40 => Value::Null,
+        o => {
+            json!({"mount_point": "/", "used_bytes": o, "total_bytes": 100, "used_percent": o as f64})
+        }
+    };
+    assert_eq!(
+        overview["fullest_filesystem"], fullest,
+        "fleet's fullest file system"
+    );
     assert_eq!(overview["first_seen"], times[0] as f64, "first seen");
     assert_eq!(
         overview["last_seen"],

@@ -16,7 +16,7 @@ use axum::Json;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sysmon_core::metrics::{charted_values, CHARTED, METRICS};
+use sysmon_core::metrics::{charted_values, FilesystemUsage, CHARTED, METRICS};
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc::error::TrySendError;
@@ -48,6 +48,10 @@ pub struct ClientSummary {
     /// Seconds since the host booted, at its latest sample (agents send it).
     #[serde(skip_serializing_if = "Option::is_none")]
     uptime_seconds: Option<u64>,
+    /// The latest sample's fullest file system, by share used (agents send
+    /// every file system; the original API none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fullest_filesystem: Option<FilesystemShare>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -85,13 +89,20 @@ fn summary(status: ClientStatus) -> ClientSummary {
                 .collect()
         })
         .unwrap_or_default();
-    let uptime_seconds = status
+    let extended = status
         .latest
         .as_ref()
-        .and_then(|sample| sample.extended.as_deref())
-        .and_then(|extended| extended.uptime_seconds);
+        .and_then(|sample| sample.extended.as_deref());
+    let fullest_filesystem = extended
+        .into_iter()
+        .flat_map(|extended| extended.filesystems.iter())
+        .map(FilesystemShare::from)
+        .filter_map(|share| Some((share.used_percent?, share)))
+        .max_by(|(a, _), (b, _)| a.total_cmp(b))
+        .map(|(_, share)| share);
     ClientSummary {
-        uptime_seconds,
+        uptime_seconds: extended.and_then(|extended| extended.uptime_seconds),
+        fullest_filesystem,
         name: status.name,
         first_seen: status.first_seen.map(UnixTime::as_secs_f64),
         last_seen: status.last_seen.map(UnixTime::as_secs_f64),
@@ -145,6 +156,10 @@ pub struct SeriesResponse {
     /// Samples in each bucket.
     count: Vec<i64>,
     metrics: BTreeMap<&'static str, MetricSeries>,
+    /// Unix seconds of the client's newest sample just before this was
+    /// read (null before any): a live view that buffered the samples sent
+    /// meanwhile applies those after it.
+    latest: Option<f64>,
 }
 
 /// The file systems of a client's latest sample.
@@ -188,17 +203,106 @@ pub async fn filesystems(
     };
     Ok(Json(LatestFilesystems {
         time,
-        filesystems: filesystems
-            .into_iter()
-            .map(|fs| FilesystemShare {
-                used_percent: (fs.total_bytes > 0)
-                    .then(|| 100.0 * fs.used_bytes as f64 / fs.total_bytes as f64),
-                mount_point: fs.mount_point,
-                used_bytes: fs.used_bytes,
-                total_bytes: fs.total_bytes,
-            })
-            .collect(),
+        filesystems: filesystems.iter().map(FilesystemShare::from).collect(),
     }))
+}
+
+impl From<&FilesystemUsage> for FilesystemShare {
+    fn from(fs: &FilesystemUsage) -> Self {
+        FilesystemShare {
+            used_percent: (fs.total_bytes > 0)
+                .then(|| 100.0 * fs.used_bytes as f64 / fs.total_bytes as f64),
+            mount_point: fs.mount_point.clone(),
+            used_bytes: fs.used_bytes,
+            total_bytes: fs.total_bytes,
+        }
+    }
+}
+
+/// A client's file systems over a range, one line per mount point.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilesystemHistoryResponse {
+    /// The range read, unix seconds, and the seconds between points: each
+    /// point is the first sample of its step (disk usage moves slowly).
+    from: f64,
+    to: f64,
+    step: f64,
+    mounts: Vec<MountHistory>,
+}
+
+/// One mount point's usage over time; the arrays are parallel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MountHistory {
+    mount_point: String,
+    /// Unix seconds.
+    time: Vec<f64>,
+    used_bytes: Vec<u64>,
+    total_bytes: Vec<u64>,
+}
+
+/// Every file system the client reported from `from` to `to` (default:
+/// the hour before now), at most 400 points per mount point.
+#[utoipa::path(get, path = "/api/v1/clients/{name}/filesystems/history", tag = "query",
+    params(("name" = String, Path, description = "Client name"),
+           ("from" = Option<f64>, Query, description = "Start, unix seconds (default: an hour before `to`)"),
+           ("to" = Option<f64>, Query, description = "End, unix seconds (default: now)")),
+    responses(
+        (status = 200, body = FilesystemHistoryResponse),
+        (status = 400, description = "A parameter is malformed; the message names it"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "The caller may not read this client"),
+        (status = 404, description = "No such client"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn filesystem_history(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<FilesystemHistoryResponse>> {
+    let client = state.reads.readable_client(&principal, &name).await?;
+    let params: RangeParams = parse_params(raw.as_deref())?;
+    let request = SeriesRequest {
+        from: range_bound("from", &params.from)?,
+        to: range_bound("to", &params.to)?,
+        ..SeriesRequest::default()
+    };
+    let history = state.reads.filesystem_history(client, &request).await?;
+    let mut mounts: BTreeMap<String, MountHistory> = BTreeMap::new();
+    for row in history.rows {
+        let mount = mounts
+            .entry(row.usage.mount_point.clone())
+            .or_insert_with(|| MountHistory {
+                mount_point: row.usage.mount_point,
+                time: Vec::new(),
+                used_bytes: Vec::new(),
+                total_bytes: Vec::new(),
+            });
+        mount.time.push(row.time_us as f64 / 1e6);
+        mount.used_bytes.push(row.usage.used_bytes);
+        mount.total_bytes.push(row.usage.total_bytes);
+    }
+    let seconds = |micros: i64| micros as f64 / 1e6;
+    Ok(Json(FilesystemHistoryResponse {
+        from: seconds(history.plan.start_us),
+        to: seconds(history.plan.end_us),
+        step: seconds(history.plan.step_us),
+        mounts: mounts.into_values().collect(),
+    }))
+}
+
+/// A range's bounds, as the file-system history takes them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// A range bound from a query parameter: unix seconds, or absent.
+fn range_bound(name: &str, value: &Option<String>) -> Result<Option<UnixTime>> {
+    parse_bound(value.as_deref())
+        .map_err(|_| Error::BadRequest(format!("`{name}` must be unix seconds")))
 }
 
 /// A client's metrics from `from` to `to` in buckets of `step`: min, mean
@@ -245,14 +349,11 @@ pub async fn series(
         time: series.buckets.iter().map(|b| seconds(b.start_us)).collect(),
         count: series.buckets.iter().map(|b| b.sample_count).collect(),
         metrics,
+        latest: series.latest.map(UnixTime::as_secs_f64),
     }))
 }
 
 fn series_request(params: &SeriesParams) -> Result<SeriesRequest> {
-    let bound = |name: &str, value: &Option<String>| {
-        parse_bound(value.as_deref())
-            .map_err(|_| Error::BadRequest(format!("`{name}` must be unix seconds")))
-    };
     let step = match params.step.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(text) => Some(
@@ -278,8 +379,8 @@ fn series_request(params: &SeriesParams) -> Result<SeriesRequest> {
         })?),
     };
     Ok(SeriesRequest {
-        from: bound("from", &params.from)?,
-        to: bound("to", &params.to)?,
+        from: range_bound("from", &params.from)?,
+        to: range_bound("to", &params.to)?,
         step,
         points,
         resolution,
@@ -596,6 +697,15 @@ async fn stream_live(
     let _open = state.metrics.websocket_opened();
     let (mut samples, _following) = follow_client(state.ingest.subscribe(), client);
     let (mut sink, mut incoming) = socket.split();
+    // From here on every sample reaches this socket; the page reads what
+    // it may have missed before (see `SeriesResponse::latest`).
+    if sink
+        .send(Message::Text(r#"{"type":"READY"}"#.into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let mut recheck = tokio::time::interval(LIVE_RECHECK);
     recheck.tick().await;
     loop {

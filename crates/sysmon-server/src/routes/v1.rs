@@ -68,6 +68,7 @@ pub fn routes() -> Router<AppState> {
         .routes(routes!(query::list_clients))
         .routes(routes!(query::series))
         .routes(routes!(query::filesystems))
+        .routes(routes!(query::filesystem_history))
         .routes(routes!(query::export_csv))
         .routes(routes!(query::live))
         .routes(routes!(query::server_health))

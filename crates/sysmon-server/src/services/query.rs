@@ -228,6 +228,9 @@ pub struct Series {
     pub plan: Plan,
     pub metrics: Vec<usize>,
     pub buckets: Vec<Bucket>,
+    /// The client's newest sample, as of just before the buckets were
+    /// read: a live view applies only samples after it (see the route).
+    pub latest: Option<UnixTime>,
 }
 
 /// What to read for a request: its plan, and the query that reads it.

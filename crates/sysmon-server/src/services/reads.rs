@@ -13,7 +13,18 @@ use super::downloads::{DownloadLimits, DownloadSlots};
 use super::query::{self, ClientStatus, RetentionConfig, Series, SeriesRequest};
 use super::rollups::Rollups;
 use crate::error::{Error, Result};
-use crate::store::{ClientId, SampleChunks, Store, Tier, TimeRange};
+use crate::store::{ClientId, FilesystemRow, SampleChunks, Store, Tier, TimeRange};
+
+/// Points of a file-system history at most: enough for a chart's width.
+pub const FILESYSTEM_HISTORY_POINTS: u32 = 400;
+
+/// A client's file systems over a range, sampled once per step.
+#[derive(Debug)]
+pub struct FilesystemHistory {
+    pub plan: query::Plan,
+    /// By time, then mount point.
+    pub rows: Vec<FilesystemRow>,
+}
 
 #[derive(Clone)]
 pub struct Reads {
@@ -90,12 +101,17 @@ impl Reads {
     /// for it.
     pub async fn series(&self, client: ClientId, request: &SeriesRequest) -> Result<Series> {
         let (plan, query) = query::series_query(client.0, request, &self.retention)?;
+        // Read first: a sample stored in between is then in the buckets
+        // and after `latest`, counted twice by a live view (until its next
+        // reload), never missed.
+        let latest = self.store.log_span(client).await?.map(|(_, last)| last);
         let read = || self.store.series(&query);
         let buckets = match query.tier {
             Tier::Raw => read().await?,
             _ => self.rollups.series_with_pending(&query, read).await?,
         };
         Ok(Series {
+            latest,
             plan,
             metrics: query.metrics,
             buckets,
@@ -124,6 +140,30 @@ impl Reads {
                 .unwrap_or_default();
             (sample.time, filesystems)
         }))
+    }
+
+    /// A client's file systems over a range (its `from` and `to`; the rest
+    /// of the request is not used), at most [`FILESYSTEM_HISTORY_POINTS`]
+    /// points: the first sample's in each step, as stored.
+    pub async fn filesystem_history(
+        &self,
+        client: ClientId,
+        request: &SeriesRequest,
+    ) -> Result<FilesystemHistory> {
+        let request = SeriesRequest {
+            points: Some(FILESYSTEM_HISTORY_POINTS),
+            resolution: Some(Tier::Raw),
+            step: None,
+            ..request.clone()
+        };
+        let plan = query::plan(&request, &self.retention, UnixTime::now().micros())?;
+        let range = TimeRange {
+            start: Some(UnixTime::from_micros(plan.start_us)),
+            end: Some(UnixTime::from_micros(plan.end_us)),
+        };
+        let step = std::time::Duration::from_micros(plan.step_us.max(1) as u64);
+        let rows = self.store.filesystem_history(client, range, step).await?;
+        Ok(FilesystemHistory { plan, rows })
     }
 
     pub async fn log_span(&self, client: ClientId) -> Result<Option<(UnixTime, UnixTime)>> {

@@ -163,8 +163,112 @@ pub trait SampleReads: Send + Sync {
         limit: u32,
     ) -> Result<FullSamples>;
 
-    /// Every client with its first and latest samples, by name.
+    /// Every client with its first and latest samples, by name; the
+    /// latest with its file systems.
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>>;
+
+    /// A client's file systems over a range, sampled: those of the first
+    /// sample in each `step`-long bucket from the range's start, by time
+    /// and mount point, at most [`HISTORY_FILESYSTEM_ROWS`] rows.
+    async fn filesystem_history(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        step: std::time::Duration,
+    ) -> Result<Vec<super::FilesystemRow>>;
+}
+
+/// File-system rows one history read returns at most: 400 points of 20
+/// file systems; a host with more gets fewer points, never more memory.
+pub const HISTORY_FILESYSTEM_ROWS: usize = 8_192;
+
+/// The file systems of the first sample in each `$4`-µs bucket of client
+/// `$1`'s rows in `table` within `[$2, $3]`, buckets starting at `$2`, by
+/// time and mount point: one probe of the primary key per bucket, so a
+/// year's chart costs what an hour's does. Disk usage moves slowly, so the
+/// first sample of a bucket stands for it (an average would need a scan).
+/// The parameters are named once, in order, in `args`: SQLite numbers `$N`
+/// by first appearance. `MATERIALIZED` and `CROSS JOIN` fix the plan on
+/// both stores: buckets first, then a probe per bucket (SQLite otherwise
+/// scans the client's rows and runs the subquery for each: 90 s, not 7 ms,
+/// for 3 days of 5-second samples).
+pub fn filesystem_history_sql(table: &str) -> String {
+    format!(
+        "WITH RECURSIVE args (client_id, start_us, end_us, step_us) AS (
+             SELECT CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($4 AS BIGINT)),
+         buckets (start_us) AS (
+             SELECT start_us FROM args
+             UNION ALL SELECT b.start_us + a.step_us FROM buckets b, args a
+             WHERE b.start_us + a.step_us <= a.end_us),
+         firsts (client_id, time_us) AS MATERIALIZED (
+             SELECT a.client_id,
+                    (SELECT MIN(time_us) FROM {table}
+                     WHERE client_id = a.client_id AND time_us >= b.start_us
+                       AND time_us < b.start_us + a.step_us AND time_us <= a.end_us)
+             FROM buckets b CROSS JOIN args a)
+         SELECT f.time_us, f.mount_point, f.used_bytes, f.total_bytes
+         FROM firsts CROSS JOIN {table} f
+         WHERE f.client_id = firsts.client_id AND f.time_us = firsts.time_us
+         ORDER BY f.time_us, f.mount_point LIMIT {HISTORY_FILESYSTEM_ROWS}"
+    )
+}
+
+/// Rows (by time) cut to those of the first time in each `step_us`-long
+/// bucket from `start_us`: what [`filesystem_history_sql`] picks, for rows
+/// merged from two tables.
+pub fn first_per_bucket(
+    rows: Vec<super::FilesystemRow>,
+    start_us: i64,
+    step_us: i64,
+) -> Vec<super::FilesystemRow> {
+    let step_us = step_us.max(1);
+    let mut picked: Option<(i64, i64)> = None; // (bucket, its first time)
+    rows.into_iter()
+        .filter(|row| {
+            let bucket = row.time_us.saturating_sub(start_us).div_euclid(step_us);
+            match picked {
+                Some((current, time)) if current == bucket => row.time_us == time,
+                _ => {
+                    picked = Some((bucket, row.time_us));
+                    true
+                }
+            }
+        })
+        .take(HISTORY_FILESYSTEM_ROWS)
+        .collect()
+}
+
+/// The usages of rows (from one or two tables) keyed by client and time:
+/// what attaches the latest samples' file systems to the overviews.
+pub fn filesystems_by_sample(
+    rows: impl IntoIterator<Item = (i64, super::FilesystemRow)>,
+) -> std::collections::HashMap<(i64, i64), Vec<sysmon_core::v1::FilesystemUsage>> {
+    let mut usages: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+    for (client, row) in rows {
+        usages
+            .entry((client, row.time_us))
+            .or_default()
+            .push(row.usage);
+    }
+    usages
+}
+
+/// Attaches to each overview's latest sample the file systems stored for
+/// it (see [`filesystems_by_sample`]).
+pub fn attach_latest_filesystems(
+    overviews: &mut [ClientOverview],
+    mut usages: std::collections::HashMap<(i64, i64), Vec<sysmon_core::v1::FilesystemUsage>>,
+) {
+    for overview in overviews {
+        let Some(latest) = overview.latest.as_mut() else {
+            continue;
+        };
+        let key = (overview.id.0, latest.time.micros());
+        if let (Some(extended), Some(found)) = (latest.extended.as_deref_mut(), usages.remove(&key))
+        {
+            extended.filesystems = found;
+        }
+    }
 }
 
 /// The first `$4` of a client's samples in `table` (samples, or a table of

@@ -29,9 +29,10 @@ pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
+pub use sample_row::FilesystemRow;
 use sample_row::{
     attach_filesystems, filesystem_rows, full_sample_from_columns, full_sample_from_row,
-    sample_columns, sample_from_row, Column, FilesystemRow, SampleRow, SAMPLE_COLUMN_COUNT,
+    sample_columns, sample_from_row, Column, SampleRow, SAMPLE_COLUMN_COUNT,
 };
 pub use sqlite::SqliteStore;
 

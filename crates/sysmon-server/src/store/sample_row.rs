@@ -152,6 +152,7 @@ pub fn sample_from_row(
 }
 
 /// A file system's usage at one sample's time.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FilesystemRow {
     pub time_us: i64,
     pub usage: FilesystemUsage,

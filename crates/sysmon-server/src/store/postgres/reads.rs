@@ -27,7 +27,8 @@ use sqlx::{PgPool, Row};
 use sysmon_core::{Sample, UnixTime};
 
 use super::super::clients::{
-    budget_end, cut_to_budget, filesystems_sql, full_samples_sql, page_end,
+    attach_latest_filesystems, budget_end, cut_to_budget, filesystem_history_sql,
+    filesystems_by_sample, filesystems_sql, full_samples_sql, page_end,
 };
 use super::super::partitions::Day;
 use super::super::{
@@ -148,7 +149,7 @@ impl SampleReads for PostgresStore {
             .collect();
         let mut firsts = first_sample_times(&self.pool, &bounds).await?;
         let mut newest = newest_samples(&self.pool, &bounds).await?;
-        Ok(clients
+        let mut overviews: Vec<ClientOverview> = clients
             .into_iter()
             .map(|(id, name, _, _)| {
                 let mut samples = newest.remove(&id).unwrap_or_default().into_iter();
@@ -160,7 +161,30 @@ impl SampleReads for PostgresStore {
                     previous: samples.map(|sample| sample.time).collect(),
                 }
             })
-            .collect())
+            .collect();
+        let usages = latest_filesystems(&self.pool, &overviews).await?;
+        attach_latest_filesystems(&mut overviews, usages);
+        Ok(overviews)
+    }
+
+    async fn filesystem_history(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        step: std::time::Duration,
+    ) -> Result<Vec<FilesystemRow>> {
+        let (start_us, end_us) = range.bounds_micros();
+        let step_us = i64::try_from(step.as_micros()).unwrap_or(i64::MAX);
+        let rows = sqlx::query_as::<_, (i64, String, i64, i64)>(&filesystem_history_sql(
+            "sample_filesystems",
+        ))
+        .bind(client.0)
+        .bind(start_us)
+        .bind(end_us)
+        .bind(step_us)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(FilesystemRow::from).collect())
     }
 }
 
@@ -266,6 +290,49 @@ async fn newest_samples(
         }
     }
     Ok(newest)
+}
+
+/// The file systems of each overview's latest sample: a probe of the
+/// primary key per client, one statement per day those samples fall on
+/// (so each touches one day partition; most fleets need one or two).
+async fn latest_filesystems(
+    pool: &PgPool,
+    overviews: &[ClientOverview],
+) -> Result<HashMap<(i64, i64), Vec<sysmon_core::v1::FilesystemUsage>>> {
+    let mut days: BTreeMap<i64, (Vec<i64>, Vec<i64>)> = BTreeMap::new();
+    for overview in overviews {
+        if let Some(latest) = &overview.latest {
+            let time_us = latest.time.micros();
+            let (clients, times) = days.entry(Day::of(time_us).start_us()).or_default();
+            clients.push(overview.id.0);
+            times.push(time_us);
+        }
+    }
+    let mut rows = Vec::new();
+    for (day_start, (clients, times)) in days {
+        let day = sqlx::query_as::<_, (i64, i64, String, i64, i64)>(
+            "SELECT f.client_id, f.time_us, f.mount_point, f.used_bytes, f.total_bytes
+             FROM unnest($1::int8[], $2::int8[]) AS latest (client_id, time_us)
+             JOIN sample_filesystems f
+               ON f.client_id = latest.client_id AND f.time_us = latest.time_us
+             WHERE f.time_us >= $3 AND f.time_us < $4",
+        )
+        .bind(&clients)
+        .bind(&times)
+        .bind(day_start)
+        .bind(Day::of(day_start).end_us())
+        .fetch_all(pool)
+        .await?;
+        rows.extend(day);
+    }
+    Ok(filesystems_by_sample(rows.into_iter().map(
+        |(client, time_us, mount_point, used, total)| {
+            (
+                client,
+                FilesystemRow::from((time_us, mount_point, used, total)),
+            )
+        },
+    )))
 }
 
 #[cfg(test)]

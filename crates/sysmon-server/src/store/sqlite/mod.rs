@@ -20,8 +20,9 @@ use crate::store::FullSamples;
 
 use super::rollup::{Bucket, SeriesQuery, Tier};
 use super::{
-    sample_chunks, ClientId, ClientOverview, ClientSample, Fold, FoldProgress, Inserted,
-    InstanceId, JournalEntry, SampleChunks, SampleKey, SampleReads, Store, StoreOptions, TimeRange,
+    sample_chunks, ClientId, ClientOverview, ClientSample, FilesystemRow, Fold, FoldProgress,
+    Inserted, InstanceId, JournalEntry, SampleChunks, SampleKey, SampleReads, Store, StoreOptions,
+    TimeRange,
 };
 use crate::error::{Error, Result};
 use readers::BlockingReaders;
@@ -141,6 +142,21 @@ impl SampleReads for SqliteStore {
 
     async fn client_overviews(&self) -> Result<Vec<ClientOverview>> {
         self.readers.read(readers::read_overviews).await
+    }
+
+    async fn filesystem_history(
+        &self,
+        client: ClientId,
+        range: TimeRange,
+        step: std::time::Duration,
+    ) -> Result<Vec<FilesystemRow>> {
+        let bounds = range.bounds_micros();
+        let step_us = i64::try_from(step.as_micros()).unwrap_or(i64::MAX);
+        self.readers
+            .read(move |connection| {
+                readers::read_filesystem_history(connection, client, bounds, step_us)
+            })
+            .await
     }
 }
 

@@ -482,21 +482,108 @@ pub(super) fn read_overviews(
         .query_map([], overview_row)?
         .collect::<rusqlite::Result<_>>()?;
     let spans = read_hot_spans(&snapshot)?;
-    if spans.is_empty() {
-        return Ok(overviews);
-    }
-    let mut hot_row = snapshot.prepare_cached(&format!(
-        "SELECT {} FROM hot_samples WHERE rowid = ?1",
-        sample_columns()
-    ))?;
-    for overview in &mut overviews {
-        if let Some(span) = spans.get(&overview.id.0) {
-            add_hot_span(overview, span, |rowid| {
-                hot_row.query_row([rowid], |row| Ok(client_sample(row)?.sample))
-            })?;
+    if !spans.is_empty() {
+        let mut hot_row = snapshot.prepare_cached(&format!(
+            "SELECT {} FROM hot_samples WHERE rowid = ?1",
+            sample_columns()
+        ))?;
+        for overview in &mut overviews {
+            if let Some(span) = spans.get(&overview.id.0) {
+                add_hot_span(overview, span, |rowid| {
+                    hot_row.query_row([rowid], |row| Ok(client_sample(row)?.sample))
+                })?;
+            }
         }
     }
+    let usages = read_latest_filesystems(&snapshot, &overviews, !spans.is_empty())?;
+    clients::attach_latest_filesystems(&mut overviews, usages);
     Ok(overviews)
+}
+
+/// The file systems of each overview's latest sample: a probe of the
+/// primary key per client, and a scan of the (small) hot table when it
+/// holds rows.
+fn read_latest_filesystems(
+    snapshot: &rusqlite::Transaction<'_>,
+    overviews: &[ClientOverview],
+    hot: bool,
+) -> rusqlite::Result<HashMap<(i64, i64), Vec<sysmon_core::v1::FilesystemUsage>>> {
+    let latest: HashSet<(i64, i64)> = overviews
+        .iter()
+        .filter_map(|overview| Some((overview.id.0, overview.latest.as_ref()?.time.micros())))
+        .collect();
+    let mut rows: Vec<(i64, FilesystemRow)> = Vec::new();
+    let mut stored = snapshot.prepare_cached(
+        "SELECT mount_point, used_bytes, total_bytes FROM sample_filesystems
+         WHERE client_id = ?1 AND time_us = ?2",
+    )?;
+    for &(client, time_us) in &latest {
+        for row in stored.query_map((client, time_us), |row| {
+            Ok(FilesystemRow::from((
+                time_us,
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+            )))
+        })? {
+            rows.push((client, row?));
+        }
+    }
+    if hot {
+        let mut scan = snapshot.prepare_cached(
+            "SELECT client_id, time_us, mount_point, used_bytes, total_bytes
+             FROM hot_sample_filesystems",
+        )?;
+        for row in scan.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                FilesystemRow::from((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            ))
+        })? {
+            let (client, row) = row?;
+            if latest.contains(&(client, row.time_us)) {
+                rows.push((client, row));
+            }
+        }
+    }
+    Ok(clients::filesystems_by_sample(rows))
+}
+
+/// A client's file systems over a range, sampled per bucket (see
+/// [`clients::filesystem_history_sql`]), from both tables.
+pub(super) fn read_filesystem_history(
+    connection: &rusqlite::Connection,
+    client: ClientId,
+    (start_us, end_us): (i64, i64),
+    step_us: i64,
+) -> rusqlite::Result<Vec<FilesystemRow>> {
+    let snapshot = snapshot(connection)?;
+    let as_row = |row: &rusqlite::Row<'_>| {
+        Ok(FilesystemRow::from((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+        )))
+    };
+    let stored: Vec<FilesystemRow> = snapshot
+        .prepare_cached(&clients::filesystem_history_sql("sample_filesystems"))?
+        .query_map((client.0, start_us, end_us, step_us), as_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    // The hot table has no index to probe; it holds seconds of samples.
+    let hot: Vec<FilesystemRow> = snapshot
+        .prepare_cached(&format!(
+            "SELECT time_us, mount_point, used_bytes, total_bytes FROM hot_sample_filesystems
+             WHERE client_id = ?1 AND time_us >= ?2 AND time_us <= ?3
+             ORDER BY time_us, mount_point LIMIT {}",
+            clients::HISTORY_FILESYSTEM_ROWS
+        ))?
+        .query_map((client.0, start_us, end_us), as_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let merged = merge_sorted(stored, hot, |row| {
+        (row.time_us, row.usage.mount_point.clone())
+    });
+    Ok(clients::first_per_bucket(merged, start_us, step_us))
 }
 
 #[cfg(test)]
