@@ -56,6 +56,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The request took longer than the server allows; retry (503).
     TimedOut,
+    /// An alert channel did not take a notification; the message says
+    /// why (502).
+    ChannelFailed,
     /// Too many attempts (wrong passwords) from this address or for this
     /// account; wait `Retry-After` seconds (429).
     TooManyAttempts,

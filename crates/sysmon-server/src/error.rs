@@ -82,6 +82,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An alert channel refused or did not answer a test notification.
+    #[error("{0}")]
+    ChannelFailed(String),
     #[error("{0}")]
     Internal(String),
     /// A fold found fewer of its journal entries than it folds: another
@@ -111,6 +114,7 @@ impl Error {
             | Error::RefusedByStore(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::ChannelFailed(_) => StatusCode::BAD_GATEWAY,
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
             Error::Forbidden(_)
@@ -140,7 +144,11 @@ impl Error {
                 tracing::warn!(error = %self, "database unavailable");
                 Error::StoreUnavailable.to_string()
             }
-            status if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE => {
+            status
+                if status.is_server_error()
+                    && status != StatusCode::SERVICE_UNAVAILABLE
+                    && !matches!(self, Error::ChannelFailed(_)) =>
+            {
                 tracing::error!(error = %self, "request failed");
                 "internal server error".to_owned()
             }
@@ -173,6 +181,7 @@ impl Error {
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::ChannelFailed(_) => ErrorCode::ChannelFailed,
             Error::Overloaded | Error::DownloadsBusy(_) => ErrorCode::Overloaded,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::StoreUnavailable => ErrorCode::StoreUnavailable,

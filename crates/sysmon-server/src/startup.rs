@@ -17,6 +17,7 @@ use crate::connections::{self, ConnectionLimits};
 use crate::error::{Error, Result};
 use crate::proxy::TrustedProxies;
 use crate::routes;
+use crate::services::alerts::Alerts;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -72,12 +73,21 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let rollups = Rollups::start(store.clone(), config.ingest.rollups, metrics.clone()).await?;
         let folder = rollups.clone().spawn(services_stop.clone());
+        let (alerts, alert_feed, alert_tasks) = Alerts::start(
+            store.clone(),
+            config.alerts.clone(),
+            &config.bind,
+            metrics.clone(),
+            services_stop.clone(),
+        )
+        .await?;
         let (ingest, ingest_writers) = Ingest::start(
             store.clone(),
             rollups.clone(),
             &config.ingest,
             config.retention.raw,
             metrics.clone(),
+            Some(alert_feed),
             services_stop.clone(),
         );
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
@@ -101,6 +111,7 @@ impl Application {
         let revocation_watch = auth.clone().watch_revocations(services_stop.clone());
 
         let state = AppState::new(Services {
+            alerts,
             auth,
             reads: Reads::new(
                 store.clone(),
@@ -123,7 +134,10 @@ impl Application {
             folder,
             store,
             ingest_writers,
-            background: vec![sampler, status_writer, retention_job, revocation_watch],
+            background: [sampler, status_writer, retention_job, revocation_watch]
+                .into_iter()
+                .chain(alert_tasks)
+                .collect(),
             services_stop,
             shutdown_grace: config.shutdown_grace,
             limits: config.limits,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Local};
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::ConnectionLimits;
+use crate::services::alerts::Alerts;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::metrics::Metrics;
@@ -36,6 +37,7 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Services {
+    pub alerts: Arc<Alerts>,
     pub auth: Arc<Auth>,
     pub reads: Reads,
     pub ingest: Ingest,

@@ -743,6 +743,12 @@ async fn openapi_document_lists_every_v1_route() {
         ("/api/v1/enrollment-tokens", "get"),
         ("/api/v1/enrollment-tokens/{id}", "delete"),
         ("/api/v1/server", "get"),
+        ("/api/v1/alerts", "get"),
+        ("/api/v1/alerts/history", "get"),
+        ("/api/v1/alerts/rules", "get"),
+        ("/api/v1/alerts/rules/{name}", "put"),
+        ("/api/v1/alerts/rules/{name}", "delete"),
+        ("/api/v1/alerts/channels/{name}/test", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),

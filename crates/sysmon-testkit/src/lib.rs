@@ -35,6 +35,7 @@
 pub mod browser;
 mod database;
 pub mod process;
+pub mod receiver;
 mod server;
 
 use std::future::Future;

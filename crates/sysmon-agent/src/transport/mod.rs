@@ -70,6 +70,8 @@ pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Optio
         | ErrorCode::TooManyAttempts
         | ErrorCode::StoreUnavailable
         | ErrorCode::Internal
+        // Never an answer to a batch; were it one, a later try may pass.
+        | ErrorCode::ChannelFailed
         | ErrorCode::Unknown => Error::Unavailable {
             reason: format!("server error: {message}"),
             retry_after,

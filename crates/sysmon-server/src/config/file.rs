@@ -34,6 +34,25 @@ pub(super) struct FileConfig {
     registration: Option<FileRegistration>,
     tls: Option<FileTls>,
     proxy: Option<FileProxy>,
+    alerts: Option<FileAlerts>,
+}
+
+/// Alert rules and channels (docs/alerts.md), and how they run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAlerts {
+    #[serde(default)]
+    rules: Vec<crate::services::alerts::rules::RuleSpec>,
+    #[serde(default)]
+    channels: Vec<crate::services::alerts::channels::ChannelSpec>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    evaluation_interval_seconds: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    retry_base_seconds: Option<Duration>,
+    max_attempts: Option<std::num::NonZeroU32>,
+    #[serde(default, deserialize_with = "positive_seconds")]
+    send_timeout_seconds: Option<Duration>,
+    public_url: Option<String>,
 }
 
 /// Reverse proxies whose forwarding headers are believed.
@@ -226,6 +245,22 @@ impl FileConfig {
                 file.initial_admin_password.map(Some),
             );
             set(&mut dashboard.session_lifetime, file.session_days);
+        }
+        if let Some(file) = self.alerts {
+            let alerts = &mut config.alerts;
+            alerts.rules = file.rules;
+            alerts.channels = file.channels;
+            set(
+                &mut alerts.evaluation_interval,
+                file.evaluation_interval_seconds,
+            );
+            set(&mut alerts.retry_base, file.retry_base_seconds);
+            set(
+                &mut alerts.max_attempts,
+                file.max_attempts.map(std::num::NonZeroU32::get),
+            );
+            set(&mut alerts.send_timeout, file.send_timeout_seconds);
+            set(&mut alerts.public_url, file.public_url.map(Some));
         }
         if let Some(file) = self.retention {
             let retention = &mut config.retention;

@@ -20,6 +20,7 @@ pub use cli::{CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat,
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::proxy::TrustedProxies;
+use crate::services::alerts::AlertsConfig;
 use crate::services::auth::RegistrationConfig;
 use crate::services::downloads::DownloadLimits;
 use crate::services::ingest::IngestConfig;
@@ -58,6 +59,8 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are
     /// believed.
     pub trusted_proxies: TrustedProxies,
+    /// Alert rules, channels, and how often rules are checked.
+    pub alerts: AlertsConfig,
 }
 
 /// Dashboard logins.
@@ -110,6 +113,7 @@ impl Default for Config {
             downloads: DownloadLimits::default(),
             tls: None,
             trusted_proxies: TrustedProxies::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! one place, [`crate::error::Error`]'s `IntoResponse`.
 
 mod admin;
+mod alerts;
 mod body;
 mod compat;
 mod dashboard;
@@ -149,6 +150,13 @@ fn parse_bound(text: Option<&str>) -> Result<Option<UnixTime>> {
             .map(Some)
             .ok_or(Error::ValueError),
     }
+}
+
+/// Typed query-string parameters (unknown ones refused when the type
+/// denies them); the error names the problem.
+fn parse_params<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| Error::BadRequest(format!("query string: {e}")))
 }
 
 /// Query-string parameters; a malformed query is the client's error.

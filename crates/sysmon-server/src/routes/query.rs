@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Path, Upgrade};
 use super::session::{request_token, Authenticated, SessionCookie};
-use super::{parse_bound, query_params};
+use super::{parse_bound, parse_params, query_params};
 use crate::error::{Error, Result};
 use crate::services::query::{self, ClientStatus, SeriesRequest};
 use crate::state::AppState;
@@ -386,11 +386,6 @@ fn series_request(params: &SeriesParams) -> Result<SeriesRequest> {
         resolution,
         metrics: query::parse_metrics(params.metrics.as_deref().unwrap_or(""))?,
     })
-}
-
-fn parse_params<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| Error::BadRequest(format!("query string: {e}")))
 }
 
 /// Range of a CSV export.

@@ -18,9 +18,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::admin;
 use super::body::BatchBody;
 use super::session::{self, SESSION_COOKIE};
+use super::{admin, alerts};
 use super::{parse_bound, query, query_params};
 use crate::error::{Error, Result};
 use crate::services::metrics::Source;
@@ -80,6 +80,11 @@ pub fn routes() -> Router<AppState> {
             admin::list_enrollment_tokens
         ))
         .routes(routes!(admin::revoke_enrollment_token))
+        .routes(routes!(alerts::active))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::rules))
+        .routes(routes!(alerts::put_rule, alerts::delete_rule))
+        .routes(routes!(alerts::test_channel))
         .split_for_parts();
     let document = std::sync::Arc::new(openapi);
     router.route(

@@ -106,6 +106,7 @@ impl Ingest {
         config: &IngestConfig,
         raw_retention: Option<Duration>,
         metrics: Arc<Metrics>,
+        alerts: Option<mpsc::Sender<Committed>>,
         stop: CancellationToken,
     ) -> (Ingest, JoinSet<()>) {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -121,6 +122,7 @@ impl Ingest {
                 max_batch: config.max_batch.max(1),
                 metrics: metrics.clone(),
                 live: live.clone(),
+                alerts: alerts.clone(),
                 stop: stop.clone(),
             }));
         }
@@ -225,6 +227,8 @@ struct Writer {
     max_batch: usize,
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
+    /// The alert evaluator's feed, when alerts run.
+    alerts: Option<mpsc::Sender<Committed>>,
     stop: CancellationToken,
 }
 
@@ -354,29 +358,37 @@ async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<HashSet<SampleKey>>
     // includes these samples.
     writer.rollups.record(instance, &rows, &inserted);
     let keys: HashSet<SampleKey> = inserted.keys.into_iter().collect();
-    publish(&writer.live, rows, &keys);
+    publish(writer, rows, &keys);
     Ok(keys)
 }
 
-/// Hands the new rows to live readers, if there are any.
-fn publish(live: &broadcast::Sender<Committed>, rows: Committed, new: &HashSet<SampleKey>) {
-    if live.receiver_count() == 0 || new.is_empty() {
+/// Hands the new rows to live readers, if there are any, and to the alert
+/// evaluator, without waiting: a full feed drops the commit (counted).
+fn publish(writer: &Writer, rows: Committed, new: &HashSet<SampleKey>) {
+    let watched = writer.live.receiver_count() > 0;
+    if new.is_empty() || (!watched && writer.alerts.is_none()) {
         return;
     }
-    if new.len() == rows.len() {
+    let committed: Committed = if new.len() == rows.len() {
         // Every row is new (and so no key is there twice): send as is.
-        let _ = live.send(rows);
-        return;
+        rows
+    } else {
+        // A key twice in one commit was stored once, from its first row.
+        let mut unsent = new.clone();
+        rows.iter()
+            .filter(|row| unsent.remove(&(row.client.0, row.sample.time.micros())))
+            .cloned()
+            .collect()
+    };
+    if let Some(alerts) = &writer.alerts {
+        if let Err(mpsc::error::TrySendError::Full(_)) = alerts.try_send(committed.clone()) {
+            writer.metrics.alert_feed_dropped();
+        }
     }
-    // A key twice in one commit was stored once, from its first row.
-    let mut unsent = new.clone();
-    let committed: Committed = rows
-        .iter()
-        .filter(|row| unsent.remove(&(row.client.0, row.sample.time.micros())))
-        .cloned()
-        .collect();
-    // No receiver left since the check is fine: nobody is watching.
-    let _ = live.send(committed);
+    if watched {
+        // No receiver left since the check is fine: nobody is watching.
+        let _ = writer.live.send(committed);
+    }
 }
 
 fn acknowledge(rows: &[ClientSample], inserted: &HashSet<SampleKey>) -> BatchAck {

@@ -75,6 +75,9 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     websockets: Gauge,
     connections_refused: Family<ReasonLabels, Counter>,
+    alert_evaluation_seconds: Histogram,
+    alert_deliveries: Family<ReasonLabels, Counter>,
+    alert_feed_dropped: Counter,
     /// The sum over `samples`' stored series, for the health page.
     stored_total: std::sync::atomic::AtomicU64,
 }
@@ -168,7 +171,28 @@ impl Metrics {
             "Connections closed unserved, by the limit they were over (max_connections, max_connections_per_ip)",
             connections_refused.clone(),
         );
+        let alert_evaluation_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "alert_evaluation_duration_seconds",
+            "Time to check every alert rule against every host, per tick",
+            alert_evaluation_seconds.clone(),
+        );
+        let alert_deliveries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "alert_deliveries",
+            "Attempts to send alert notifications, by outcome (sent, retrying, failed)",
+            alert_deliveries.clone(),
+        );
+        let alert_feed_dropped = Counter::default();
+        registry.register(
+            "alert_feed_dropped",
+            "Commits the alert evaluator missed because its feed was full (their samples were stored; only evaluation skipped them)",
+            alert_feed_dropped.clone(),
+        );
         Metrics {
+            alert_evaluation_seconds,
+            alert_deliveries,
+            alert_feed_dropped,
             registry,
             samples,
             requests,
@@ -259,6 +283,20 @@ impl Metrics {
             _ => return,
         };
         self.rejected.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn alert_evaluated(&self, seconds: f64) {
+        self.alert_evaluation_seconds.observe(seconds);
+    }
+
+    pub fn alert_delivery(&self, outcome: &'static str) {
+        self.alert_deliveries
+            .get_or_create(&ReasonLabels { reason: outcome })
+            .inc();
+    }
+
+    pub fn alert_feed_dropped(&self) {
+        self.alert_feed_dropped.inc();
     }
 
     pub fn connection_refused(&self, limit: &'static str) {

@@ -2,6 +2,7 @@
 //! store (or the host) on the routes' behalf. Routes never see the store:
 //! writes go through `ingest` and `auth`, reads through `reads`.
 
+pub mod alerts;
 pub mod auth;
 pub mod downloads;
 pub mod enrollment;

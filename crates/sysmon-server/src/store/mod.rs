@@ -3,6 +3,8 @@
 //! module; each implementation runs its own migrations at startup.
 
 #[macro_use]
+pub mod alerts;
+#[macro_use]
 mod clients;
 mod copy_binary;
 #[macro_use]
@@ -23,6 +25,9 @@ use sysmon_core::{Sample, UnixTime};
 
 use crate::error::{Error, Result};
 
+pub use alerts::{
+    AlertEvent, AlertStore, Delivery, DeliveryOutcome, NewAlertEvent, StoredStanding,
+};
 pub use clients::{ClientListing, ClientStore, FullSamples, SampleReads};
 pub use dashboard_users::UserStore;
 pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
@@ -145,7 +150,7 @@ impl TimeRange {
 /// part, the read-backs that are not hot paths [`SampleReads`]; what is
 /// here is written per store, because each store has its own fastest way.
 pub trait Store:
-    ClientStore + SampleReads + UserStore + EnrollmentStore + Send + Sync + 'static
+    ClientStore + SampleReads + UserStore + EnrollmentStore + AlertStore + Send + Sync + 'static
 {
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;

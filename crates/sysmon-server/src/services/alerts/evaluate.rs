@@ -1,0 +1,554 @@
+//! Alert evaluation in memory: committed samples go into short per-host
+//! windows as they arrive ([`Evaluator::observe`]); every tick each rule is
+//! checked against each host it watches from those windows alone
+//! ([`Evaluator::tick`]), never by a query per host. Pure: no I/O, no
+//! clock; the service feeds it and stores what it decides.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sysmon_core::metrics::charted_values;
+use sysmon_core::{Sample, UnixTime};
+
+use super::rules::{Aggregate, Condition, Rule, Signal, Silence};
+use crate::store::{ClientId, ClientSample};
+
+/// Points a host's window of one signal keeps at most, whatever the rule's
+/// window and the host's rate: a bound on memory per host.
+const MAX_WINDOW_POINTS: usize = 4_096;
+/// A host's values count while it sent within this many of its intervals
+/// (or the rule's window, or a minute, whichever is longest); after that a
+/// threshold rule has no data for it and keeps its state.
+const FRESH_INTERVALS: f64 = 3.0;
+const MIN_FRESH: Duration = Duration::from_secs(60);
+/// The interval assumed for a host whose samples have not told it yet.
+const UNKNOWN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where an alert of one rule for one host stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Ok,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn label(self) -> &'static str {
+        match self {
+            AlertState::Ok => "ok",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(label: &str) -> Option<AlertState> {
+        [
+            AlertState::Ok,
+            AlertState::Pending,
+            AlertState::Firing,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|state| state.label() == label)
+    }
+}
+
+/// One (rule, host)'s state as it is kept and stored.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    pub state: AlertState,
+    /// When it entered this state.
+    pub since: UnixTime,
+    /// The value last evaluated (none for silence).
+    pub value: Option<f64>,
+    /// When a notification was last sent for it (firing or repeat).
+    pub notified_at: Option<UnixTime>,
+}
+
+/// A change the evaluator decided; the service stores it and, for
+/// `notify`, sends it.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub rule: Arc<Rule>,
+    pub client: ClientId,
+    pub host: String,
+    pub from: AlertState,
+    pub standing: Standing,
+    /// Notified: firing (first or repeat) and resolved; pending and its
+    /// cancellation are history only.
+    pub notify: bool,
+    pub repeat: bool,
+}
+
+/// What the evaluator knows of one host.
+#[derive(Debug, Default)]
+struct HostWindow {
+    name: Option<String>,
+    /// When the server last got a sample of it (its own clock).
+    received_at: Option<UnixTime>,
+    /// Times of its newest samples, newest last, for its interval.
+    recent: VecDeque<i64>,
+    signals: Vec<(Signal, VecDeque<(i64, f64)>)>,
+}
+
+impl HostWindow {
+    fn interval(&self) -> Option<Duration> {
+        self.recent
+            .iter()
+            .zip(self.recent.iter().skip(1))
+            .map(|(a, b)| b - a)
+            .filter(|gap| *gap > 0)
+            .min()
+            .map(|gap| Duration::from_micros(gap as u64))
+    }
+
+    fn points(&self, signal: Signal) -> Option<&VecDeque<(i64, f64)>> {
+        self.signals
+            .iter()
+            .find(|(kept, _)| *kept == signal)
+            .map(|(_, points)| points)
+    }
+}
+
+pub struct Evaluator {
+    rules: Vec<Arc<Rule>>,
+    /// Per signal, the longest window a rule reads of it.
+    windows: Vec<(Signal, Duration)>,
+    hosts: HashMap<ClientId, HostWindow>,
+    standings: HashMap<(Arc<str>, ClientId), Standing>,
+    /// Hosts seen in samples whose names are not known yet.
+    unnamed: HashSet<ClientId>,
+}
+
+impl Evaluator {
+    pub fn new(rules: Vec<Arc<Rule>>) -> Evaluator {
+        let mut evaluator = Evaluator {
+            rules: Vec::new(),
+            windows: Vec::new(),
+            hosts: HashMap::new(),
+            standings: HashMap::new(),
+            unnamed: HashSet::new(),
+        };
+        evaluator.set_rules(rules);
+        evaluator
+    }
+
+    /// Replaces the rules; the states of rules that remain are kept, those
+    /// of removed rules dropped.
+    pub fn set_rules(&mut self, rules: Vec<Arc<Rule>>) {
+        let mut windows: Vec<(Signal, Duration)> = Vec::new();
+        for rule in &rules {
+            if let Condition::Threshold { signal, over, .. } = rule.condition {
+                match windows.iter_mut().find(|(kept, _)| *kept == signal) {
+                    Some((_, longest)) => *longest = (*longest).max(over),
+                    None => windows.push((signal, over)),
+                }
+            }
+        }
+        let names: HashSet<&str> = rules.iter().map(|rule| rule.name()).collect();
+        self.standings
+            .retain(|(rule, _), _| names.contains(&**rule));
+        self.windows = windows;
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    /// A host as the store knows it: its name, and (after a restart) when
+    /// it last sent and its interval, so silence counts from then.
+    pub fn know_host(
+        &mut self,
+        client: ClientId,
+        name: &str,
+        last_seen: Option<UnixTime>,
+        interval: Option<Duration>,
+    ) {
+        let host = self.hosts.entry(client).or_default();
+        host.name = Some(name.to_owned());
+        self.unnamed.remove(&client);
+        if host.received_at.is_none() {
+            host.received_at = last_seen;
+            if let (Some(last), Some(interval)) = (last_seen, interval) {
+                let gap = interval.as_micros() as i64;
+                host.recent = VecDeque::from([last.micros() - gap, last.micros()]);
+            }
+        }
+    }
+
+    /// Forgets a host (removed): its windows and states.
+    pub fn forget_host(&mut self, client: ClientId) {
+        self.hosts.remove(&client);
+        self.unnamed.remove(&client);
+        self.standings.retain(|(_, kept), _| *kept != client);
+    }
+
+    /// Hosts seen in samples whose names the service should look up.
+    pub fn take_unnamed(&mut self) -> Vec<ClientId> {
+        self.unnamed.drain().collect()
+    }
+
+    pub fn known_hosts(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.hosts.keys().copied()
+    }
+
+    /// States read back after a restart, so nothing is notified again.
+    pub fn restore(&mut self, rule: &str, client: ClientId, standing: Standing) {
+        if let Some(rule) = self.rules.iter().find(|kept| kept.name() == rule) {
+            self.standings
+                .insert((Arc::from(rule.name()), client), standing);
+        }
+    }
+
+    pub fn standings(&self) -> impl Iterator<Item = (&str, ClientId, &Standing)> {
+        self.standings
+            .iter()
+            .map(|((rule, client), standing)| (&**rule, *client, standing))
+    }
+
+    pub fn host_name(&self, client: ClientId) -> Option<&str> {
+        self.hosts.get(&client)?.name.as_deref()
+    }
+
+    /// Newly committed samples, received at `now`.
+    pub fn observe(&mut self, samples: &[ClientSample], now: UnixTime) {
+        for row in samples {
+            let host = self.hosts.entry(row.client).or_default();
+            if host.name.is_none() {
+                self.unnamed.insert(row.client);
+            }
+            host.received_at = Some(now);
+            let time_us = row.sample.time.micros();
+            // Back-fills land in place; the newest three times stay.
+            let at = host.recent.partition_point(|&kept| kept < time_us);
+            if host.recent.get(at) != Some(&time_us) {
+                host.recent.insert(at, time_us);
+                while host.recent.len() > 3 {
+                    host.recent.pop_front();
+                }
+            }
+            for &(signal, window) in &self.windows {
+                let Some(value) = signal_value(signal, &row.sample) else {
+                    continue;
+                };
+                let points = match host.signals.iter().position(|(kept, _)| *kept == signal) {
+                    Some(index) => &mut host.signals[index].1,
+                    None => {
+                        host.signals.push((signal, VecDeque::new()));
+                        &mut host.signals.last_mut().expect("just pushed").1
+                    }
+                };
+                let at = points.partition_point(|&(kept, _)| kept <= time_us);
+                points.insert(at, (time_us, value));
+                let newest = points.back().map_or(time_us, |&(time, _)| time);
+                let oldest_kept = newest - window.as_micros() as i64;
+                while points.len() > 1
+                    && (points.len() > MAX_WINDOW_POINTS
+                        || points.front().is_some_and(|&(time, _)| time < oldest_kept))
+                {
+                    points.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Checks every rule against every host it watches at `now`; returns
+    /// the transitions, each already applied.
+    pub fn tick(&mut self, now: UnixTime) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        for rule in &self.rules {
+            let key_rule: Arc<str> = Arc::from(rule.name());
+            for (&client, host) in &self.hosts {
+                let Some(name) = host.name.as_deref() else {
+                    continue;
+                };
+                if !rule.hosts.matches(name) {
+                    continue;
+                }
+                let Some((holds, value)) = verdict(rule, host, now) else {
+                    continue;
+                };
+                let key = (key_rule.clone(), client);
+                let current = self.standings.get(&key).copied().unwrap_or(Standing {
+                    state: AlertState::Ok,
+                    since: now,
+                    value: None,
+                    notified_at: None,
+                });
+                let Some((next, notify, repeat)) = step(rule, &current, holds, value, now) else {
+                    if let Some(kept) = self.standings.get_mut(&key) {
+                        kept.value = value;
+                    }
+                    continue;
+                };
+                self.standings.insert(key, next);
+                transitions.push(Transition {
+                    rule: rule.clone(),
+                    client,
+                    host: name.to_owned(),
+                    from: current.state,
+                    standing: next,
+                    notify,
+                    repeat,
+                });
+            }
+        }
+        transitions
+    }
+}
+
+/// The next standing when it changes (or a notification is due), with
+/// whether to notify and whether it is a repeat; `None`: nothing to do.
+fn step(
+    rule: &Rule,
+    current: &Standing,
+    holds: bool,
+    value: Option<f64>,
+    now: UnixTime,
+) -> Option<(Standing, bool, bool)> {
+    let enter = |state: AlertState, notified_at: Option<UnixTime>| Standing {
+        state,
+        since: now,
+        value,
+        notified_at,
+    };
+    match (current.state, holds) {
+        (AlertState::Ok | AlertState::Resolved, true) if rule.hold_for.is_zero() => {
+            Some((enter(AlertState::Firing, Some(now)), true, false))
+        }
+        (AlertState::Ok | AlertState::Resolved, true) => {
+            Some((enter(AlertState::Pending, None), false, false))
+        }
+        (AlertState::Pending, true) if elapsed(current.since, now) >= rule.hold_for => {
+            Some((enter(AlertState::Firing, Some(now)), true, false))
+        }
+        (AlertState::Pending, false) => Some((enter(AlertState::Ok, None), false, false)),
+        (AlertState::Firing, false) => Some((enter(AlertState::Resolved, None), true, false)),
+        (AlertState::Firing, true) => {
+            let repeat = rule.repeat?;
+            let last = current.notified_at.unwrap_or(current.since);
+            (elapsed(last, now) >= repeat).then(|| {
+                let standing = Standing {
+                    notified_at: Some(now),
+                    value,
+                    ..*current
+                };
+                (standing, true, true)
+            })
+        }
+        _ => None,
+    }
+}
+
+fn elapsed(from: UnixTime, to: UnixTime) -> Duration {
+    Duration::from_micros(to.micros().saturating_sub(from.micros()).max(0) as u64)
+}
+
+/// Whether the rule's condition holds for the host now, and the value it
+/// judged; `None` when there is nothing to judge (no fresh data).
+fn verdict(rule: &Rule, host: &HostWindow, now: UnixTime) -> Option<(bool, Option<f64>)> {
+    let interval = host.interval().unwrap_or(UNKNOWN_INTERVAL);
+    let since_received = elapsed(host.received_at?, now);
+    match &rule.condition {
+        Condition::Silent(silence) => {
+            let after = match *silence {
+                Silence::For(after) => after,
+                Silence::Intervals(n) => interval.mul_f64(n),
+            };
+            Some((since_received > after, Some(since_received.as_secs_f64())))
+        }
+        Condition::Threshold {
+            signal,
+            aggregate,
+            over,
+            above,
+            threshold,
+        } => {
+            let fresh = interval.mul_f64(FRESH_INTERVALS).max(*over).max(MIN_FRESH);
+            if since_received > fresh {
+                return None;
+            }
+            let points = host.points(*signal)?;
+            let &(newest, last) = points.back()?;
+            let from = newest - over.as_micros() as i64;
+            let window = points.iter().rev().take_while(|&&(time, _)| time >= from);
+            let value = match aggregate {
+                _ if over.is_zero() => last,
+                Aggregate::Last => last,
+                Aggregate::Avg => {
+                    let (sum, count) =
+                        window.fold((0.0, 0usize), |(sum, count), &(_, v)| (sum + v, count + 1));
+                    sum / count.max(1) as f64
+                }
+                Aggregate::Min => window.map(|&(_, v)| v).fold(f64::INFINITY, f64::min),
+                Aggregate::Max => window.map(|&(_, v)| v).fold(f64::NEG_INFINITY, f64::max),
+            };
+            let holds = if *above {
+                value > *threshold
+            } else {
+                value < *threshold
+            };
+            Some((holds, Some(value)))
+        }
+    }
+}
+
+/// A signal's value in one sample, when the sample has what it needs.
+pub fn signal_value(signal: Signal, sample: &Sample) -> Option<f64> {
+    let share = |used: Option<u64>, total: Option<u64>| match (used, total) {
+        (Some(used), Some(total)) if total > 0 => Some(100.0 * used as f64 / total as f64),
+        _ => None,
+    };
+    let extended = sample.extended.as_deref();
+    match signal {
+        Signal::Metric(index) => charted_values(sample)[index],
+        Signal::MemoryUsedPercent => {
+            let extended = extended?;
+            share(extended.memory_used_bytes, extended.memory_total_bytes)
+        }
+        Signal::SwapUsedPercent => {
+            let extended = extended?;
+            share(extended.swap_used_bytes, extended.swap_total_bytes)
+        }
+        Signal::FilesystemUsedPercent => extended?
+            .filesystems
+            .iter()
+            .filter_map(|fs| share(Some(fs.used_bytes), Some(fs.total_bytes)))
+            .reduce(f64::max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::{RuleSource, RuleSpec};
+    use super::*;
+
+    fn rule(yaml: &str) -> Arc<Rule> {
+        let spec: RuleSpec = serde_norway::from_str(yaml).unwrap();
+        Arc::new(spec.check(RuleSource::Config).unwrap())
+    }
+
+    fn at(seconds: i64) -> UnixTime {
+        UnixTime::from_micros(seconds * 1_000_000)
+    }
+
+    fn cpu(client: i64, seconds: i64, value: f64) -> ClientSample {
+        ClientSample {
+            client: ClientId(client),
+            sample: Sample {
+                time: at(seconds),
+                cpu_load: Some(value),
+                mem: None,
+                storage: None,
+                extended: None,
+            },
+        }
+    }
+
+    fn states(transitions: &[Transition]) -> Vec<(&str, AlertState, bool)> {
+        transitions
+            .iter()
+            .map(|t| (t.host.as_str(), t.standing.state, t.notify))
+            .collect()
+    }
+
+    #[test]
+    fn a_threshold_goes_pending_fires_and_resolves_once_each() {
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: hot, metric: cpu_load, over_seconds: 20, above: 90, for_seconds: 20}",
+        )]);
+        evaluator.know_host(ClientId(1), "web-1", None, None);
+        let mut all = Vec::new();
+        for s in 0..=100 {
+            let value = if (10..70).contains(&s) { 95.0 } else { 10.0 };
+            evaluator.observe(&[cpu(1, s, value)], at(s));
+            all.extend(evaluator.tick(at(s)));
+        }
+        assert_eq!(
+            states(&all),
+            [
+                ("web-1", AlertState::Pending, false),
+                ("web-1", AlertState::Firing, true),
+                ("web-1", AlertState::Resolved, true)
+            ]
+        );
+        // Pending once the 20 s average passed 90 (at 29 s: 19 of 20 at 95
+        // and one 10 average 90.75... the first second above 90).
+        assert!(
+            all[0].standing.since > at(20) && all[0].standing.since < at(35),
+            "{all:?}"
+        );
+        assert_eq!(
+            elapsed(all[0].standing.since, all[1].standing.since),
+            Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_sample_and_in_intervals() {
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: down, metric: host_silent, silent_intervals: 3}",
+        )]);
+        evaluator.know_host(ClientId(1), "a", None, None);
+        for s in [0, 10, 20] {
+            evaluator.observe(&[cpu(1, s, 1.0)], at(s));
+        }
+        assert!(evaluator.tick(at(49)).is_empty(), "29 s: under 3 × 10 s");
+        assert_eq!(
+            states(&evaluator.tick(at(51))),
+            [("a", AlertState::Firing, true)]
+        );
+        evaluator.observe(&[cpu(1, 52, 1.0)], at(52));
+        assert_eq!(
+            states(&evaluator.tick(at(53))),
+            [("a", AlertState::Resolved, true)]
+        );
+    }
+
+    #[test]
+    fn a_restored_firing_alert_is_not_notified_again_and_repeats_when_asked() {
+        let firing = Standing {
+            state: AlertState::Firing,
+            since: at(0),
+            value: Some(99.0),
+            notified_at: Some(at(0)),
+        };
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: hot, metric: cpu_load, above: 90, repeat_seconds: 60}",
+        )]);
+        evaluator.know_host(ClientId(1), "a", None, None);
+        evaluator.restore("hot", ClientId(1), firing);
+        evaluator.observe(&[cpu(1, 30, 99.0)], at(30));
+        assert!(
+            evaluator.tick(at(30)).is_empty(),
+            "still firing: nothing new"
+        );
+        evaluator.observe(&[cpu(1, 61, 99.0)], at(61));
+        let repeat = evaluator.tick(at(61));
+        assert_eq!(states(&repeat), [("a", AlertState::Firing, true)]);
+        assert!(repeat[0].repeat);
+        assert_eq!(repeat[0].standing.since, at(0), "the alert started then");
+    }
+
+    #[test]
+    fn stale_data_and_unwatched_hosts_change_nothing() {
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: hot, metric: cpu_load, above: 90, hosts: 'web-*'}",
+        )]);
+        evaluator.know_host(ClientId(1), "web-1", None, None);
+        evaluator.know_host(ClientId(2), "db-1", None, None);
+        evaluator.observe(&[cpu(1, 0, 99.0), cpu(2, 0, 99.0), cpu(3, 0, 99.0)], at(0));
+        assert_eq!(evaluator.take_unnamed(), [ClientId(3)]);
+        assert_eq!(
+            states(&evaluator.tick(at(1))),
+            [("web-1", AlertState::Firing, true)]
+        );
+        // Silent for ten minutes: no data, so no resolution either.
+        assert!(evaluator.tick(at(600)).is_empty());
+    }
+}

@@ -1,0 +1,701 @@
+//! Alerts: rules evaluated in memory from the ingest feed, every change of
+//! a (rule, host) stored with its notifications in one transaction, and
+//! the notifications sent by a task of their own, with retries, so that a
+//! slow or failing channel never holds up evaluation or ingest.
+//!
+//! - [`rules`]: what a rule is and how one is written;
+//! - [`evaluate`]: the in-memory evaluator (pure);
+//! - [`channels`]: where notifications go and what each kind is sent;
+//! - here: the service that feeds, ticks, stores and delivers.
+
+pub mod channels;
+pub mod evaluate;
+pub mod rules;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use sysmon_core::UnixTime;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
+
+use self::channels::{ChannelKind, ChannelSpec, Notification};
+use self::evaluate::{AlertState, Evaluator, Standing, Transition};
+use self::rules::{Rule, RuleSource, RuleSpec, MAX_RULES};
+use super::auth::Principal;
+use super::ingest::Committed;
+use super::metrics::Metrics;
+use crate::error::{Error, Result};
+use crate::store::{
+    AlertEvent, ClientId, Delivery, DeliveryOutcome, NewAlertEvent, Store, StoredStanding,
+};
+
+/// Commits the evaluator's feed holds before it drops (and counts) one: a
+/// few seconds of a busy server's commits.
+const FEED_CAPACITY: usize = 4_096;
+/// Transitions kept for storing when the database is down, at most.
+const MAX_UNRECORDED: usize = 10_000;
+/// Deliveries sent at once, at most.
+const DELIVERY_BATCH: i64 = 50;
+/// How often the names of hosts are read again (new and removed hosts).
+const HOSTS_REFRESH: Duration = Duration::from_secs(60);
+
+/// `alerts:` in the YAML file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    pub rules: Vec<RuleSpec>,
+    pub channels: Vec<ChannelSpec>,
+    /// How often every rule is checked against every host.
+    pub evaluation_interval: Duration,
+    /// The first retry of a failed delivery waits this long; each next
+    /// one three times longer.
+    pub retry_base: Duration,
+    /// Attempts at a delivery before it is given up (recorded as failed).
+    pub max_attempts: u32,
+    /// How long a channel may take to answer.
+    pub send_timeout: Duration,
+    /// The dashboard's address as people reach it, for links in
+    /// notifications; `http://<bind>` when unset.
+    pub public_url: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            channels: Vec::new(),
+            evaluation_interval: Duration::from_secs(10),
+            retry_base: Duration::from_secs(10),
+            max_attempts: 6,
+            send_timeout: Duration::from_secs(10),
+            public_url: None,
+        }
+    }
+}
+
+/// A rule as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+    /// `config` (read-only here) or `api`.
+    pub source: RuleSource,
+    /// The condition as people read it.
+    pub condition: String,
+}
+
+/// A (rule, host) that is not `ok`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActiveAlert {
+    pub rule: String,
+    pub host: String,
+    pub state: AlertState,
+    pub severity: String,
+    pub condition: String,
+    /// Unix seconds it entered this state.
+    pub since: f64,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+}
+
+/// A channel as the API shows it: never its secret or token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChannelView {
+    pub name: String,
+    pub kind: ChannelKind,
+}
+
+pub struct Alerts {
+    store: Arc<dyn Store>,
+    evaluator: Mutex<Evaluator>,
+    config_rules: Vec<Arc<Rule>>,
+    channels: Vec<ChannelSpec>,
+    config: AlertsConfig,
+    link_base: String,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    /// Wakes the delivery task when transitions were stored.
+    deliveries_due: Notify,
+    /// Transitions the store could not take yet, oldest first.
+    unrecorded: Mutex<Vec<NewAlertEvent>>,
+}
+
+impl Alerts {
+    /// Checks the configuration, reads the API rules and the stored states,
+    /// and starts evaluating; returns the service, the feed ingest sends
+    /// committed samples to, and its tasks.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: AlertsConfig,
+        bind: &str,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<(Arc<Alerts>, mpsc::Sender<Committed>, Vec<JoinHandle<()>>)> {
+        let channels = checked_channels(&config.channels)?;
+        let config_rules = config
+            .rules
+            .iter()
+            .cloned()
+            .map(|spec| spec.check(RuleSource::Config).map(Arc::new))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        check_unique(&config_rules)?;
+        for rule in &config_rules {
+            check_channels(rule, &channels).map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::Config(format!("cannot make the alert HTTP client: {e}")))?;
+        let link_base = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let alerts = Arc::new(Alerts {
+            store,
+            evaluator: Mutex::new(Evaluator::new(Vec::new())),
+            config_rules,
+            channels,
+            config,
+            link_base,
+            http,
+            metrics,
+            deliveries_due: Notify::new(),
+            unrecorded: Mutex::new(Vec::new()),
+        });
+        alerts.reload_rules().await?;
+        alerts.refresh_hosts().await?;
+        alerts.restore_standings().await?;
+        let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
+        let tasks = vec![
+            tokio::spawn(alerts.clone().observe(receiver, stop.clone())),
+            tokio::spawn(alerts.clone().evaluate(stop.clone())),
+            tokio::spawn(alerts.clone().deliver(stop)),
+        ];
+        Ok((alerts, feed, tasks))
+    }
+
+    /// Config rules, then the stored API rules (one shadowed by a config
+    /// rule of the same name is left out, with a warning).
+    async fn reload_rules(&self) -> Result<()> {
+        let mut rules = self.config_rules.clone();
+        for (name, text) in self.store.alert_rules().await? {
+            if rules.iter().any(|rule| rule.name() == name) {
+                tracing::warn!(rule = %name, "an API alert rule has the name of a config rule; the config rule applies");
+                continue;
+            }
+            let parsed = serde_json::from_str::<RuleSpec>(&text)
+                .map_err(|e| Error::BadRequest(e.to_string()))
+                .and_then(|spec| spec.check(RuleSource::Api));
+            match parsed {
+                Ok(rule) => rules.push(Arc::new(rule)),
+                Err(error) => tracing::error!(rule = %name, %error, "stored alert rule skipped"),
+            }
+        }
+        self.evaluator.lock().set_rules(rules);
+        Ok(())
+    }
+
+    /// Names (and, for hosts not seen yet, last samples) of every client;
+    /// removed ones are forgotten.
+    async fn refresh_hosts(&self) -> Result<()> {
+        let overviews = self.store.client_overviews().await?;
+        let mut evaluator = self.evaluator.lock();
+        let present: HashSet<ClientId> = overviews.iter().map(|o| o.id).collect();
+        let gone: Vec<ClientId> = evaluator
+            .known_hosts()
+            .filter(|client| !present.contains(client))
+            .collect();
+        for client in gone {
+            evaluator.forget_host(client);
+        }
+        for overview in overviews {
+            let last_seen = overview.latest.as_ref().map(|sample| sample.time);
+            let interval = last_seen
+                .zip(overview.previous.first())
+                .map(|(last, before)| last.micros() - before.micros())
+                .filter(|gap| *gap > 0)
+                .map(|gap| Duration::from_micros(gap as u64));
+            evaluator.know_host(overview.id, &overview.name, last_seen, interval);
+        }
+        Ok(())
+    }
+
+    async fn restore_standings(&self) -> Result<()> {
+        let stored = self.store.alert_standings().await?;
+        let mut evaluator = self.evaluator.lock();
+        for standing in stored {
+            let Some(state) = AlertState::parse(&standing.state) else {
+                continue;
+            };
+            evaluator.restore(
+                &standing.rule,
+                ClientId(standing.client_id),
+                Standing {
+                    state,
+                    since: UnixTime::from_micros(standing.since_us),
+                    value: standing.value,
+                    notified_at: standing.notified_at_us.map(UnixTime::from_micros),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn observe(
+        self: Arc<Self>,
+        mut feed: mpsc::Receiver<Committed>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let committed = tokio::select! {
+                committed = feed.recv() => committed,
+                _ = stop.cancelled() => None,
+            };
+            let Some(committed) = committed else {
+                return;
+            };
+            self.evaluator.lock().observe(&committed, UnixTime::now());
+        }
+    }
+
+    async fn evaluate(self: Arc<Self>, stop: CancellationToken) {
+        let mut ticks = tokio::time::interval(self.config.evaluation_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refreshed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {},
+                _ = stop.cancelled() => return,
+            }
+            let unnamed = self.evaluator.lock().take_unnamed();
+            if !unnamed.is_empty() || refreshed.elapsed() >= HOSTS_REFRESH {
+                match self.refresh_hosts().await {
+                    Ok(()) => refreshed = Instant::now(),
+                    Err(error) => tracing::warn!(%error, "alerts: cannot read the hosts"),
+                }
+            }
+            let started = Instant::now();
+            let transitions = self.evaluator.lock().tick(UnixTime::now());
+            self.metrics
+                .alert_evaluated(started.elapsed().as_secs_f64());
+            self.record(transitions).await;
+        }
+    }
+
+    /// Stores transitions (and any the store could not take before); kept
+    /// for the next tick when it cannot.
+    async fn record(&self, transitions: Vec<Transition>) {
+        for transition in &transitions {
+            tracing::info!(
+                rule = %transition.rule.name(),
+                host = %transition.host,
+                from = transition.from.label(),
+                to = transition.standing.state.label(),
+                value = transition.standing.value,
+                "alert"
+            );
+        }
+        let mut events: Vec<NewAlertEvent> = std::mem::take(&mut *self.unrecorded.lock());
+        events.extend(transitions.iter().map(new_event));
+        if events.is_empty() {
+            return;
+        }
+        match self.store.record_alert_events(&events).await {
+            Ok(()) => self.deliveries_due.notify_one(),
+            Err(error) => {
+                tracing::error!(%error, waiting = events.len(), "alerts: transitions not stored yet; retrying next tick");
+                let excess = events.len().saturating_sub(MAX_UNRECORDED);
+                if excess > 0 {
+                    tracing::error!(
+                        dropped = excess,
+                        "alerts: too many transitions waiting; the oldest are dropped"
+                    );
+                    events.drain(..excess);
+                }
+                *self.unrecorded.lock() = events;
+            }
+        }
+    }
+
+    async fn deliver(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.deliveries_due.notified() => {},
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                _ = stop.cancelled() => return,
+            }
+            let due = match self.store.due_deliveries(now_us(), DELIVERY_BATCH).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "alerts: cannot read due notifications");
+                    continue;
+                }
+            };
+            let mut sends = tokio::task::JoinSet::new();
+            for delivery in due {
+                let alerts = self.clone();
+                sends.spawn(async move { alerts.attempt(delivery).await });
+            }
+            // Shutdown does not wait for a slow channel: an attempt cut
+            // short stays pending and is sent after the restart.
+            loop {
+                tokio::select! {
+                    sent = sends.join_next() => if sent.is_none() { break },
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// One attempt at a delivery, its outcome recorded.
+    async fn attempt(&self, delivery: Delivery) {
+        let outcome = match self.notification_of(&delivery).await {
+            Ok((channel, notification)) => {
+                let request = channels::outgoing(channel, &notification);
+                match channels::send(&self.http, request, self.config.send_timeout).await {
+                    Ok(()) => DeliveryOutcome::Sent { at_us: now_us() },
+                    Err(error) => self.failed(&delivery, error),
+                }
+            }
+            Err(error) => DeliveryOutcome::Failed {
+                error: error.to_string(),
+                retry_at_us: None,
+            },
+        };
+        let label = match &outcome {
+            DeliveryOutcome::Sent { .. } => "sent",
+            DeliveryOutcome::Failed {
+                retry_at_us: Some(_),
+                ..
+            } => "retrying",
+            DeliveryOutcome::Failed { .. } => "failed",
+        };
+        self.metrics.alert_delivery(label);
+        if let DeliveryOutcome::Failed { error, retry_at_us } = &outcome {
+            tracing::warn!(channel = %delivery.channel, event = delivery.event_id, %error, retrying = retry_at_us.is_some(), "alert notification not delivered");
+        }
+        if let Err(error) = self.store.finish_delivery(delivery.id, &outcome).await {
+            tracing::warn!(%error, delivery = delivery.id, "alerts: cannot record a delivery");
+        }
+    }
+
+    /// A failed attempt: retried after `retry_base × 3^(attempts)`, until
+    /// `max_attempts`.
+    fn failed(&self, delivery: &Delivery, error: String) -> DeliveryOutcome {
+        let attempts = u32::try_from(delivery.attempts).unwrap_or(0) + 1;
+        let retry_at_us = (attempts < self.config.max_attempts).then(|| {
+            let wait = self
+                .config
+                .retry_base
+                .saturating_mul(3u32.saturating_pow(attempts - 1));
+            now_us() + wait.as_micros().min(i64::MAX as u128 / 2) as i64
+        });
+        DeliveryOutcome::Failed { error, retry_at_us }
+    }
+
+    async fn notification_of(&self, delivery: &Delivery) -> Result<(&ChannelSpec, Notification)> {
+        let channel = self.channel(&delivery.channel).ok_or_else(|| {
+            Error::NotFoundNamed(format!(
+                "no alert channel named `{}` (removed from the config?)",
+                delivery.channel
+            ))
+        })?;
+        let event = self
+            .store
+            .alert_event(delivery.event_id)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFoundNamed(format!("alert event {} is gone", delivery.event_id))
+            })?;
+        Ok((channel, self.notification(&event)))
+    }
+
+    fn channel(&self, name: &str) -> Option<&ChannelSpec> {
+        self.channels.iter().find(|channel| channel.name == name)
+    }
+
+    fn notification(&self, event: &AlertEvent) -> Notification {
+        Notification {
+            version: 1,
+            rule: event.rule.clone(),
+            host: event.host.clone(),
+            state: event.state.clone(),
+            severity: event.severity.clone(),
+            condition: event.summary.clone(),
+            value: event.value,
+            threshold: event.threshold,
+            since: event.since_us as f64 / 1e6,
+            at: event.at_us as f64 / 1e6,
+            repeat: event.repeat,
+            link: self.host_link(&event.host),
+        }
+    }
+
+    fn host_link(&self, host: &str) -> String {
+        let encoded: String = host
+            .bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (byte as char).to_string()
+                }
+                _ => format!("%{byte:02X}"),
+            })
+            .collect();
+        format!("{}/#/host/{encoded}", self.link_base)
+    }
+
+    // ---- what the routes ask
+
+    /// Every (rule, host) not `ok` that the principal may read, firing
+    /// first, then by rule and host.
+    pub fn active(&self, principal: &Principal) -> Vec<ActiveAlert> {
+        let evaluator = self.evaluator.lock();
+        let mut active: Vec<ActiveAlert> = evaluator
+            .standings()
+            .filter(|(_, _, standing)| standing.state != AlertState::Ok)
+            .filter_map(|(rule_name, client, standing)| {
+                let host = evaluator.host_name(client)?;
+                if !principal.may_read(host) {
+                    return None;
+                }
+                let rule = evaluator
+                    .rules()
+                    .iter()
+                    .find(|rule| rule.name() == rule_name)?;
+                Some(ActiveAlert {
+                    rule: rule_name.to_owned(),
+                    host: host.to_owned(),
+                    state: standing.state,
+                    severity: rule.severity().label().to_owned(),
+                    condition: rule.describe(),
+                    since: standing.since.as_secs_f64(),
+                    value: standing.value,
+                    threshold: rule.threshold(),
+                })
+            })
+            .collect();
+        active.sort_by(|a, b| {
+            (a.state != AlertState::Firing, &a.rule, &a.host).cmp(&(
+                b.state != AlertState::Firing,
+                &b.rule,
+                &b.host,
+            ))
+        });
+        active
+    }
+
+    /// Transitions, newest first, of hosts the principal may read, with
+    /// their deliveries.
+    pub async fn history(
+        &self,
+        principal: &Principal,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<(AlertEvent, Vec<Delivery>)>> {
+        let events: Vec<AlertEvent> = self
+            .store
+            .alert_events(limit, before)
+            .await?
+            .into_iter()
+            .filter(|event| principal.may_read(&event.host))
+            .collect();
+        let ids: Vec<i64> = events.iter().map(|event| event.id).collect();
+        let mut deliveries = self.store.deliveries_of(&ids).await?;
+        Ok(events
+            .into_iter()
+            .map(|event| {
+                let (mine, rest): (Vec<Delivery>, Vec<Delivery>) =
+                    deliveries.drain(..).partition(|d| d.event_id == event.id);
+                deliveries = rest;
+                (event, mine)
+            })
+            .collect())
+    }
+
+    pub fn rules(&self) -> Vec<RuleView> {
+        self.evaluator
+            .lock()
+            .rules()
+            .iter()
+            .map(|rule| view(rule))
+            .collect()
+    }
+
+    pub fn channels(&self) -> Vec<ChannelView> {
+        self.channels
+            .iter()
+            .map(|channel| ChannelView {
+                name: channel.name.clone(),
+                kind: channel.kind,
+            })
+            .collect()
+    }
+
+    /// Creates or replaces an API rule (admins).
+    pub async fn put_rule(&self, principal: &Principal, spec: RuleSpec) -> Result<RuleView> {
+        principal.check_admin()?;
+        let rule = spec.check(RuleSource::Api)?;
+        if self
+            .config_rules
+            .iter()
+            .any(|kept| kept.name() == rule.name())
+        {
+            return Err(Error::Forbidden(format!(
+                "alert rule `{}` is declared in the config file; change it there",
+                rule.name()
+            )));
+        }
+        check_channels(&rule, &self.channels)?;
+        let count = self.evaluator.lock().rules().len();
+        let replaces = self
+            .evaluator
+            .lock()
+            .rules()
+            .iter()
+            .any(|kept| kept.name() == rule.name());
+        if !replaces && count >= MAX_RULES {
+            return Err(Error::BadRequest(format!(
+                "at most {MAX_RULES} alert rules"
+            )));
+        }
+        let text = serde_json::to_string(&rule.spec).map_err(|e| Error::Internal(e.to_string()))?;
+        self.store.put_alert_rule(rule.name(), &text).await?;
+        self.reload_rules().await?;
+        Ok(view(&rule))
+    }
+
+    /// Deletes an API rule and its states (admins).
+    pub async fn delete_rule(&self, principal: &Principal, name: &str) -> Result<()> {
+        principal.check_admin()?;
+        if self.config_rules.iter().any(|kept| kept.name() == name) {
+            return Err(Error::Forbidden(format!(
+                "alert rule `{name}` is declared in the config file; remove it there"
+            )));
+        }
+        if !self.store.delete_alert_rule(name).await? {
+            return Err(Error::NotFoundNamed(format!(
+                "no alert rule named `{name}`"
+            )));
+        }
+        self.reload_rules().await
+    }
+
+    /// Sends a test notification to a channel now (admins); the error says
+    /// why the channel did not take it.
+    pub async fn test_channel(&self, principal: &Principal, name: &str) -> Result<()> {
+        principal.check_admin()?;
+        let channel = self
+            .channel(name)
+            .ok_or_else(|| Error::NotFoundNamed(format!("no alert channel named `{name}`")))?;
+        let now = UnixTime::now().as_secs_f64();
+        let notification = Notification {
+            version: 1,
+            rule: "test".into(),
+            host: "sysmon".into(),
+            state: "test".into(),
+            severity: "info".into(),
+            condition: format!("a test notification to channel `{name}`"),
+            value: None,
+            threshold: None,
+            since: now,
+            at: now,
+            repeat: false,
+            link: format!("{}/#/alerts", self.link_base),
+        };
+        channels::send(
+            &self.http,
+            channels::outgoing(channel, &notification),
+            self.config.send_timeout,
+        )
+        .await
+        .map_err(|error| Error::ChannelFailed(format!("channel `{name}`: {error}")))
+    }
+}
+
+fn view(rule: &Rule) -> RuleView {
+    RuleView {
+        spec: rule.spec.clone(),
+        source: rule.source,
+        condition: rule.describe(),
+    }
+}
+
+fn new_event(transition: &Transition) -> NewAlertEvent {
+    let rule = &transition.rule;
+    let standing = &transition.standing;
+    NewAlertEvent {
+        standing: StoredStanding {
+            rule: rule.name().to_owned(),
+            client_id: transition.client.0,
+            state: standing.state.label().to_owned(),
+            since_us: standing.since.micros(),
+            value: standing.value,
+            notified_at_us: standing.notified_at.map(UnixTime::micros),
+        },
+        host: transition.host.clone(),
+        threshold: rule.threshold(),
+        severity: rule.severity().label().to_owned(),
+        summary: rule.describe(),
+        repeat: transition.repeat,
+        channels: if transition.notify {
+            rule.spec.channels.clone()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn checked_channels(specs: &[ChannelSpec]) -> Result<Vec<ChannelSpec>> {
+    let mut names = HashSet::new();
+    let mut channels = Vec::new();
+    for spec in specs {
+        if !names.insert(spec.name.clone()) {
+            return Err(Error::Config(format!(
+                "alert channel `{}` is declared twice",
+                spec.name
+            )));
+        }
+        channels.push(spec.clone().check()?);
+    }
+    Ok(channels)
+}
+
+fn check_unique(rules: &[Arc<Rule>]) -> Result<()> {
+    let mut names = HashSet::new();
+    for rule in rules {
+        if !names.insert(rule.name()) {
+            return Err(Error::Config(format!(
+                "alert rule `{}` is declared twice",
+                rule.name()
+            )));
+        }
+    }
+    if rules.len() > MAX_RULES {
+        return Err(Error::Config(format!("at most {MAX_RULES} alert rules")));
+    }
+    Ok(())
+}
+
+fn check_channels(rule: &Rule, channels: &[ChannelSpec]) -> Result<()> {
+    for name in &rule.spec.channels {
+        if !channels.iter().any(|channel| &channel.name == name) {
+            return Err(Error::BadRequest(format!(
+                "alert rule `{}`: no channel named `{name}` (channels are declared in the config file's `alerts.channels`)",
+                rule.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    UnixTime::now().micros()
+}

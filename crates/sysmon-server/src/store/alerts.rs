@@ -1,0 +1,333 @@
+//! Alerts (migration 0010): API rules, the standing of each (rule, host),
+//! the history of transitions and their deliveries. An [`AlertStore`]
+//! trait (part of every [`Store`](super::Store)) with the same SQL on both
+//! stores; the macro only supplies each store's pool.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// A (rule, host) standing as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStanding {
+    pub rule: String,
+    pub client_id: i64,
+    pub state: String,
+    pub since_us: i64,
+    pub value: Option<f64>,
+    pub notified_at_us: Option<i64>,
+}
+
+/// A transition, stored with the standing it leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAlertEvent {
+    pub standing: StoredStanding,
+    pub host: String,
+    pub threshold: Option<f64>,
+    pub severity: String,
+    pub summary: String,
+    pub repeat: bool,
+    /// Channels to notify; a delivery each, due at once.
+    pub channels: Vec<String>,
+}
+
+/// A stored transition, as history shows it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AlertEvent {
+    pub id: i64,
+    #[sqlx(rename = "rule_name")]
+    pub rule: String,
+    pub client_id: i64,
+    pub host: String,
+    pub state: String,
+    pub at_us: i64,
+    pub since_us: i64,
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub severity: String,
+    pub summary: String,
+    #[sqlx(rename = "is_repeat")]
+    pub repeat: bool,
+}
+
+/// A notification of one event to one channel.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: i64,
+    pub channel: String,
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_us: i64,
+    pub last_error: Option<String>,
+    pub sent_at_us: Option<i64>,
+}
+
+/// How an attempt at a delivery ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Sent {
+        at_us: i64,
+    },
+    /// Failed; tried again at `retry_at_us`, or given up when `None`.
+    Failed {
+        error: String,
+        retry_at_us: Option<i64>,
+    },
+}
+
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    async fn alert_rules(&self) -> Result<Vec<(String, String)>>;
+
+    /// Creates or replaces an API rule (its spec as JSON).
+    async fn put_alert_rule(&self, name: &str, spec: &str) -> Result<()>;
+
+    /// Deletes an API rule and its standings; false when there was none.
+    async fn delete_alert_rule(&self, name: &str) -> Result<bool>;
+
+    async fn alert_standings(&self) -> Result<Vec<StoredStanding>>;
+
+    /// Stores transitions in one transaction: each standing, its event and
+    /// its deliveries, so a transition is notified once whatever happens
+    /// (a restart reads the standing back and does not decide it again).
+    async fn record_alert_events(&self, events: &[NewAlertEvent]) -> Result<()>;
+
+    /// Newest first, at most `limit`, before `before_id` when given.
+    async fn alert_events(&self, limit: i64, before_id: Option<i64>) -> Result<Vec<AlertEvent>>;
+
+    async fn alert_event(&self, id: i64) -> Result<Option<AlertEvent>>;
+
+    /// Deliveries of these events.
+    async fn deliveries_of(&self, event_ids: &[i64]) -> Result<Vec<Delivery>>;
+
+    /// Pending deliveries due by `now_us`, oldest first, at most `limit`.
+    async fn due_deliveries(&self, now_us: i64, limit: i64) -> Result<Vec<Delivery>>;
+
+    async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<()>;
+}
+
+/// Columns of `alert_events`, as [`AlertEvent`] reads them.
+pub const EVENT_COLUMNS: &str =
+    "id, rule_name, client_id, host, state, at_us, since_us, value, threshold, severity, summary, is_repeat";
+/// Columns of `alert_deliveries`, as [`Delivery`] reads them.
+pub const DELIVERY_COLUMNS: &str =
+    "id, event_id, channel, status, attempts, next_attempt_us, last_error, sent_at_us";
+
+/// `impl AlertStore for $store`, for a store with a sqlx `pool` field.
+macro_rules! impl_alert_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::AlertStore for $store {
+            async fn alert_rules(&self) -> $crate::error::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as("SELECT name, spec FROM alert_rules ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn put_alert_rule(&self, name: &str, spec: &str) -> $crate::error::Result<()> {
+                sqlx::query(
+                    "INSERT INTO alert_rules (name, spec, created_at_us) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                )
+                .bind(name)
+                .bind(spec)
+                .bind($crate::store::now_micros())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_alert_rule(&self, name: &str) -> $crate::error::Result<bool> {
+                let mut transaction = self.pool.begin().await?;
+                let deleted = sqlx::query("DELETE FROM alert_rules WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM alert_states WHERE rule_name = $1")
+                    .bind(name)
+                    .execute(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok(deleted > 0)
+            }
+
+            async fn alert_standings(
+                &self,
+            ) -> $crate::error::Result<Vec<$crate::store::StoredStanding>> {
+                let rows: Vec<(String, i64, String, i64, Option<f64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT rule_name, client_id, state, since_us, value, notified_at_us
+                     FROM alert_states",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(rule, client_id, state, since_us, value, notified_at_us)| {
+                        $crate::store::StoredStanding {
+                            rule,
+                            client_id,
+                            state,
+                            since_us,
+                            value,
+                            notified_at_us,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn record_alert_events(
+                &self,
+                events: &[$crate::store::NewAlertEvent],
+            ) -> $crate::error::Result<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let now = $crate::store::now_micros();
+                let mut transaction = self.pool.begin().await?;
+                for event in events {
+                    let standing = &event.standing;
+                    sqlx::query(
+                        "INSERT INTO alert_states
+                            (rule_name, client_id, state, since_us, value, notified_at_us)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (rule_name, client_id) DO UPDATE SET
+                            state = excluded.state, since_us = excluded.since_us,
+                            value = excluded.value, notified_at_us = excluded.notified_at_us",
+                    )
+                    .bind(&standing.rule)
+                    .bind(standing.client_id)
+                    .bind(&standing.state)
+                    .bind(standing.since_us)
+                    .bind(standing.value)
+                    .bind(standing.notified_at_us)
+                    .execute(&mut *transaction)
+                    .await?;
+                    let event_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO alert_events (rule_name, client_id, host, state, at_us, since_us,
+                                                   value, threshold, severity, summary, is_repeat)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    )
+                    .bind(&standing.rule)
+                    .bind(standing.client_id)
+                    .bind(&event.host)
+                    .bind(&standing.state)
+                    .bind(now)
+                    .bind(standing.since_us)
+                    .bind(standing.value)
+                    .bind(event.threshold)
+                    .bind(&event.severity)
+                    .bind(&event.summary)
+                    .bind(event.repeat)
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                    for channel in &event.channels {
+                        sqlx::query(
+                            "INSERT INTO alert_deliveries
+                                (event_id, channel, status, attempts, next_attempt_us)
+                             VALUES ($1, $2, 'pending', 0, $3)",
+                        )
+                        .bind(event_id)
+                        .bind(channel)
+                        .bind(now)
+                        .execute(&mut *transaction)
+                        .await?;
+                    }
+                }
+                transaction.commit().await?;
+                Ok(())
+            }
+
+            async fn alert_events(
+                &self,
+                limit: i64,
+                before_id: Option<i64>,
+            ) -> $crate::error::Result<Vec<$crate::store::AlertEvent>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_events WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                    $crate::store::alerts::EVENT_COLUMNS
+                ))
+                .bind(before_id.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn alert_event(
+                &self,
+                id: i64,
+            ) -> $crate::error::Result<Option<$crate::store::AlertEvent>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_events WHERE id = $1",
+                    $crate::store::alerts::EVENT_COLUMNS
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn deliveries_of(
+                &self,
+                event_ids: &[i64],
+            ) -> $crate::error::Result<Vec<$crate::store::Delivery>> {
+                let mut deliveries = Vec::new();
+                // One statement per event: the lists are a page of history.
+                for id in event_ids {
+                    let rows: Vec<$crate::store::Delivery> = sqlx::query_as(&format!(
+                        "SELECT {} FROM alert_deliveries WHERE event_id = $1 ORDER BY id",
+                        $crate::store::alerts::DELIVERY_COLUMNS
+                    ))
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    deliveries.extend(rows);
+                }
+                Ok(deliveries)
+            }
+
+            async fn due_deliveries(
+                &self,
+                now_us: i64,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::store::Delivery>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_deliveries
+                     WHERE status = 'pending' AND next_attempt_us <= $1
+                     ORDER BY next_attempt_us, id LIMIT $2",
+                    $crate::store::alerts::DELIVERY_COLUMNS
+                ))
+                .bind(now_us)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn finish_delivery(
+                &self,
+                id: i64,
+                outcome: &$crate::store::DeliveryOutcome,
+            ) -> $crate::error::Result<()> {
+                let query = match outcome {
+                    $crate::store::DeliveryOutcome::Sent { at_us } => sqlx::query(
+                        "UPDATE alert_deliveries SET status = 'sent', attempts = attempts + 1,
+                                sent_at_us = $2, last_error = NULL WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(*at_us),
+                    $crate::store::DeliveryOutcome::Failed { error, retry_at_us } => sqlx::query(
+                        "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $2,
+                                status = CASE WHEN $3 IS NULL THEN 'failed' ELSE 'pending' END,
+                                next_attempt_us = COALESCE($3, next_attempt_us)
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(error.as_str())
+                    .bind(*retry_at_us),
+                };
+                query.execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}

@@ -1,0 +1,433 @@
+//! Alerts end to end on both stores: clients push samples over HTTP, the
+//! server evaluates its rules, and a real HTTP receiver started here gets
+//! the notifications (signed), once per transition, across a restart, with
+//! a failing channel retried and recorded while the others carry on.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use sysmon_server::services::alerts::channels::ChannelSpec;
+use sysmon_server::services::alerts::rules::RuleSpec;
+use sysmon_testkit::receiver::{Received, Receiver, Script};
+use sysmon_testkit::{poll, unix_now, TestDatabase, TestServer};
+
+sysmon_testkit::on_both_stores!(firing_resolved_silent_and_retried, rules_through_the_api,);
+
+const ADMIN_PASSWORD: &str = "alerts-admin-password";
+const SECRET: &str = "hook-s3cret";
+
+fn rules() -> Vec<RuleSpec> {
+    serde_norway::from_str(
+        "
+- {name: cpu-hot, metric: cpu_load, over_seconds: 1, above: 90, for_seconds: 1,
+   hosts: [hot-1], severity: critical, channels: [hook, flaky]}
+- {name: down, metric: host_silent, silent_seconds: 2, hosts: 'quiet-*', channels: [hook, slow]}
+",
+    )
+    .expect("rules")
+}
+
+fn channels(receiver: &Receiver) -> Vec<ChannelSpec> {
+    serde_norway::from_str(&format!(
+        "
+- {{name: hook, kind: webhook, url: '{}', secret: {SECRET}}}
+- {{name: flaky, kind: webhook, url: '{}'}}
+- {{name: slow, kind: webhook, url: '{}'}}
+",
+        receiver.url("/hook"),
+        receiver.url("/flaky"),
+        receiver.url("/slow")
+    ))
+    .expect("channels")
+}
+
+async fn start(database: &TestDatabase, receiver: &Receiver) -> TestServer {
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.alerts.rules = rules();
+    config.alerts.channels = channels(receiver);
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    config.alerts.retry_base = Duration::from_millis(300);
+    config.alerts.max_attempts = 4;
+    config.alerts.send_timeout = Duration::from_secs(1);
+    config.alerts.public_url = Some("https://sysmon.example".into());
+    TestServer::start(config).await
+}
+
+async fn push_cpu(server: &TestServer, token: &str, cpu: f64) {
+    server
+        .post_samples(token, &[json!({"time": unix_now(), "cpu_load": cpu})])
+        .await;
+}
+
+/// Pushes `cpu` every 100 ms for `seconds`.
+async fn keep_pushing(server: &TestServer, token: &str, cpu: f64, seconds: f64) {
+    let until = unix_now() + seconds;
+    while unix_now() < until {
+        push_cpu(server, token, cpu).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The hook's notifications of `rule` in state `state`.
+fn notified(receiver: &Receiver, path: &str, rule: &str, state: &str) -> Vec<Received> {
+    receiver
+        .received(path)
+        .into_iter()
+        .filter(|request| {
+            let body = request.json();
+            body["rule"] == rule && body["state"] == state
+        })
+        .collect()
+}
+
+async fn wait_for_notification(
+    receiver: &Receiver,
+    path: &str,
+    rule: &str,
+    state: &str,
+) -> Received {
+    poll(
+        &format!("a {state} notification of {rule} at {path}"),
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            notified(receiver, path, rule, state)
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    format!(
+                        "{:?}",
+                        receiver
+                            .received(path)
+                            .iter()
+                            .map(Received::json)
+                            .collect::<Vec<_>>()
+                    )
+                })
+        },
+    )
+    .await
+}
+
+fn assert_signed(request: &Received) {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&request.body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(
+        request.header("x-sysmon-signature"),
+        Some(format!("sha256={expected}").as_str()),
+        "signature of {:?}",
+        request.json()
+    );
+}
+
+async fn firing_resolved_silent_and_retried(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    // The flaky channel fails twice, then takes it.
+    receiver.script(
+        "/flaky",
+        Script {
+            statuses: vec![500, 503, 200],
+            delay: Duration::ZERO,
+        },
+    );
+    // The slow one never answers in time.
+    receiver.script(
+        "/slow",
+        Script {
+            statuses: vec![200],
+            delay: Duration::from_secs(5),
+        },
+    );
+    let server = start(&database, &receiver).await;
+    let hot = server.register("hot-1", "alerts-password").await;
+    let quiet = server.register("quiet-1", "alerts-password").await;
+    push_cpu(&server, &quiet, 5.0).await;
+
+    // Hot for longer than the rule's second: one firing notification,
+    // signed, with what happened and a link to the host.
+    keep_pushing(&server, &hot, 95.0, 2.5).await;
+    let firing = wait_for_notification(&receiver, "/hook", "cpu-hot", "firing").await;
+    assert_signed(&firing);
+    let body = firing.json();
+    assert_eq!(body["host"], "hot-1", "{body}");
+    assert_eq!(body["severity"], "critical", "{body}");
+    assert_eq!(body["condition"], "avg(cpu_load over 1s) > 90", "{body}");
+    assert_eq!(body["threshold"], json!(90.0), "{body}");
+    assert_eq!(body["value"], json!(95.0), "{body}");
+    assert_eq!(
+        body["link"], "https://sysmon.example/#/host/hot-1",
+        "{body}"
+    );
+    assert_eq!(body["repeat"], false, "{body}");
+    assert!(
+        body["since"].as_f64().unwrap() <= body["at"].as_f64().unwrap(),
+        "{body}"
+    );
+
+    // The silent host fires meanwhile, while the flaky channel is retried.
+    let silent = wait_for_notification(&receiver, "/hook", "down", "firing").await;
+    assert_eq!(silent.json()["host"], "quiet-1");
+    assert_signed(&silent);
+
+    // The flaky channel: two failures recorded, then sent, in the history.
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let delivery = poll(
+        "the flaky delivery sent on its third attempt",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let history = server.get_json("/api/v1/alerts/history", &admin).await;
+            let flaky = history["transitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["rule"] == "cpu-hot" && t["state"] == "firing")
+                .flat_map(|t| t["deliveries"].as_array().cloned().unwrap_or_default())
+                .find(|d| d["channel"] == "flaky")
+                .ok_or_else(|| history.to_string())?;
+            if flaky["status"] == "sent" {
+                Ok(flaky)
+            } else {
+                Err(flaky.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(delivery["attempts"], 3, "{delivery}");
+    assert_eq!(receiver.received("/flaky").len(), 3);
+    // The slow channel's attempts time out, and say so.
+    let slow = poll(
+        "a timed-out attempt on the slow channel",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let history = server.get_json("/api/v1/alerts/history", &admin).await;
+            history["transitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|t| t["deliveries"].as_array().cloned().unwrap_or_default())
+                .find(|d| d["channel"] == "slow" && d["attempts"].as_i64() >= Some(1))
+                .ok_or_else(|| history.to_string())
+        },
+    )
+    .await;
+    assert!(
+        slow["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within 1 s")),
+        "{slow}"
+    );
+
+    // A restart while firing: the state is read back, nothing is sent again.
+    server.shutdown().await;
+    let server = start(&database, &receiver).await;
+    keep_pushing(&server, &hot, 96.0, 1.5).await;
+    assert_eq!(
+        notified(&receiver, "/hook", "cpu-hot", "firing").len(),
+        1,
+        "no second firing notification after the restart"
+    );
+    // Cool again: one resolved notification.
+    keep_pushing(&server, &hot, 10.0, 1.5).await;
+    let resolved = wait_for_notification(&receiver, "/hook", "cpu-hot", "resolved").await;
+    assert_signed(&resolved);
+    // The second's average when it fell under the threshold.
+    let value = resolved.json()["value"].as_f64().expect("a value");
+    assert!((10.0..=90.0).contains(&value), "{value}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(notified(&receiver, "/hook", "cpu-hot", "resolved").len(), 1);
+    assert_eq!(notified(&receiver, "/hook", "cpu-hot", "firing").len(), 1);
+
+    // The history: pending, firing, resolved for hot-1, newest first; the
+    // active list shows the silent host still firing.
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let history = server.get_json("/api/v1/alerts/history", &admin).await;
+    let hot_states: Vec<&str> = history["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["host"] == "hot-1")
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(hot_states, ["resolved", "firing", "pending"], "{history}");
+    let active = server.get_json("/api/v1/alerts", &admin).await;
+    let firing: Vec<(&Value, &Value)> = active["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| (&a["rule"], &a["host"]))
+        .collect();
+    assert_eq!(firing, [(&json!("down"), &json!("quiet-1"))], "{active}");
+
+    // A client may not read alerts of another host... nor any: the API is
+    // for the dashboard's users; a client's token sees only its own host.
+    let own = server.get_json("/api/v1/alerts/history", &quiet).await;
+    assert!(
+        own["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["host"] == "quiet-1"),
+        "{own}"
+    );
+    server.shutdown().await;
+}
+
+async fn rules_through_the_api(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    receiver.script(
+        "/hook",
+        Script {
+            statuses: vec![502],
+            delay: Duration::ZERO,
+        },
+    );
+    let server = start(&database, &receiver).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let put = |name: &str, body: Value| {
+        let request = server
+            .http
+            .put(server.url(&format!("/api/v1/alerts/rules/{name}")))
+            .bearer_auth(&admin)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, rule) = put(
+        "mem-full",
+        json!({"name": "mem-full", "metric": "memory_used_percent", "above": 95, "channels": ["hook"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{rule}");
+    assert_eq!(rule["source"], "api");
+    assert_eq!(rule["condition"], "memory_used_percent > 95");
+    for (name, body, expected, field) in [
+        (
+            "x",
+            json!({"name": "x", "metric": "cpu_load"}),
+            400,
+            "`above` or `below`",
+        ),
+        (
+            "x",
+            json!({"name": "x", "metric": "nope", "above": 1}),
+            400,
+            "unknown metric `nope`",
+        ),
+        (
+            "x",
+            json!({"name": "y", "metric": "cpu_load", "above": 1}),
+            400,
+            "differs",
+        ),
+        (
+            "x",
+            json!({"name": "x", "metric": "cpu_load", "above": 1, "channels": ["nowhere"]}),
+            400,
+            "no channel named `nowhere`",
+        ),
+        (
+            "cpu-hot",
+            json!({"name": "cpu-hot", "metric": "cpu_load", "above": 1}),
+            403,
+            "config file",
+        ),
+        (
+            "x",
+            json!({"name": "x", "metric": "cpu_load", "above": 1, "colour": "red"}),
+            400,
+            "colour",
+        ),
+    ] {
+        let (status, reply) = put(name, body.clone()).await;
+        assert_eq!(status, expected, "{body}: {reply}");
+        assert!(
+            reply["error"].as_str().is_some_and(|e| e.contains(field)),
+            "{body}: {reply}"
+        );
+    }
+    let listed = server.get_json("/api/v1/alerts/rules", &admin).await;
+    let names: Vec<(&str, &str)> = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("cpu-hot", "config"),
+            ("down", "config"),
+            ("mem-full", "api")
+        ]
+    );
+    assert_eq!(
+        listed["channels"][0],
+        json!({"name": "hook", "kind": "webhook"})
+    );
+    assert!(listed["channels"][0].get("secret").is_none());
+
+    // API rules survive a restart.
+    server.shutdown().await;
+    let server = start(&database, &receiver).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let listed = server.get_json("/api/v1/alerts/rules", &admin).await;
+    assert_eq!(listed["rules"].as_array().unwrap().len(), 3, "{listed}");
+
+    // A test notification: the channel's refusal comes back as 502.
+    let test = server
+        .http
+        .post(server.url("/api/v1/alerts/channels/hook/test"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(test.status(), 502);
+    let reply: Value = test.json().await.unwrap();
+    assert_eq!(reply["code"], "channel_failed", "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("502"), "{reply}");
+    let sent = receiver.received("/hook");
+    assert_eq!(sent.last().unwrap().json()["state"], "test");
+
+    let delete = |name: &str| {
+        let request = server
+            .http
+            .delete(server.url(&format!("/api/v1/alerts/rules/{name}")))
+            .bearer_auth(&admin);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete("mem-full").await, 204);
+    assert_eq!(delete("mem-full").await, 404);
+    assert_eq!(delete("cpu-hot").await, 403);
+    let viewer_token = server.register("someone", "alerts-password").await;
+    let (status, _) = {
+        let response = server
+            .http
+            .put(server.url("/api/v1/alerts/rules/z"))
+            .bearer_auth(&viewer_token)
+            .json(&json!({"name": "z", "metric": "cpu_load", "above": 1}))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), ())
+    };
+    assert_eq!(status, 403, "a client may not make rules");
+    server.shutdown().await;
+}
