@@ -75,6 +75,7 @@
   for (const def of CHARTS) def.groups = def.pick || [{ unit: def.unit, metrics: def.metrics }];
 
   const FLEET_REFRESH_MS = 10000;
+
   // The fleet table's rows have this height (app.css; measured in
   // Chromium), so the rows out of view can be stood for by spacers.
   const ROW_HEIGHT = 46;
@@ -344,6 +345,7 @@
     const host = /^#\/host\/(.+)$/.exec(path);
     if (host) current = hostView(main, decodedName(host[1]), new URLSearchParams(query));
     else if (path === "#/server") current = serverView(main);
+    else if (path === "#/alerts") current = alertsView(main);
     else current = fleetView(main);
   }
 
@@ -363,11 +365,47 @@
     $("#user-name").textContent = session.name;
     $("#user-role").textContent = session.role;
     $("#nav-server").hidden = session.role !== "admin";
-    const hash = location.hash || "#/";
+    const hash = (location.hash || "#/").split("?")[0];
+    const section = hash === "#/server" ? "server" : hash === "#/alerts" ? "alerts" : "fleet";
     for (const link of bar.querySelectorAll("[data-nav]")) {
-      const active = link.dataset.nav === "server" ? hash === "#/server" : hash !== "#/server";
-      link.classList.toggle("active", active);
+      link.classList.toggle("active", link.dataset.nav === section);
     }
+  }
+
+  // ------------------------------------------------------------- alerts
+
+  /** Alerts not ok, for the hosts this user may read: every view that
+   *  shows them asks here (one request per refresh, not one per host), and
+   *  the nav's count follows. */
+  async function loadAlerts() {
+    const reply = await api("/alerts");
+    const alerts = reply.alerts || [];
+    const firing = alerts.filter((alert) => alert.state === "firing").length;
+    const count = $("#nav-alerts-count");
+    count.textContent = firing ? String(firing) : "";
+    count.hidden = !firing;
+    return alerts;
+  }
+
+  /** Firing alerts by host name. */
+  function firingByHost(alerts) {
+    const byHost = new Map();
+    for (const alert of alerts) {
+      if (alert.state !== "firing") continue;
+      if (!byHost.has(alert.host)) byHost.set(alert.host, []);
+      byHost.get(alert.host).push(alert);
+    }
+    return byHost;
+  }
+
+  function severityOf(alerts) {
+    return alerts.some((alert) => alert.severity === "critical") ? "critical"
+      : alerts.some((alert) => alert.severity === "warning") ? "warning" : "info";
+  }
+
+  function alertValue(alert) {
+    if (alert.value === null || alert.value === undefined) return "–";
+    return alert.metric === "host_silent" ? `silent ${duration(alert.value)}` : num(alert.value, 1);
   }
 
   async function logout() {
@@ -440,6 +478,7 @@
     const rows = new Map(); // name -> {tr, client, canvas, spark, sparkAt}
     let clients = []; // every host, as the API gave them
     let shown = []; // after search and filter, sorted
+    let firing = new Map(); // host name -> its firing alerts
     const view = { query: "", filter: "all", label: "", sort: "name", descending: false };
     const summary = h("p", { class: "summary", id: "fleet-summary" });
     const tbody = h("tbody");
@@ -462,7 +501,8 @@
     const filter = h("select", { id: "fleet-filter", "aria-label": "Show" },
       h("option", { value: "all" }, "All hosts"),
       h("option", { value: "online" }, "Online"),
-      h("option", { value: "offline" }, "Offline"));
+      h("option", { value: "offline" }, "Offline"),
+      h("option", { value: "alerting" }, "Alerting"));
     const labelFilter = h("select", { id: "fleet-label", "aria-label": "Label", hidden: true });
     // What to do about an empty fleet depends on who looks at it.
     const empty = session.role === "admin"
@@ -515,8 +555,11 @@
         row = { tr: h("tr", { "data-client": client.name }), canvas, spark: null, sparkAt: 0, client: null };
         rows.set(client.name, row);
       }
-      if (row.client === client) return row;
+      const alerts = firing.get(client.name) || [];
+      const alertKey = alerts.map((alert) => alert.rule).join(",");
+      if (row.client === client && row.alertKey === alertKey) return row;
       row.client = client;
+      row.alertKey = alertKey;
       const latest = client.latest || {};
       const cpu = latest.cpu_load;
       const memory = memoryCell(latest);
@@ -532,6 +575,10 @@
           "aria-label": client.online ? "online" : "offline",
         })),
         cell("name", "host", h("a", { href: `#/host/${encodeURIComponent(client.name)}` }, client.name),
+          ...(alerts.length ? [h("a", {
+            class: `badge alerting sev-${severityOf(alerts)}`, href: "#/alerts", "data-alerts": String(alerts.length),
+            title: alerts.map((alert) => `${alert.rule}: ${alert.condition}`).join("\n"),
+          }, String(alerts.length), h("span", { class: "wide" }, " firing"))] : []),
           ...(client.labels || []).map((label) => h("span", { class: "badge label" }, label))),
         cell("last_seen", "last-seen", ago(client.last_seen)),
         h("td", { class: "num", "data-field": "cpu_load", "data-value": cpu ?? "" },
@@ -599,7 +646,7 @@
       shown = clients.filter((client) =>
         (!query || client.name.toLowerCase().includes(query)
           || (client.labels || []).some((label) => label.toLowerCase().includes(query)))
-        && (which === "all" || (which === "online") === Boolean(client.online))
+        && (which === "all" || (which === "alerting" ? firing.has(client.name) : (which === "online") === Boolean(client.online)))
         && (!view.label || (client.labels || []).includes(view.label)));
       const direction = descending ? -1 : 1;
       shown.sort((a, b) => {
@@ -663,7 +710,9 @@
     async function refresh() {
       let reply;
       try {
-        reply = await api("/clients");
+        const [fleet, alerts] = await Promise.all([api("/clients"), loadAlerts().catch(() => null)]);
+        reply = fleet;
+        if (alerts) firing = firingByHost(alerts);
       } catch (e) {
         if (stopped || e.status === 401) return;
         failure.textContent = `Cannot load the fleet: ${e.message}`;
@@ -807,6 +856,7 @@
 
     const status = h("span", { class: "dot", role: "img", "aria-label": "status" });
     const seen = h("span", { class: "muted" });
+    const hostAlerts = h("span", { class: "host-alerts", id: "host-alerts" });
     const presetButtons = PRESETS.map((preset) =>
       h("button", { type: "button", "data-preset": preset.id, "aria-pressed": "false", onclick: () => selectPreset(preset) }, preset.id));
     const rangeLabel = h("span", { class: "range-label", id: "range-label" });
@@ -855,7 +905,7 @@
       h("div", { class: "view-head" },
         h("a", { href: "#/", class: "back" }, "← Fleet"),
         h("h1", { class: "host-title" }, status, h("span", {}, name)),
-        seen, labelsForm),
+        seen, hostAlerts, labelsForm),
       toolbar,
       failure,
       charts,
@@ -1152,6 +1202,56 @@
       }
     }
 
+    /** This host's alerts: a badge each (pending and firing), and the
+     *  thresholds drawn on the charts of their metrics. */
+    async function loadHostAlerts() {
+      let alerts;
+      try {
+        alerts = (await loadAlerts()).filter((alert) => alert.host === name && alert.state !== "resolved");
+      } catch (_) {
+        return;
+      }
+      if (state.stopped) return;
+      hostAlerts.replaceChildren(...alerts.map((alert) => h("a", {
+        class: `badge state-${alert.state} sev-${alert.severity}`, href: "#/alerts", "data-rule": alert.rule,
+        title: `${alert.condition} · ${alert.state} since ${dateTime(alert.since, true)}`,
+      }, `${alert.rule} ${alert.state}`)));
+      const thresholds = alerts.filter((alert) => typeof alert.threshold === "number")
+        .map((alert) => ({ metric: alert.metric, value: alert.threshold, state: alert.state }));
+      const key = JSON.stringify(thresholds);
+      if (key === state.thresholdKey) return;
+      state.thresholdKey = key;
+      state.thresholds = thresholds;
+      for (const chart of state.charts) {
+        updateChartAttributes(chart);
+        if (chart.plot) chart.plot.redraw();
+      }
+    }
+
+    /** The alert thresholds on this chart's metrics. */
+    function chartThresholds(chart) {
+      const keys = new Set(chart.group.metrics.map((metric) => metric.key));
+      return (state.thresholds || []).filter((threshold) => keys.has(threshold.metric));
+    }
+
+    /** Dashed lines at the thresholds, red when firing, amber when pending. */
+    function drawThresholds(u, chart) {
+      const ctx = u.ctx;
+      for (const threshold of chartThresholds(chart)) {
+        const y = Math.round(u.valToPos(threshold.value, "y", true));
+        if (!Number.isFinite(y) || y < u.bbox.top || y > u.bbox.top + u.bbox.height) continue;
+        ctx.save();
+        ctx.strokeStyle = cssVar(threshold.state === "firing" ? "--bad" : "--c2");
+        ctx.lineWidth = 1.5 * devicePixelRatio;
+        ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+        ctx.beginPath();
+        ctx.moveTo(u.bbox.left, y);
+        ctx.lineTo(u.bbox.left + u.bbox.width, y);
+        ctx.stroke();
+        ctx.restore();
+      }
+    }
+
     async function loadClient() {
       try {
         const reply = await api("/clients");
@@ -1361,6 +1461,7 @@
             zoomTo(from, to);
           }],
           setCursor: [(u) => renderReadout(chart, u.cursor.idx)],
+          draw: [(u) => drawThresholds(u, chart)],
         },
       };
       chart.plot = new uPlot(options, columns(chart), chart.plotEl);
@@ -1391,6 +1492,7 @@
       chart.el.dataset.lastValue = last === null ? "" : String(last);
       chart.el.dataset.resolution = state.data.resolution;
       chart.el.dataset.step = String(state.data.step || 0);
+      chart.el.dataset.thresholds = chartThresholds(chart).map((threshold) => threshold.value).join(",");
       chart.now.textContent = last === null || !chart.group ? "" : formatValue(last, chart.group.unit);
       // A hovered point keeps its read-out as samples arrive.
       renderReadout(chart, chart.plot ? chart.plot.cursor.idx : null);
@@ -1609,8 +1711,10 @@
       selectPreset(state.preset);
     });
     loadFilesystems();
+    loadHostAlerts();
     const timers = [
       setInterval(loadClient, FLEET_REFRESH_MS),
+      setInterval(loadHostAlerts, FLEET_REFRESH_MS),
       setInterval(loadFilesystems, FLEET_REFRESH_MS),
       // A live view's disk lines move on with it (a zoomed one stays put).
       setInterval(() => { if (isLive() && state.socketOpen) loadDiskHistory(); }, FLEET_REFRESH_MS),
@@ -1657,6 +1761,166 @@
   }
 
   // ------------------------------------------------------------- server
+
+  /** #/alerts: what fires now, the rules (admins add and delete the API's
+   *  and test channels), and the history with each notification's fate. */
+  function alertsView(main) {
+    let stopped = false;
+    const admin = session.role === "admin";
+    const failure = h("p", { class: "message error-text", hidden: true });
+    const activeBody = h("tbody");
+    const activeEmpty = h("p", { class: "empty muted", id: "alerts-none" }, "Nothing is firing.");
+    const rulesBody = h("tbody");
+    const channelsList = h("div", { class: "host-alerts", id: "alert-channels" });
+    const historyBody = h("tbody");
+    const formNote = h("span", { class: "muted", id: "rule-note" });
+    const field = (label, input) => h("label", {}, label, input);
+    const input = (attrs) => h("input", { autocomplete: "off", ...attrs });
+    const form = {
+      name: input({ id: "rule-name", placeholder: "cpu-hot", required: true }),
+      metric: h("select", { id: "rule-metric" }), // the server's list, with the rules
+      comparison: h("select", { id: "rule-comparison" }, h("option", { value: "above" }, "above"), h("option", { value: "below" }, "below")),
+      threshold: input({ id: "rule-threshold", type: "number", step: "any", placeholder: "90" }),
+      over: input({ id: "rule-over", type: "number", min: "0", placeholder: "window, s" }),
+      hold: input({ id: "rule-for", type: "number", min: "0", placeholder: "for, s" }),
+      hosts: input({ id: "rule-hosts", placeholder: "* or web-* or a, b" }),
+      severity: h("select", { id: "rule-severity" }, ...["warning", "critical", "info"].map((v) => h("option", { value: v }, v))),
+      channels: h("span", { class: "channels", id: "rule-channels" }),
+    };
+    const ruleForm = h("form", { class: "rule-form", id: "rule-form", hidden: !admin },
+      field("Name", form.name), field("Metric", form.metric), field("When", form.comparison),
+      field("Threshold (s for host_silent)", form.threshold), field("Over, seconds", form.over),
+      field("For, seconds", form.hold), field("Hosts", form.hosts), field("Severity", form.severity),
+      field("Channels", form.channels),
+      h("button", { type: "submit", class: "button primary", id: "rule-save" }, "Save rule"), formNote);
+    const card = (id, title, ...children) => h("section", { class: "card", id }, h("header", {}, h("h3", {}, title)), ...children);
+    const table = (headers, body) => h("table", { class: "fleet" }, h("thead", {}, h("tr", {}, ...headers.map((text) => h("th", {}, text)))), body);
+    main.append(h("section", { class: "view", id: "alerts-view" },
+      h("div", { class: "view-head" }, h("h1", {}, "Alerts")),
+      failure,
+      h("div", { class: "alerts-grid" },
+        card("alerts-active", "Now", table(["", "Rule", "Host", "Condition", "Value", "Since"], activeBody), activeEmpty),
+        card("alerts-rules", "Rules", table(["Rule", "Condition", "Hosts", "Severity", "Channels", "From", ""], rulesBody),
+          h("div", { class: "rule-form" }, h("span", { class: "muted" }, "Channels:"), channelsList), ruleForm),
+        card("alerts-history", "History", table(["Time", "Rule", "Host", "State", "Value", "Notifications"], historyBody)))));
+
+    form.metric.addEventListener("change", () => {
+      const silent = form.metric.value === "host_silent";
+      form.comparison.disabled = form.over.disabled = silent;
+    });
+    ruleForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const name = form.name.value.trim();
+      const threshold = Number(form.threshold.value);
+      const spec = { name, metric: form.metric.value, severity: form.severity.value,
+        channels: [...form.channels.querySelectorAll("input:checked")].map((box) => box.value) };
+      if (spec.metric === "host_silent") spec.silent_seconds = threshold;
+      else {
+        spec[form.comparison.value] = threshold;
+        if (form.over.value) spec.over_seconds = Number(form.over.value);
+      }
+      if (form.hold.value) spec.for_seconds = Number(form.hold.value);
+      const hosts = form.hosts.value.trim();
+      if (hosts && hosts !== "*") spec.hosts = hosts.includes(",") ? hosts.split(",").map((host) => host.trim()).filter(Boolean) : hosts;
+      try {
+        await api(`/alerts/rules/${encodeURIComponent(name)}`, { method: "PUT", body: spec });
+        formNote.textContent = `Saved ${name}`;
+        refresh();
+      } catch (e) {
+        formNote.textContent = e.message;
+      }
+    });
+
+    function hostLink(host) {
+      return h("a", { href: `#/host/${encodeURIComponent(host)}` }, host);
+    }
+
+    function renderActive(alerts) {
+      activeEmpty.hidden = alerts.some((alert) => alert.state !== "resolved");
+      activeBody.replaceChildren(...alerts.map((alert) => h("tr", { "data-rule": alert.rule, "data-host": alert.host, "data-state": alert.state },
+        h("td", {}, h("span", { class: `badge state-${alert.state}` }, alert.state), " ", h("span", { class: `badge sev-${alert.severity}` }, alert.severity)),
+        h("td", {}, alert.rule), h("td", { class: "host" }, hostLink(alert.host)),
+        h("td", {}, alert.condition), h("td", { class: "num" }, alertValue(alert)),
+        h("td", {}, `${dateTime(alert.since, true)} (${ago(alert.since)})`))));
+    }
+
+    function renderRules({ rules = [], channels = [], metrics = [] }) {
+      if (form.metric.options.length !== metrics.length) {
+        form.metric.replaceChildren(...metrics.map((metric) => h("option", { value: metric }, metric)));
+      }
+      rulesBody.replaceChildren(...rules.map((rule) => h("tr", { "data-rule": rule.name, "data-source": rule.source },
+        h("td", {}, rule.name), h("td", {}, rule.condition + (rule.for_seconds ? ` for ${duration(rule.for_seconds)}` : "")),
+        h("td", {}, Array.isArray(rule.hosts) ? rule.hosts.join(", ") : rule.hosts || "*"),
+        h("td", {}, h("span", { class: `badge sev-${rule.severity}` }, rule.severity)),
+        h("td", {}, (rule.channels || []).join(", ") || "–"),
+        h("td", { class: "muted", title: rule.source === "config" ? "Declared in the config file: change it there" : "Made here or through the API" }, rule.source),
+        h("td", {}, admin && rule.source === "api" ? h("button", { type: "button", class: "button ghost", "data-delete": rule.name,
+          onclick: () => deleteRule(rule.name) }, "Delete") : ""))));
+      channelsList.replaceChildren(...(channels.length ? channels.map((channel) => h("span", { class: "badge", "data-channel": channel.name },
+        `${channel.name} (${channel.kind})`,
+        admin ? h("button", { type: "button", class: "button ghost", "data-test": channel.name, onclick: (event) => testChannel(channel.name, event.target) }, "Send test") : ""))
+        : [h("span", { class: "muted" }, "none: declare them in the config file's alerts.channels (docs/alerts.md)")]));
+      const checked = new Set([...form.channels.querySelectorAll("input:checked")].map((box) => box.value));
+      form.channels.replaceChildren(...channels.map((channel) => h("label", {},
+        h("input", { type: "checkbox", value: channel.name, ...(checked.has(channel.name) ? { checked: true } : {}) }), channel.name)));
+    }
+
+    function renderHistory(transitions) {
+      historyBody.replaceChildren(...transitions.map((t) => h("tr", { "data-state": t.state, "data-rule": t.rule, "data-host": t.host },
+        h("td", {}, dateTime(t.at, true)), h("td", {}, t.rule), h("td", { class: "host" }, hostLink(t.host)),
+        h("td", {}, h("span", { class: `badge state-${t.state}` }, t.repeat ? "firing (again)" : t.state)),
+        h("td", { class: "num" }, t.value === null ? "–" : num(t.value, 1)),
+        h("td", {}, ...(t.deliveries.length ? t.deliveries.map((d) => h("span", {
+          class: `badge ${d.status === "failed" ? "sev-critical" : d.status === "pending" ? "sev-warning" : ""}`,
+          title: d.last_error ? `${d.attempts} attempts; last: ${d.last_error}` : `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`,
+        }, `${d.channel}: ${d.status}`)) : ["–"])))));
+    }
+
+    async function deleteRule(name) {
+      try {
+        await api(`/alerts/rules/${encodeURIComponent(name)}`, { method: "DELETE" });
+        refresh();
+      } catch (e) {
+        formNote.textContent = e.message;
+      }
+    }
+
+    async function testChannel(name, button) {
+      button.disabled = true;
+      try {
+        await api(`/alerts/channels/${encodeURIComponent(name)}/test`, { method: "POST" });
+        button.textContent = "Sent";
+      } catch (e) {
+        button.textContent = "Failed";
+        button.title = e.message;
+      }
+      button.disabled = false;
+    }
+
+    async function refresh() {
+      try {
+        const [alerts, rules, history] = await Promise.all([loadAlerts(), api("/alerts/rules"), api("/alerts/history?limit=100")]);
+        if (stopped) return;
+        failure.hidden = true;
+        renderActive(alerts);
+        renderRules(rules);
+        renderHistory(history.transitions || []);
+      } catch (e) {
+        if (stopped || e.status === 401) return;
+        failure.textContent = `Cannot load the alerts: ${e.message}`;
+        failure.hidden = false;
+      }
+    }
+
+    refresh();
+    const timer = setInterval(refresh, FLEET_REFRESH_MS);
+    return {
+      stop() {
+        stopped = true;
+        clearInterval(timer);
+      },
+    };
+  }
 
   function serverView(main) {
     if (session.role !== "admin") {

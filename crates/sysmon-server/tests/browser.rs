@@ -231,6 +231,12 @@ async fn run(tools: BrowserTools) {
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    // web-1's seeded load (42.5 at the end) is over it; db-1's is not.
+    config.alerts.rules = serde_norway::from_str(
+        "[{name: cpu-high, metric: cpu_load, above: 40, hosts: 'web-*', severity: critical}]",
+    )
+    .expect("a rule");
+    config.alerts.evaluation_interval = Duration::from_millis(300);
     let server = TestServer::start(config).await;
     let fleet = seed(&server).await;
     let shots = Screenshots::new(
@@ -242,6 +248,7 @@ async fn run(tools: BrowserTools) {
     let browser = driver.session(DESKTOP).await;
     login_form(&browser, &server, &shots).await;
     fleet_table(&browser, &fleet, &shots).await;
+    alerts(&browser, &shots).await;
     let web = &fleet[0];
     host_page(&browser, &server, web).await;
     zoom(&browser, web).await;
@@ -899,6 +906,101 @@ async fn viewer_without_hosts(browser: &Client, database: &TestDatabase) {
     assert_eq!(page["controls"], 0, "no controls that cannot work: {page}");
     click(browser, "#logout").await;
     browser.wait_for_element("#login-form").await;
+}
+
+/// A firing alert everywhere it shows: a badge in the fleet (and the
+/// "Alerting" filter), the Alerts page (now, rules, history), the host's
+/// header and a threshold line on its chart; and a rule made and deleted
+/// in the page.
+async fn alerts(browser: &Client, shots: &Screenshots) {
+    let badge = wait_for(
+        browser,
+        "web-1's firing badge in the fleet",
+        "const b = document.querySelector('tr[data-client=\"web-1\"] [data-alerts]');
+         return b ? {count: b.dataset.alerts, text: b.textContent,
+                     nav: document.querySelector('#nav-alerts-count').textContent} : null;",
+    )
+    .await;
+    assert_eq!(badge, json!({"count": "1", "text": "1 firing", "nav": "1"}));
+    browser
+        .execute(
+            "const f = document.querySelector('#fleet-filter');
+             f.value = 'alerting'; f.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("filter the alerting hosts");
+    let shown = wait_for(
+        browser,
+        "only the alerting host",
+        "const rows = [...document.querySelectorAll('#fleet-table tr[data-client]')];
+         return rows.length === 1 ? rows[0].dataset.client : null;",
+    )
+    .await;
+    assert_eq!(shown, "web-1");
+    browser
+        .execute(
+            "const f = document.querySelector('#fleet-filter');
+             f.value = 'all'; f.dispatchEvent(new Event('change'));",
+            vec![],
+        )
+        .await
+        .expect("show every host again");
+
+    click(browser, "#nav-alerts").await;
+    wait_for(
+        browser,
+        "cpu-high firing on web-1, its rule and its history",
+        "return document.querySelector('#alerts-active tr[data-rule=\"cpu-high\"][data-host=\"web-1\"][data-state=firing]')
+           && document.querySelector('#alerts-rules tr[data-rule=\"cpu-high\"][data-source=config]')
+           && document.querySelector('#alerts-history tr[data-rule=\"cpu-high\"][data-state=firing]') ? true : null;",
+    )
+    .await;
+    // An admin adds a rule in the page: db-1's root (80 %) and web-1's
+    // /data (75 %) are over 70 %.
+    type_into(browser, "#rule-name", "disk-full").await;
+    browser
+        .execute(
+            "document.querySelector('#rule-metric').value = 'filesystem_used_percent';",
+            vec![],
+        )
+        .await
+        .expect("choose the metric");
+    type_into(browser, "#rule-threshold", "70").await;
+    click(browser, "#rule-save").await;
+    wait_for(
+        browser,
+        "disk-full firing on both agents",
+        "return document.querySelectorAll('#alerts-active tr[data-rule=\"disk-full\"][data-state=firing]').length === 2
+           && document.querySelector('#alerts-rules tr[data-rule=\"disk-full\"][data-source=api]') ? true : null;",
+    )
+    .await;
+    settle(browser).await;
+    shots.take(browser, "alerts").await;
+    click(browser, "[data-delete=\"disk-full\"]").await;
+    wait_for(
+        browser,
+        "disk-full deleted",
+        "return document.querySelector('#alerts-rules tr[data-rule=\"disk-full\"]') ? null : true;",
+    )
+    .await;
+
+    // The host: a badge, and the threshold on the cpu chart.
+    go_to(browser, "#/host/web-1?range=1h").await;
+    let host = wait_for(
+        browser,
+        "the alert on web-1's page",
+        "const badge = document.querySelector('#host-alerts [data-rule=\"cpu-high\"]');
+         const chart = document.querySelector('[data-chart=cpu]');
+         return badge && chart && chart.dataset.thresholds ? {badge: badge.textContent, thresholds: chart.dataset.thresholds} : null;",
+    )
+    .await;
+    assert_eq!(
+        host,
+        json!({"badge": "cpu-high firing", "thresholds": "40"})
+    );
+    go_to(browser, "#/").await;
+    browser.wait_for_element("#fleet-view").await;
 }
 
 /// The server page (the admin sees its link), after a few readings.

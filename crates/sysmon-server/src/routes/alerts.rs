@@ -13,7 +13,7 @@ use super::extract::Path;
 use super::parse_params;
 use super::session::Authenticated;
 use crate::error::{Error, Result};
-use crate::services::alerts::rules::RuleSpec;
+use crate::services::alerts::rules::{rule_metrics, RuleSpec};
 use crate::services::alerts::{ActiveAlert, ChannelView, RuleView};
 use crate::state::AppState;
 use crate::store::{AlertEvent, Delivery};
@@ -156,6 +156,8 @@ fn entry((event, deliveries): (AlertEvent, Vec<Delivery>)) -> HistoryEntry {
 pub struct Rules {
     rules: Vec<RuleView>,
     channels: Vec<ChannelView>,
+    /// Every `metric` a rule may name.
+    metrics: Vec<&'static str>,
 }
 
 /// Every rule (from the config file and the API) and every channel.
@@ -169,6 +171,7 @@ pub async fn rules(
     Ok(Json(Rules {
         rules: state.alerts.rules(),
         channels: state.alerts.channels(),
+        metrics: rule_metrics(),
     }))
 }
 

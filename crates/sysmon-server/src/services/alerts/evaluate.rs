@@ -92,6 +92,8 @@ struct HostWindow {
     received_at: Option<UnixTime>,
     /// Times of its newest samples, newest last, for its interval.
     recent: VecDeque<i64>,
+    /// Its newest sample, so a rule made later starts from it.
+    latest: Option<Sample>,
     signals: Vec<(Signal, VecDeque<(i64, f64)>)>,
 }
 
@@ -152,6 +154,25 @@ impl Evaluator {
         let names: HashSet<&str> = rules.iter().map(|rule| rule.name()).collect();
         self.standings
             .retain(|(rule, _), _| names.contains(&**rule));
+        // A signal no rule read before starts from each host's newest sample.
+        let new_signals: Vec<(Signal, Duration)> = windows
+            .iter()
+            .copied()
+            .filter(|(signal, _)| !self.windows.iter().any(|(kept, _)| kept == signal))
+            .collect();
+        for host in self.hosts.values_mut() {
+            host.signals
+                .retain(|(signal, _)| windows.iter().any(|(kept, _)| kept == signal));
+            if let Some(latest) = &host.latest {
+                let time_us = latest.time.micros();
+                for &(signal, _) in &new_signals {
+                    if let Some(value) = signal_value(signal, latest) {
+                        host.signals
+                            .push((signal, VecDeque::from([(time_us, value)])));
+                    }
+                }
+            }
+        }
         self.windows = windows;
         self.rules = rules;
     }
@@ -224,6 +245,13 @@ impl Evaluator {
             }
             host.received_at = Some(now);
             let time_us = row.sample.time.micros();
+            if host
+                .latest
+                .as_ref()
+                .is_none_or(|latest| latest.time.micros() < time_us)
+            {
+                host.latest = Some(row.sample.clone());
+            }
             // Back-fills land in place; the newest three times stay.
             let at = host.recent.partition_point(|&kept| kept < time_us);
             if host.recent.get(at) != Some(&time_us) {
@@ -533,6 +561,18 @@ mod tests {
         assert_eq!(states(&repeat), [("a", AlertState::Firing, true)]);
         assert!(repeat[0].repeat);
         assert_eq!(repeat[0].standing.since, at(0), "the alert started then");
+    }
+
+    #[test]
+    fn a_rule_made_later_starts_from_the_newest_sample() {
+        let mut evaluator = Evaluator::new(Vec::new());
+        evaluator.know_host(ClientId(1), "a", None, None);
+        evaluator.observe(&[cpu(1, 0, 99.0)], at(0));
+        evaluator.set_rules(vec![rule("{name: hot, metric: cpu_load, above: 90}")]);
+        assert_eq!(
+            states(&evaluator.tick(at(1))),
+            [("a", AlertState::Firing, true)]
+        );
     }
 
     #[test]

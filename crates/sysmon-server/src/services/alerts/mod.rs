@@ -93,6 +93,9 @@ pub struct RuleView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActiveAlert {
     pub rule: String,
+    /// What the rule watches (a metric's name, or `host_silent`), so a
+    /// chart of it can draw the threshold.
+    pub metric: String,
     pub host: String,
     pub state: AlertState,
     pub severity: String,
@@ -274,6 +277,10 @@ impl Alerts {
             tokio::select! {
                 _ = ticks.tick() => {},
                 _ = stop.cancelled() => return,
+            }
+            // No rules, nothing to do (not even reading the hosts).
+            if self.evaluator.lock().rules().is_empty() {
+                continue;
             }
             let unnamed = self.evaluator.lock().take_unnamed();
             if !unnamed.is_empty() || refreshed.elapsed() >= HOSTS_REFRESH {
@@ -472,6 +479,7 @@ impl Alerts {
                     .find(|rule| rule.name() == rule_name)?;
                 Some(ActiveAlert {
                     rule: rule_name.to_owned(),
+                    metric: rule.spec.metric.clone(),
                     host: host.to_owned(),
                     state: standing.state,
                     severity: rule.severity().label().to_owned(),

@@ -104,6 +104,27 @@ impl Severity {
     }
 }
 
+/// Shares derived from a sample that rules may watch, beside the charted
+/// metrics.
+const DERIVED: [&str; 3] = [
+    "memory_used_percent",
+    "swap_used_percent",
+    "filesystem_used_percent",
+];
+/// The rule kind that watches for no samples at all.
+const HOST_SILENT: &str = "host_silent";
+
+/// Every `metric` a rule may name: the charted metrics, the derived
+/// shares, and `host_silent`.
+pub fn rule_metrics() -> Vec<&'static str> {
+    CHARTED
+        .iter()
+        .map(|metric| metric.name)
+        .chain(DERIVED)
+        .chain([HOST_SILENT])
+        .collect()
+}
+
 /// What a rule reads of a host's samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Signal {
@@ -321,7 +342,7 @@ impl RuleSpec {
                 ))
             }
         };
-        let condition = if self.metric == "host_silent" {
+        let condition = if self.metric == HOST_SILENT {
             if self.above.is_some()
                 || self.below.is_some()
                 || self.aggregate.is_some()
@@ -352,11 +373,10 @@ impl RuleSpec {
             }
         } else {
             let signal = Signal::parse(&self.metric).ok_or_else(|| {
-                let known: Vec<&str> = CHARTED.iter().map(|m| m.name).collect();
                 fail(format!(
-                    "unknown metric `{}`; known: {}, memory_used_percent, swap_used_percent, filesystem_used_percent, host_silent",
+                    "unknown metric `{}`; known: {}",
                     self.metric,
-                    known.join(", ")
+                    rule_metrics().join(", ")
                 ))
             })?;
             if self.silent_seconds.is_some() || self.silent_intervals.is_some() {
