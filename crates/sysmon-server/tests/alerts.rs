@@ -10,10 +10,14 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use sysmon_server::services::alerts::channels::ChannelSpec;
 use sysmon_server::services::alerts::rules::RuleSpec;
-use sysmon_testkit::receiver::{Received, Receiver, Script};
+use sysmon_testkit::receiver::{Received, Receiver, Script, SmtpSink};
 use sysmon_testkit::{poll, unix_now, TestDatabase, TestServer};
 
-sysmon_testkit::on_both_stores!(firing_resolved_silent_and_retried, rules_through_the_api,);
+sysmon_testkit::on_both_stores!(
+    firing_resolved_silent_and_retried,
+    rules_through_the_api,
+    email_reaches_a_real_smtp_server,
+);
 
 const ADMIN_PASSWORD: &str = "alerts-admin-password";
 const SECRET: &str = "hook-s3cret";
@@ -429,5 +433,63 @@ async fn rules_through_the_api(database: TestDatabase) {
         (response.status().as_u16(), ())
     };
     assert_eq!(status, 403, "a client may not make rules");
+    server.shutdown().await;
+}
+
+/// An email channel delivers to a real SMTP server (here, plain SMTP to
+/// this host): a firing alert and a test notification arrive as messages
+/// with the subject and body docs/alerts.md gives.
+async fn email_reaches_a_real_smtp_server(database: TestDatabase) {
+    let sink = SmtpSink::start().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.alerts.channels = serde_norway::from_str(&format!(
+        "[{{name: mail, kind: email, url: 'smtp://127.0.0.1:{}', security: none,
+           from: 'sysmon <sysmon@example.com>', to: [ops@example.com, oncall@example.com]}}]",
+        sink.address.port()
+    ))
+    .expect("channels");
+    config.alerts.rules = serde_norway::from_str(
+        "[{name: cpu-hot, metric: cpu_load, above: 90, hosts: [hot-1], channels: [mail]}]",
+    )
+    .expect("rules");
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
+    let hot = server.register("hot-1", "alerts-password").await;
+    push_cpu(&server, &hot, 97.5).await;
+    let message = poll(
+        "the firing email",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            sink.messages()
+                .into_iter()
+                .find(|m| m.contains("Subject: [FIRING] cpu-hot on hot-1"))
+                .ok_or_else(|| format!("{:?}", sink.messages()))
+        },
+    )
+    .await;
+    for expected in [
+        "From: sysmon <sysmon@example.com>",
+        "ops@example.com",
+        "oncall@example.com",
+        "Value:     97.5 (threshold 90)",
+        "/#/host/hot-1",
+    ] {
+        assert!(message.contains(expected), "{expected} in {message}");
+    }
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let test = server
+        .http
+        .post(server.url("/api/v1/alerts/channels/mail/test"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(test.status(), 204);
+    assert!(sink
+        .messages()
+        .iter()
+        .any(|m| m.contains("Subject: [TEST] test on sysmon")));
     server.shutdown().await;
 }

@@ -127,3 +127,97 @@ async fn receive(
     tokio::time::sleep(delay).await;
     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
+
+/// A real SMTP server, plain text, that accepts every message (alert
+/// emails' endpoint): EHLO/HELO, MAIL, RCPT, DATA, QUIT, as RFC 5321 has
+/// them, and keeps each message's text.
+pub struct SmtpSink {
+    pub address: SocketAddr,
+    messages: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the SMTP sink");
+        let address = listener.local_addr().expect("SMTP sink address");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let kept = messages.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(smtp_session(stream, kept.clone()));
+            }
+        });
+        SmtpSink {
+            address,
+            messages,
+            task,
+        }
+    }
+
+    /// Every message accepted so far, headers and body, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages.lock().expect("SMTP sink state").clone()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn smtp_session(stream: tokio::net::TcpStream, messages: Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (reader, mut writer) = stream.into_split();
+    let mut lines = BufReader::new(reader).lines();
+    if writer
+        .write_all(b"220 sysmon-testkit ESMTP\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Ok(Some(line)) = lines.next_line().await {
+        let command = line.to_ascii_uppercase();
+        let reply: &[u8] = if command.starts_with("EHLO") {
+            b"250-sysmon-testkit\r\n250 8BITMIME\r\n"
+        } else if command.starts_with("DATA") {
+            if writer
+                .write_all(b"354 end with <CRLF>.<CRLF>\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut message = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line == "." {
+                    break;
+                }
+                // Dot-stuffing (RFC 5321 4.5.2) undone.
+                message.push(line.strip_prefix('.').map(str::to_owned).unwrap_or(line));
+            }
+            messages
+                .lock()
+                .expect("SMTP sink state")
+                .push(message.join("\n"));
+            b"250 queued\r\n"
+        } else if command.starts_with("QUIT") {
+            let _ = writer.write_all(b"221 bye\r\n").await;
+            return;
+        } else if ["HELO", "MAIL", "RCPT", "RSET", "NOOP"]
+            .iter()
+            .any(|known| command.starts_with(known))
+        {
+            b"250 OK\r\n"
+        } else {
+            b"502 not implemented\r\n"
+        };
+        if writer.write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}

@@ -30,6 +30,28 @@ pub struct ChannelSpec {
     /// ntfy: an access token (optional); Gotify: the application token.
     #[serde(default)]
     pub token: Option<String>,
+    /// Email: the sender, and the recipients.
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: how the connection to the SMTP server is protected
+    /// (default `starttls`; `tls` for port 465; `none` only to this host).
+    #[serde(default)]
+    pub security: Option<SmtpSecurity>,
+    /// Email: the SMTP login, if the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    Starttls,
+    Tls,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -40,6 +62,7 @@ pub enum ChannelKind {
     Discord,
     Ntfy,
     Gotify,
+    Email,
 }
 
 impl ChannelSpec {
@@ -54,6 +77,19 @@ impl ChannelSpec {
         }
         let url = reqwest::Url::parse(&self.url)
             .map_err(|e| fail(&format!("`url` is not a URL ({e})")))?;
+        if self.kind == ChannelKind::Email {
+            return self.check_email(&url);
+        }
+        let email_only = self.from.is_some()
+            || !self.to.is_empty()
+            || self.security.is_some()
+            || self.username.is_some()
+            || self.password.is_some();
+        if email_only {
+            return Err(fail(
+                "`from`, `to`, `security`, `username` and `password` are for email channels",
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(fail("`url` must be http:// or https://"));
         }
@@ -67,6 +103,49 @@ impl ChannelSpec {
             )),
             _ => Ok(self),
         }
+    }
+}
+
+impl ChannelSpec {
+    fn check_email(self, url: &reqwest::Url) -> Result<ChannelSpec> {
+        let fail =
+            |message: &str| Error::Config(format!("alert channel `{}`: {message}", self.name));
+        if url.scheme() != "smtp" || url.host_str().is_none() {
+            return Err(fail(
+                "an email channel's `url` is smtp://HOST[:PORT] of the SMTP server",
+            ));
+        }
+        let from = self
+            .from
+            .as_deref()
+            .ok_or_else(|| fail("email needs `from`"))?;
+        from.parse::<lettre::message::Mailbox>()
+            .map_err(|e| fail(&format!("`from` is not an address ({e})")))?;
+        if self.to.is_empty() {
+            return Err(fail("email needs `to`: one address or more"));
+        }
+        for to in &self.to {
+            to.parse::<lettre::message::Mailbox>()
+                .map_err(|e| fail(&format!("`to` {to} is not an address ({e})")))?;
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(fail("give both `username` and `password`, or neither"));
+        }
+        if self.secret.is_some() || self.token.is_some() {
+            return Err(fail("email takes no `secret` or `token`"));
+        }
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '[' || c == ']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if self.security == Some(SmtpSecurity::None) && !loopback {
+            return Err(fail("`security: none` sends mail (and any password) in the clear: only to an SMTP server on this host"));
+        }
+        Ok(self)
     }
 }
 
@@ -171,6 +250,12 @@ pub fn outgoing(channel: &ChannelSpec, notification: &Notification) -> Outgoing 
             }
             (channel.url.clone(), notification.line().into_bytes())
         }
+        // Sent by `deliver` as an email, never as a request; shaped as the
+        // webhook so the match stays total.
+        ChannelKind::Email => (
+            channel.url.clone(),
+            serde_json::to_vec(notification).unwrap_or_default(),
+        ),
         ChannelKind::Gotify => {
             let priority = match (firing, notification.severity.as_str()) {
                 (true, "critical") => 8,
@@ -195,6 +280,96 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
     format!("sha256={hex}")
+}
+
+/// Notifies `channel`: an HTTP request, or an email; an error says why it
+/// failed.
+pub async fn deliver(
+    client: &reqwest::Client,
+    channel: &ChannelSpec,
+    notification: &Notification,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    match channel.kind {
+        ChannelKind::Email => send_email(channel, notification, timeout).await,
+        _ => send(client, outgoing(channel, notification), timeout).await,
+    }
+}
+
+/// The email of a notification: the line as its subject, and a plain-text
+/// body that says everything the webhook's JSON does.
+pub fn email(
+    channel: &ChannelSpec,
+    notification: &Notification,
+) -> std::result::Result<lettre::Message, String> {
+    let from = channel.from.as_deref().unwrap_or_default();
+    let mut builder = lettre::Message::builder()
+        .from(from.parse().map_err(|e| format!("`from`: {e}"))?)
+        .subject(format!(
+            "[{}] {} on {}",
+            notification.state.to_uppercase(),
+            notification.rule,
+            notification.host
+        ));
+    for to in &channel.to {
+        builder = builder.to(to.parse().map_err(|e| format!("`to` {to}: {e}"))?);
+    }
+    let number =
+        |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| round(v).to_string());
+    let body = format!(
+        "{line}\n\nRule:      {rule} ({severity})\nHost:      {host}\nCondition: {condition}\n\
+         Value:     {value} (threshold {threshold})\nSince:     {since} (unix seconds)\n\
+         Chart:     {link}\n\n-- \nsysmon\n",
+        line = notification.line(),
+        rule = notification.rule,
+        severity = notification.severity,
+        host = notification.host,
+        condition = notification.condition,
+        value = number(notification.value),
+        threshold = number(notification.threshold),
+        since = notification.since,
+        link = notification.link,
+    );
+    builder
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(body)
+        .map_err(|e| format!("cannot build the email: {e}"))
+}
+
+async fn send_email(
+    channel: &ChannelSpec,
+    notification: &Notification,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+    let message = email(channel, notification)?;
+    let url = reqwest::Url::parse(&channel.url).map_err(|e| format!("`url`: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let security = channel.security.unwrap_or(SmtpSecurity::Starttls);
+    let builder = match security {
+        SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        SmtpSecurity::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
+    }
+    .map_err(|e| format!("SMTP server {host}: {e}"))?;
+    let port = url.port().unwrap_or(match security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    });
+    let mut builder = builder.port(port).timeout(Some(timeout));
+    if let (Some(username), Some(password)) = (&channel.username, &channel.password) {
+        builder = builder.credentials(Credentials::new(username.clone(), password.clone()));
+    }
+    let sent = tokio::time::timeout(timeout, builder.build().send(message)).await;
+    match sent {
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs_f64())),
+        Ok(Err(e)) => Err(format!("SMTP server {host}:{port}: {e}")),
+        Ok(Ok(_)) => Ok(()),
+    }
 }
 
 /// Sends one request; an error says why it failed (status and the start
@@ -255,6 +430,11 @@ mod tests {
             url: "https://hooks.example/x".into(),
             secret: None,
             token: Some("tok".into()),
+            from: None,
+            to: Vec::new(),
+            security: None,
+            username: None,
+            password: None,
         }
     }
 
@@ -302,6 +482,45 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn emails_say_what_the_webhook_says() {
+        let mail = ChannelSpec {
+            url: "smtp://127.0.0.1:2525".into(),
+            token: None,
+            from: Some("sysmon <sysmon@example.com>".into()),
+            to: vec!["ops@example.com".into()],
+            security: Some(SmtpSecurity::None),
+            ..channel(ChannelKind::Email)
+        }
+        .check()
+        .unwrap();
+        let text =
+            String::from_utf8(email(&mail, &notification("firing")).unwrap().formatted()).unwrap();
+        assert!(
+            text.contains("Subject: [FIRING] cpu-hot on web-1"),
+            "{text}"
+        );
+        assert!(text.contains("Value:     95.12 (threshold 90)"), "{text}");
+        assert!(
+            text.contains("http://sysmon.example/#/host/web-1"),
+            "{text}"
+        );
+        let remote = ChannelSpec {
+            url: "smtp://mail.example.com".into(),
+            ..mail.clone()
+        };
+        assert!(remote
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("in the clear"));
+        let nobody = ChannelSpec {
+            to: Vec::new(),
+            ..mail
+        };
+        assert!(nobody.check().unwrap_err().to_string().contains("`to`"));
     }
 
     #[test]

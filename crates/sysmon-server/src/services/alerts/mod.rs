@@ -366,8 +366,14 @@ impl Alerts {
     async fn attempt(&self, delivery: Delivery) {
         let outcome = match self.notification_of(&delivery).await {
             Ok((channel, notification)) => {
-                let request = channels::outgoing(channel, &notification);
-                match channels::send(&self.http, request, self.config.send_timeout).await {
+                match channels::deliver(
+                    &self.http,
+                    channel,
+                    &notification,
+                    self.config.send_timeout,
+                )
+                .await
+                {
                     Ok(()) => DeliveryOutcome::Sent { at_us: now_us() },
                     Err(error) => self.failed(&delivery, error),
                 }
@@ -618,13 +624,9 @@ impl Alerts {
             repeat: false,
             link: format!("{}/#/alerts", self.link_base),
         };
-        channels::send(
-            &self.http,
-            channels::outgoing(channel, &notification),
-            self.config.send_timeout,
-        )
-        .await
-        .map_err(|error| Error::ChannelFailed(format!("channel `{name}`: {error}")))
+        channels::deliver(&self.http, channel, &notification, self.config.send_timeout)
+            .await
+            .map_err(|error| Error::ChannelFailed(format!("channel `{name}`: {error}")))
     }
 }
 
