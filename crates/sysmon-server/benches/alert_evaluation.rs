@@ -95,7 +95,13 @@ fn main() {
         } else {
             format!("db-{host}")
         };
-        evaluator.know_host(ClientId(host as i64), &name, None, None);
+        evaluator.know_host(
+            ClientId(host as i64),
+            &name,
+            None,
+            None,
+            UnixTime::from_micros(0),
+        );
     }
     // 5 minutes at 10 s, every host, in commits of 1,000 samples.
     let start = UnixTime::now().micros() - 300_000_000;

@@ -73,7 +73,7 @@ pub struct DeliveryView {
     /// pending (not sent yet, or retrying), sent, or failed (given up).
     status: String,
     attempts: i32,
-    /// Why the last attempt failed.
+    /// Why the last attempt failed (admins only).
     last_error: Option<String>,
     /// Unix seconds.
     sent_at: Option<f64>,
@@ -113,17 +113,19 @@ pub async fn history(
         return Err(Error::BadRequest("`limit` must be 1 to 500".into()));
     }
     let before = number("before", &params.before)?;
-    let page = state.alerts.history(&principal, limit, before).await?;
-    let next_before = (page.len() as i64 == limit)
-        .then(|| page.last().map(|(event, _)| event.id))
-        .flatten();
+    let (page, next_before) = state.alerts.history(&principal, limit, before).await?;
     Ok(Json(History {
-        transitions: page.into_iter().map(entry).collect(),
+        transitions: page
+            .into_iter()
+            .map(|found| entry(found, principal.is_admin()))
+            .collect(),
         next_before,
     }))
 }
 
-fn entry((event, deliveries): (AlertEvent, Vec<Delivery>)) -> HistoryEntry {
+/// A transition as the history shows it; why a delivery failed only to
+/// admins (a channel's answer can say more than a viewer should read).
+fn entry((event, deliveries): (AlertEvent, Vec<Delivery>), admin: bool) -> HistoryEntry {
     let seconds = |micros: i64| micros as f64 / 1e6;
     HistoryEntry {
         id: event.id,
@@ -145,7 +147,7 @@ fn entry((event, deliveries): (AlertEvent, Vec<Delivery>)) -> HistoryEntry {
                 channel: delivery.channel,
                 status: delivery.status,
                 attempts: delivery.attempts,
-                last_error: delivery.last_error,
+                last_error: delivery.last_error.filter(|_| admin),
                 sent_at: delivery.sent_at_us.map(seconds),
             })
             .collect(),

@@ -86,6 +86,9 @@ pub trait AlertStore: Send + Sync {
     /// Deletes an API rule and its standings; false when there was none.
     async fn delete_alert_rule(&self, name: &str) -> Result<bool>;
 
+    /// Deletes the standings of a rule (not the rule).
+    async fn delete_alert_states(&self, rule: &str) -> Result<()>;
+
     async fn alert_standings(&self) -> Result<Vec<StoredStanding>>;
 
     /// Stores transitions in one transaction: each standing, its event and
@@ -151,6 +154,14 @@ macro_rules! impl_alert_store {
                     .await?;
                 transaction.commit().await?;
                 Ok(deleted > 0)
+            }
+
+            async fn delete_alert_states(&self, rule: &str) -> $crate::error::Result<()> {
+                sqlx::query("DELETE FROM alert_states WHERE rule_name = $1")
+                    .bind(rule)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn alert_standings(

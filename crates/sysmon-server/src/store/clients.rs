@@ -501,6 +501,11 @@ macro_rules! impl_client_store {
                     .bind(client.0)
                     .execute(&mut *transaction)
                     .await?;
+                // Its alerts end with it (their history stays).
+                sqlx::query("DELETE FROM alert_states WHERE client_id = $1")
+                    .bind(client.0)
+                    .execute(&mut *transaction)
+                    .await?;
                 Self::end_tokens_in(&mut transaction, client).await?;
                 transaction.commit().await?;
                 Ok(())

@@ -390,7 +390,8 @@ pub async fn send(
         if e.is_timeout() {
             format!("no answer within {} s", timeout.as_secs_f64())
         } else {
-            format!("cannot send: {e}")
+            // Without the URL: for Slack, Discord and ntfy it is the secret.
+            format!("cannot send: {}", e.without_url())
         }
     })?;
     let status = response.status();

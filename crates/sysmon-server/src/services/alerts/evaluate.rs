@@ -90,9 +90,13 @@ struct HostWindow {
     name: Option<String>,
     /// When the server last got a sample of it (its own clock).
     received_at: Option<UnixTime>,
+    /// When the server learnt of it without a sample (its start): silence
+    /// is not judged, either way, until a rule's wait has passed since.
+    known_since: Option<UnixTime>,
     /// Times of its newest samples, newest last, for its interval.
     recent: VecDeque<i64>,
-    /// Its newest sample, so a rule made later starts from it.
+    /// Its newest sample as the store last told (see
+    /// [`Evaluator::know_host`]), so a rule made later starts from it.
     latest: Option<Sample>,
     signals: Vec<(Signal, VecDeque<(i64, f64)>)>,
 }
@@ -181,20 +185,27 @@ impl Evaluator {
         &self.rules
     }
 
-    /// A host as the store knows it: its name, and (after a restart) when
-    /// it last sent and its interval, so silence counts from then.
+    /// A host as the store knows it: its name, its newest sample (where a
+    /// rule made later starts), and (after a restart) when it last sent and
+    /// its interval, so silence counts from then, but never from before
+    /// `known_since` (the server's start: hosts get to reconnect after a
+    /// restart before they count as silent).
     pub fn know_host(
         &mut self,
         client: ClientId,
         name: &str,
-        last_seen: Option<UnixTime>,
+        latest: Option<Sample>,
         interval: Option<Duration>,
+        known_since: UnixTime,
     ) {
+        let last_seen = latest.as_ref().map(|sample| sample.time);
         let host = self.hosts.entry(client).or_default();
         host.name = Some(name.to_owned());
+        host.latest = latest;
         self.unnamed.remove(&client);
         if host.received_at.is_none() {
             host.received_at = last_seen;
+            host.known_since = Some(known_since);
             if let (Some(last), Some(interval)) = (last_seen, interval) {
                 let gap = interval.as_micros() as i64;
                 host.recent = VecDeque::from([last.micros() - gap, last.micros()]);
@@ -245,13 +256,6 @@ impl Evaluator {
             }
             host.received_at = Some(now);
             let time_us = row.sample.time.micros();
-            if host
-                .latest
-                .as_ref()
-                .is_none_or(|latest| latest.time.micros() < time_us)
-            {
-                host.latest = Some(row.sample.clone());
-            }
             // Back-fills land in place; the newest three times stay.
             let at = host.recent.partition_point(|&kept| kept < time_us);
             if host.recent.get(at) != Some(&time_us) {
@@ -388,6 +392,14 @@ fn verdict(rule: &Rule, host: &HostWindow, now: UnixTime) -> Option<(bool, Optio
                 Silence::For(after) => after,
                 Silence::Intervals(n) => interval.mul_f64(n),
             };
+            let settling = host
+                .known_since
+                .is_some_and(|since| elapsed(since, now) <= after);
+            if since_received > after && settling {
+                // Just restarted: hosts get to reconnect first, and an alert
+                // restored firing is not resolved by the restart either.
+                return None;
+            }
             Some((since_received > after, Some(since_received.as_secs_f64())))
         }
         Condition::Threshold {
@@ -403,6 +415,12 @@ fn verdict(rule: &Rule, host: &HostWindow, now: UnixTime) -> Option<(bool, Optio
             }
             let points = host.points(*signal)?;
             let &(newest, last) = points.back()?;
+            // A signal the host stopped sending (while it sends others) is
+            // not judged on its last value forever.
+            let host_newest = host.recent.back().copied().unwrap_or(newest);
+            if host_newest.saturating_sub(newest) > fresh.as_micros() as i64 {
+                return None;
+            }
             let from = newest - over.as_micros() as i64;
             let window = points.iter().rev().take_while(|&&(time, _)| time >= from);
             let value = match aggregate {
@@ -490,7 +508,7 @@ mod tests {
         let mut evaluator = Evaluator::new(vec![rule(
             "{name: hot, metric: cpu_load, over_seconds: 20, above: 90, for_seconds: 20}",
         )]);
-        evaluator.know_host(ClientId(1), "web-1", None, None);
+        evaluator.know_host(ClientId(1), "web-1", None, None, at(0));
         let mut all = Vec::new();
         for s in 0..=100 {
             let value = if (10..70).contains(&s) { 95.0 } else { 10.0 };
@@ -522,7 +540,7 @@ mod tests {
         let mut evaluator = Evaluator::new(vec![rule(
             "{name: down, metric: host_silent, silent_intervals: 3}",
         )]);
-        evaluator.know_host(ClientId(1), "a", None, None);
+        evaluator.know_host(ClientId(1), "a", None, None, at(0));
         for s in [0, 10, 20] {
             evaluator.observe(&[cpu(1, s, 1.0)], at(s));
         }
@@ -549,7 +567,7 @@ mod tests {
         let mut evaluator = Evaluator::new(vec![rule(
             "{name: hot, metric: cpu_load, above: 90, repeat_seconds: 60}",
         )]);
-        evaluator.know_host(ClientId(1), "a", None, None);
+        evaluator.know_host(ClientId(1), "a", None, None, at(0));
         evaluator.restore("hot", ClientId(1), firing);
         evaluator.observe(&[cpu(1, 30, 99.0)], at(30));
         assert!(
@@ -566,8 +584,7 @@ mod tests {
     #[test]
     fn a_rule_made_later_starts_from_the_newest_sample() {
         let mut evaluator = Evaluator::new(Vec::new());
-        evaluator.know_host(ClientId(1), "a", None, None);
-        evaluator.observe(&[cpu(1, 0, 99.0)], at(0));
+        evaluator.know_host(ClientId(1), "a", Some(cpu(1, 0, 99.0).sample), None, at(0));
         evaluator.set_rules(vec![rule("{name: hot, metric: cpu_load, above: 90}")]);
         assert_eq!(
             states(&evaluator.tick(at(1))),
@@ -576,12 +593,49 @@ mod tests {
     }
 
     #[test]
+    fn after_a_restart_silence_waits_for_hosts_to_reconnect() {
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: down, metric: host_silent, silent_seconds: 30}",
+        )]);
+        // Last sample at 0, the server back at 100.
+        evaluator.know_host(ClientId(1), "a", Some(cpu(1, 0, 1.0).sample), None, at(100));
+        evaluator.know_host(ClientId(2), "b", Some(cpu(2, 0, 1.0).sample), None, at(100));
+        evaluator.restore(
+            "down",
+            ClientId(2),
+            Standing {
+                state: AlertState::Firing,
+                since: at(40),
+                value: None,
+                notified_at: Some(at(40)),
+            },
+        );
+        assert!(
+            evaluator.tick(at(110)).is_empty(),
+            "neither fired nor resolved by the restart"
+        );
+        // b came back: resolved (once, by its sample); a did not: firing.
+        evaluator.observe(&[cpu(2, 111, 1.0)], at(111));
+        let ticked = evaluator.tick(at(131));
+        let mut after = states(&ticked);
+        after.sort_by_key(|(host, _, _)| *host);
+        assert_eq!(
+            after,
+            [
+                ("a", AlertState::Firing, true),
+                ("b", AlertState::Resolved, true)
+            ]
+        );
+        assert!(evaluator.tick(at(132)).is_empty());
+    }
+
+    #[test]
     fn stale_data_and_unwatched_hosts_change_nothing() {
         let mut evaluator = Evaluator::new(vec![rule(
             "{name: hot, metric: cpu_load, above: 90, hosts: 'web-*'}",
         )]);
-        evaluator.know_host(ClientId(1), "web-1", None, None);
-        evaluator.know_host(ClientId(2), "db-1", None, None);
+        evaluator.know_host(ClientId(1), "web-1", None, None, at(0));
+        evaluator.know_host(ClientId(2), "db-1", None, None, at(0));
         evaluator.observe(&[cpu(1, 0, 99.0), cpu(2, 0, 99.0), cpu(3, 0, 99.0)], at(0));
         assert_eq!(evaluator.take_unnamed(), [ClientId(3)]);
         assert_eq!(

@@ -126,6 +126,10 @@ pub struct Alerts {
     deliveries_due: Notify,
     /// Transitions the store could not take yet, oldest first.
     unrecorded: Mutex<Vec<NewAlertEvent>>,
+    /// Rule changes one at a time: each stores, then reloads every rule.
+    rule_changes: tokio::sync::Mutex<()>,
+    /// When this server started: silence counts from no earlier.
+    started_at: UnixTime,
 }
 
 impl Alerts {
@@ -172,6 +176,8 @@ impl Alerts {
             metrics,
             deliveries_due: Notify::new(),
             unrecorded: Mutex::new(Vec::new()),
+            rule_changes: tokio::sync::Mutex::new(()),
+            started_at: UnixTime::now(),
         });
         alerts.reload_rules().await?;
         alerts.refresh_hosts().await?;
@@ -226,13 +232,37 @@ impl Alerts {
                 .map(|(last, before)| last.micros() - before.micros())
                 .filter(|gap| *gap > 0)
                 .map(|gap| Duration::from_micros(gap as u64));
-            evaluator.know_host(overview.id, &overview.name, last_seen, interval);
+            evaluator.know_host(
+                overview.id,
+                &overview.name,
+                overview.latest,
+                interval,
+                self.started_at,
+            );
         }
         Ok(())
     }
 
+    /// The stored states of current rules; those of rules no longer
+    /// declared are deleted.
     async fn restore_standings(&self) -> Result<()> {
         let stored = self.store.alert_standings().await?;
+        let known: HashSet<String> = self
+            .evaluator
+            .lock()
+            .rules()
+            .iter()
+            .map(|rule| rule.name().to_owned())
+            .collect();
+        let gone: HashSet<&str> = stored
+            .iter()
+            .map(|standing| standing.rule.as_str())
+            .filter(|rule| !known.contains(*rule))
+            .collect();
+        for rule in gone {
+            tracing::info!(rule, "alerts: states of a rule no longer declared deleted");
+            self.store.delete_alert_states(rule).await?;
+        }
         let mut evaluator = self.evaluator.lock();
         for standing in stored {
             let Some(state) = AlertState::parse(&standing.state) else {
@@ -289,10 +319,19 @@ impl Alerts {
                     Err(error) => tracing::warn!(%error, "alerts: cannot read the hosts"),
                 }
             }
-            let started = Instant::now();
-            let transitions = self.evaluator.lock().tick(UnixTime::now());
-            self.metrics
-                .alert_evaluated(started.elapsed().as_secs_f64());
+            // Tens of milliseconds for a large fleet: off the async workers.
+            let alerts = self.clone();
+            let ticked = tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let transitions = alerts.evaluator.lock().tick(UnixTime::now());
+                (transitions, started.elapsed())
+            })
+            .await;
+            let Ok((transitions, took)) = ticked else {
+                tracing::error!("alerts: an evaluation failed; the next tick tries again");
+                continue;
+            };
+            self.metrics.alert_evaluated(took.as_secs_f64());
             self.record(transitions).await;
         }
     }
@@ -513,17 +552,20 @@ impl Alerts {
         principal: &Principal,
         limit: i64,
         before: Option<i64>,
-    ) -> Result<Vec<(AlertEvent, Vec<Delivery>)>> {
-        let events: Vec<AlertEvent> = self
-            .store
-            .alert_events(limit, before)
-            .await?
+    ) -> Result<(Vec<(AlertEvent, Vec<Delivery>)>, Option<i64>)> {
+        let page = self.store.alert_events(limit, before).await?;
+        // From the page read, so a viewer's shorter page does not end the
+        // history early.
+        let next_before = (page.len() as i64 == limit)
+            .then(|| page.last().map(|event| event.id))
+            .flatten();
+        let events: Vec<AlertEvent> = page
             .into_iter()
             .filter(|event| principal.may_read(&event.host))
             .collect();
         let ids: Vec<i64> = events.iter().map(|event| event.id).collect();
         let mut deliveries = self.store.deliveries_of(&ids).await?;
-        Ok(events
+        let entries = events
             .into_iter()
             .map(|event| {
                 let (mine, rest): (Vec<Delivery>, Vec<Delivery>) =
@@ -531,7 +573,8 @@ impl Alerts {
                 deliveries = rest;
                 (event, mine)
             })
-            .collect())
+            .collect();
+        Ok((entries, next_before))
     }
 
     pub fn rules(&self) -> Vec<RuleView> {
@@ -557,6 +600,7 @@ impl Alerts {
     pub async fn put_rule(&self, principal: &Principal, spec: RuleSpec) -> Result<RuleView> {
         principal.check_admin()?;
         let rule = spec.check(RuleSource::Api)?;
+        let _one_at_a_time = self.rule_changes.lock().await;
         if self
             .config_rules
             .iter()
@@ -582,6 +626,8 @@ impl Alerts {
         }
         let text = serde_json::to_string(&rule.spec).map_err(|e| Error::Internal(e.to_string()))?;
         self.store.put_alert_rule(rule.name(), &text).await?;
+        // The hosts' newest samples first: the new rule starts from them.
+        self.refresh_hosts().await?;
         self.reload_rules().await?;
         Ok(view(&rule))
     }
@@ -589,6 +635,7 @@ impl Alerts {
     /// Deletes an API rule and its states (admins).
     pub async fn delete_rule(&self, principal: &Principal, name: &str) -> Result<()> {
         principal.check_admin()?;
+        let _one_at_a_time = self.rule_changes.lock().await;
         if self.config_rules.iter().any(|kept| kept.name() == name) {
             return Err(Error::Forbidden(format!(
                 "alert rule `{name}` is declared in the config file; remove it there"

@@ -17,6 +17,8 @@ pub const MAX_RULES: usize = 200;
 /// wait: a day.
 const MAX_WINDOW: Duration = Duration::from_secs(86_400);
 const MAX_NAME_CHARS: usize = 64;
+/// The longest a firing alert may wait before it is notified again.
+const MAX_REPEAT_SECONDS: f64 = 7.0 * 86_400.0;
 
 /// A rule as written: in the YAML file's `alerts.rules`, or the body of
 /// `PUT /api/v1/alerts/rules/{name}`.
@@ -333,12 +335,14 @@ impl RuleSpec {
         let hold_for = duration("for_seconds", self.for_seconds)?;
         let repeat = match self.repeat_seconds {
             None | Some(0.0) => None,
-            Some(seconds) if seconds.is_finite() && seconds >= 60.0 => {
+            Some(seconds)
+                if seconds.is_finite() && (60.0..=MAX_REPEAT_SECONDS).contains(&seconds) =>
+            {
                 Some(Duration::from_secs_f64(seconds))
             }
             Some(_) => {
                 return Err(fail(
-                    "`repeat_seconds` must be 0 (never) or at least 60".into(),
+                    "`repeat_seconds` must be 0 (never) or 60 to 604800 (a week)".into(),
                 ))
             }
         };
