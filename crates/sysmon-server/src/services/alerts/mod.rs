@@ -612,14 +612,12 @@ impl Alerts {
             )));
         }
         check_channels(&rule, &self.channels)?;
-        let count = self.evaluator.lock().rules().len();
-        let replaces = self
-            .evaluator
-            .lock()
-            .rules()
-            .iter()
-            .any(|kept| kept.name() == rule.name());
-        if !replaces && count >= MAX_RULES {
+        let full = {
+            let evaluator = self.evaluator.lock();
+            let rules = evaluator.rules();
+            rules.len() >= MAX_RULES && !rules.iter().any(|kept| kept.name() == rule.name())
+        };
+        if full {
             return Err(Error::BadRequest(format!(
                 "at most {MAX_RULES} alert rules"
             )));
