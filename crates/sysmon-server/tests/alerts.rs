@@ -16,6 +16,7 @@ use sysmon_testkit::{poll, unix_now, TestDatabase, TestServer};
 sysmon_testkit::on_both_stores!(
     firing_resolved_silent_and_retried,
     rules_through_the_api,
+    narrowing_a_rule_resolves_and_old_history_goes,
     email_reaches_a_real_smtp_server,
 );
 
@@ -433,6 +434,76 @@ async fn rules_through_the_api(database: TestDatabase) {
         (response.status().as_u16(), ())
     };
     assert_eq!(status, 403, "a client may not make rules");
+    let seen = server.get_json("/api/v1/alerts/rules", &viewer_token).await;
+    assert_eq!(seen["rules"][0]["name"], "cpu-hot", "{seen}");
+    assert_eq!(
+        seen["rules"][0]["hosts"],
+        json!([]),
+        "hot-1 is not theirs to read: {seen}"
+    );
+    assert_eq!(seen["rules"][1]["hosts"], "quiet-*", "{seen}");
+    server.shutdown().await;
+}
+
+/// A rule narrowed through the API to other hosts resolves (notified)
+/// the alerts of hosts it no longer watches; history older than
+/// `alerts.history` is deleted with its deliveries.
+async fn narrowing_a_rule_resolves_and_old_history_goes(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.alerts.channels = channels(&receiver);
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    config.alerts.history = Some(Duration::from_secs(3));
+    let server = TestServer::start(config).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let put_rule = |hosts: Value| {
+        let request = server
+            .http
+            .put(server.url("/api/v1/alerts/rules/busy"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "busy", "metric": "cpu_load", "above": 50,
+                          "hosts": hosts, "channels": ["hook"]}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(put_rule(json!(["api-1"])).await, 200);
+    let host = server.register("api-1", "alerts-password").await;
+    push_cpu(&server, &host, 99.0).await;
+    wait_for_notification(&receiver, "/hook", "busy", "firing").await;
+
+    assert_eq!(put_rule(json!(["someone-else"])).await, 200);
+    push_cpu(&server, &host, 99.0).await;
+    let resolved = wait_for_notification(&receiver, "/hook", "busy", "resolved").await;
+    assert_eq!(resolved.json()["host"], "api-1");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        notified(&receiver, "/hook", "busy", "firing").len(),
+        1,
+        "still 99 %, but no longer watched"
+    );
+    let active = server.get_json("/api/v1/alerts", &admin).await;
+    assert_eq!(active["alerts"], json!([]), "{active}");
+
+    // Both transitions are history until they are 3 s old, then gone.
+    let history = server.get_json("/api/v1/alerts/history", &admin).await;
+    assert_eq!(
+        history["transitions"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    poll(
+        "history older than 3 s deleted",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async {
+            let history = server.get_json("/api/v1/alerts/history", &admin).await;
+            match history["transitions"].as_array() {
+                Some(left) if left.is_empty() => Ok(()),
+                _ => Err(history.to_string()),
+            }
+        },
+    )
+    .await;
     server.shutdown().await;
 }
 

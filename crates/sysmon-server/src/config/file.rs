@@ -53,6 +53,8 @@ struct FileAlerts {
     #[serde(default, deserialize_with = "positive_seconds")]
     send_timeout_seconds: Option<Duration>,
     public_url: Option<String>,
+    #[serde(default, deserialize_with = "days_or_forever")]
+    history_days: Option<Option<Duration>>,
 }
 
 /// Reverse proxies whose forwarding headers are believed.
@@ -261,6 +263,7 @@ impl FileConfig {
             );
             set(&mut alerts.send_timeout, file.send_timeout_seconds);
             set(&mut alerts.public_url, file.public_url.map(Some));
+            set(&mut alerts.history, file.history_days);
         }
         if let Some(file) = self.retention {
             let retention = &mut config.retention;

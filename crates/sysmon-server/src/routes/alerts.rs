@@ -168,10 +168,10 @@ pub struct Rules {
     security(("bearer" = []), ("cookie" = [])))]
 pub async fn rules(
     State(state): State<AppState>,
-    Authenticated(_principal): Authenticated,
+    Authenticated(principal): Authenticated,
 ) -> Result<Json<Rules>> {
     Ok(Json(Rules {
-        rules: state.alerts.rules(),
+        rules: state.alerts.rules(&principal),
         channels: state.alerts.channels(),
         metrics: rule_metrics(),
     }))

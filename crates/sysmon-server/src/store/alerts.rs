@@ -104,8 +104,21 @@ pub trait AlertStore: Send + Sync {
     /// Deliveries of these events.
     async fn deliveries_of(&self, event_ids: &[i64]) -> Result<Vec<Delivery>>;
 
-    /// Pending deliveries due by `now_us`, oldest first, at most `limit`.
-    async fn due_deliveries(&self, now_us: i64, limit: i64) -> Result<Vec<Delivery>>;
+    /// Claims pending deliveries due by `now_us`, oldest first, at most
+    /// `limit`: each is put off until `lease_until_us`, so that an attempt
+    /// whose outcome is never recorded (a crash, the database gone) is
+    /// retried then rather than at once, and a second server reading the
+    /// same rows does not take them too.
+    async fn claim_deliveries(
+        &self,
+        now_us: i64,
+        lease_until_us: i64,
+        limit: i64,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Deletes events older than `before_us` and their deliveries (but
+    /// never a delivery still pending); returns the events deleted.
+    async fn prune_alert_history(&self, before_us: i64) -> Result<u64>;
 
     async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<()>;
 }
@@ -282,36 +295,74 @@ macro_rules! impl_alert_store {
                 &self,
                 event_ids: &[i64],
             ) -> $crate::error::Result<Vec<$crate::store::Delivery>> {
-                let mut deliveries = Vec::new();
-                // One statement per event: the lists are a page of history.
-                for id in event_ids {
-                    let rows: Vec<$crate::store::Delivery> = sqlx::query_as(&format!(
-                        "SELECT {} FROM alert_deliveries WHERE event_id = $1 ORDER BY id",
-                        $crate::store::alerts::DELIVERY_COLUMNS
-                    ))
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    deliveries.extend(rows);
-                }
-                Ok(deliveries)
+                let (Some(&first), Some(&last)) =
+                    (event_ids.iter().min(), event_ids.iter().max())
+                else {
+                    return Ok(Vec::new());
+                };
+                // One statement for a page of history: its ids are a range
+                // (less those a viewer may not read, dropped here).
+                let rows: Vec<$crate::store::Delivery> = sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_deliveries WHERE event_id BETWEEN $1 AND $2
+                     ORDER BY event_id, id",
+                    $crate::store::alerts::DELIVERY_COLUMNS
+                ))
+                .bind(first)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|delivery| event_ids.contains(&delivery.event_id))
+                    .collect())
             }
 
-            async fn due_deliveries(
+            async fn claim_deliveries(
                 &self,
                 now_us: i64,
+                lease_until_us: i64,
                 limit: i64,
             ) -> $crate::error::Result<Vec<$crate::store::Delivery>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM alert_deliveries
-                     WHERE status = 'pending' AND next_attempt_us <= $1
-                     ORDER BY next_attempt_us, id LIMIT $2",
+                // The outer WHERE is checked again against a row another
+                // transaction just claimed (PostgreSQL re-reads it before
+                // updating), so a row is claimed once.
+                let mut claimed: Vec<$crate::store::Delivery> = sqlx::query_as(&format!(
+                    "UPDATE alert_deliveries SET next_attempt_us = $2
+                     WHERE status = 'pending' AND next_attempt_us <= $1 AND id IN (
+                         SELECT id FROM alert_deliveries
+                         WHERE status = 'pending' AND next_attempt_us <= $1
+                         ORDER BY next_attempt_us, id LIMIT $3)
+                     RETURNING {}",
                     $crate::store::alerts::DELIVERY_COLUMNS
                 ))
                 .bind(now_us)
+                .bind(lease_until_us)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await?;
+                claimed.sort_by_key(|delivery| delivery.id);
+                Ok(claimed)
+            }
+
+            async fn prune_alert_history(&self, before_us: i64) -> $crate::error::Result<u64> {
+                let mut transaction = self.pool.begin().await?;
+                sqlx::query(
+                    "DELETE FROM alert_deliveries WHERE status <> 'pending' AND event_id IN (
+                         SELECT id FROM alert_events WHERE at_us < $1)",
+                )
+                .bind(before_us)
+                .execute(&mut *transaction)
+                .await?;
+                let deleted = sqlx::query(
+                    "DELETE FROM alert_events WHERE at_us < $1 AND NOT EXISTS (
+                         SELECT 1 FROM alert_deliveries WHERE event_id = alert_events.id)",
+                )
+                .bind(before_us)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+                transaction.commit().await?;
+                Ok(deleted)
             }
 
             async fn finish_delivery(

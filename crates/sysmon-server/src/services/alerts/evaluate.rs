@@ -330,7 +330,57 @@ impl Evaluator {
                 });
             }
         }
+        self.release_unwatched(now, &mut transitions);
         transitions
+    }
+
+    /// Alerts of hosts their rule no longer watches (its `hosts` narrowed):
+    /// a firing one resolves (notified, so nobody waits on it), a pending
+    /// one returns to ok, and neither is judged again.
+    fn release_unwatched(&mut self, now: UnixTime, transitions: &mut Vec<Transition>) {
+        let unwatched: Vec<(Arc<str>, ClientId)> = self
+            .standings
+            .keys()
+            .filter(|(rule_name, client)| {
+                let name = self.hosts.get(client).and_then(|host| host.name.as_deref());
+                let rule = self.rules.iter().find(|rule| rule.name() == &**rule_name);
+                match (rule, name) {
+                    (Some(rule), Some(name)) => !rule.hosts.matches(name),
+                    _ => false,
+                }
+            })
+            .cloned()
+            .collect();
+        for key in unwatched {
+            let Some(current) = self.standings.remove(&key) else {
+                continue;
+            };
+            let (state, notify) = match current.state {
+                AlertState::Firing => (AlertState::Resolved, true),
+                AlertState::Pending => (AlertState::Ok, false),
+                AlertState::Ok | AlertState::Resolved => continue,
+            };
+            let (Some(rule), Some(host)) = (
+                self.rules.iter().find(|rule| rule.name() == &*key.0),
+                self.host_name(key.1),
+            ) else {
+                continue;
+            };
+            transitions.push(Transition {
+                rule: rule.clone(),
+                client: key.1,
+                host: host.to_owned(),
+                from: current.state,
+                standing: Standing {
+                    state,
+                    since: now,
+                    value: current.value,
+                    notified_at: None,
+                },
+                notify,
+                repeat: false,
+            });
+        }
     }
 }
 
@@ -644,5 +694,43 @@ mod tests {
         );
         // Silent for ten minutes: no data, so no resolution either.
         assert!(evaluator.tick(at(600)).is_empty());
+    }
+
+    #[test]
+    fn narrowing_a_rule_releases_the_hosts_it_no_longer_watches() {
+        let mut evaluator = Evaluator::new(vec![
+            rule("{name: hot, metric: cpu_load, above: 90, hosts: 'web-*'}"),
+            rule("{name: warm, metric: cpu_load, above: 50, for_seconds: 60, hosts: 'web-*'}"),
+        ]);
+        evaluator.know_host(ClientId(1), "web-1", None, None, at(0));
+        evaluator.know_host(ClientId(2), "web-2", None, None, at(0));
+        evaluator.observe(&[cpu(1, 0, 99.0), cpu(2, 0, 99.0)], at(0));
+        assert_eq!(evaluator.tick(at(1)).len(), 4, "two firing, two pending");
+        evaluator.set_rules(vec![
+            rule("{name: hot, metric: cpu_load, above: 90, hosts: [web-2]}"),
+            rule("{name: warm, metric: cpu_load, above: 50, for_seconds: 60, hosts: [web-2]}"),
+        ]);
+        let mut released: Vec<_> = evaluator
+            .tick(at(2))
+            .iter()
+            .map(|t| {
+                (
+                    t.rule.name().to_owned(),
+                    t.host.clone(),
+                    t.standing.state,
+                    t.notify,
+                )
+            })
+            .collect();
+        released.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            released,
+            [
+                ("hot".into(), "web-1".into(), AlertState::Resolved, true),
+                ("warm".into(), "web-1".into(), AlertState::Ok, false),
+            ]
+        );
+        assert!(evaluator.tick(at(3)).is_empty(), "released once");
+        assert_eq!(evaluator.standings().count(), 2, "web-2 still judged");
     }
 }

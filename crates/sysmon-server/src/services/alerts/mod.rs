@@ -26,7 +26,7 @@ use utoipa::ToSchema;
 
 use self::channels::{ChannelKind, ChannelSpec, Notification};
 use self::evaluate::{AlertState, Evaluator, Standing, Transition};
-use self::rules::{Rule, RuleSource, RuleSpec, MAX_RULES};
+use self::rules::{HostsSpec, Rule, RuleSource, RuleSpec, MAX_RULES};
 use super::auth::Principal;
 use super::ingest::Committed;
 use super::metrics::Metrics;
@@ -44,6 +44,11 @@ const MAX_UNRECORDED: usize = 10_000;
 const DELIVERY_BATCH: i64 = 50;
 /// How often the names of hosts are read again (new and removed hosts).
 const HOSTS_REFRESH: Duration = Duration::from_secs(60);
+/// How often history older than `alerts.history_days` is deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+/// A claimed delivery whose outcome was never recorded is tried again
+/// this long after its send timeout.
+const CLAIM_MARGIN: Duration = Duration::from_secs(60);
 
 /// `alerts:` in the YAML file.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +67,8 @@ pub struct AlertsConfig {
     /// The dashboard's address as people reach it, for links in
     /// notifications; `http://<bind>` when unset.
     pub public_url: Option<String>,
+    /// How long transitions and their deliveries are kept; `None`: forever.
+    pub history: Option<Duration>,
 }
 
 impl Default for AlertsConfig {
@@ -74,6 +81,7 @@ impl Default for AlertsConfig {
             max_attempts: 6,
             send_timeout: Duration::from_secs(10),
             public_url: None,
+            history: Some(Duration::from_secs(90 * 86_400)),
         }
     }
 }
@@ -303,10 +311,20 @@ impl Alerts {
         let mut ticks = tokio::time::interval(self.config.evaluation_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refreshed = Instant::now();
+        let mut pruned: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = ticks.tick() => {},
                 _ = stop.cancelled() => return,
+            }
+            // Hourly; history kept for less than an hour, as often as kept.
+            let prune_every = self
+                .config
+                .history
+                .map_or(PRUNE_EVERY, |keep| keep.min(PRUNE_EVERY));
+            if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
+                self.prune_history().await;
+                pruned = Some(Instant::now());
             }
             // No rules, nothing to do (not even reading the hosts).
             if self.evaluator.lock().rules().is_empty() {
@@ -333,6 +351,19 @@ impl Alerts {
             };
             self.metrics.alert_evaluated(took.as_secs_f64());
             self.record(transitions).await;
+        }
+    }
+
+    /// Deletes history older than `alerts.history_days`.
+    async fn prune_history(&self) {
+        let Some(keep) = self.config.history else {
+            return;
+        };
+        let before = now_us().saturating_sub(keep.as_micros().min(i64::MAX as u128) as i64);
+        match self.store.prune_alert_history(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "alerts: old history deleted"),
+            Err(error) => tracing::warn!(%error, "alerts: cannot delete old history"),
         }
     }
 
@@ -378,7 +409,13 @@ impl Alerts {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {},
                 _ = stop.cancelled() => return,
             }
-            let due = match self.store.due_deliveries(now_us(), DELIVERY_BATCH).await {
+            let now = now_us();
+            let lease = (self.config.send_timeout + CLAIM_MARGIN).as_micros() as i64;
+            let due = match self
+                .store
+                .claim_deliveries(now, now.saturating_add(lease), DELIVERY_BATCH)
+                .await
+            {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "alerts: cannot read due notifications");
@@ -577,12 +614,20 @@ impl Alerts {
         Ok((entries, next_before))
     }
 
-    pub fn rules(&self) -> Vec<RuleView> {
+    /// Every rule; a rule's list of host names shows a viewer only the
+    /// hosts they may read (the names of others are not theirs to learn).
+    pub fn rules(&self, principal: &Principal) -> Vec<RuleView> {
         self.evaluator
             .lock()
             .rules()
             .iter()
-            .map(|rule| view(rule))
+            .map(|rule| {
+                let mut view = view(rule);
+                if let Some(HostsSpec::Names(names)) = &mut view.spec.hosts {
+                    names.retain(|name| principal.may_read(name));
+                }
+                view
+            })
             .collect()
     }
 
