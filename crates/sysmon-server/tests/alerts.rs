@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use sysmon_server::services::alerts::channels::ChannelSpec;
 use sysmon_server::services::alerts::rules::RuleSpec;
-use sysmon_testkit::receiver::{Received, Receiver, Script, SmtpSink};
+use sysmon_testkit::receiver::{Received, Receiver, Script};
+use sysmon_testkit::smtp::{SmtpOptions, SmtpSink, SmtpTls};
 use sysmon_testkit::{poll, unix_now, TestDatabase, TestServer};
 
 sysmon_testkit::on_both_stores!(
@@ -562,5 +563,123 @@ async fn email_reaches_a_real_smtp_server(database: TestDatabase) {
         .messages()
         .iter()
         .any(|m| m.contains("Subject: [TEST] test on sysmon")));
+    server.shutdown().await;
+}
+
+/// Email over a protected connection with a login, to real SMTP servers
+/// with certificates of their own (trusted through `ca_file`): STARTTLS
+/// and TLS from the first byte take the message; a wrong password and an
+/// untrusted certificate are refused with the reason. The channel test
+/// goes through the same sending code as an alert.
+#[tokio::test]
+async fn email_over_starttls_and_tls_with_a_login() {
+    let login = Some(("alerts".to_owned(), "smtp-password".to_owned()));
+    let starttls = SmtpSink::start_with(SmtpOptions {
+        tls: SmtpTls::StartTls,
+        login: login.clone(),
+    })
+    .await;
+    let implicit = SmtpSink::start_with(SmtpOptions {
+        tls: SmtpTls::Implicit,
+        login,
+    })
+    .await;
+    let database = TestDatabase::sqlite().await;
+    let ca_of = |sink: &SmtpSink, file: &str| {
+        let path = database.path(file);
+        std::fs::write(&path, sink.certificate_pem.as_deref().unwrap()).unwrap();
+        path.display().to_string()
+    };
+    let (starttls_ca, implicit_ca) = (
+        ca_of(&starttls, "starttls.pem"),
+        ca_of(&implicit, "tls.pem"),
+    );
+    let mail = |name: &str, sink: &SmtpSink, security: &str, password: &str, ca: &str| {
+        format!(
+            "{{name: {name}, kind: email, url: 'smtp://127.0.0.1:{}', security: {security},
+              username: alerts, password: '{password}', {ca}
+              from: sysmon@example.com, to: [ops@example.com]}}",
+            sink.address.port()
+        )
+    };
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.alerts.channels = serde_norway::from_str(&format!(
+        "[{}, {}, {}, {}]",
+        mail(
+            "starttls",
+            &starttls,
+            "starttls",
+            "smtp-password",
+            &format!("ca_file: '{starttls_ca}',")
+        ),
+        mail(
+            "tls",
+            &implicit,
+            "tls",
+            "smtp-password",
+            &format!("ca_file: '{implicit_ca}',")
+        ),
+        mail(
+            "wrong-password",
+            &starttls,
+            "starttls",
+            "nope",
+            &format!("ca_file: '{starttls_ca}',")
+        ),
+        mail("untrusted", &starttls, "starttls", "smtp-password", ""),
+    ))
+    .expect("channels");
+    let server = TestServer::start(config).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let test = |channel: &str| {
+        let request = server
+            .http
+            .post(server.url(&format!("/api/v1/alerts/channels/{channel}/test")))
+            .bearer_auth(&admin);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    assert_eq!(test("starttls").await.0, 204);
+    assert_eq!(test("tls").await.0, 204);
+    for sink in [&starttls, &implicit] {
+        assert_eq!(sink.logins(), ["alerts"]);
+        assert!(
+            sink.messages()
+                .iter()
+                .any(|m| m.contains("Subject: [TEST] test on sysmon")),
+            "{:?}",
+            sink.messages()
+        );
+    }
+    let (status, refused) = test("wrong-password").await;
+    assert_eq!(
+        (status, &refused["code"]),
+        (502, &json!("channel_failed")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"].as_str().unwrap().contains("535"),
+        "{refused}"
+    );
+    let (status, refused) = test("untrusted").await;
+    assert_eq!(status, 502, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{refused}"
+    );
+    assert_eq!(
+        starttls.messages().len(),
+        1,
+        "only the trusted, logged-in one"
+    );
     server.shutdown().await;
 }

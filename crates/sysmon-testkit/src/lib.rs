@@ -37,6 +37,7 @@ mod database;
 pub mod process;
 pub mod receiver;
 mod server;
+pub mod smtp;
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

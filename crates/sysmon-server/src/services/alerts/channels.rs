@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
@@ -44,6 +45,13 @@ pub struct ChannelSpec {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// Email: a PEM file of the CA that signed the SMTP server's
+    /// certificate, trusted besides the usual roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `ca_file`'s certificate, read when the channel is checked.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -84,10 +92,11 @@ impl ChannelSpec {
             || !self.to.is_empty()
             || self.security.is_some()
             || self.username.is_some()
-            || self.password.is_some();
+            || self.password.is_some()
+            || self.ca_file.is_some();
         if email_only {
             return Err(fail(
-                "`from`, `to`, `security`, `username` and `password` are for email channels",
+                "`from`, `to`, `security`, `username`, `password` and `ca_file` are for email channels",
             ));
         }
         if !matches!(url.scheme(), "http" | "https") {
@@ -107,7 +116,7 @@ impl ChannelSpec {
 }
 
 impl ChannelSpec {
-    fn check_email(self, url: &reqwest::Url) -> Result<ChannelSpec> {
+    fn check_email(mut self, url: &reqwest::Url) -> Result<ChannelSpec> {
         let fail =
             |message: &str| Error::Config(format!("alert channel `{}`: {message}", self.name));
         if url.scheme() != "smtp" || url.host_str().is_none() {
@@ -144,6 +153,33 @@ impl ChannelSpec {
                 .is_ok_and(|ip| ip.is_loopback());
         if self.security == Some(SmtpSecurity::None) && !loopback {
             return Err(fail("`security: none` sends mail (and any password) in the clear: only to an SMTP server on this host"));
+        }
+        if let Some(path) = &self.ca_file {
+            if self.security == Some(SmtpSecurity::None) {
+                return Err(fail("`ca_file` is for `security: starttls` or `tls`"));
+            }
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(&format!("`ca_file` {}: {e}", path.display())))?;
+            // lettre takes any text; rustls's PEM reader says what is wrong.
+            use rustls_pki_types::pem::PemObject;
+            let certificates: std::result::Result<Vec<_>, _> =
+                rustls_pki_types::CertificateDer::pem_slice_iter(&pem).collect();
+            match certificates {
+                Ok(found) if !found.is_empty() => {}
+                Ok(_) => {
+                    return Err(fail(&format!(
+                        "`ca_file` {} is not a PEM certificate (no CERTIFICATE block)",
+                        path.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(fail(&format!(
+                        "`ca_file` {} is not a PEM certificate ({e})",
+                        path.display()
+                    )))
+                }
+            }
+            self.ca_pem = Some(pem);
         }
         Ok(self)
     }
@@ -342,6 +378,7 @@ async fn send_email(
     timeout: Duration,
 ) -> std::result::Result<(), String> {
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::Tls;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let message = email(channel, notification)?;
     let url = reqwest::Url::parse(&channel.url).map_err(|e| format!("`url`: {e}"))?;
@@ -355,6 +392,11 @@ async fn send_email(
         )),
     }
     .map_err(|e| format!("SMTP server {host}: {e}"))?;
+    let builder = match (&channel.ca_pem, security) {
+        (Some(pem), SmtpSecurity::Starttls) => builder.tls(Tls::Required(tls_trusting(host, pem)?)),
+        (Some(pem), SmtpSecurity::Tls) => builder.tls(Tls::Wrapper(tls_trusting(host, pem)?)),
+        _ => builder,
+    };
     let port = url.port().unwrap_or(match security {
         SmtpSecurity::Tls => 465,
         SmtpSecurity::Starttls => 587,
@@ -370,6 +412,15 @@ async fn send_email(
         Ok(Err(e)) => Err(format!("SMTP server {host}:{port}: {e}")),
         Ok(Ok(_)) => Ok(()),
     }
+}
+
+/// TLS to `host` trusting the usual roots and the CA of `pem`.
+fn tls_trusting(host: &str, pem: &[u8]) -> std::result::Result<TlsParameters, String> {
+    let ca = Certificate::from_pem(pem).map_err(|e| format!("`ca_file`: {e}"))?;
+    TlsParameters::builder(host.to_owned())
+        .add_root_certificate(ca)
+        .build_rustls()
+        .map_err(|e| format!("TLS to {host}: {e}"))
 }
 
 /// Sends one request; an error says why it failed (status and the start
@@ -436,6 +487,8 @@ mod tests {
             security: None,
             username: None,
             password: None,
+            ca_file: None,
+            ca_pem: None,
         }
     }
 
@@ -483,6 +536,33 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn a_ca_file_must_be_a_readable_pem_certificate_for_tls() {
+        let mail = |ca_file: &str, security: SmtpSecurity| {
+            ChannelSpec {
+                url: "smtp://127.0.0.1:2525".into(),
+                token: None,
+                from: Some("sysmon@example.com".into()),
+                to: vec!["ops@example.com".into()],
+                security: Some(security),
+                ca_file: Some(ca_file.into()),
+                ..channel(ChannelKind::Email)
+            }
+            .check()
+            .unwrap_err()
+            .to_string()
+        };
+        let missing = mail("/nonexistent/ca.pem", SmtpSecurity::Starttls);
+        assert!(
+            missing.contains("`ca_file` /nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let not_pem = mail("/etc/hostname", SmtpSecurity::Tls);
+        assert!(not_pem.contains("not a PEM certificate"), "{not_pem}");
+        let plain = mail("/etc/hostname", SmtpSecurity::None);
+        assert!(plain.contains("`ca_file` is for"), "{plain}");
     }
 
     #[test]
