@@ -30,9 +30,9 @@ const SENSOR_RESCAN: Duration = Duration::from_secs(600);
 const MIN_RATE_WINDOW: Duration = Duration::from_millis(100);
 const SECTOR_BYTES: u64 = 512;
 
-/// Byte counters of one device or interface: (read or received, written
+/// Byte counters of each device or interface: (read or received, written
 /// or transmitted).
-type CounterMap = HashMap<String, (u64, u64)>;
+pub type CounterMap = HashMap<String, (u64, u64)>;
 
 struct Counters {
     at: Instant,

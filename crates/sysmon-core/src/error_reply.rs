@@ -48,6 +48,11 @@ pub enum ErrorCode {
     InvalidRequest,
     /// A WebSocket message was not understood.
     InvalidMessage,
+    /// A foreign protocol's body (InfluxDB line protocol, Prometheus
+    /// remote write) could not be read, or some of its lines were not
+    /// (a partial write); the message names the first line or part at
+    /// fault (400).
+    InvalidPayload,
     /// The request body is over the limit (413).
     PayloadTooLarge,
     /// The server is busy; retry shortly (503).

@@ -34,6 +34,9 @@ pub enum Error {
     },
     #[error("{0}")]
     BadRequest(String),
+    /// A foreign protocol's body, or lines of it, could not be read.
+    #[error("{0}")]
+    InvalidPayload(String),
     /// The database refused a request's samples for what they hold.
     #[error("the database refused these samples: {0}")]
     RefusedByStore(String),
@@ -112,6 +115,7 @@ impl Error {
             | Error::InvalidBatch(_)
             | Error::RetentionExpired { .. }
             | Error::RefusedByStore(_)
+            | Error::InvalidPayload(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ChannelFailed(_) => StatusCode::BAD_GATEWAY,
@@ -180,6 +184,7 @@ impl Error {
             },
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
+            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::ChannelFailed(_) => ErrorCode::ChannelFailed,
             Error::Overloaded | Error::DownloadsBusy(_) => ErrorCode::Overloaded,

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use sysmon_server::config::{
-    CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat, UserCommand,
+    CliOptions, ClientCommand, Command, EnrollTokenCommand, FleetTokenCommand, LogFormat,
+    UserCommand,
 };
 use sysmon_server::store::redact_password;
 use sysmon_server::{Application, Config};
@@ -24,6 +25,9 @@ async fn main() -> ExitCode {
         (Ok(config), Some(Command::Client(command))) => manage_clients(config, command).await,
         (Ok(config), Some(Command::EnrollToken(command))) => {
             manage_enroll_tokens(config, command).await
+        }
+        (Ok(config), Some(Command::FleetToken(command))) => {
+            manage_fleet_tokens(config, command).await
         }
         (Err(error), _) => Err(error.into()),
     };
@@ -173,6 +177,56 @@ async fn manage_enroll_tokens(config: Config, command: EnrollTokenCommand) -> an
                 .await
                 .context("cannot revoke the token")?;
             writeln!(out, "revoked enrolment token {id}")?;
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// `sysmon-server fleet-token ...`: fleet tokens, in the configured store.
+async fn manage_fleet_tokens(config: Config, command: FleetTokenCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let (store, auth) = open_store(&config).await?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        FleetTokenCommand::Create {
+            note,
+            hosts,
+            create_hosts,
+        } => {
+            let created = auth
+                .fleet_tokens()
+                .create(sysmon_server::services::fleet_tokens::FleetTokenRequest {
+                    note,
+                    hosts,
+                    create_hosts,
+                })
+                .await
+                .context("cannot create the token")?;
+            writeln!(out, "created fleet token {}", created.id)?;
+            writeln!(out, "token: {}", created.secret)?;
+        }
+        FleetTokenCommand::List => {
+            for token in auth.fleet_tokens().list().await? {
+                let creates = if token.create_hosts {
+                    "creates hosts"
+                } else {
+                    "known hosts only"
+                };
+                writeln!(
+                    out,
+                    "{}	hosts {}	{creates}	{}",
+                    token.id, token.hosts, token.note
+                )?;
+            }
+        }
+        FleetTokenCommand::Revoke { id } => {
+            auth.fleet_tokens()
+                .revoke(id)
+                .await
+                .context("cannot revoke the token")?;
+            writeln!(out, "revoked fleet token {id}")?;
         }
     }
     store.close().await;

@@ -20,6 +20,7 @@ use crate::routes;
 use crate::services::alerts::Alerts;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
+use crate::services::integrations::Integrations;
 use crate::services::metrics::Metrics;
 use crate::services::reads::Reads;
 use crate::services::retention;
@@ -119,6 +120,7 @@ impl Application {
                 config.retention,
                 config.downloads,
             ),
+            integrations: Integrations::new(store.clone(), ingest.clone(), metrics.clone()),
             ingest,
             monitor: Arc::new(monitor),
             metrics,

@@ -11,6 +11,7 @@ use crate::connections::ConnectionLimits;
 use crate::services::alerts::Alerts;
 use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
+use crate::services::integrations::Integrations;
 use crate::services::metrics::Metrics;
 use crate::services::reads::Reads;
 use crate::services::self_monitor::SelfMonitor;
@@ -41,6 +42,8 @@ pub struct Services {
     pub auth: Arc<Auth>,
     pub reads: Reads,
     pub ingest: Ingest,
+    /// Foreign protocols in (InfluxDB line protocol).
+    pub integrations: Integrations,
     pub monitor: Arc<SelfMonitor>,
     pub metrics: Arc<Metrics>,
     pub started_at: DateTime<Local>,

@@ -97,6 +97,28 @@ pub fn running_in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
 }
 
+/// An outside program a test talks to (the `influx` CLI, Prometheus):
+/// its path, or `None` (the test skips, saying why) when it is not
+/// installed; under CI a missing one fails the test, since `.ci/run`
+/// installs it.
+pub fn outside_program(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    match found {
+        Some(path) => Some(path),
+        None if running_in_ci() => {
+            panic!("`{name}` is not installed: .ci/run installs it (`{package}`)")
+        }
+        None => {
+            eprintln!("skipped: `{name}` is not installed ({package})");
+            None
+        }
+    }
+}
+
 /// 16 random hex digits, for unique names.
 pub fn random_hex() -> String {
     use rand::RngCore;

@@ -72,6 +72,7 @@ pub fn classify_coded(reply: ErrorReply, retry_after: Option<Duration>) -> Optio
         | ErrorCode::Internal
         // Never an answer to a batch; were it one, a later try may pass.
         | ErrorCode::ChannelFailed
+        | ErrorCode::InvalidPayload
         | ErrorCode::Unknown => Error::Unavailable {
             reason: format!("server error: {message}"),
             retry_after,

@@ -69,6 +69,10 @@ pub enum Command {
     /// registers only with one.
     #[command(subcommand)]
     EnrollToken(EnrollTokenCommand),
+    /// Manage fleet tokens: Prometheus remote write and InfluxDB line
+    /// protocol push samples of many hosts with one.
+    #[command(subcommand)]
+    FleetToken(FleetTokenCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -109,6 +113,30 @@ pub enum EnrollTokenCommand {
     /// List tokens: id, uses left, used, expiry, note (never the secret).
     List,
     /// Revoke a token by its id: no new client can register with it.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum FleetTokenCommand {
+    /// Create a token and print its secret (shown only now): the bearer
+    /// token (or InfluxDB password) of Prometheus, vmagent or Telegraf.
+    Create {
+        /// What it is for, shown in `list`.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Which hosts it may push for: `*` or a pattern with `*` and `?`
+        /// (quote it in the shell).
+        #[arg(long, value_name = "PATTERN", default_value = "*")]
+        hosts: String,
+        /// A push for a host not seen before creates it (else: refused).
+        #[arg(long)]
+        create_hosts: bool,
+    },
+    /// List tokens: id, hosts, whether it creates hosts, note (never the
+    /// secret).
+    List,
+    /// Revoke a token by its id: every running server refuses it within a
+    /// second.
     Revoke { id: i64 },
 }
 

@@ -15,7 +15,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use cli::{CliOptions, ClientCommand, Command, EnrollTokenCommand, LogFormat, UserCommand};
+pub use cli::{
+    CliOptions, ClientCommand, Command, EnrollTokenCommand, FleetTokenCommand, LogFormat,
+    UserCommand,
+};
 
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};

@@ -14,6 +14,7 @@ use super::extract::Path;
 use super::session::Authenticated;
 use crate::error::Result;
 use crate::services::enrollment::TokenRequest;
+use crate::services::fleet_tokens::FleetTokenRequest;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -193,6 +194,126 @@ pub async fn revoke_enrollment_token(
 ) -> Result<StatusCode> {
     principal.check_admin()?;
     state.auth.enrollment().revoke(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What an admin asks for when creating a fleet token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFleetTokenRequest {
+    /// What the token is for (shown in lists).
+    #[serde(default)]
+    note: String,
+    /// Which hosts it may push for: `*` (default) or a pattern with `*`
+    /// and `?`.
+    #[serde(default = "any_host")]
+    hosts: String,
+    /// A push for a host not seen before creates it (default false).
+    #[serde(default)]
+    create_hosts: bool,
+}
+
+fn any_host() -> String {
+    "*".into()
+}
+
+/// A fleet token, without its secret.
+#[derive(Serialize, ToSchema)]
+pub struct FleetTokenListing {
+    id: i64,
+    note: String,
+    hosts: String,
+    create_hosts: bool,
+    /// Unix seconds.
+    created_at: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FleetTokenList {
+    tokens: Vec<FleetTokenListing>,
+}
+
+/// Create a fleet token: Prometheus remote write and InfluxDB line
+/// protocol push samples of many hosts with it (the hosts it matches).
+#[utoipa::path(post, path = "/api/v1/fleet-tokens", tag = "admin",
+    request_body = NewFleetTokenRequest,
+    responses(
+        (status = 201, body = CreatedTokenResponse),
+        (status = 400, description = "A field out of range"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn create_fleet_token(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    JsonBody(request): JsonBody<NewFleetTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedTokenResponse>)> {
+    principal.check_admin()?;
+    let created = state
+        .auth
+        .fleet_tokens()
+        .create(FleetTokenRequest {
+            note: request.note,
+            hosts: request.hosts,
+            create_hosts: request.create_hosts,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTokenResponse {
+            id: created.id,
+            token: created.secret,
+        }),
+    ))
+}
+
+/// Every fleet token, without secrets.
+#[utoipa::path(get, path = "/api/v1/fleet-tokens", tag = "admin",
+    responses(
+        (status = 200, body = FleetTokenList),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn list_fleet_tokens(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<FleetTokenList>> {
+    principal.check_admin()?;
+    let tokens = state.auth.fleet_tokens().list().await?;
+    Ok(Json(FleetTokenList {
+        tokens: tokens
+            .into_iter()
+            .map(|token| FleetTokenListing {
+                id: token.id,
+                note: token.note,
+                hosts: token.hosts,
+                create_hosts: token.create_hosts,
+                created_at: token.created_at.as_secs_f64(),
+            })
+            .collect(),
+    }))
+}
+
+/// Revoke a fleet token: refused by every server within a second. Hosts
+/// it created stay.
+#[utoipa::path(delete, path = "/api/v1/fleet-tokens/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Not logged in"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such token"),
+    ),
+    security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke_fleet_token(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(id): Path<i64>,
+) -> Result<StatusCode> {
+    principal.check_admin()?;
+    state.auth.fleet_tokens().revoke(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

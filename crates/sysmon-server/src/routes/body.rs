@@ -9,10 +9,13 @@ pub const FIELDS_LIMIT: usize = 1024 * 1024;
 pub const BATCH_LIMIT: usize = 16 * 1024 * 1024;
 /// A JSON request of the dashboard's (a login).
 pub const JSON_LIMIT: usize = 64 * 1024;
+/// A foreign protocol's body (line protocol, remote write), as sent and
+/// once inflated: Telegraf's default 1,000 lines are a few hundred KiB.
+pub const FOREIGN_LIMIT: usize = 16 * 1024 * 1024;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use sysmon_core::FieldValue;
@@ -66,6 +69,46 @@ impl<S: Send + Sync> FromRequest<S> for BatchBody {
         let bytes = read_body(request, BATCH_LIMIT).await?;
         Ok(BatchBody { bytes, ndjson })
     }
+}
+
+/// A foreign protocol's body, inflated when its `Content-Encoding` is gzip
+/// (at most [`FOREIGN_LIMIT`] either way, so a small bomb cannot make the
+/// server hold gigabytes).
+pub struct ForeignBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ForeignBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self> {
+        let encoding = request
+            .headers()
+            .get(CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("identity")
+            .trim()
+            .to_ascii_lowercase();
+        let bytes = read_body(request, FOREIGN_LIMIT).await?;
+        match encoding.as_str() {
+            "" | "identity" => Ok(ForeignBody(bytes)),
+            "gzip" | "x-gzip" => gunzip(&bytes, FOREIGN_LIMIT).map(ForeignBody),
+            other => Err(Error::BadRequest(format!(
+                "Content-Encoding `{other}` is not supported: send the body as is or gzip"
+            ))),
+        }
+    }
+}
+
+fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes> {
+    use std::io::Read;
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| Error::InvalidPayload(format!("the gzip body cannot be inflated: {e}")))?;
+    if inflated.len() > limit {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    Ok(Bytes::from(inflated))
 }
 
 /// A JSON body of a known shape; a malformed one is a 400 saying why.

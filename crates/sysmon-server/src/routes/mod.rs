@@ -8,6 +8,7 @@ mod body;
 mod compat;
 mod dashboard;
 mod extract;
+mod influx;
 mod monitor;
 mod query;
 mod session;
@@ -18,7 +19,8 @@ mod ws;
 use std::collections::HashMap;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,9 +55,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(monitor::api_info))
         .route("/api/", get(monitor::api_info))
         .route("/metrics", get(metrics))
+        .route("/metrics/fleet", get(fleet_metrics))
         .route("/api/start_time", get(monitor::start_time))
         .route("/start_time", get(monitor::start_time))
         .merge(v1::routes())
+        .merge(influx::routes())
         .merge(monitor::routes())
         .nest("/api", monitor::routes())
         .route_layer(middleware::from_fn_with_state(
@@ -97,6 +101,36 @@ async fn metrics(State(state): State<AppState>) -> Result<Response> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
+    )
+        .into_response())
+}
+
+/// `/metrics/fleet`: every readable host's newest values for Prometheus
+/// (docs/integrations.md). A fleet token reads the hosts it covers; a
+/// dashboard user's token, the hosts they may read.
+async fn fleet_metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(crate::services::auth::strip_bearer)
+        .ok_or(Error::NotLoggedIn)?;
+    let hosts = match state.auth.fleet_tokens().find(token).await? {
+        Some(fleet) => state.reads.fleet_where(|name| fleet.covers(name)).await?,
+        None => {
+            let principal = state
+                .auth
+                .principal(token)
+                .await
+                .map_err(|error| match error {
+                    Error::Unauthorized => Error::NotLoggedIn,
+                    error => error,
+                })?;
+            state.reads.fleet(&principal).await?
+        }
+    };
+    Ok((
+        [(CONTENT_TYPE, crate::services::exporter::CONTENT_TYPE)],
+        crate::services::exporter::render(&hosts),
     )
         .into_response())
 }

@@ -80,6 +80,8 @@ pub fn routes() -> Router<AppState> {
             admin::list_enrollment_tokens
         ))
         .routes(routes!(admin::revoke_enrollment_token))
+        .routes(routes!(admin::create_fleet_token, admin::list_fleet_tokens))
+        .routes(routes!(admin::revoke_fleet_token))
         .routes(routes!(alerts::active))
         .routes(routes!(alerts::history))
         .routes(routes!(alerts::rules))

@@ -24,6 +24,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use super::enrollment::Enrollment;
+use super::fleet_tokens::FleetTokens;
 use super::login_guard::{LoginGuard, LoginLimits};
 use super::passwords::Passwords;
 use crate::error::{Error, Result};
@@ -109,6 +110,7 @@ pub struct Auth {
     dummy_hash: tokio::sync::OnceCell<String>,
     guard: LoginGuard,
     enrollment: Enrollment,
+    fleet_tokens: FleetTokens,
 }
 
 impl Auth {
@@ -125,6 +127,7 @@ impl Auth {
             dummy_hash: tokio::sync::OnceCell::new(),
             guard: LoginGuard::new(login_limits),
             enrollment: Enrollment::new(store.clone()),
+            fleet_tokens: FleetTokens::new(store.clone()),
             store,
         })
     }
@@ -358,6 +361,18 @@ impl Auth {
         &self.enrollment
     }
 
+    pub fn fleet_tokens(&self) -> &FleetTokens {
+        &self.fleet_tokens
+    }
+
+    /// Who pushes with this token: a fleet token, or a client's own.
+    pub async fn pusher(&self, token: &str) -> Result<Pusher> {
+        if let Some(fleet) = self.fleet_tokens.find(token).await? {
+            return Ok(Pusher::Fleet(fleet));
+        }
+        self.authenticate(token).await.map(Pusher::Client)
+    }
+
     fn forget_tokens(&self) {
         self.known_tokens
             .write()
@@ -419,6 +434,40 @@ impl Auth {
         self.known_tokens
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Who pushes samples of many hosts, and for which hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pusher {
+    /// A client's own token: its own host only.
+    Client(TokenOwner),
+    /// A fleet token: the hosts its pattern matches.
+    Fleet(crate::store::FleetToken),
+}
+
+impl Pusher {
+    pub fn may_write(&self, host: &str) -> bool {
+        match self {
+            Pusher::Client(owner) => owner.name == host,
+            Pusher::Fleet(token) => token.covers(host),
+        }
+    }
+
+    /// Whether a push for a host not seen before creates it.
+    pub fn may_create_hosts(&self) -> bool {
+        matches!(self, Pusher::Fleet(token) if token.create_hosts)
+    }
+
+    /// For errors: what the token may write.
+    pub fn scope(&self) -> String {
+        match self {
+            Pusher::Client(owner) => format!("a client token writes for `{}` only", owner.name),
+            Pusher::Fleet(token) => format!(
+                "fleet token {} writes for hosts matching `{}`",
+                token.id, token.hosts
+            ),
+        }
     }
 }
 

@@ -147,17 +147,23 @@ impl Ingest {
         samples: Vec<Sample>,
         source: Source,
     ) -> Result<BatchAck> {
-        self.check_retention(&samples)?;
-        let deadline = tokio::time::Instant::now() + self.enqueue_timeout;
-        let room = self.wait_for_room(samples.len(), deadline).await;
-        if let Err(error) = &room {
-            self.metrics.rejected(error);
-        }
-        let _room = room?;
         let rows = samples
             .into_iter()
             .map(|sample| ClientSample { client, sample })
             .collect();
+        self.store_rows(rows, source).await
+    }
+
+    /// Stores samples of any clients (protocols that carry many hosts in
+    /// one request), all in one transaction; returns once committed.
+    pub async fn store_rows(&self, rows: Vec<ClientSample>, source: Source) -> Result<BatchAck> {
+        self.check_retention(rows.iter().map(|row| &row.sample))?;
+        let deadline = tokio::time::Instant::now() + self.enqueue_timeout;
+        let room = self.wait_for_room(rows.len(), deadline).await;
+        if let Err(error) = &room {
+            self.metrics.rejected(error);
+        }
+        let _room = room?;
         let (done, committed) = oneshot::channel();
         let queued = tokio::time::timeout_at(deadline, self.queue.send(Job { rows, done }))
             .await
@@ -192,7 +198,7 @@ impl Ingest {
     /// Refuses samples older than raw samples are kept: retention would
     /// delete them at once, and a replay of one would be counted into the
     /// rollups a second time, since the raw row it duplicates is gone.
-    fn check_retention(&self, samples: &[Sample]) -> Result<()> {
+    fn check_retention<'a>(&self, samples: impl Iterator<Item = &'a Sample>) -> Result<()> {
         let Some(keep) = self.raw_retention else {
             return Ok(());
         };
@@ -200,12 +206,12 @@ impl Ingest {
             .micros()
             .saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
         match samples
-            .iter()
-            .position(|sample| sample.time.micros() < horizon)
+            .enumerate()
+            .find(|(_, sample)| sample.time.micros() < horizon)
         {
-            Some(index) => Err(Error::RetentionExpired {
+            Some((index, sample)) => Err(Error::RetentionExpired {
                 index,
-                time: samples[index].time.to_json().to_string(),
+                time: sample.time.to_json().to_string(),
                 keep_days: keep.as_secs_f64() / 86_400.0,
             }),
             None => Ok(()),

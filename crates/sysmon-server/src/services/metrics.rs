@@ -23,6 +23,8 @@ pub enum Source {
     V1Http,
     /// WebSocket `CLIENT_BATCH`
     V1WebSocket,
+    /// InfluxDB line protocol, `POST /write` and `/api/v2/write`
+    Influx,
 }
 
 impl Source {
@@ -32,6 +34,7 @@ impl Source {
             Source::WebSocket => "websocket",
             Source::V1Http => "v1_http",
             Source::V1WebSocket => "v1_websocket",
+            Source::Influx => "influx",
         }
     }
 }
@@ -78,6 +81,7 @@ pub struct Metrics {
     alert_evaluation_seconds: Histogram,
     alert_deliveries: Family<ReasonLabels, Counter>,
     alert_feed_dropped: Counter,
+    unmapped: Family<ReasonLabels, Counter>,
     /// The sum over `samples`' stored series, for the health page.
     stored_total: std::sync::atomic::AtomicU64,
 }
@@ -189,7 +193,14 @@ impl Metrics {
             "Commits the alert evaluator missed because its feed was full (their samples were stored; only evaluation skipped them)",
             alert_feed_dropped.clone(),
         );
+        let unmapped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ingest_unmapped_points",
+            "Points (line protocol) or series (remote write) received but not stored because sysmon has no metric for them, by protocol (label `reason`)",
+            unmapped.clone(),
+        );
         Metrics {
+            unmapped,
             alert_evaluation_seconds,
             alert_deliveries,
             alert_feed_dropped,
@@ -297,6 +308,15 @@ impl Metrics {
 
     pub fn alert_feed_dropped(&self) {
         self.alert_feed_dropped.inc();
+    }
+
+    /// Points or series of a foreign protocol that map to no metric.
+    pub fn unmapped(&self, protocol: &'static str, count: u64) {
+        if count > 0 {
+            self.unmapped
+                .get_or_create(&ReasonLabels { reason: protocol })
+                .inc_by(count);
+        }
     }
 
     pub fn connection_refused(&self, limit: &'static str) {

@@ -74,6 +74,11 @@ impl Reads {
 
     /// The clients the principal may read, by name, with their status.
     pub async fn fleet(&self, principal: &Principal) -> Result<Vec<ClientStatus>> {
+        self.fleet_where(|name| principal.may_read(name)).await
+    }
+
+    /// The clients whose names pass `readable`, by name, with their status.
+    pub async fn fleet_where(&self, readable: impl Fn(&str) -> bool) -> Result<Vec<ClientStatus>> {
         let now = UnixTime::now();
         let mut labels: std::collections::HashMap<ClientId, Vec<String>> =
             std::collections::HashMap::new();
@@ -85,7 +90,7 @@ impl Reads {
             .client_overviews()
             .await?
             .into_iter()
-            .filter(|overview| principal.may_read(&overview.name))
+            .filter(|overview| readable(&overview.name))
             .map(|overview| {
                 let labels = labels.remove(&overview.id).unwrap_or_default();
                 ClientStatus {

@@ -11,6 +11,8 @@ mod copy_binary;
 mod dashboard_users;
 #[macro_use]
 mod enrollment;
+#[macro_use]
+mod fleet_tokens;
 pub mod journal;
 mod partitions;
 mod postgres;
@@ -31,6 +33,7 @@ pub use alerts::{
 pub use clients::{ClientListing, ClientStore, FullSamples, SampleReads};
 pub use dashboard_users::UserStore;
 pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
+pub use fleet_tokens::{FleetToken, FleetTokenStore};
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};
@@ -150,7 +153,15 @@ impl TimeRange {
 /// part, the read-backs that are not hot paths [`SampleReads`]; what is
 /// here is written per store, because each store has its own fastest way.
 pub trait Store:
-    ClientStore + SampleReads + UserStore + EnrollmentStore + AlertStore + Send + Sync + 'static
+    ClientStore
+    + SampleReads
+    + UserStore
+    + EnrollmentStore
+    + FleetTokenStore
+    + AlertStore
+    + Send
+    + Sync
+    + 'static
 {
     /// "sqlite" or "postgresql", for logs.
     fn kind(&self) -> &'static str;

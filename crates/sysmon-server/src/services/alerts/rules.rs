@@ -9,6 +9,7 @@ use sysmon_core::metrics::{charted_index, CHARTED};
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
+use crate::services::host_pattern;
 
 /// Rules a server holds at most (file and API together): evaluation is
 /// hosts × rules every tick.
@@ -189,37 +190,10 @@ impl Hosts {
     pub fn matches(&self, host: &str) -> bool {
         match self {
             Hosts::All => true,
-            Hosts::Pattern(pattern) => glob_matches(pattern.as_bytes(), host.as_bytes()),
+            Hosts::Pattern(pattern) => host_pattern::matches(pattern, host),
             Hosts::Names(names) => names.contains(host),
         }
     }
-}
-
-/// `*` any run of characters, `?` one; everything else itself.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == b'?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match star {
-                Some((star_p, star_t)) => {
-                    p = star_p + 1;
-                    t = star_t + 1;
-                    star = Some((star_p, star_t + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// Where a rule was declared: the file's are read-only in the API.
@@ -484,7 +458,7 @@ mod tests {
 
     #[test]
     fn patterns_match_like_a_shell() {
-        let matches = |p: &str, t: &str| glob_matches(p.as_bytes(), t.as_bytes());
+        let matches = host_pattern::matches;
         assert!(matches("web-*", "web-1"));
         assert!(matches("*-db-?", "eu-db-1"));
         assert!(matches("a*b*c", "aXXbYYc"));

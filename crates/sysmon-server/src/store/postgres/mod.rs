@@ -250,6 +250,7 @@ fn upsert_buckets(
 impl_client_store!(PostgresStore, sqlx::Postgres);
 impl_user_store!(PostgresStore);
 impl_enrollment_store!(PostgresStore);
+impl_fleet_token_store!(PostgresStore);
 impl_alert_store!(PostgresStore);
 
 #[async_trait]

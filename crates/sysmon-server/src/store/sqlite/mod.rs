@@ -117,6 +117,7 @@ async fn blocking<T: Send + 'static>(
 impl_client_store!(SqliteStore, sqlx::Sqlite);
 impl_user_store!(SqliteStore);
 impl_enrollment_store!(SqliteStore);
+impl_fleet_token_store!(SqliteStore);
 impl_alert_store!(SqliteStore);
 
 #[async_trait]

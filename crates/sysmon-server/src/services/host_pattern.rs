@@ -1,0 +1,51 @@
+//! Host name patterns, shared by alert rules and fleet tokens: `*` any
+//! run of characters, `?` one; everything else itself.
+
+/// The longest pattern accepted.
+pub const MAX_PATTERN_BYTES: usize = 256;
+
+/// Whether `name` matches `pattern`.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    glob_matches(pattern.as_bytes(), name.as_bytes())
+}
+
+/// A pattern people can write: 1 to 256 printable characters.
+pub fn check(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty()
+        || pattern.len() > MAX_PATTERN_BYTES
+        || pattern.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "a host pattern is 1 to {MAX_PATTERN_BYTES} printable characters (`*` any run, `?` one)"
+        ));
+    }
+    Ok(())
+}
+
+/// Linear in the text with backtracking to the last `*` only: no
+/// pattern makes it slow.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}

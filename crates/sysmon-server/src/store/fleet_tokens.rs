@@ -1,0 +1,126 @@
+//! Fleet tokens (migration 0011): a [`FleetTokenStore`] trait (part of
+//! every [`Store`](super::Store)), the same SQL on both stores; the macro
+//! only supplies each store's pool.
+
+use async_trait::async_trait;
+use sysmon_core::UnixTime;
+
+use crate::error::Result;
+
+/// A fleet token as the server checks it and admins see it: never its
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetToken {
+    pub id: i64,
+    pub note: String,
+    /// Which hosts it may push for: `*`, or a pattern with `*` and `?`.
+    pub hosts: String,
+    /// Whether a push for a host not seen before creates it.
+    pub create_hosts: bool,
+    pub created_at: UnixTime,
+}
+
+#[async_trait]
+pub trait FleetTokenStore: Send + Sync {
+    /// Stores a token by its hash; its id.
+    async fn create_fleet_token(
+        &self,
+        token_hash: &[u8],
+        note: &str,
+        hosts: &str,
+        create_hosts: bool,
+    ) -> Result<i64>;
+
+    /// The token of that hash, if it exists.
+    async fn fleet_token(&self, token_hash: &[u8]) -> Result<Option<FleetToken>>;
+
+    async fn fleet_tokens(&self) -> Result<Vec<FleetToken>>;
+
+    /// Deletes a token and bumps the auth epoch, in one transaction; false
+    /// when there was none.
+    async fn revoke_fleet_token(&self, id: i64) -> Result<bool>;
+}
+
+/// The columns [`fleet_token_from`] reads, in its order.
+pub const FLEET_TOKEN_COLUMNS: &str = "id, note, hosts, create_hosts, created_at_us";
+
+pub fn fleet_token_from(
+    (id, note, hosts, create_hosts, created_at_us): (i64, String, String, bool, i64),
+) -> FleetToken {
+    FleetToken {
+        id,
+        note,
+        hosts,
+        create_hosts,
+        created_at: UnixTime::from_micros(created_at_us),
+    }
+}
+
+/// `impl FleetTokenStore for $store`, for a store with a sqlx `pool` field.
+macro_rules! impl_fleet_token_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::FleetTokenStore for $store {
+            async fn create_fleet_token(
+                &self,
+                token_hash: &[u8],
+                note: &str,
+                hosts: &str,
+                create_hosts: bool,
+            ) -> $crate::error::Result<i64> {
+                Ok(sqlx::query_scalar(
+                    "INSERT INTO fleet_tokens (token_hash, note, hosts, create_hosts, created_at_us)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                )
+                .bind(token_hash)
+                .bind(note)
+                .bind(hosts)
+                .bind(create_hosts)
+                .bind($crate::store::now_micros())
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn fleet_token(
+                &self,
+                token_hash: &[u8],
+            ) -> $crate::error::Result<Option<$crate::store::FleetToken>> {
+                let row = sqlx::query_as(&format!(
+                    "SELECT {} FROM fleet_tokens WHERE token_hash = $1",
+                    $crate::store::fleet_tokens::FLEET_TOKEN_COLUMNS
+                ))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map($crate::store::fleet_tokens::fleet_token_from))
+            }
+
+            async fn fleet_tokens(&self) -> $crate::error::Result<Vec<$crate::store::FleetToken>> {
+                let rows = sqlx::query_as(&format!(
+                    "SELECT {} FROM fleet_tokens ORDER BY id",
+                    $crate::store::fleet_tokens::FLEET_TOKEN_COLUMNS
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map($crate::store::fleet_tokens::fleet_token_from)
+                    .collect())
+            }
+
+            async fn revoke_fleet_token(&self, id: i64) -> $crate::error::Result<bool> {
+                let mut transaction = self.pool.begin().await?;
+                let deleted = sqlx::query("DELETE FROM fleet_tokens WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE auth_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut *transaction)
+                    .await?;
+                transaction.commit().await?;
+                Ok(deleted == 1)
+            }
+        }
+    };
+}
