@@ -42,6 +42,9 @@ pub enum Error {
     RefusedByStore(String),
     #[error("request body is too large: the limit here is {}", size_text(*.limit))]
     PayloadTooLarge { limit: usize },
+    /// More lines, samples or hosts in one request than it may carry.
+    #[error("{0}")]
+    TooMuchAtOnce(String),
     #[error("no such route; docs/api.md lists them")]
     NotFound,
     #[error("not logged in: send the session cookie or `Authorization: Bearer TOKEN` (POST /api/v1/session gives one)")]
@@ -117,7 +120,9 @@ impl Error {
             | Error::RefusedByStore(_)
             | Error::InvalidPayload(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::PayloadTooLarge { .. } | Error::TooMuchAtOnce(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Error::ChannelFailed(_) => StatusCode::BAD_GATEWAY,
             Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound | Error::NotFoundNamed(_) => StatusCode::NOT_FOUND,
@@ -185,7 +190,7 @@ impl Error {
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
             Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
-            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::PayloadTooLarge { .. } | Error::TooMuchAtOnce(_) => ErrorCode::PayloadTooLarge,
             Error::ChannelFailed(_) => ErrorCode::ChannelFailed,
             Error::Overloaded | Error::DownloadsBusy(_) => ErrorCode::Overloaded,
             Error::ShuttingDown => ErrorCode::ShuttingDown,

@@ -194,6 +194,7 @@ async fn manage_fleet_tokens(config: Config, command: FleetTokenCommand) -> anyh
             note,
             hosts,
             create_hosts,
+            export,
         } => {
             let created = auth
                 .fleet_tokens()
@@ -201,6 +202,7 @@ async fn manage_fleet_tokens(config: Config, command: FleetTokenCommand) -> anyh
                     note,
                     hosts,
                     create_hosts,
+                    export,
                 })
                 .await
                 .context("cannot create the token")?;
@@ -209,14 +211,14 @@ async fn manage_fleet_tokens(config: Config, command: FleetTokenCommand) -> anyh
         }
         FleetTokenCommand::List => {
             for token in auth.fleet_tokens().list().await? {
-                let creates = if token.create_hosts {
-                    "creates hosts"
-                } else {
-                    "known hosts only"
+                let kind = match (token.export, token.create_hosts) {
+                    (true, _) => "export",
+                    (false, true) => "push, creates hosts",
+                    (false, false) => "push, known hosts only",
                 };
                 writeln!(
                     out,
-                    "{}	hosts {}	{creates}	{}",
+                    "{}\t{kind}\thosts {}\t{}",
                     token.id, token.hosts, token.note
                 )?;
             }

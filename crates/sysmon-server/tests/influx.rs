@@ -24,20 +24,26 @@ const FIXTURE: &str = include_str!("fixtures/telegraf.lp");
 async fn start(database: &TestDatabase) -> (TestServer, String) {
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    // Raw samples kept a year: an older line is refused.
+    config.retention.raw = Some(Duration::from_secs(365 * 86_400));
     let server = TestServer::start(config).await;
     let admin = server.login("admin", ADMIN_PASSWORD).await;
     (server, admin)
 }
 
-/// A fleet token made through the API.
+/// A push token made through the API.
 async fn fleet_token(server: &TestServer, admin: &str, hosts: &str, create: bool) -> (i64, String) {
+    make_token(
+        server,
+        admin,
+        json!({"note": "test", "hosts": hosts, "create_hosts": create}),
+    )
+    .await
+}
+
+async fn make_token(server: &TestServer, admin: &str, request: Value) -> (i64, String) {
     let created = server
-        .post_json(
-            "/api/v1/fleet-tokens",
-            admin,
-            &json!({"note": "test", "hosts": hosts, "create_hosts": create}),
-            201,
-        )
+        .post_json("/api/v1/fleet-tokens", admin, &request, 201)
         .await;
     (
         created["id"].as_i64().unwrap(),
@@ -65,6 +71,22 @@ async fn write(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs line protocol and asserts the answer's status and that its
+/// error says `says`.
+async fn expect(
+    server: &TestServer,
+    path: &str,
+    authorization: Option<String>,
+    body: impl Into<reqwest::Body>,
+    status: u16,
+    says: &str,
+) {
+    let (got, reply) = write(server, path, authorization, body, false).await;
+    assert_eq!(got, status, "{path}: {reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.contains(says), "{path}: `{says}` in {reply}");
+}
+
 /// The fixture with its two collection times moved to 20 and 10 seconds
 /// ago (whole seconds), and those two times.
 fn fixture_now() -> (String, [i64; 2]) {
@@ -89,10 +111,9 @@ async fn exported(server: &TestServer, admin: &str, host: &str) -> Vec<HashMap<S
         .bearer_auth(admin)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(text.status(), 200, "export of {host}");
+    let text = text.text().await.unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     lines
@@ -268,8 +289,14 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
         (
             "/write?precision=s",
             line("other-1", 1.0, now),
-            403,
-            "fleet token",
+            400,
+            "nothing stored: line 1: may not write for host `other-1`: fleet token",
+        ),
+        (
+            "/write?precision=s",
+            line("edge-2", 50.0, 1_000_000_000),
+            400,
+            "older than raw samples are kept",
         ),
         (
             "/write?precision=s",
@@ -285,11 +312,68 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
             "{body}: {reply}"
         );
     }
-    assert_eq!(
-        exported(&server, &admin, "other-1").await.len(),
-        0,
-        "nothing stored outside the token's hosts"
+    // A host outside the token beside one inside: the outside one's lines
+    // refused, the others stored; lines of nothing sysmon keeps make no
+    // sample (and no host).
+    let body = format!(
+        "{}{}processes,host=edge-7 total=3i {now}\n",
+        line("edge-5", 45.0, now),
+        line("other-2", 1.0, now)
     );
+    let (status, reply) = write(&server, "/write?precision=s", token(&fleet), body, false).await;
+    assert_eq!(status, 400, "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("partial write: line 2: may not write for host `other-2`"),
+        "{error}"
+    );
+    assert_eq!(
+        number(&exported(&server, &admin, "edge-5").await[0], "cpu_load"),
+        55.0
+    );
+    let fleet_now = server.get_json("/api/v1/clients", &admin).await.to_string();
+    for absent in ["other-1", "other-2", "edge-7"] {
+        assert!(!fleet_now.contains(absent), "{absent} in {fleet_now}");
+    }
+
+    // Too much at once: 413, which Telegraf answers by splitting the batch.
+    let many: String = (0..10_001)
+        .map(|i| line("edge-1", 5.0, now - 20_000 + i))
+        .collect();
+    let (status, reply) = write(&server, "/write?precision=s", token(&fleet), many, false).await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (413, &json!("payload_too_large")),
+        "{reply}"
+    );
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b'\n'; 17 * 1024 * 1024]).unwrap();
+    let (status, reply) = write(
+        &server,
+        "/write",
+        token(&fleet),
+        bomb.finish().unwrap(),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (status, &reply["code"]),
+        (413, &json!("payload_too_large")),
+        "{reply}"
+    );
+
+    // A host that registered itself is not a push token's, even when the
+    // token's pattern matches its name.
+    server.register("edge-squat", "influx-password").await;
+    expect(
+        &server,
+        "/write?precision=s",
+        token(&fleet),
+        line("edge-squat", 1.0, now),
+        400,
+        "registered itself",
+    )
+    .await;
 
     // gzip bodies; a broken one is refused.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -323,22 +407,15 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
 
     // A token that may not create hosts; a client's own token, for itself
     // only; no token; a revoked token.
-    let (status, reply) = write(
+    expect(
         &server,
         "/write?precision=s",
         token(&known_only),
         line("edge-9", 1.0, now),
-        false,
+        400,
+        "may not create hosts",
     )
     .await;
-    assert_eq!(status, 404, "{reply}");
-    assert!(
-        reply["error"]
-            .as_str()
-            .unwrap()
-            .contains("may not create hosts"),
-        "{reply}"
-    );
     let own = server.register("solo-1", "influx-password").await;
     let (status, reply) = write(
         &server,
@@ -353,15 +430,15 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
         server.stored_samples(&own).await[0]["cpu_load"],
         json!(25.0)
     );
-    let (status, _) = write(
+    expect(
         &server,
         "/write?precision=s",
         token(&own),
         line("edge-1", 1.0, now),
-        false,
+        400,
+        "a client token writes for `solo-1` only",
     )
     .await;
-    assert_eq!(status, 403);
     let (status, _) = write(
         &server,
         "/write?precision=s",
@@ -382,7 +459,8 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
             (response.status().as_u16(), response.text().await.unwrap())
         }
     };
-    let (status, text) = exported_fleet(Some(fleet.clone())).await;
+    let (_, export) = make_token(&server, &admin, json!({"hosts": "edge-*", "export": true})).await;
+    let (status, text) = exported_fleet(Some(export.clone())).await;
     assert_eq!(status, 200, "{text}");
     assert!(
         text.contains("sysmon_cpu_load{host=\"edge-3\"} 70"),
@@ -394,6 +472,20 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
         status == 200 && text.contains("sysmon_up{host=\"solo-1\"} 1"),
         "{text}"
     );
+    assert_eq!(
+        exported_fleet(Some(fleet.clone())).await.0,
+        403,
+        "a push token does not read"
+    );
+    let (status, reply) = write(
+        &server,
+        "/write?precision=s",
+        token(&export),
+        line("edge-1", 1.0, now),
+        false,
+    )
+    .await;
+    assert_eq!(status, 403, "an export token does not push: {reply}");
     assert_eq!(exported_fleet(None).await.0, 401);
     assert_eq!(exported_fleet(Some("fleet_nonsense".into())).await.0, 401);
 
@@ -415,7 +507,7 @@ async fn bad_input_and_token_scopes(database: TestDatabase) {
     .await;
     assert_eq!(status, 401, "revoked");
     let listed = server.get_json("/api/v1/fleet-tokens", &admin).await;
-    assert_eq!(listed["tokens"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 2, "{listed}");
     assert!(
         listed["tokens"][0].get("token").is_none(),
         "never the secret"

@@ -101,7 +101,7 @@ async fn prometheus_scrapes_the_server_and_the_fleet() {
         .post_json(
             "/api/v1/fleet-tokens",
             &admin,
-            &json!({"note": "prometheus"}),
+            &json!({"note": "prometheus", "export": true}),
             201,
         )
         .await["token"]

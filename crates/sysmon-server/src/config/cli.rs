@@ -118,8 +118,9 @@ pub enum EnrollTokenCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum FleetTokenCommand {
-    /// Create a token and print its secret (shown only now): the bearer
-    /// token (or InfluxDB password) of Prometheus, vmagent or Telegraf.
+    /// Create a token and print its secret (shown only now): a push token
+    /// is Telegraf's (or an InfluxDB client's) password; an export token
+    /// (--export) Prometheus's bearer token for /metrics/fleet.
     Create {
         /// What it is for, shown in `list`.
         #[arg(long, default_value = "")]
@@ -131,9 +132,13 @@ pub enum FleetTokenCommand {
         /// A push for a host not seen before creates it (else: refused).
         #[arg(long)]
         create_hosts: bool,
+        /// An export token: Prometheus reads /metrics/fleet with it (it
+        /// never pushes) [default: a push token].
+        #[arg(long, conflicts_with = "create_hosts")]
+        export: bool,
     },
-    /// List tokens: id, hosts, whether it creates hosts, note (never the
-    /// secret).
+    /// List tokens: id, kind, hosts, whether it creates hosts, note (never
+    /// the secret).
     List,
     /// Revoke a token by its id: every running server refuses it within a
     /// second.

@@ -211,6 +211,9 @@ pub struct NewFleetTokenRequest {
     /// A push for a host not seen before creates it (default false).
     #[serde(default)]
     create_hosts: bool,
+    /// An export token, for `/metrics/fleet` (default false: a push token).
+    #[serde(default)]
+    export: bool,
 }
 
 fn any_host() -> String {
@@ -224,6 +227,8 @@ pub struct FleetTokenListing {
     note: String,
     hosts: String,
     create_hosts: bool,
+    /// An export token (reads `/metrics/fleet`) or a push token.
+    export: bool,
     /// Unix seconds.
     created_at: f64,
 }
@@ -233,8 +238,9 @@ pub struct FleetTokenList {
     tokens: Vec<FleetTokenListing>,
 }
 
-/// Create a fleet token: Prometheus remote write and InfluxDB line
-/// protocol push samples of many hosts with it (the hosts it matches).
+/// Create a fleet token: a push token (InfluxDB line protocol writes the
+/// hosts it covers and created) or an export token (Prometheus reads
+/// `/metrics/fleet` with it). See docs/integrations.md.
 #[utoipa::path(post, path = "/api/v1/fleet-tokens", tag = "admin",
     request_body = NewFleetTokenRequest,
     responses(
@@ -257,6 +263,7 @@ pub async fn create_fleet_token(
             note: request.note,
             hosts: request.hosts,
             create_hosts: request.create_hosts,
+            export: request.export,
         })
         .await?;
     Ok((
@@ -290,6 +297,7 @@ pub async fn list_fleet_tokens(
                 note: token.note,
                 hosts: token.hosts,
                 create_hosts: token.create_hosts,
+                export: token.export,
                 created_at: token.created_at.as_secs_f64(),
             })
             .collect(),

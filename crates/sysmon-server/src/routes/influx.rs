@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -17,7 +18,7 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
-use super::body::ForeignBody;
+use super::body::read_foreign;
 use super::query_params;
 use crate::error::{Error, Result};
 use crate::services::integrations::line_protocol::Precision;
@@ -34,25 +35,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Both versions' write: the token in `Authorization` (`Token T`,
-/// `Bearer T`, Basic auth's password) or 1.x's `p` parameter; the
-/// precision defaults to nanoseconds.
+/// `Bearer T`, Basic auth's password) or 1.x's `p` parameter, checked
+/// before the body is read; the precision defaults to nanoseconds.
 async fn write_lines(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    ForeignBody(body): ForeignBody,
+    body: Body,
 ) -> Result<StatusCode> {
     let params = query_params(query.as_deref())?;
-    let token = token(&headers, &params)?;
-    write(&state, &token, &params, &body).await
-}
-
-async fn write(
-    state: &AppState,
-    token: &str,
-    params: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<StatusCode> {
+    let pusher = state.auth.pusher(&token(&headers, &params)?).await?;
     let precision = match params.get("precision").map(String::as_str) {
         None | Some("") => Precision::Nanoseconds,
         Some(text) => Precision::parse(text).ok_or_else(|| {
@@ -61,27 +53,20 @@ async fn write(
             ))
         })?,
     };
-    let text = std::str::from_utf8(body).map_err(|error| {
-        let line = 1 + body[..error.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        Error::InvalidPayload(format!("line {line}: the body is not UTF-8"))
-    })?;
-    let pusher = state.auth.pusher(token).await?;
+    let body = read_foreign(&headers, body).await?;
     let outcome = state
         .integrations
-        .write_line_protocol(&pusher, text, precision)
+        .write_line_protocol(&pusher, body, precision)
         .await?;
-    match outcome.refused.first() {
+    match outcome.first_refused {
         None => Ok(StatusCode::NO_CONTENT),
         Some(first) if outcome.samples == 0 => Err(Error::InvalidPayload(format!(
-            "nothing stored: {first} ({} lines refused)",
-            outcome.refused.len()
+            "nothing stored: {first} ({} refused)",
+            outcome.refused
         ))),
         Some(first) => Err(Error::InvalidPayload(format!(
-            "partial write: {first} ({} lines refused; the other lines were stored)",
-            outcome.refused.len()
+            "partial write: {first} ({} refused; the rest was stored)",
+            outcome.refused
         ))),
     }
 }

@@ -106,8 +106,8 @@ async fn metrics(State(state): State<AppState>) -> Result<Response> {
 }
 
 /// `/metrics/fleet`: every readable host's newest values for Prometheus
-/// (docs/integrations.md). A fleet token reads the hosts it covers; a
-/// dashboard user's token, the hosts they may read.
+/// (docs/integrations.md). An export token reads the hosts it covers; a
+/// dashboard login's or a client's token, the hosts it may read.
 async fn fleet_metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let token = headers
         .get(AUTHORIZATION)
@@ -115,7 +115,13 @@ async fn fleet_metrics(State(state): State<AppState>, headers: HeaderMap) -> Res
         .map(crate::services::auth::strip_bearer)
         .ok_or(Error::NotLoggedIn)?;
     let hosts = match state.auth.fleet_tokens().find(token).await? {
-        Some(fleet) => state.reads.fleet_where(|name| fleet.covers(name)).await?,
+        Some(fleet) if fleet.export => state.reads.fleet_where(|name| fleet.covers(name)).await?,
+        Some(fleet) => {
+            return Err(Error::Forbidden(format!(
+                "fleet token {} is a push token: read /metrics/fleet with an export token",
+                fleet.id
+            )))
+        }
         None => {
             let principal = state
                 .auth

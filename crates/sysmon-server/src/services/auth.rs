@@ -368,6 +368,12 @@ impl Auth {
     /// Who pushes with this token: a fleet token, or a client's own.
     pub async fn pusher(&self, token: &str) -> Result<Pusher> {
         if let Some(fleet) = self.fleet_tokens.find(token).await? {
+            if fleet.export {
+                return Err(Error::Forbidden(format!(
+                    "fleet token {} is an export token: it reads /metrics/fleet and never pushes (push with a push token)",
+                    fleet.id
+                )));
+            }
             return Ok(Pusher::Fleet(fleet));
         }
         self.authenticate(token).await.map(Pusher::Client)

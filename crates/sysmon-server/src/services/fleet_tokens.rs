@@ -1,10 +1,19 @@
-//! Fleet tokens: protocols that carry many hosts in one request
-//! (Prometheus remote write, InfluxDB line protocol) push with one. An
-//! admin creates it (CLI or API) for any host or for hosts whose names
-//! match a pattern, and says whether a push for a host not seen before
-//! creates it. The secret is shown once, at creation, and kept only as a
-//! SHA-256 hash; revoking one is refused by every server within a second
-//! (it bumps the auth epoch).
+//! Fleet tokens, for many hosts at once. An admin creates one (CLI or API)
+//! for any host or for hosts whose names match a pattern, of one of two
+//! kinds:
+//!
+//! - a **push** token: protocols that carry many hosts in one request
+//!   (InfluxDB line protocol) write with it, to hosts push tokens created
+//!   only (never to a host that registered itself or an admin added, so a
+//!   pattern cannot reach an agent's host, nor a name squatted by a
+//!   stranger become a fleet's); it may create hosts not seen before;
+//! - an **export** token: Prometheus scrapes `/metrics/fleet` with it, for
+//!   every host it covers; it never pushes (it lives in a Prometheus
+//!   config, not on every host).
+//!
+//! The secret is shown once, at creation, and kept only as a SHA-256 hash;
+//! revoking one is refused by every server at once (each use reads the
+//! store) and bumps the auth epoch.
 
 use std::sync::Arc;
 
@@ -16,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::host_pattern;
 use crate::error::{Error, Result};
-use crate::store::{FleetToken, Store};
+use crate::store::{FleetToken, NewFleetToken, Store};
 
 /// Marks the secret as a fleet token where it is pasted.
 const PREFIX: &str = "fleet_";
@@ -33,6 +42,8 @@ pub struct FleetTokenRequest {
     pub hosts: String,
     /// Whether a push for a host not seen before creates it.
     pub create_hosts: bool,
+    /// An export token (reads `/metrics/fleet`) rather than a push token.
+    pub export: bool,
 }
 
 /// A token just created: the only time its secret is seen.
@@ -61,6 +72,11 @@ impl FleetTokens {
         }
         host_pattern::check(&request.hosts)
             .map_err(|message| Error::BadRequest(format!("`hosts`: {message}")))?;
+        if request.export && request.create_hosts {
+            return Err(Error::BadRequest(
+                "an export token only reads: `create_hosts` is for push tokens".into(),
+            ));
+        }
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
         let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
@@ -68,9 +84,12 @@ impl FleetTokens {
             .store
             .create_fleet_token(
                 &hash(&secret),
-                &request.note,
-                &request.hosts,
-                request.create_hosts,
+                &NewFleetToken {
+                    note: request.note.clone(),
+                    hosts: request.hosts.clone(),
+                    create_hosts: request.create_hosts,
+                    export: request.export,
+                },
             )
             .await?;
         tracing::warn!(
@@ -78,6 +97,7 @@ impl FleetTokens {
             note = request.note,
             hosts = request.hosts,
             create_hosts = request.create_hosts,
+            export = request.export,
             "fleet token created"
         );
         Ok(CreatedFleetToken { id, secret })
@@ -109,8 +129,8 @@ impl FleetTokens {
 }
 
 impl FleetToken {
-    /// Whether the host of that name is one of its hosts: it may push
-    /// for it, and read its newest values from `/metrics/fleet`.
+    /// Whether the host of that name is one of its hosts (by name; a push
+    /// token writes only hosts push tokens created, see the module).
     pub fn covers(&self, host: &str) -> bool {
         host_pattern::matches(&self.hosts, host)
     }

@@ -202,13 +202,7 @@ impl Ingest {
         let Some(keep) = self.raw_retention else {
             return Ok(());
         };
-        let horizon = UnixTime::now()
-            .micros()
-            .saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
-        match samples
-            .enumerate()
-            .find(|(_, sample)| sample.time.micros() < horizon)
-        {
+        match samples.enumerate().find(|(_, sample)| self.expired(sample)) {
             Some((index, sample)) => Err(Error::RetentionExpired {
                 index,
                 time: sample.time.to_json().to_string(),
@@ -216,6 +210,17 @@ impl Ingest {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Whether a sample is older than raw samples are kept (see
+    /// [`Ingest::store`]'s refusal).
+    pub fn expired(&self, sample: &Sample) -> bool {
+        self.raw_retention.is_some_and(|keep| {
+            let horizon = UnixTime::now()
+                .micros()
+                .saturating_sub(i64::try_from(keep.as_micros()).unwrap_or(i64::MAX));
+            sample.time.micros() < horizon
+        })
     }
 
     /// Every sample committed from now on, newly stored ones only.

@@ -116,9 +116,10 @@ pub trait AlertStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<Delivery>>;
 
-    /// Deletes events older than `before_us` and their deliveries (but
-    /// never a delivery still pending); returns the events deleted.
-    async fn prune_alert_history(&self, before_us: i64) -> Result<u64>;
+    /// Deletes at most `limit` of the events older than `before_us`, oldest
+    /// first, with their deliveries (never an event with a delivery still
+    /// pending); returns the events deleted.
+    async fn prune_alert_history(&self, before_us: i64, limit: i64) -> Result<u64>;
 
     async fn finish_delivery(&self, id: i64, outcome: &DeliveryOutcome) -> Result<()>;
 }
@@ -323,6 +324,18 @@ macro_rules! impl_alert_store {
                 lease_until_us: i64,
                 limit: i64,
             ) -> $crate::error::Result<Vec<$crate::store::Delivery>> {
+                // Most seconds nothing is due: a read, not a write (which
+                // would take SQLite's writer every second).
+                let due: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM alert_deliveries
+                                    WHERE status = 'pending' AND next_attempt_us <= $1)",
+                )
+                .bind(now_us)
+                .fetch_one(&self.pool)
+                .await?;
+                if !due {
+                    return Ok(Vec::new());
+                }
                 // The outer WHERE is checked again against a row another
                 // transaction just claimed (PostgreSQL re-reads it before
                 // updating), so a row is claimed once.
@@ -344,20 +357,28 @@ macro_rules! impl_alert_store {
                 Ok(claimed)
             }
 
-            async fn prune_alert_history(&self, before_us: i64) -> $crate::error::Result<u64> {
+            async fn prune_alert_history(
+                &self,
+                before_us: i64,
+                limit: i64,
+            ) -> $crate::error::Result<u64> {
                 let mut transaction = self.pool.begin().await?;
                 sqlx::query(
                     "DELETE FROM alert_deliveries WHERE status <> 'pending' AND event_id IN (
-                         SELECT id FROM alert_events WHERE at_us < $1)",
+                         SELECT id FROM alert_events WHERE at_us < $1 ORDER BY id LIMIT $2)",
                 )
                 .bind(before_us)
+                .bind(limit)
                 .execute(&mut *transaction)
                 .await?;
                 let deleted = sqlx::query(
-                    "DELETE FROM alert_events WHERE at_us < $1 AND NOT EXISTS (
-                         SELECT 1 FROM alert_deliveries WHERE event_id = alert_events.id)",
+                    "DELETE FROM alert_events WHERE id IN (
+                         SELECT id FROM alert_events WHERE at_us < $1 AND NOT EXISTS (
+                             SELECT 1 FROM alert_deliveries WHERE event_id = alert_events.id)
+                         ORDER BY id LIMIT $2)",
                 )
                 .bind(before_us)
+                .bind(limit)
                 .execute(&mut *transaction)
                 .await?
                 .rows_affected();

@@ -17,19 +17,32 @@ pub struct FleetToken {
     pub hosts: String,
     /// Whether a push for a host not seen before creates it.
     pub create_hosts: bool,
+    /// An export token: reads `/metrics/fleet`, never pushes.
+    pub export: bool,
     pub created_at: UnixTime,
+}
+
+/// What an admin asks for, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFleetToken {
+    pub note: String,
+    pub hosts: String,
+    pub create_hosts: bool,
+    pub export: bool,
+}
+
+/// A host as a push token sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetHost {
+    pub id: super::ClientId,
+    /// Created by a push token (so fleet tokens may write it).
+    pub created_by_fleet: bool,
 }
 
 #[async_trait]
 pub trait FleetTokenStore: Send + Sync {
     /// Stores a token by its hash; its id.
-    async fn create_fleet_token(
-        &self,
-        token_hash: &[u8],
-        note: &str,
-        hosts: &str,
-        create_hosts: bool,
-    ) -> Result<i64>;
+    async fn create_fleet_token(&self, token_hash: &[u8], token: &NewFleetToken) -> Result<i64>;
 
     /// The token of that hash, if it exists.
     async fn fleet_token(&self, token_hash: &[u8]) -> Result<Option<FleetToken>>;
@@ -39,19 +52,31 @@ pub trait FleetTokenStore: Send + Sync {
     /// Deletes a token and bumps the auth epoch, in one transaction; false
     /// when there was none.
     async fn revoke_fleet_token(&self, id: i64) -> Result<bool>;
+
+    /// The host of that name, if it exists.
+    async fn fleet_host(&self, name: &str) -> Result<Option<FleetHost>>;
+
+    /// Creates a host for a push token (no password: it cannot log in);
+    /// `None` when the name is taken.
+    async fn create_fleet_host(
+        &self,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Option<super::ClientId>>;
 }
 
 /// The columns [`fleet_token_from`] reads, in its order.
-pub const FLEET_TOKEN_COLUMNS: &str = "id, note, hosts, create_hosts, created_at_us";
+pub const FLEET_TOKEN_COLUMNS: &str = "id, note, hosts, create_hosts, export, created_at_us";
 
 pub fn fleet_token_from(
-    (id, note, hosts, create_hosts, created_at_us): (i64, String, String, bool, i64),
+    (id, note, hosts, create_hosts, export, created_at_us): (i64, String, String, bool, bool, i64),
 ) -> FleetToken {
     FleetToken {
         id,
         note,
         hosts,
         create_hosts,
+        export,
         created_at: UnixTime::from_micros(created_at_us),
     }
 }
@@ -64,18 +89,18 @@ macro_rules! impl_fleet_token_store {
             async fn create_fleet_token(
                 &self,
                 token_hash: &[u8],
-                note: &str,
-                hosts: &str,
-                create_hosts: bool,
+                token: &$crate::store::NewFleetToken,
             ) -> $crate::error::Result<i64> {
                 Ok(sqlx::query_scalar(
-                    "INSERT INTO fleet_tokens (token_hash, note, hosts, create_hosts, created_at_us)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    "INSERT INTO fleet_tokens
+                        (token_hash, note, hosts, create_hosts, export, created_at_us)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                 )
                 .bind(token_hash)
-                .bind(note)
-                .bind(hosts)
-                .bind(create_hosts)
+                .bind(&token.note)
+                .bind(&token.hosts)
+                .bind(token.create_hosts)
+                .bind(token.export)
                 .bind($crate::store::now_micros())
                 .fetch_one(&self.pool)
                 .await?)
@@ -120,6 +145,41 @@ macro_rules! impl_fleet_token_store {
                     .await?;
                 transaction.commit().await?;
                 Ok(deleted == 1)
+            }
+
+            async fn fleet_host(
+                &self,
+                name: &str,
+            ) -> $crate::error::Result<Option<$crate::store::FleetHost>> {
+                let row: Option<(i64, bool)> = sqlx::query_as(
+                    "SELECT id, created_by_fleet FROM clients
+                     WHERE name = $1 AND removed_at_us IS NULL",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id, created_by_fleet)| $crate::store::FleetHost {
+                    id: $crate::store::ClientId(id),
+                    created_by_fleet,
+                }))
+            }
+
+            async fn create_fleet_host(
+                &self,
+                name: &str,
+                password_hash: &str,
+            ) -> $crate::error::Result<Option<$crate::store::ClientId>> {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO clients (name, password_hash, created_at_us, created_by_fleet)
+                     VALUES ($1, $2, $3, TRUE)
+                     ON CONFLICT (name) DO NOTHING RETURNING id",
+                )
+                .bind(name)
+                .bind(password_hash)
+                .bind($crate::store::now_micros())
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(id.map($crate::store::ClientId))
             }
         }
     };

@@ -30,10 +30,10 @@ use crate::error::{Error, Result};
 pub use alerts::{
     AlertEvent, AlertStore, Delivery, DeliveryOutcome, NewAlertEvent, StoredStanding,
 };
-pub use clients::{ClientListing, ClientStore, FullSamples, SampleReads};
+pub use clients::{ClientListing, ClientStore, FullSamples, SampleReads, PURGE_PAUSE};
 pub use dashboard_users::UserStore;
 pub use enrollment::{EnrollmentStore, EnrollmentToken, NewEnrollmentToken};
-pub use fleet_tokens::{FleetToken, FleetTokenStore};
+pub use fleet_tokens::{FleetHost, FleetToken, FleetTokenStore, NewFleetToken};
 pub use journal::{Fold, FoldProgress, Inserted, InstanceId, JournalEntry, JournalSeq, Unobserved};
 pub use postgres::PostgresStore;
 pub use rollup::{Bucket, SeriesQuery, Tier};

@@ -559,9 +559,12 @@ mod tests {
             missing.contains("`ca_file` /nonexistent/ca.pem"),
             "{missing}"
         );
-        let not_pem = mail("/etc/hostname", SmtpSecurity::Tls);
+        let text_file = std::env::temp_dir().join(format!("sysmon-not-pem-{}", std::process::id()));
+        std::fs::write(&text_file, "not a certificate\n").unwrap();
+        let text_file = text_file.to_str().unwrap();
+        let not_pem = mail(text_file, SmtpSecurity::Tls);
         assert!(not_pem.contains("not a PEM certificate"), "{not_pem}");
-        let plain = mail("/etc/hostname", SmtpSecurity::None);
+        let plain = mail(text_file, SmtpSecurity::None);
         assert!(plain.contains("`ca_file` is for"), "{plain}");
     }
 

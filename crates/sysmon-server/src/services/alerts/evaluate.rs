@@ -128,6 +128,9 @@ pub struct Evaluator {
     standings: HashMap<(Arc<str>, ClientId), Standing>,
     /// Hosts seen in samples whose names are not known yet.
     unnamed: HashSet<ClientId>,
+    /// Rules were set since the last tick: alerts of hosts a rule no
+    /// longer watches are released then (not every tick).
+    rules_changed: bool,
 }
 
 impl Evaluator {
@@ -138,6 +141,7 @@ impl Evaluator {
             hosts: HashMap::new(),
             standings: HashMap::new(),
             unnamed: HashSet::new(),
+            rules_changed: false,
         };
         evaluator.set_rules(rules);
         evaluator
@@ -179,6 +183,7 @@ impl Evaluator {
         }
         self.windows = windows;
         self.rules = rules;
+        self.rules_changed = true;
     }
 
     pub fn rules(&self) -> &[Arc<Rule>] {
@@ -330,7 +335,9 @@ impl Evaluator {
                 });
             }
         }
-        self.release_unwatched(now, &mut transitions);
+        if std::mem::take(&mut self.rules_changed) {
+            self.release_unwatched(now, &mut transitions);
+        }
         transitions
     }
 

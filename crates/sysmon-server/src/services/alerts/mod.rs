@@ -46,6 +46,8 @@ const DELIVERY_BATCH: i64 = 50;
 const HOSTS_REFRESH: Duration = Duration::from_secs(60);
 /// How often history older than `alerts.history_days` is deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+/// Events deleted per transaction when history is pruned.
+const PRUNE_CHUNK: i64 = 1_000;
 /// A claimed delivery whose outcome was never recorded is tried again
 /// this long after its send timeout.
 const CLAIM_MARGIN: Duration = Duration::from_secs(60);
@@ -360,10 +362,27 @@ impl Alerts {
             return;
         };
         let before = now_us().saturating_sub(keep.as_micros().min(i64::MAX as u128) as i64);
-        match self.store.prune_alert_history(before).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "alerts: old history deleted"),
-            Err(error) => tracing::warn!(%error, "alerts: cannot delete old history"),
+        // In chunks with pauses, as removed clients are purged: the first
+        // run after an upgrade may find months of history, and SQLite's
+        // single writer is ingest's too.
+        let mut deleted = 0;
+        loop {
+            match self.store.prune_alert_history(before, PRUNE_CHUNK).await {
+                Ok(chunk) => {
+                    deleted += chunk;
+                    if chunk < PRUNE_CHUNK as u64 {
+                        break;
+                    }
+                    tokio::time::sleep(crate::store::PURGE_PAUSE).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "alerts: cannot delete old history");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "alerts: old history deleted");
         }
     }
 

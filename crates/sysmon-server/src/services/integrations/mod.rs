@@ -1,17 +1,21 @@
 //! Foreign protocols in: InfluxDB line protocol (what Telegraf sends) is
 //! parsed ([`line_protocol`]) and mapped to samples per host
 //! ([`telegraf`]); here, who may push for which host is checked, the hosts
-//! are found (or created, when a fleet token may), and every sample of
-//! the request goes to ingest in one transaction, acknowledged after
-//! commit like any other.
+//! are found (or created, when a push token may), and every sample of the
+//! request goes to ingest in one transaction, acknowledged after commit
+//! like any other. A line that cannot be taken (malformed, a host the
+//! token may not write, older than retention) is refused on its own, as
+//! InfluxDB 1.x does (a partial write); the others are stored.
 
 pub mod line_protocol;
 pub mod telegraf;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use parking_lot::Mutex;
+use sysmon_core::v1::MAX_BATCH_SAMPLES;
 use sysmon_core::UnixTime;
 
 use self::line_protocol::{LineError, Precision};
@@ -22,27 +26,31 @@ use super::metrics::{Metrics, Source};
 use crate::error::{Error, Result};
 use crate::store::{ClientId, ClientSample, Store};
 
-/// The password hash of a host a fleet token created: a valid PHC string
+/// The password hash of a host a push token created: a valid PHC string
 /// with no salt or hash, so no password ever matches it (such a host
-/// pushes with the fleet token; it cannot log in at `POST /client`).
+/// pushes with the token; it cannot log in at `POST /client`).
 const NO_PASSWORD: &str = "$argon2id$v=19$m=19456,t=2,p=1";
-/// Hosts one request may name, at most.
-pub const MAX_HOSTS_PER_REQUEST: usize = 10_000;
+/// Lines one request may carry: Telegraf sends 1,000 by default, and
+/// splits a batch that is answered 413.
+pub const MAX_LINES: usize = 100_000;
+/// Hosts one request may name: each is looked up (and maybe created).
+pub const MAX_HOSTS: usize = 1_000;
 
 /// What became of a write.
 #[derive(Debug, Default, PartialEq)]
 pub struct WriteOutcome {
     /// Samples stored (new or already there).
     pub samples: usize,
-    /// Lines refused, in order; the others were stored.
-    pub refused: Vec<LineError>,
+    /// The first line refused, and how many were.
+    pub first_refused: Option<LineError>,
+    pub refused: usize,
 }
 
 pub struct Integrations {
     store: Arc<dyn Store>,
     ingest: Ingest,
     metrics: Arc<Metrics>,
-    counters: Mutex<Counters>,
+    counters: Arc<Mutex<Counters>>,
 }
 
 impl Integrations {
@@ -51,106 +59,153 @@ impl Integrations {
             store,
             ingest,
             metrics,
-            counters: Mutex::new(Counters::default()),
+            counters: Arc::new(Mutex::new(Counters::default())),
         }
     }
 
-    /// A body of InfluxDB line protocol: its good lines are stored (a
-    /// partial write, as InfluxDB 1.x does), its bad ones returned. Nothing
-    /// is stored when the pusher may not write for one of its hosts.
+    /// A body of InfluxDB line protocol: its good lines are stored, its
+    /// bad ones counted and the first returned.
     pub async fn write_line_protocol(
         &self,
         pusher: &Pusher,
-        body: &str,
+        body: Bytes,
         precision: Precision,
     ) -> Result<WriteOutcome> {
         let now = UnixTime::now();
-        let (points, mut refused) = line_protocol::parse_body(body, precision);
-        let mapped = {
-            let counters = self.counters.lock();
-            telegraf::map_points(points, &counters, now)
-        };
+        let counters = self.counters.clone();
+        // Parsing and mapping 16 MiB is tens of milliseconds of CPU: off
+        // the async workers, and the shared counters held only to copy
+        // this request's hosts'.
+        let mapped = tokio::task::spawn_blocking(move || {
+            let text = utf8(&body)?;
+            let lines = text.lines().count();
+            if lines > MAX_LINES {
+                return Err(Error::TooMuchAtOnce(format!(
+                    "{lines} lines in one request; at most {MAX_LINES}: send smaller batches"
+                )));
+            }
+            let (points, refused) = line_protocol::parse_body(text, precision);
+            let hosts: BTreeSet<&str> = points
+                .iter()
+                .filter_map(|(_, point)| point.tag("host"))
+                .collect();
+            let previous = counters.lock().of_hosts(hosts.into_iter());
+            Ok((telegraf::map_points(points, &previous, now), refused))
+        })
+        .await
+        .map_err(|_| Error::Internal("mapping line protocol failed".into()))??;
+        let (mapped, mut refused) = mapped;
         self.metrics.unmapped("influx", mapped.unmapped);
         refused.extend(mapped.refused);
-        refused.sort_by_key(|error| error.line);
-        let hosts: BTreeSet<&str> = mapped
-            .samples
-            .iter()
-            .map(|(host, _, _)| host.as_str())
-            .collect();
-        let ids = self.resolve_hosts(pusher, hosts).await?;
-        let rows: Vec<ClientSample> = mapped
-            .samples
-            .into_iter()
-            .filter_map(|(host, _, sample)| {
-                ids.get(&host)
-                    .map(|&client| ClientSample { client, sample })
-            })
-            .collect();
+        if mapped.samples.len() > MAX_BATCH_SAMPLES {
+            return Err(Error::TooMuchAtOnce(format!(
+                "{} samples (hosts × seconds) in one request; at most {MAX_BATCH_SAMPLES}: send smaller batches",
+                mapped.samples.len()
+            )));
+        }
+        let mut by_host: BTreeMap<String, Vec<(usize, sysmon_core::Sample)>> = BTreeMap::new();
+        for (host, line, sample) in mapped.samples {
+            by_host.entry(host).or_default().push((line, sample));
+        }
+        if by_host.len() > MAX_HOSTS {
+            return Err(Error::TooMuchAtOnce(format!(
+                "{} hosts in one request; at most {MAX_HOSTS}: send smaller batches",
+                by_host.len()
+            )));
+        }
+        let mut rows = Vec::new();
+        for (host, samples) in by_host {
+            let client = match self.client_of(pusher, &host).await? {
+                Ok(client) => client,
+                Err(why) => {
+                    refused.extend(samples.iter().map(|(line, _)| LineError {
+                        line: *line,
+                        message: why.clone(),
+                    }));
+                    continue;
+                }
+            };
+            for (line, sample) in samples {
+                if self.ingest.expired(&sample) {
+                    refused.push(LineError {
+                        line,
+                        message: format!(
+                            "host `{host}`: time {} is older than raw samples are kept (retention.raw_days)",
+                            sample.time.to_json()
+                        ),
+                    });
+                } else {
+                    rows.push(ClientSample { client, sample });
+                }
+            }
+        }
         let samples = rows.len();
         if samples > 0 {
             self.ingest.store_rows(rows, Source::Influx).await?;
             self.counters.lock().update(mapped.counters);
         }
-        Ok(WriteOutcome { samples, refused })
+        refused.sort_by_key(|error| error.line);
+        Ok(WriteOutcome {
+            samples,
+            refused: refused.len(),
+            first_refused: refused.into_iter().next(),
+        })
     }
 
-    /// The client of every host named, after checking the pusher may write
-    /// for each (all or nothing); unknown hosts are created when the
-    /// pusher may, else refused.
-    async fn resolve_hosts(
-        &self,
-        pusher: &Pusher,
-        hosts: BTreeSet<&str>,
-    ) -> Result<HashMap<String, ClientId>> {
-        if hosts.len() > MAX_HOSTS_PER_REQUEST {
-            return Err(Error::BadRequest(format!(
-                "{} hosts in one request; at most {MAX_HOSTS_PER_REQUEST}",
-                hosts.len()
-            )));
-        }
-        if let Some(host) = hosts.iter().find(|host| !pusher.may_write(host)) {
-            return Err(Error::Forbidden(format!(
+    /// The client the pusher writes `host` as, or why it may not (its
+    /// lines are refused, the request's others stored).
+    async fn client_of(&self, pusher: &Pusher, host: &str) -> Result<Result<ClientId, String>> {
+        if !pusher.may_write(host) {
+            return Ok(Err(format!(
                 "may not write for host `{host}`: {}",
                 pusher.scope()
             )));
         }
-        let mut ids = HashMap::with_capacity(hosts.len());
-        for host in hosts {
-            let id = match self.store.find_client(host).await? {
-                Some(client) => client.id,
-                None => self.create_host(pusher, host).await?,
-            };
-            ids.insert(host.to_owned(), id);
+        let token = match pusher {
+            // A client's own token, for its own host.
+            Pusher::Client(owner) => return Ok(Ok(owner.id)),
+            Pusher::Fleet(token) => token,
+        };
+        match self.store.fleet_host(host).await? {
+            Some(found) if found.created_by_fleet => Ok(Ok(found.id)),
+            Some(_) => Ok(Err(format!(
+                "host `{host}` registered itself or was added by an admin: push tokens write only hosts push tokens created (push for it with its own token)"
+            ))),
+            None if !token.create_hosts => Ok(Err(format!(
+                "no host named `{host}`: fleet token {} may not create hosts (a push token created with `create_hosts` may)",
+                token.id
+            ))),
+            None => self.create_host(host).await,
         }
-        Ok(ids)
     }
 
-    async fn create_host(&self, pusher: &Pusher, host: &str) -> Result<ClientId> {
-        if !pusher.may_create_hosts() {
-            return Err(Error::NotFoundNamed(format!(
-                "no host named `{host}`: this token may not create hosts (a fleet token created with `create_hosts` may)"
+    async fn create_host(&self, host: &str) -> Result<Result<ClientId, String>> {
+        if validate_new_username(host).is_err() {
+            return Ok(Err(format!(
+                "`{host}` cannot be a host's name: it must start with a letter and be at most 64 printable characters"
             )));
         }
-        validate_new_username(host).map_err(|_| {
-            Error::BadRequest(format!(
-                "`{host}` cannot be a host's name: it must start with a letter and be at most 64 printable characters"
-            ))
-        })?;
-        match self.store.create_client(host, NO_PASSWORD).await? {
-            Some(id) => {
-                tracing::info!(host, "host created by a fleet token");
-                Ok(id)
-            }
-            // Created a moment ago by another request.
-            None => self
-                .store
-                .find_client(host)
-                .await?
-                .map(|client| client.id)
-                .ok_or_else(|| {
-                    Error::Internal(format!("host `{host}` vanished as it was created"))
-                }),
+        if let Some(id) = self.store.create_fleet_host(host, NO_PASSWORD).await? {
+            tracing::info!(host, "host created by a push token");
+            return Ok(Ok(id));
+        }
+        // Taken a moment ago: by another push (fine) or a registration.
+        match self.store.fleet_host(host).await? {
+            Some(found) if found.created_by_fleet => Ok(Ok(found.id)),
+            _ => Ok(Err(format!(
+                "host `{host}` was registered a moment ago by a client: push tokens write only hosts push tokens created"
+            ))),
         }
     }
+}
+
+/// The body as text; the error names the line where it stops being UTF-8.
+fn utf8(body: &[u8]) -> Result<&str> {
+    std::str::from_utf8(body).map_err(|error| {
+        let line = 1 + body[..error.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Error::InvalidPayload(format!("line {line}: the body is not UTF-8"))
+    })
 }

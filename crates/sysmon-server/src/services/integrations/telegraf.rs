@@ -8,18 +8,18 @@
 //! | `mem` | `total`, `available`, `used` | `memory_*_bytes`; `mem` = used MiB |
 //! | `swap` | `total`, `used` | `swap_*_bytes` |
 //! | `disk` (per `path`) | `total`, `used` | file systems; `storage` = used MiB of `/` |
-//! | `diskio` (per `name`) | `read_bytes`, `write_bytes` | disk rates (whole disks) |
-//! | `net` (per `interface`) | `bytes_recv`, `bytes_sent` | network rates (not `lo`, not `all`) |
+//! | `diskio` (per `name`) | `read_bytes`, `write_bytes` | disk rates (the disks the agent counts) |
+//! | `net` (per `interface`) | `bytes_recv`, `bytes_sent` | network rates (the interfaces the agent counts) |
 //! | `system` | `load1`, `load5`, `load15`, `uptime` | `load_average_*`, `uptime_seconds` |
 //! | `temp` (per `sensor`) | `temp` | `temperature_celsius` = the hottest |
 //!
-//! Counters become rates against the same host's previous request
-//! ([`Counters`]); the first request of a host after a start has none.
+//! Counters become rates against the same host's newest earlier reading
+//! of each kind ([`Counters`]); the first of a host after a start has none.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use sysmon_core::collect::{rates, CounterMap};
+use sysmon_core::collect::{rates, CounterMap, InterfaceKind};
 use sysmon_core::v1::{ExtendedMetrics, FilesystemUsage, HostSample};
 use sysmon_core::{Sample, UnixTime};
 
@@ -30,13 +30,40 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// over (a rate missed once each), so memory stays bounded whatever
 /// names a fleet token pushes.
 const MAX_COUNTED_HOSTS: usize = 100_000;
+/// Disks, and network interfaces, taken per host and second: more than any
+/// host has; the rest are ignored, so one request cannot make the
+/// counters (or the work of telling partitions apart) grow without bound.
+pub const MAX_DEVICES: usize = 256;
 
-/// One host's byte counters at one time.
+/// One kind of byte counters (disks, or network interfaces) of a host, at
+/// the second they were read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reading {
+    pub time_us: i64,
+    pub devices: CounterMap,
+}
+
+/// A host's newest counters of each kind, read at their own seconds
+/// (Telegraf may gather `diskio` less often than `net`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostCounters {
-    pub time_us: i64,
-    pub disks: CounterMap,
-    pub networks: CounterMap,
+    pub disks: Option<Reading>,
+    pub networks: Option<Reading>,
+}
+
+impl HostCounters {
+    /// Each kind from `newer` where it is newer.
+    fn merge(&mut self, newer: HostCounters) {
+        let newest = |kept: &mut Option<Reading>, new: Option<Reading>| {
+            if let Some(new) = new {
+                if kept.as_ref().is_none_or(|kept| kept.time_us < new.time_us) {
+                    *kept = Some(new);
+                }
+            }
+        };
+        newest(&mut self.disks, newer.disks);
+        newest(&mut self.networks, newer.networks);
+    }
 }
 
 /// The newest counters of every host, for the next request's rates.
@@ -46,22 +73,27 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// The counters of these hosts, copied: a request maps its points
+    /// from them without holding the shared map.
+    pub fn of_hosts<'a>(&self, hosts: impl Iterator<Item = &'a str>) -> Counters {
+        Counters {
+            hosts: hosts
+                .filter_map(|host| Some((host.to_owned(), self.hosts.get(host)?.clone())))
+                .collect(),
+        }
+    }
+
     fn of(&self, host: &str) -> Option<&HostCounters> {
         self.hosts.get(host)
     }
 
-    /// Takes counters read from a stored request (newer ones only).
+    /// Takes counters read from a stored request (each kind where newer).
     pub fn update(&mut self, readings: Vec<(String, HostCounters)>) {
         if self.hosts.len() + readings.len() > MAX_COUNTED_HOSTS {
             self.hosts.clear();
         }
         for (host, counters) in readings {
-            match self.hosts.get(&host) {
-                Some(kept) if kept.time_us >= counters.time_us => {}
-                _ => {
-                    self.hosts.insert(host, counters);
-                }
-            }
+            self.hosts.entry(host).or_default().merge(counters);
         }
     }
 }
@@ -85,6 +117,9 @@ pub struct Mapped {
 #[derive(Debug, Default)]
 struct Second {
     first_line: usize,
+    /// Whether any point mapped to a metric: a second of only unmapped
+    /// points (`processes`, per-core `cpu`) makes no sample.
+    mapped: bool,
     cpu_load: Option<f64>,
     mem: Option<f64>,
     storage: Option<f64>,
@@ -95,12 +130,13 @@ struct Second {
 }
 
 /// Maps parsed points (each with its line number); `now` stands in for a
-/// point without a timestamp.
+/// point without a timestamp. `counters` holds (at least) the previous
+/// counters of the request's hosts.
 pub fn map_points(points: Vec<(usize, Point)>, counters: &Counters, now: UnixTime) -> Mapped {
     let mut mapped = Mapped::default();
     let mut seconds: BTreeMap<(String, i64), Second> = BTreeMap::new();
     for (line, point) in points {
-        let Some(host) = point.tag("host").map(str::to_owned) else {
+        let Some(host) = point.tag("host") else {
             mapped.refused.push(LineError {
                 line,
                 message: format!(
@@ -111,28 +147,38 @@ pub fn map_points(points: Vec<(usize, Point)>, counters: &Counters, now: UnixTim
             continue;
         };
         let second = point.time_us.unwrap_or(now.micros()).div_euclid(1_000_000);
-        let entry = seconds.entry((host, second)).or_insert_with(|| Second {
-            first_line: line,
-            ..Second::default()
-        });
-        if !take(entry, &point) {
+        let entry = seconds
+            .entry((host.to_owned(), second))
+            .or_insert_with(|| Second {
+                first_line: line,
+                ..Second::default()
+            });
+        if take(entry, &point) {
+            entry.mapped = true;
+        } else {
             mapped.unmapped += 1;
         }
     }
     let mut newest: HashMap<String, HostCounters> = HashMap::new();
     for ((host, second), mut taken) in seconds {
+        if !taken.mapped {
+            continue;
+        }
         let time_us = second * 1_000_000;
         let previous = newest.get(&host).or_else(|| counters.of(&host));
         add_rates(&mut taken, previous, time_us);
-        if !taken.disks.is_empty() || !taken.networks.is_empty() {
-            let kept = newest.entry(host.clone()).or_default();
-            kept.time_us = time_us;
-            if !taken.disks.is_empty() {
-                kept.disks = std::mem::take(&mut taken.disks);
-            }
-            if !taken.networks.is_empty() {
-                kept.networks = std::mem::take(&mut taken.networks);
-            }
+        let read = |devices: &mut CounterMap| {
+            (!devices.is_empty()).then(|| Reading {
+                time_us,
+                devices: std::mem::take(devices),
+            })
+        };
+        let counted = HostCounters {
+            disks: read(&mut taken.disks),
+            networks: read(&mut taken.networks),
+        };
+        if counted.disks.is_some() || counted.networks.is_some() {
+            newest.entry(host.clone()).or_default().merge(counted);
         }
         let line = taken.first_line;
         match finish(taken, second, now) {
@@ -198,7 +244,9 @@ fn take(second: &mut Second, point: &Point) -> bool {
         },
         "diskio" => match (point.tag("name"), count("read_bytes"), count("write_bytes")) {
             (Some(name), Some(read), Some(written)) => {
-                second.disks.insert(name.to_owned(), (read, written));
+                if second.disks.len() < MAX_DEVICES {
+                    second.disks.insert(name.to_owned(), (read, written));
+                }
                 true
             }
             _ => false,
@@ -208,9 +256,11 @@ fn take(second: &mut Second, point: &Point) -> bool {
             count("bytes_recv"),
             count("bytes_sent"),
         ) {
-            (Some("all" | "lo"), _, _) => false,
+            (Some("all"), _, _) => false,
             (Some(name), Some(received), Some(sent)) => {
-                second.networks.insert(name.to_owned(), (received, sent));
+                if second.networks.len() < MAX_DEVICES {
+                    second.networks.insert(name.to_owned(), (received, sent));
+                }
                 true
             }
             _ => false,
@@ -242,49 +292,97 @@ fn keep<T>(field: &mut Option<T>, value: Option<T>) {
     }
 }
 
-/// Disk and network rates against the host's previous counters.
+/// Disk and network rates against the host's previous counters of each
+/// kind; the devices counted are those the agent counts.
 fn add_rates(second: &mut Second, previous: Option<&HostCounters>, time_us: i64) {
-    let Some(previous) = previous.filter(|previous| previous.time_us < time_us) else {
+    let Some(previous) = previous else {
         return;
     };
-    let window = Duration::from_micros((time_us - previous.time_us) as u64);
-    if !second.disks.is_empty() && !previous.disks.is_empty() {
-        let (read, written) = rates(&previous.disks, &whole_disks(&second.disks), window);
-        second.extended.disk_read_bytes_per_second = read;
-        second.extended.disk_write_bytes_per_second = written;
+    if let Some((before, window)) = earlier(&previous.disks, time_us) {
+        if !second.disks.is_empty() {
+            let (read, written) = rates(before, &counted_disks(&second.disks), window);
+            second.extended.disk_read_bytes_per_second = read;
+            second.extended.disk_write_bytes_per_second = written;
+        }
     }
-    if !second.networks.is_empty() && !previous.networks.is_empty() {
-        let (received, sent) = rates(&previous.networks, &second.networks, window);
-        second.extended.network_receive_bytes_per_second = received;
-        second.extended.network_transmit_bytes_per_second = sent;
+    if let Some((before, window)) = earlier(&previous.networks, time_us) {
+        if !second.networks.is_empty() {
+            let (received, sent) = rates(before, &counted_interfaces(&second.networks), window);
+            second.extended.network_receive_bytes_per_second = received;
+            second.extended.network_transmit_bytes_per_second = sent;
+        }
     }
 }
 
-/// Telegraf's `diskio` lists partitions beside their disks (`sda` and
-/// `sda1`, `nvme0n1` and `nvme0n1p1`) and loop devices: counting both would
-/// count each byte twice, so only whole disks, and no loop or RAM disks.
-fn whole_disks(disks: &CounterMap) -> CounterMap {
+/// A reading from before `time_us`, and how long before.
+fn earlier(reading: &Option<Reading>, time_us: i64) -> Option<(&CounterMap, Duration)> {
+    let reading = reading
+        .as_ref()
+        .filter(|reading| reading.time_us < time_us)?;
+    Some((
+        &reading.devices,
+        Duration::from_micros((time_us - reading.time_us) as u64),
+    ))
+}
+
+/// The disks whose traffic counts, as the agent counts them by name
+/// (Telegraf's host is not this one, so its `/sys` cannot be read): whole
+/// disks, not their partitions (`sda1` of `sda`, `nvme0n1p1` of
+/// `nvme0n1`, which repeat their disk's traffic), not loop, RAM or
+/// optical devices, and not device-mapper or md RAID devices (stacked on
+/// disks already counted).
+fn counted_disks(disks: &CounterMap) -> CounterMap {
     disks
         .iter()
-        .filter(|(name, _)| !name.starts_with("loop") && !name.starts_with("ram"))
-        .filter(|(name, _)| !disks.keys().any(|disk| is_partition_of(name, disk)))
+        .filter(|(name, _)| {
+            !["loop", "ram", "zram", "fd", "sr", "nbd", "dm-", "md"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+        })
+        .filter(|(name, _)| !is_partition(name, disks))
         .map(|(name, counters)| (name.clone(), *counters))
         .collect()
 }
 
-/// `sda1` of `sda`, `nvme0n1p1` of `nvme0n1`, `mmcblk0p2` of `mmcblk0`;
-/// not `dm-10` of `dm-1`.
-fn is_partition_of(name: &str, disk: &str) -> bool {
-    let Some(rest) = name.strip_prefix(disk).filter(|rest| !rest.is_empty()) else {
+/// Whether `name` is a partition of a disk also listed: its disk's name
+/// and a number (`sda` + `1`), or, for a disk whose name ends in a digit,
+/// `p` and a number (`nvme0n1` + `p1`). A lookup, not a scan of the list.
+fn is_partition(name: &str, disks: &CounterMap) -> bool {
+    let disk = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if disk.len() == name.len() || disk.is_empty() {
         return false;
+    }
+    let ends_in_digit = |text: &str| text.ends_with(|c: char| c.is_ascii_digit());
+    if !ends_in_digit(disk) && disks.contains_key(disk) {
+        return true;
+    }
+    disk.strip_suffix('p')
+        .is_some_and(|disk| ends_in_digit(disk) && disks.contains_key(disk))
+}
+
+/// The interfaces whose traffic counts, as the agent counts them: the
+/// physical ones, or, where there is none (a container), every one but
+/// loopback. Told apart by the conventional names of software interfaces.
+fn counted_interfaces(interfaces: &CounterMap) -> CounterMap {
+    const VIRTUAL: [&str; 14] = [
+        "veth", "docker", "br-", "virbr", "vnet", "cni", "flannel", "cali", "tun", "tap", "vxlan",
+        "kube", "lxc", "wg",
+    ];
+    let kind = |name: &str| {
+        if name == "lo" || name.starts_with("lo:") {
+            InterfaceKind::Loopback
+        } else if VIRTUAL.iter().any(|prefix| name.starts_with(prefix)) {
+            InterfaceKind::Virtual
+        } else {
+            InterfaceKind::Physical
+        }
     };
-    let disk_ends_in_digit = disk.ends_with(|c: char| c.is_ascii_digit());
-    let number = match rest.strip_prefix('p') {
-        Some(number) if disk_ends_in_digit => number,
-        _ if disk_ends_in_digit => return false,
-        _ => rest,
-    };
-    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+    sysmon_core::collect::counted_interfaces(
+        interfaces
+            .iter()
+            .map(|(name, counters)| (name.clone(), kind(name), *counters))
+            .collect(),
+    )
 }
 
 /// The sample of a host's second, validated as every ingest route's.
@@ -317,22 +415,55 @@ mod tests {
     }
 
     #[test]
-    fn partitions_are_told_from_their_disks() {
-        for (name, disk) in [
-            ("sda1", "sda"),
-            ("nvme0n1p1", "nvme0n1"),
-            ("mmcblk0p2", "mmcblk0"),
-        ] {
-            assert!(is_partition_of(name, disk), "{name} of {disk}");
-        }
-        for (name, disk) in [
-            ("dm-10", "dm-1"),
-            ("sda", "sda"),
-            ("sdab", "sda"),
-            ("nvme0n12", "nvme0n1"),
-        ] {
-            assert!(!is_partition_of(name, disk), "{name} of {disk}");
-        }
+    fn the_disks_and_interfaces_the_agent_counts() {
+        let devices = |names: &[&str]| -> CounterMap {
+            names
+                .iter()
+                .map(|name| (name.to_string(), (1, 1)))
+                .collect()
+        };
+        let disks = devices(&[
+            "sda",
+            "sda1",
+            "nvme0n1",
+            "nvme0n1p1",
+            "mmcblk0",
+            "mmcblk0p2",
+            "dm-1",
+            "dm-10",
+            "loop0",
+            "md0",
+            "vdb",
+        ]);
+        let mut counted: Vec<String> = counted_disks(&disks).into_keys().collect();
+        counted.sort();
+        assert_eq!(counted, ["mmcblk0", "nvme0n1", "sda", "vdb"]);
+        let interfaces = devices(&["lo", "eth0", "docker0", "veth12ab", "br-1f2e"]);
+        let counted: Vec<String> = counted_interfaces(&interfaces).into_keys().collect();
+        assert_eq!(counted, ["eth0"]);
+        let container = devices(&["lo", "veth12ab"]);
+        let counted: Vec<String> = counted_interfaces(&container).into_keys().collect();
+        assert_eq!(counted, ["veth12ab"], "no physical one: all but loopback");
+    }
+
+    #[test]
+    fn seconds_of_only_unmapped_points_make_no_sample() {
+        let only = mapped(
+            "processes,host=a total=3i 2000000000\ncpu,cpu=cpu0,host=a usage_idle=5 2000000000\n",
+            &Counters::default(),
+        );
+        assert!(only.samples.is_empty(), "{:?}", only.samples);
+        assert_eq!(only.unmapped, 2);
+    }
+
+    #[test]
+    fn devices_per_host_and_second_are_bounded() {
+        let body: String = (0..MAX_DEVICES + 50)
+            .map(|i| format!("diskio,host=a,name=d{i} read_bytes=1i,write_bytes=1i 2000000000\n"))
+            .collect();
+        let many = mapped(&body, &Counters::default());
+        let disks = many.counters[0].1.disks.as_ref().unwrap();
+        assert_eq!(disks.devices.len(), MAX_DEVICES);
     }
 
     #[test]
@@ -380,18 +511,35 @@ mod tests {
     }
 
     #[test]
-    fn counters_stay_bounded_and_never_go_back_in_time() {
+    fn counters_stay_bounded_and_each_kind_keeps_its_newest() {
         let mut counters = Counters::default();
-        let reading = |time_us| HostCounters {
-            time_us,
-            ..HostCounters::default()
+        let reading = |time_us| {
+            Some(Reading {
+                time_us,
+                devices: CounterMap::new(),
+            })
         };
-        counters.update(vec![("a".into(), reading(10))]);
-        counters.update(vec![("a".into(), reading(5))]);
-        assert_eq!(counters.of("a").map(|c| c.time_us), Some(10));
+        counters.update(vec![(
+            "a".into(),
+            HostCounters {
+                disks: reading(10),
+                networks: reading(10),
+            },
+        )]);
+        // A later request with only networks, and a stale disk reading.
+        counters.update(vec![(
+            "a".into(),
+            HostCounters {
+                disks: reading(5),
+                networks: reading(20),
+            },
+        )]);
+        let kept = counters.of("a").unwrap();
+        assert_eq!(kept.disks.as_ref().map(|r| r.time_us), Some(10));
+        assert_eq!(kept.networks.as_ref().map(|r| r.time_us), Some(20));
         counters.update(
             (0..MAX_COUNTED_HOSTS)
-                .map(|i| (format!("h{i}"), reading(1)))
+                .map(|i| (format!("h{i}"), HostCounters::default()))
                 .collect(),
         );
         assert!(counters.hosts.len() <= MAX_COUNTED_HOSTS);
