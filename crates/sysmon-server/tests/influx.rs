@@ -100,31 +100,7 @@ fn fixture_now() -> (String, [i64; 2]) {
 
 /// A host's samples as the admin exports them: one map per row.
 async fn exported(server: &TestServer, admin: &str, host: &str) -> Vec<HashMap<String, String>> {
-    let now = unix_now();
-    let text = server
-        .http
-        .get(server.url(&format!(
-            "/api/v1/clients/{host}/export.csv?from={}&to={}",
-            now - 3600.0,
-            now + 60.0
-        )))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(text.status(), 200, "export of {host}");
-    let text = text.text().await.unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    lines
-        .map(|line| {
-            header
-                .iter()
-                .zip(line.split(','))
-                .map(|(key, value)| (key.to_string(), value.to_owned()))
-                .collect()
-        })
-        .collect()
+    server.exported_rows(host, admin).await
 }
 
 fn number(row: &HashMap<String, String>, key: &str) -> f64 {

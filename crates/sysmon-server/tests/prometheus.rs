@@ -1,7 +1,9 @@
-//! A real Prometheus (Debian's) scrapes sysmon: its own telemetry at
-//! `/metrics`, and the fleet's newest values at `/metrics/fleet` with a
-//! fleet token; the test reads them back through Prometheus's own query
-//! API, as a Grafana on that Prometheus would.
+//! A real Prometheus (Debian's) and sysmon, both ways: Prometheus scrapes
+//! node_exporter on this machine and sends it to sysmon by remote write
+//! (a push token), whose samples must agree with `/proc`; and it scrapes
+//! sysmon's own telemetry at `/metrics` and the fleet's newest values at
+//! `/metrics/fleet` (an export token), read back through Prometheus's own
+//! query API, as a Grafana on that Prometheus would.
 
 use std::time::Duration;
 
@@ -19,10 +21,7 @@ struct Prometheus {
 
 impl Prometheus {
     async fn start(binary: &std::path::Path, dir: &std::path::Path, config: &str) -> Prometheus {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         std::fs::create_dir_all(dir).expect("Prometheus's directory");
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
@@ -78,11 +77,59 @@ impl Prometheus {
     }
 }
 
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// What `/proc/meminfo` says of `key`, in bytes.
+fn meminfo_bytes(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+}
+
+/// The root file system's size in bytes, as `statvfs` (through `stat -f`)
+/// gives it.
+fn root_size_bytes() -> u64 {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%b %S", "/"])
+        .output()
+        .expect("stat -f /");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    parts.next().unwrap() * parts.next().unwrap()
+}
+
+/// The series remote write sends sysmon: those it maps (the rest would be
+/// counted and dropped; not sending them saves Prometheus the work).
+const NODE_SERIES: &str = "node_(cpu_seconds_total|load1|load5|load15|memory_(MemTotal|MemAvailable|SwapTotal|SwapFree)_bytes|filesystem_(size|free|avail)_bytes|disk_(read|written)_bytes_total|network_(receive|transmit)_bytes_total|hwmon_temp_celsius|boot_time_seconds|time_seconds)";
+
 #[tokio::test]
-async fn prometheus_scrapes_the_server_and_the_fleet() {
+async fn prometheus_and_sysmon_both_ways() {
     let Some(binary) = outside_program("prometheus", "apt-get install prometheus") else {
         return;
     };
+    let Some(node_exporter) = outside_program(
+        "prometheus-node-exporter",
+        "apt-get install prometheus-node-exporter",
+    ) else {
+        return;
+    };
+    let node_port = free_port();
+    let _node = tokio::process::Command::new(&node_exporter)
+        .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node_exporter");
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
@@ -108,6 +155,17 @@ async fn prometheus_scrapes_the_server_and_the_fleet() {
         .as_str()
         .unwrap()
         .to_owned();
+    let push = server
+        .post_json(
+            "/api/v1/fleet-tokens",
+            &admin,
+            &json!({"note": "prometheus remote write", "hosts": "localhost", "create_hosts": true}),
+            201,
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let target = format!("127.0.0.1:{}", server.address.port());
     let prometheus = Prometheus::start(
         &binary,
@@ -121,6 +179,14 @@ scrape_configs:
     metrics_path: /metrics/fleet
     authorization: {{credentials: '{token}'}}
     static_configs: [{{targets: ['{target}']}}]
+  - job_name: node
+    static_configs: [{{targets: ['localhost:{node_port}']}}]
+remote_write:
+  - url: http://{target}/api/v1/prom/write
+    authorization: {{credentials: '{push}'}}
+    queue_config: {{max_shards: 1, min_shards: 1, batch_send_deadline: 1s, max_samples_per_send: 5000}}
+    write_relabel_configs:
+      - {{source_labels: [__name__], regex: '{NODE_SERIES}', action: keep}}
 "
         ),
     )
@@ -146,7 +212,7 @@ scrape_configs:
                     )
                 })
                 .collect();
-            if jobs.len() == 2 && jobs.iter().all(|(_, value)| value == "1") {
+            if jobs.len() == 3 && jobs.iter().all(|(_, value)| value == "1") {
                 Ok(jobs)
             } else {
                 Err(format!("{jobs:?}"))
@@ -154,7 +220,7 @@ scrape_configs:
         },
     )
     .await;
-    assert_eq!(up.len(), 2);
+    assert_eq!(up.len(), 3, "{up:?}");
     for expression in [
         "sysmon_up{host=\"prom-web-1\"} == 1",
         "sysmon_filesystem_size_bytes{host=\"prom-web-1\",mount_point=\"/\"} == 40",
@@ -163,5 +229,64 @@ scrape_configs:
         let found = prometheus.query(expression).await.unwrap();
         assert_eq!(found.len(), 1, "{expression}: {found:?}");
     }
+
+    // node_exporter's series through remote write: a host `localhost`
+    // (the instance without its port) whose samples agree with /proc.
+    let sample = poll(
+        "a remote-written sample of localhost with CPU, memory and /",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let fleet = server.get_json("/api/v1/clients", &admin).await;
+            if !fleet.to_string().contains("\"name\":\"localhost\"") {
+                return Err("no host `localhost` yet".to_owned());
+            }
+            server
+                .exported_rows("localhost", &admin)
+                .await
+                .into_iter()
+                .find(|row| {
+                    ["cpu_load", "memory_total_bytes", "storage"]
+                        .iter()
+                        .all(|key| row.get(*key).is_some_and(|v| !v.is_empty()))
+                })
+                .ok_or_else(|| "no full sample yet".to_owned())
+        },
+    )
+    .await;
+    let number = |key: &str| sample[key].parse::<f64>().unwrap();
+    assert_eq!(
+        number("memory_total_bytes") as u64,
+        meminfo_bytes("MemTotal")
+    );
+    let available = meminfo_bytes("MemAvailable") as f64;
+    let total = meminfo_bytes("MemTotal") as f64;
+    assert!(
+        (number("memory_used_bytes") - (total - available)).abs() < total * 0.1,
+        "used memory {} against /proc's {}",
+        number("memory_used_bytes"),
+        total - available
+    );
+    assert!((0.0..=100.0).contains(&number("cpu_load")), "{sample:?}");
+    let filesystems = server
+        .get_json("/api/v1/clients/localhost/filesystems", &admin)
+        .await;
+    let root = filesystems["filesystems"]
+        .as_array()
+        .and_then(|all| all.iter().find(|fs| fs["mount_point"] == "/"))
+        .unwrap_or_else(|| panic!("/ in {filesystems}"))
+        .clone();
+    assert_eq!(
+        root["total_bytes"].as_u64(),
+        Some(root_size_bytes()),
+        "{root}"
+    );
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(
+            "sysmon_samples_acknowledged_total{source=\"remote_write\",outcome=\"stored\"}"
+        ),
+        "{metrics}"
+    );
     server.shutdown().await;
 }

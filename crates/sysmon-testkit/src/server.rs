@@ -138,6 +138,42 @@ impl TestServer {
         response.text().await.expect("/metrics body")
     }
 
+    /// A host's samples of the last hour, as `GET .../export.csv` gives
+    /// them to `token` (an admin's, say): one map of column to text per
+    /// row, by time; an empty field is an absent metric. Panics unless
+    /// the export answers 200.
+    pub async fn exported_rows(
+        &self,
+        host: &str,
+        token: &str,
+    ) -> Vec<std::collections::HashMap<String, String>> {
+        let now = crate::unix_now();
+        let response = self
+            .http
+            .get(self.url(&format!(
+                "/api/v1/clients/{host}/export.csv?from={}&to={}",
+                now - 3600.0,
+                now + 60.0
+            )))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("export of {host}: {e}"));
+        assert_eq!(response.status(), 200, "export of {host}");
+        let text = response.text().await.expect("export body");
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        lines
+            .map(|line| {
+                header
+                    .iter()
+                    .zip(line.split(','))
+                    .map(|(key, value)| (key.to_string(), value.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Every sample stored for the token's client, by time, as
     /// `GET /api/v1/samples` gives them (JSON `HostSample`s), page after
     /// page.

@@ -9,9 +9,6 @@ pub const FIELDS_LIMIT: usize = 1024 * 1024;
 pub const BATCH_LIMIT: usize = 16 * 1024 * 1024;
 /// A JSON request of the dashboard's (a login).
 pub const JSON_LIMIT: usize = 64 * 1024;
-/// A foreign protocol's body (line protocol, remote write), as sent and
-/// once inflated: Telegraf's default 1,000 lines are a few hundred KiB.
-pub const FOREIGN_LIMIT: usize = 16 * 1024 * 1024;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
@@ -22,6 +19,7 @@ use serde_json::Value;
 use sysmon_core::FieldValue;
 
 use crate::error::{Error, Result};
+use crate::services::integrations::FOREIGN_LIMIT;
 
 /// The fields of a body, in order, as they arrived.
 #[derive(Debug, Default)]

@@ -22,6 +22,7 @@ use super::body::read_foreign;
 use super::query_params;
 use crate::error::{Error, Result};
 use crate::services::integrations::line_protocol::Precision;
+use crate::services::integrations::WriteOutcome;
 use crate::state::AppState;
 
 /// The InfluxDB version `/ping` reports: the 1.x write API's.
@@ -58,6 +59,12 @@ async fn write_lines(
         .integrations
         .write_line_protocol(&pusher, body, precision)
         .await?;
+    answer(outcome)
+}
+
+/// `204` when everything was stored; else `400` saying what was not, and
+/// whether the rest was (a partial write).
+pub(super) fn answer(outcome: WriteOutcome) -> Result<StatusCode> {
     match outcome.first_refused {
         None => Ok(StatusCode::NO_CONTENT),
         Some(first) if outcome.samples == 0 => Err(Error::InvalidPayload(format!(
@@ -73,7 +80,7 @@ async fn write_lines(
 
 /// The token: `Authorization: Token T` or `Bearer T`, Basic auth's
 /// password, or 1.x's `p` parameter.
-fn token(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<String> {
+pub(super) fn token(headers: &HeaderMap, params: &HashMap<String, String>) -> Result<String> {
     let header = headers
         .get(AUTHORIZATION)
         .map(|value| value.to_str().map_err(|_| Error::Unauthorized))

@@ -10,6 +10,7 @@ mod dashboard;
 mod extract;
 mod influx;
 mod monitor;
+mod prom;
 mod query;
 mod session;
 pub use session::SessionCookie;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/start_time", get(monitor::start_time))
         .merge(v1::routes())
         .merge(influx::routes())
+        .merge(prom::routes())
         .merge(monitor::routes())
         .nest("/api", monitor::routes())
         .route_layer(middleware::from_fn_with_state(

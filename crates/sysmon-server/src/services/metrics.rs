@@ -25,6 +25,8 @@ pub enum Source {
     V1WebSocket,
     /// InfluxDB line protocol, `POST /write` and `/api/v2/write`
     Influx,
+    /// Prometheus remote write, `POST /api/v1/prom/write`
+    RemoteWrite,
 }
 
 impl Source {
@@ -35,6 +37,7 @@ impl Source {
             Source::V1Http => "v1_http",
             Source::V1WebSocket => "v1_websocket",
             Source::Influx => "influx",
+            Source::RemoteWrite => "remote_write",
         }
     }
 }

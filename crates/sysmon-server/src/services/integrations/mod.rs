@@ -1,6 +1,8 @@
 //! Foreign protocols in: InfluxDB line protocol (what Telegraf sends) is
 //! parsed ([`line_protocol`]) and mapped to samples per host
-//! ([`telegraf`]); here, who may push for which host is checked, the hosts
+//! ([`telegraf`]); Prometheus remote write is decoded ([`remote_write`])
+//! and node_exporter's series mapped ([`node_exporter`]), both through
+//! [`readings`] (rates from counters between requests); here, who may push for which host is checked, the hosts
 //! are found (or created, when a push token may), and every sample of the
 //! request goes to ingest in one transaction, acknowledged after commit
 //! like any other. A line that cannot be taken (malformed, a host the
@@ -8,6 +10,9 @@
 //! InfluxDB 1.x does (a partial write); the others are stored.
 
 pub mod line_protocol;
+pub mod node_exporter;
+pub mod readings;
+pub mod remote_write;
 pub mod telegraf;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,10 +21,10 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use parking_lot::Mutex;
 use sysmon_core::v1::MAX_BATCH_SAMPLES;
-use sysmon_core::UnixTime;
+use sysmon_core::{Sample, UnixTime};
 
-use self::line_protocol::{LineError, Precision};
-use self::telegraf::Counters;
+use self::line_protocol::Precision;
+use self::readings::{Counters, HostCounters};
 use super::auth::{validate_new_username, Pusher};
 use super::ingest::Ingest;
 use super::metrics::{Metrics, Source};
@@ -30,6 +35,10 @@ use crate::store::{ClientId, ClientSample, Store};
 /// with no salt or hash, so no password ever matches it (such a host
 /// pushes with the token; it cannot log in at `POST /client`).
 const NO_PASSWORD: &str = "$argon2id$v=19$m=19456,t=2,p=1";
+/// A foreign protocol's body, as sent and once inflated (gzip for line
+/// protocol, snappy for remote write): Telegraf's default 1,000 lines are
+/// a few hundred KiB, Prometheus's remote-write batches less.
+pub const FOREIGN_LIMIT: usize = 16 * 1024 * 1024;
 /// Lines one request may carry: Telegraf sends 1,000 by default, and
 /// splits a batch that is answered 413.
 pub const MAX_LINES: usize = 100_000;
@@ -41,9 +50,27 @@ pub const MAX_HOSTS: usize = 1_000;
 pub struct WriteOutcome {
     /// Samples stored (new or already there).
     pub samples: usize,
-    /// The first line refused, and how many were.
-    pub first_refused: Option<LineError>,
+    /// Why the first thing refused was (`line 3: ...`, `host `x`: ...`),
+    /// and how many were.
+    pub first_refused: Option<String>,
     pub refused: usize,
+}
+
+/// Something of a request not taken, in request order.
+#[derive(Debug)]
+struct Refusal {
+    order: usize,
+    message: String,
+}
+
+/// A request mapped to samples, before the hosts are checked.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Each sample with its host and where it came from (a line's number).
+    samples: Vec<(String, Option<usize>, Sample)>,
+    counters: Vec<(String, HostCounters)>,
+    unmapped: u64,
+    refused: Vec<Refusal>,
 }
 
 pub struct Integrations {
@@ -76,7 +103,7 @@ impl Integrations {
         // Parsing and mapping 16 MiB is tens of milliseconds of CPU: off
         // the async workers, and the shared counters held only to copy
         // this request's hosts'.
-        let mapped = tokio::task::spawn_blocking(move || {
+        let batch = blocking(move || {
             let text = utf8(&body)?;
             let lines = text.lines().count();
             if lines > MAX_LINES {
@@ -84,27 +111,93 @@ impl Integrations {
                     "{lines} lines in one request; at most {MAX_LINES}: send smaller batches"
                 )));
             }
-            let (points, refused) = line_protocol::parse_body(text, precision);
+            let (points, bad_lines) = line_protocol::parse_body(text, precision);
             let hosts: BTreeSet<&str> = points
                 .iter()
                 .filter_map(|(_, point)| point.tag("host"))
                 .collect();
             let previous = counters.lock().of_hosts(hosts.into_iter());
-            Ok((telegraf::map_points(points, &previous, now), refused))
+            let mapped = telegraf::map_points(points, &previous, now);
+            let refused = bad_lines
+                .into_iter()
+                .chain(mapped.refused)
+                .map(|error| Refusal {
+                    order: error.line,
+                    message: error.to_string(),
+                })
+                .collect();
+            Ok(Batch {
+                samples: mapped
+                    .samples
+                    .into_iter()
+                    .map(|(host, line, sample)| (host, Some(line), sample))
+                    .collect(),
+                counters: mapped.counters,
+                unmapped: mapped.unmapped,
+                refused,
+            })
         })
-        .await
-        .map_err(|_| Error::Internal("mapping line protocol failed".into()))??;
-        let (mapped, mut refused) = mapped;
-        self.metrics.unmapped("influx", mapped.unmapped);
-        refused.extend(mapped.refused);
-        if mapped.samples.len() > MAX_BATCH_SAMPLES {
+        .await?;
+        self.metrics.unmapped("influx", batch.unmapped);
+        self.store_batch(pusher, batch, Source::Influx).await
+    }
+
+    /// A Prometheus remote-write body (snappy protobuf): node_exporter's
+    /// series stored as samples, the rest counted.
+    pub async fn write_remote(&self, pusher: &Pusher, body: Bytes) -> Result<WriteOutcome> {
+        let now = UnixTime::now();
+        let counters = self.counters.clone();
+        let batch = blocking(move || {
+            let request = remote_write::decode(&body, FOREIGN_LIMIT)?;
+            let hosts: BTreeSet<&str> = request
+                .timeseries
+                .iter()
+                .filter_map(node_exporter::host_of)
+                .collect();
+            let previous = counters.lock().of_hosts(hosts.into_iter());
+            let mapped = node_exporter::map_series(&request, &previous, now);
+            Ok(Batch {
+                samples: mapped
+                    .samples
+                    .into_iter()
+                    .map(|(host, sample)| (host, None, sample))
+                    .collect(),
+                counters: mapped.counters,
+                unmapped: mapped.unmapped,
+                refused: mapped
+                    .refused
+                    .into_iter()
+                    .map(|message| Refusal { order: 0, message })
+                    .collect(),
+            })
+        })
+        .await?;
+        self.metrics.unmapped("remote_write", batch.unmapped);
+        self.store_batch(pusher, batch, Source::RemoteWrite).await
+    }
+
+    /// Checks the hosts, stores what may be stored in one transaction, and
+    /// says what was refused.
+    async fn store_batch(
+        &self,
+        pusher: &Pusher,
+        batch: Batch,
+        source: Source,
+    ) -> Result<WriteOutcome> {
+        let Batch {
+            samples,
+            counters,
+            mut refused,
+            ..
+        } = batch;
+        if samples.len() > MAX_BATCH_SAMPLES {
             return Err(Error::TooMuchAtOnce(format!(
-                "{} samples (hosts × seconds) in one request; at most {MAX_BATCH_SAMPLES}: send smaller batches",
-                mapped.samples.len()
+                "{} samples (hosts × times) in one request; at most {MAX_BATCH_SAMPLES}: send smaller batches",
+                samples.len()
             )));
         }
-        let mut by_host: BTreeMap<String, Vec<(usize, sysmon_core::Sample)>> = BTreeMap::new();
-        for (host, line, sample) in mapped.samples {
+        let mut by_host: BTreeMap<String, Vec<(Option<usize>, Sample)>> = BTreeMap::new();
+        for (host, line, sample) in samples {
             by_host.entry(host).or_default().push((line, sample));
         }
         if by_host.len() > MAX_HOSTS {
@@ -113,42 +206,44 @@ impl Integrations {
                 by_host.len()
             )));
         }
+        let refuse = |line: Option<usize>, why: &str| Refusal {
+            order: line.unwrap_or(0),
+            message: match line {
+                Some(line) => format!("line {line}: {why}"),
+                None => why.to_owned(),
+            },
+        };
         let mut rows = Vec::new();
         for (host, samples) in by_host {
             let client = match self.client_of(pusher, &host).await? {
                 Ok(client) => client,
                 Err(why) => {
-                    refused.extend(samples.iter().map(|(line, _)| LineError {
-                        line: *line,
-                        message: why.clone(),
-                    }));
+                    refused.extend(samples.iter().map(|(line, _)| refuse(*line, &why)));
                     continue;
                 }
             };
             for (line, sample) in samples {
                 if self.ingest.expired(&sample) {
-                    refused.push(LineError {
-                        line,
-                        message: format!(
-                            "host `{host}`: time {} is older than raw samples are kept (retention.raw_days)",
-                            sample.time.to_json()
-                        ),
-                    });
+                    let why = format!(
+                        "host `{host}`: time {} is older than raw samples are kept (retention.raw_days)",
+                        sample.time.to_json()
+                    );
+                    refused.push(refuse(line, &why));
                 } else {
                     rows.push(ClientSample { client, sample });
                 }
             }
         }
-        let samples = rows.len();
-        if samples > 0 {
-            self.ingest.store_rows(rows, Source::Influx).await?;
-            self.counters.lock().update(mapped.counters);
+        let stored = rows.len();
+        if stored > 0 {
+            self.ingest.store_rows(rows, source).await?;
+            self.counters.lock().update(counters);
         }
-        refused.sort_by_key(|error| error.line);
+        refused.sort_by_key(|refusal| refusal.order);
         Ok(WriteOutcome {
-            samples,
+            samples: stored,
             refused: refused.len(),
-            first_refused: refused.into_iter().next(),
+            first_refused: refused.into_iter().next().map(|refusal| refusal.message),
         })
     }
 
@@ -197,6 +292,15 @@ impl Integrations {
             ))),
         }
     }
+}
+
+/// Runs CPU-heavy work (decoding, parsing, mapping) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Error::Internal("decoding a request failed".into()))?
 }
 
 /// The body as text; the error names the line where it stops being UTF-8.

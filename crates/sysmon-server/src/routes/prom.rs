@@ -1,0 +1,41 @@
+//! Prometheus remote write 1.0 in: `POST /api/v1/prom/write`, a snappy
+//! protobuf `WriteRequest` from Prometheus or vmagent, with a push token
+//! (`authorization: {credentials: TOKEN}`, or Basic auth's password).
+//! node_exporter's series become samples (docs/integrations.md).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+
+use super::body::read_foreign;
+use super::influx::{answer, token};
+use crate::error::Result;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/prom/write", post(remote_write))
+}
+
+/// The token is checked before the body is read. `204` once stored; `400`
+/// (which Prometheus does not resend) for a body that cannot be read or
+/// hosts the token may not write; `503` with `Retry-After` (resent) under
+/// load.
+async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode> {
+    let pusher = state
+        .auth
+        .pusher(&token(&headers, &HashMap::new())?)
+        .await?;
+    // Snappy is not a Content-Encoding here: the body is read as sent.
+    let mut plain = headers.clone();
+    plain.remove(axum::http::header::CONTENT_ENCODING);
+    let body = read_foreign(&plain, body).await?;
+    answer(state.integrations.write_remote(&pusher, body).await?)
+}
