@@ -18,7 +18,9 @@
 # costs; the peers are skipped then (PEERS=0 skips them too).
 #
 # ONLY="report fleet ..." runs only those rows (http ws batch report fleet
-# bigfleet) and peers (single batch export) to re-measure a few.
+# bigfleet remote) and peers (single batch export) to re-measure a few;
+# `remote` is Prometheus remote write against VictoriaMetrics'
+# (scripts/bench-remote-write.sh).
 #
 # Writes target/bench/results.md, or results-relaxed.md (and the raw
 # RESULT lines next to it).
@@ -86,7 +88,7 @@ summary() {
 }
 
 declare -A TABLE
-ONLY="${ONLY:-http ws batch report fleet bigfleet single export}"
+ONLY="${ONLY:-http ws batch report fleet bigfleet single export remote}"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 run_workload() { # STORE NAME ARGS...
   local store=$1 name=$2; shift 2
@@ -231,4 +233,10 @@ row() { # LABEL TARGET KEY PEER_KEY
   echo "| InfluxDB | ${TABLE[influx|single]:-n/a} samples/s | ${TABLE[influx|batch]:-n/a} samples/s | |"
   echo
   echo "Medians of $RUNS runs of ${DURATION}s (the report: of 21 requests); ingest.durability $DURABILITY; $(nproc) cores; $(date -u +%Y-%m-%d); load generator on the same machine."
+  if [ "$PEERS" = 1 ] && want remote && command -v victoria-metrics >/dev/null; then
+    echo
+    echo "Prometheus remote write in, 1,000 series (40 hosts' node_exporter series) per request, 8 connections, against VictoriaMetrics' remote write in the same run (scripts/bench-remote-write.sh):"
+    echo
+    SERVER="${CARGO_TARGET_DIR:-target}/release/sysmon-server" LOADGEN="$LOADGEN" scripts/bench-remote-write.sh "$DURATION" "$RUNS" 8
+  fi
 } | tee "$OUT/results$SUFFIX.md"

@@ -14,6 +14,7 @@ pub mod error_reply;
 pub mod host;
 pub mod metrics;
 pub mod number;
+pub mod prom;
 pub mod sample;
 #[cfg(feature = "settings")]
 pub mod settings;

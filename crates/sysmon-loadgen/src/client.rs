@@ -278,6 +278,7 @@ enum HttpKind {
     Json,
     V1,
     Influx,
+    RemoteWrite,
 }
 
 struct HttpSender {
@@ -315,7 +316,12 @@ impl HttpSender {
             Mode::Influx | Mode::Ws => (
                 HttpKind::Influx,
                 format!("{}/write?db={}", plan.url, plan.influx_db),
-                None,
+                plan.token.as_ref().map(|token| format!("Bearer {token}")),
+            ),
+            Mode::RemoteWrite => (
+                HttpKind::RemoteWrite,
+                format!("{}{}", plan.url, plan.remote_write_path),
+                plan.token.as_ref().map(|token| format!("Bearer {token}")),
             ),
         };
         let authorization = authorization
@@ -367,6 +373,10 @@ impl HttpSender {
                 }
                 (lines.into_bytes(), "text/plain; charset=utf-8")
             }
+            HttpKind::RemoteWrite => (
+                payload::remote_write(&self.host_tag, batch),
+                "application/x-protobuf",
+            ),
         };
         let mut request = self
             .client
@@ -375,6 +385,11 @@ impl HttpSender {
             .body(body);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if self.kind == HttpKind::RemoteWrite {
+            request = request
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0");
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -406,7 +421,9 @@ impl HttpSender {
                 }
                 _ => Outcome::Failed(FailureKind::BadReply),
             },
-            (HttpKind::Influx, status) if status.is_success() => Outcome::Acked { duplicates: 0 },
+            (HttpKind::Influx | HttpKind::RemoteWrite, status) if status.is_success() => {
+                Outcome::Acked { duplicates: 0 }
+            }
             (_, status) => Outcome::Failed(FailureKind::Status(status.as_u16())),
         }
     }

@@ -54,6 +54,11 @@ pub enum Mode {
     V1Batch,
     /// InfluxDB line protocol, `POST /write?db=DB`, --batch-size lines; no registration or check.
     Influx,
+    /// Prometheus remote write (snappy protobuf) to --remote-write-path: a
+    /// request is one scrape of --batch-size hosts, node_exporter's series
+    /// of each (25 series per host: --batch-size 40 sends 1,000 series);
+    /// no registration or check.
+    RemoteWrite,
 }
 
 impl Mode {
@@ -64,17 +69,18 @@ impl Mode {
             Mode::Ws => "ws",
             Mode::V1Batch => "v1-batch",
             Mode::Influx => "influx",
+            Mode::RemoteWrite => "remote-write",
         }
     }
 
     /// Whether a request carries a batch of samples rather than one.
     pub fn batches(self) -> bool {
-        matches!(self, Mode::V1Batch | Mode::Influx)
+        matches!(self, Mode::V1Batch | Mode::Influx | Mode::RemoteWrite)
     }
 
     /// Whether clients are sysmon users (registered, checked at the end).
     pub fn is_sysmon(self) -> bool {
-        self != Mode::Influx
+        !matches!(self, Mode::Influx | Mode::RemoteWrite)
     }
 }
 
@@ -180,6 +186,16 @@ pub struct Options {
     #[arg(long, default_value = "sysmon", value_name = "DB")]
     pub influx_db: String,
 
+    /// Path of --mode remote-write: sysmon's, or VictoriaMetrics'
+    /// `/api/v1/write`.
+    #[arg(long, default_value = "/api/v1/prom/write", value_name = "PATH")]
+    pub remote_write_path: String,
+
+    /// Bearer token of --mode influx and remote-write (sysmon's push
+    /// token; InfluxDB and VictoriaMetrics need none).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
     /// Microseconds between a client's consecutive sample times.
     #[arg(long, default_value_t = 1000, value_name = "MICROS")]
     pub time_step_us: u64,
@@ -222,6 +238,8 @@ pub struct Plan {
     pub progress: Option<Duration>,
     pub check: Option<CheckApi>,
     pub influx_db: String,
+    pub remote_write_path: String,
+    pub token: Option<String>,
     pub time_step_us: i64,
     /// `--start-time`, unix µs: every client's first sample time.
     pub start_micros: Option<i64>,
@@ -337,7 +355,7 @@ impl Options {
             Some(seconds) => Some(seconds.saturating_mul(crate::clock::MICROS_PER_SECOND)),
         };
         let check = match (self.no_check, self.mode, self.check_api) {
-            (true, _, _) | (false, Mode::Influx, _) => None,
+            (true, _, _) | (false, Mode::Influx | Mode::RemoteWrite, _) => None,
             (false, Mode::V1Batch, CheckApi::Auto) => Some(CheckApi::V1),
             (false, _, CheckApi::Auto) => Some(CheckApi::Report),
             (false, _, api) => Some(api),
@@ -360,6 +378,8 @@ impl Options {
             progress,
             check,
             influx_db: self.influx_db.clone(),
+            remote_write_path: self.remote_write_path.clone(),
+            token: self.token.clone(),
             time_step_us: self.time_step_us as i64,
             start_micros,
         };

@@ -164,9 +164,143 @@ pub fn influx_line(out: &mut String, escaped_host: &str, time_micros: i64, readi
     );
 }
 
+/// One Prometheus remote-write request (snappy protobuf): one scrape, at
+/// the batch's first time, of as many hosts as the batch has readings
+/// (`HOST-0`, `HOST-1`, ...), each with node_exporter's series as a
+/// 2-CPU host has them, 25 per host.
+pub fn remote_write(host: &str, batch: &[(i64, Reading)]) -> Vec<u8> {
+    use prost::Message;
+    use sysmon_core::prom::{Label, PromSample, TimeSeries, WriteRequest};
+    let Some((time, _)) = batch.first() else {
+        return Vec::new();
+    };
+    let timestamp = time / 1_000;
+    let mut timeseries = Vec::with_capacity(batch.len() * 25);
+    for (index, (_, reading)) in batch.iter().enumerate() {
+        let instance = format!("{host}-{index}:9100");
+        let mut series = |name: &str, extra: &[(&str, &str)], value: f64| {
+            let mut labels = vec![
+                Label {
+                    name: "__name__".into(),
+                    value: name.into(),
+                },
+                Label {
+                    name: "instance".into(),
+                    value: instance.clone(),
+                },
+                Label {
+                    name: "job".into(),
+                    value: "node".into(),
+                },
+            ];
+            labels.extend(extra.iter().map(|(name, value)| Label {
+                name: (*name).into(),
+                value: (*value).into(),
+            }));
+            timeseries.push(TimeSeries {
+                labels,
+                samples: vec![PromSample { value, timestamp }],
+            });
+        };
+        let seconds = timestamp as f64 / 1_000.0;
+        let busy = f64::from(reading.cpu_tenths) / 1_000.0;
+        for cpu in ["0", "1"] {
+            for (mode, share) in [
+                ("idle", 1.0 - busy),
+                ("user", busy * 0.7),
+                ("system", busy * 0.3),
+            ] {
+                series(
+                    "node_cpu_seconds_total",
+                    &[("cpu", cpu), ("mode", mode)],
+                    seconds * share,
+                );
+            }
+            series(
+                "node_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", "iowait")],
+                0.0,
+            );
+        }
+        let mib = 1024.0 * 1024.0;
+        for (name, value) in [
+            ("node_load1", busy * 2.0),
+            ("node_load5", busy * 1.8),
+            ("node_load15", busy * 1.5),
+            ("node_memory_MemTotal_bytes", 8192.0 * mib),
+            (
+                "node_memory_MemAvailable_bytes",
+                (8192.0 - f64::from(reading.mem)).max(0.0) * mib,
+            ),
+            ("node_memory_SwapTotal_bytes", 2048.0 * mib),
+            ("node_memory_SwapFree_bytes", 2048.0 * mib),
+            ("node_time_seconds", seconds),
+            ("node_boot_time_seconds", 1_700_000_000.0),
+        ] {
+            series(name, &[], value);
+        }
+        let root = [("mountpoint", "/"), ("fstype", "ext4"), ("device", "sda1")];
+        series("node_filesystem_size_bytes", &root, 512_000.0 * mib);
+        series(
+            "node_filesystem_free_bytes",
+            &root,
+            (512_000.0 - f64::from(reading.storage)) * mib,
+        );
+        series(
+            "node_disk_read_bytes_total",
+            &[("device", "sda")],
+            seconds * 1e5,
+        );
+        series(
+            "node_disk_written_bytes_total",
+            &[("device", "sda")],
+            seconds * 2e5,
+        );
+        series(
+            "node_network_receive_bytes_total",
+            &[("device", "eth0")],
+            seconds * 1e6,
+        );
+        series(
+            "node_network_transmit_bytes_total",
+            &[("device", "eth0")],
+            seconds * 5e5,
+        );
+        for sensor in ["temp1", "temp2"] {
+            series(
+                "node_hwmon_temp_celsius",
+                &[("chip", "platform_coretemp_0"), ("sensor", sensor)],
+                45.0 + busy * 30.0,
+            );
+        }
+    }
+    let body = WriteRequest { timeseries }.encode_to_vec();
+    snap::raw::Encoder::new()
+        .compress_vec(&body)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_write_request_is_one_scrape_of_25_series_per_host() {
+        use prost::Message;
+        let reading = Reading {
+            cpu_tenths: 250,
+            mem: 1024,
+            storage: 2048,
+            host: None,
+        };
+        let body = remote_write("lg", &[(1_764_079_980_123_000, reading); 40]);
+        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+        let request = sysmon_core::prom::WriteRequest::decode(raw.as_slice()).unwrap();
+        assert_eq!(request.timeseries.len(), 1_000);
+        let first = &request.timeseries[0];
+        assert_eq!(first.label("instance"), Some("lg-0:9100"));
+        assert_eq!(first.samples[0].timestamp, 1_764_079_980_123);
+    }
     use sysmon_core::UnixTime;
 
     const TIME: i64 = 1_764_079_980_123_000;

@@ -1,52 +1,10 @@
 //! Prometheus remote write 1.0: a snappy-compressed (block format)
-//! protobuf `WriteRequest`. The messages are declared here with prost's
-//! derive, field numbers as in Prometheus's `prompb/types.proto` and
-//! `remote.proto`; what sysmon does not read (exemplars, native
-//! histograms, metadata) is skipped by the decoder.
+//! protobuf `WriteRequest` (its messages: [`sysmon_core::prom`]).
 
 use prost::Message;
+pub use sysmon_core::prom::{Label, PromSample, TimeSeries, WriteRequest};
 
 use crate::error::{Error, Result};
-
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct TimeSeries {
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<PromSample>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct PromSample {
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    /// Unix milliseconds.
-    #[prost(int64, tag = "2")]
-    pub timestamp: i64,
-}
-
-impl TimeSeries {
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|label| label.name == name)
-            .map(|label| label.value.as_str())
-    }
-}
 
 /// Reads a request body: snappy (block format, as remote write sends it),
 /// at most `limit` bytes once inflated, then protobuf.
