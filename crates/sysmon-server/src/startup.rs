@@ -111,6 +111,8 @@ impl Application {
             retention::spawn(store.clone(), config.retention, services_stop.clone());
         let revocation_watch = auth.clone().watch_revocations(services_stop.clone());
 
+        let integrations =
+            Integrations::new(store.clone(), ingest.clone(), metrics.clone(), auth.clone());
         let state = AppState::new(Services {
             alerts,
             auth,
@@ -120,7 +122,7 @@ impl Application {
                 config.retention,
                 config.downloads,
             ),
-            integrations: Integrations::new(store.clone(), ingest.clone(), metrics.clone()),
+            integrations,
             ingest,
             monitor: Arc::new(monitor),
             metrics,

@@ -142,6 +142,25 @@ async fn remote_write_in_and_bad_input(database: TestDatabase) {
         403
     );
 
+    // A host removed by an admin is not written through a stale id: the
+    // next push creates it afresh, holding only what came after.
+    let removed = server
+        .http
+        .delete(server.url("/api/v1/clients/rw-1"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    let later = WriteRequest {
+        timeseries: vec![series("node_load1", "rw-1:9100", 0.5, now_ms + 1_000)],
+    };
+    let (status, reply) = post(&server, Some(&push), snappy(&later)).await;
+    assert_eq!(status, 204, "{reply}");
+    let rows = server.exported_rows("rw-1", &admin).await;
+    assert_eq!(rows.len(), 1, "only the sample after the removal: {rows:?}");
+    assert_eq!(rows[0]["load_average_1m"], "0.5");
+
     let metrics = server.metrics_text().await;
     assert!(
         metrics.contains("sysmon_ingest_unmapped_points_total{reason=\"remote_write\"}"),

@@ -111,6 +111,8 @@ pub struct Auth {
     guard: LoginGuard,
     enrollment: Enrollment,
     fleet_tokens: FleetTokens,
+    /// See [`Auth::generation`].
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
@@ -128,6 +130,7 @@ impl Auth {
             guard: LoginGuard::new(login_limits),
             enrollment: Enrollment::new(store.clone()),
             fleet_tokens: FleetTokens::new(store.clone()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             store,
         })
     }
@@ -384,6 +387,15 @@ impl Auth {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes whenever the cached tokens are forgotten (a revocation or a
+    /// removal, here or on another server): what others cache about
+    /// clients is stale then.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Reads the revocation epoch every second until `stop`, emptying the
