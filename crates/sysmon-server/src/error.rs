@@ -45,6 +45,9 @@ pub enum Error {
     /// More lines, samples or hosts in one request than it may carry.
     #[error("{0}")]
     TooMuchAtOnce(String),
+    /// A body in a format (a version of a protocol) not spoken here.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("no such route; docs/api.md lists them")]
     NotFound,
     #[error("not logged in: send the session cookie or `Authorization: Bearer TOKEN` (POST /api/v1/session gives one)")]
@@ -120,6 +123,7 @@ impl Error {
             | Error::RefusedByStore(_)
             | Error::InvalidPayload(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } | Error::TooMuchAtOnce(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -189,7 +193,7 @@ impl Error {
             },
             Error::RetentionExpired { .. } => ErrorCode::RetentionExpired,
             Error::ValueError | Error::BadRequest(_) => ErrorCode::InvalidRequest,
-            Error::InvalidPayload(_) => ErrorCode::InvalidPayload,
+            Error::InvalidPayload(_) | Error::UnsupportedMediaType(_) => ErrorCode::InvalidPayload,
             Error::PayloadTooLarge { .. } | Error::TooMuchAtOnce(_) => ErrorCode::PayloadTooLarge,
             Error::ChannelFailed(_) => ErrorCode::ChannelFailed,
             Error::Overloaded | Error::DownloadsBusy(_) => ErrorCode::Overloaded,

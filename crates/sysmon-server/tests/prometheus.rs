@@ -109,7 +109,7 @@ fn root_size_bytes() -> u64 {
 
 /// The series remote write sends sysmon: those it maps (the rest would be
 /// counted and dropped; not sending them saves Prometheus the work).
-const NODE_SERIES: &str = "node_(cpu_seconds_total|load1|load5|load15|memory_(MemTotal|MemAvailable|SwapTotal|SwapFree)_bytes|filesystem_(size|free|avail)_bytes|disk_(read|written)_bytes_total|network_(receive|transmit)_bytes_total|hwmon_temp_celsius|boot_time_seconds|time_seconds)";
+const NODE_SERIES: &str = "node_(cpu_seconds_total|load1|load5|load15|memory_(MemTotal|MemFree|MemAvailable|Buffers|Cached|SReclaimable|SwapTotal|SwapFree)_bytes|filesystem_(size|free|avail)_bytes|disk_(read|written)_bytes_total|network_(receive|transmit)_bytes_total|hwmon_temp_celsius|boot_time_seconds|time_seconds)";
 
 #[tokio::test]
 async fn prometheus_and_sysmon_both_ways() {
@@ -259,13 +259,17 @@ remote_write:
         number("memory_total_bytes") as u64,
         meminfo_bytes("MemTotal")
     );
-    let available = meminfo_bytes("MemAvailable") as f64;
+    // Used as the agent counts it: total - free - buffers - cache.
     let total = meminfo_bytes("MemTotal") as f64;
+    let used = total
+        - ["MemFree", "Buffers", "Cached", "SReclaimable"]
+            .iter()
+            .map(|key| meminfo_bytes(key) as f64)
+            .sum::<f64>();
     assert!(
-        (number("memory_used_bytes") - (total - available)).abs() < total * 0.1,
-        "used memory {} against /proc's {}",
-        number("memory_used_bytes"),
-        total - available
+        (number("memory_used_bytes") - used).abs() < total * 0.05,
+        "used memory {} against /proc's {used}",
+        number("memory_used_bytes")
     );
     assert!((0.0..=100.0).contains(&number("cpu_load")), "{sample:?}");
     let filesystems = server

@@ -118,6 +118,26 @@ async fn remote_write_in_and_bad_input(database: TestDatabase) {
     };
     let (status, reply) = post(&server, Some(&push), snappy(&only_inside)).await;
     assert_eq!(status, 204, "{reply}");
+    assert_eq!(
+        server.exported_rows("rw-1", &admin).await.len(),
+        1,
+        "one sample"
+    );
+
+    // Remote write 2.0 is refused, not read as an empty 1.0 request.
+    let v2 = server
+        .http
+        .post(server.url("/api/v1/prom/write"))
+        .bearer_auth(&push)
+        .header(
+            "Content-Type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        )
+        .body(snappy(&only_inside))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), 415);
 
     for (body, says) in [
         (b"\xff\xff\xff\xff\xff\xff".to_vec(), "snappy"),

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
 use super::body::read_foreign;
 use super::influx::{answer, token};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -33,6 +34,17 @@ async fn remote_write(
         .auth
         .pusher(&token(&headers, &HashMap::new())?)
         .await?;
+    // Remote write 2.0 says so in its content type; read as 1.0 it would
+    // look empty and be acknowledged with nothing stored.
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if content_type.contains("io.prometheus.write.v2") {
+        return Err(Error::UnsupportedMediaType(
+            "remote write 2.0 is not supported: send remote write 1.0 (`protobuf_message: prometheus.WriteRequest`)".into(),
+        ));
+    }
     // Snappy is not a Content-Encoding here: the body is read as sent.
     let mut plain = headers.clone();
     plain.remove(axum::http::header::CONTENT_ENCODING);

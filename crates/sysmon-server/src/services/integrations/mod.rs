@@ -39,6 +39,10 @@ const NO_PASSWORD: &str = "$argon2id$v=19$m=19456,t=2,p=1";
 /// protocol, snappy for remote write): Telegraf's default 1,000 lines are
 /// a few hundred KiB, Prometheus's remote-write batches less.
 pub const FOREIGN_LIMIT: usize = 16 * 1024 * 1024;
+/// A remote-write body once inflated: Prometheus sends a few hundred KiB
+/// (2,000 samples), vmagent up to its 8 MiB `-remoteWrite.maxBlockSize`.
+/// Decoded, a body takes some times its size, so less than for text.
+pub const REMOTE_WRITE_LIMIT: usize = 8 * 1024 * 1024;
 /// Lines one request may carry: Telegraf sends 1,000 by default, and
 /// splits a batch that is answered 413.
 pub const MAX_LINES: usize = 100_000;
@@ -56,11 +60,13 @@ pub struct WriteOutcome {
     pub refused: usize,
 }
 
-/// Something of a request not taken, in request order.
+/// Something of a request not taken, in request order (`count` of them
+/// when one message stands for several).
 #[derive(Debug)]
 struct Refusal {
     order: usize,
     message: String,
+    count: usize,
 }
 
 /// A request mapped to samples, before the hosts are checked.
@@ -172,6 +178,7 @@ impl Integrations {
                 .map(|error| Refusal {
                     order: error.line,
                     message: error.to_string(),
+                    count: 1,
                 })
                 .collect();
             Ok(Batch {
@@ -196,14 +203,28 @@ impl Integrations {
         let now = UnixTime::now();
         let counters = self.counters.clone();
         let batch = blocking(move || {
-            let request = remote_write::decode(&body, FOREIGN_LIMIT)?;
+            let request = remote_write::decode(&body, REMOTE_WRITE_LIMIT)?;
             let hosts: BTreeSet<&str> = request
                 .timeseries
                 .iter()
                 .filter_map(node_exporter::host_of)
                 .collect();
             let previous = counters.lock().of_hosts(hosts.into_iter());
-            let mapped = node_exporter::map_series(&request, &previous, now);
+            let mapped = node_exporter::map_series(&request, &previous, now, MAX_BATCH_SAMPLES)
+                .map_err(|count| {
+                    Error::TooMuchAtOnce(format!(
+                        "more than {MAX_BATCH_SAMPLES} samples (hosts × times) in one request ({count} and counting): send smaller batches"
+                    ))
+                })?;
+            let refused = mapped
+                .first_refused
+                .map(|message| Refusal {
+                    order: 0,
+                    message,
+                    count: mapped.refused,
+                })
+                .into_iter()
+                .collect();
             Ok(Batch {
                 samples: mapped
                     .samples
@@ -212,11 +233,7 @@ impl Integrations {
                     .collect(),
                 counters: mapped.counters,
                 unmapped: mapped.unmapped,
-                refused: mapped
-                    .refused
-                    .into_iter()
-                    .map(|message| Refusal { order: 0, message })
-                    .collect(),
+                refused,
             })
         })
         .await?;
@@ -260,8 +277,10 @@ impl Integrations {
                 Some(line) => format!("line {line}: {why}"),
                 None => why.to_owned(),
             },
+            count: 1,
         };
         let mut rows = Vec::new();
+        let mut stored_hosts = BTreeSet::new();
         for (host, samples) in by_host {
             let client = match self.client_of(pusher, &host).await? {
                 Ok(client) => client,
@@ -279,18 +298,25 @@ impl Integrations {
                     refused.push(refuse(line, &why));
                 } else {
                     rows.push(ClientSample { client, sample });
+                    stored_hosts.insert(host.clone());
                 }
             }
         }
         let stored = rows.len();
         if stored > 0 {
             self.ingest.store_rows(rows, source).await?;
-            self.counters.lock().update(counters);
+            // Counters of the hosts stored only: a host refused here must
+            // not set what another request's rates are made against.
+            let kept: Vec<(String, HostCounters)> = counters
+                .into_iter()
+                .filter(|(host, _)| stored_hosts.contains(host))
+                .collect();
+            self.counters.lock().update(kept);
         }
         refused.sort_by_key(|refusal| refusal.order);
         Ok(WriteOutcome {
             samples: stored,
-            refused: refused.len(),
+            refused: refused.iter().map(|refusal| refusal.count).sum(),
             first_refused: refused.into_iter().next().map(|refusal| refusal.message),
         })
     }

@@ -19,6 +19,8 @@ const MAX_COUNTED_HOSTS: usize = 100_000;
 /// host has; the rest are ignored, so one request cannot make the
 /// counters (or the work of telling partitions apart) grow without bound.
 pub const MAX_DEVICES: usize = 256;
+/// CPU load over less than this is the counters' rounding, not load.
+const MIN_CPU_WINDOW: Duration = Duration::from_secs(1);
 
 /// One kind of byte counters (disks, or network interfaces) of a host, at
 /// the time they were read.
@@ -34,6 +36,10 @@ pub struct CpuReading {
     pub time_us: i64,
     pub idle_seconds: f64,
     pub total_seconds: f64,
+    /// How many (CPU, mode) counters were summed: a reading of other
+    /// counters (a CPU added, a scrape split over two requests) is not
+    /// compared with it.
+    pub series: u32,
 }
 
 /// A host's newest counters of each kind, read at their own times (a
@@ -106,8 +112,10 @@ pub struct HostReading {
     /// points makes no sample.
     pub mapped: bool,
     pub cpu_load: Option<f64>,
-    /// CPU time so far (idle, all), for `cpu_load` against the previous.
+    /// CPU time so far (idle, all), for `cpu_load` against the previous,
+    /// summed over `cpu_series` counters.
     pub cpu_seconds: Option<(f64, f64)>,
+    pub cpu_series: u32,
     pub mem: Option<f64>,
     pub storage: Option<f64>,
     pub extended: ExtendedMetrics,
@@ -153,13 +161,17 @@ pub fn finish(
                 time_us,
                 idle_seconds: idle,
                 total_seconds: total,
+                series: reading.cpu_series,
             }),
         };
-        if !counted.is_empty() {
+        let line = reading.first_line;
+        let sample = to_sample(reading, time_us, now);
+        // Only a sample taken carries its counters on: a refused one's
+        // (a time far ahead, say) must not stand for the host's next.
+        if sample.is_ok() && !counted.is_empty() {
             newest.entry(host.clone()).or_default().merge(counted);
         }
-        let line = reading.first_line;
-        samples.push((host, line, to_sample(reading, time_us, now)));
+        samples.push((host, line, sample));
     }
     Finished {
         samples,
@@ -194,7 +206,10 @@ fn add_rates(reading: &mut HostReading, previous: Option<&HostCounters>, time_us
             reading.extended.network_transmit_bytes_per_second = sent;
         }
     }
-    let before = previous.cpu.filter(|cpu| cpu.time_us < time_us);
+    let before = previous.cpu.filter(|cpu| {
+        cpu.series == reading.cpu_series
+            && time_us - cpu.time_us >= MIN_CPU_WINDOW.as_micros() as i64
+    });
     if let (Some(before), Some((idle, total))) = (before, reading.cpu_seconds) {
         let (idle, total) = (idle - before.idle_seconds, total - before.total_seconds);
         // A counter that went back (a reboot) gives no load, not a spike.
@@ -375,6 +390,7 @@ mod tests {
                 HostReading {
                     mapped: true,
                     cpu_seconds: Some((idle, total)),
+                    cpu_series: 2,
                     ..HostReading::default()
                 },
             );
