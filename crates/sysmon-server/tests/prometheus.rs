@@ -111,6 +111,61 @@ fn root_size_bytes() -> u64 {
 /// counted and dropped; not sending them saves Prometheus the work).
 const NODE_SERIES: &str = "node_(cpu_seconds_total|load1|load5|load15|memory_(MemTotal|MemFree|MemAvailable|Buffers|Cached|SReclaimable|SwapTotal|SwapFree)_bytes|filesystem_(size|free|avail)_bytes|disk_(read|written)_bytes_total|network_(receive|transmit)_bytes_total|hwmon_temp_celsius|boot_time_seconds|time_seconds)";
 
+/// node_exporter on a free port, stopped when dropped, and that port.
+fn start_node_exporter(binary: &std::path::Path) -> (tokio::process::Child, u16) {
+    let port = free_port();
+    let child = tokio::process::Command::new(binary)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start node_exporter");
+    (child, port)
+}
+
+/// A fleet token of the admin's, through the API.
+async fn fleet_token(server: &TestServer, admin: &str, request: serde_json::Value) -> String {
+    server
+        .post_json("/api/v1/fleet-tokens", admin, &request, 201)
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The first sample of host `localhost` with CPU load, memory and the
+/// root file system, once remote write has brought one; `log` says what
+/// the sender wrote meanwhile.
+async fn full_localhost_sample(
+    server: &TestServer,
+    admin: &str,
+    log: impl Fn() -> String,
+) -> std::collections::HashMap<String, String> {
+    poll(
+        "a remote-written sample of localhost with CPU, memory and /",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let fleet = server.get_json("/api/v1/clients", admin).await;
+            if !fleet.to_string().contains("\"name\":\"localhost\"") {
+                return Err(format!("no host `localhost` yet: {}", log()));
+            }
+            server
+                .exported_rows("localhost", admin)
+                .await
+                .into_iter()
+                .find(|row| {
+                    ["cpu_load", "memory_total_bytes", "storage"]
+                        .iter()
+                        .all(|key| row.get(*key).is_some_and(|v| !v.is_empty()))
+                })
+                .ok_or_else(|| "no full sample yet".to_owned())
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn prometheus_and_sysmon_both_ways() {
     let Some(binary) = outside_program("prometheus", "apt-get install prometheus") else {
@@ -122,14 +177,7 @@ async fn prometheus_and_sysmon_both_ways() {
     ) else {
         return;
     };
-    let node_port = free_port();
-    let _node = tokio::process::Command::new(&node_exporter)
-        .arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start node_exporter");
+    let (_node, node_port) = start_node_exporter(&node_exporter);
     let database = TestDatabase::sqlite().await;
     let mut config = database.config();
     config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
@@ -144,28 +192,18 @@ async fn prometheus_and_sysmon_both_ways() {
             "filesystems": [{"mount_point": "/", "used_bytes": 10, "total_bytes": 40}]})],
         )
         .await;
-    let token = server
-        .post_json(
-            "/api/v1/fleet-tokens",
-            &admin,
-            &json!({"note": "prometheus", "export": true}),
-            201,
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let push = server
-        .post_json(
-            "/api/v1/fleet-tokens",
-            &admin,
-            &json!({"note": "prometheus remote write", "hosts": "localhost", "create_hosts": true}),
-            201,
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = fleet_token(
+        &server,
+        &admin,
+        json!({"note": "prometheus", "export": true}),
+    )
+    .await;
+    let push = fleet_token(
+        &server,
+        &admin,
+        json!({"note": "prometheus remote write", "hosts": "localhost", "create_hosts": true}),
+    )
+    .await;
     let target = format!("127.0.0.1:{}", server.address.port());
     let prometheus = Prometheus::start(
         &binary,
@@ -232,28 +270,7 @@ remote_write:
 
     // node_exporter's series through remote write: a host `localhost`
     // (the instance without its port) whose samples agree with /proc.
-    let sample = poll(
-        "a remote-written sample of localhost with CPU, memory and /",
-        Duration::from_secs(30),
-        Duration::from_millis(500),
-        || async {
-            let fleet = server.get_json("/api/v1/clients", &admin).await;
-            if !fleet.to_string().contains("\"name\":\"localhost\"") {
-                return Err("no host `localhost` yet".to_owned());
-            }
-            server
-                .exported_rows("localhost", &admin)
-                .await
-                .into_iter()
-                .find(|row| {
-                    ["cpu_load", "memory_total_bytes", "storage"]
-                        .iter()
-                        .all(|key| row.get(*key).is_some_and(|v| !v.is_empty()))
-                })
-                .ok_or_else(|| "no full sample yet".to_owned())
-        },
-    )
-    .await;
+    let sample = full_localhost_sample(&server, &admin, String::new).await;
     let number = |key: &str| sample[key].parse::<f64>().unwrap();
     assert_eq!(
         number("memory_total_bytes") as u64,
@@ -291,6 +308,84 @@ remote_write:
             "sysmon_samples_acknowledged_total{source=\"remote_write\",outcome=\"stored\"}"
         ),
         "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+/// vmagent (Debian's victoria-metrics package) scrapes node_exporter and
+/// remote-writes to sysmon with a bearer token, one queue and the
+/// relabeling docs/integrations.md gives: a host `localhost` with CPU,
+/// memory and its root file system arrives.
+#[tokio::test]
+async fn vmagent_remote_writes_node_exporter() {
+    let Some(vmagent) = outside_program("vmagent", "apt-get install victoria-metrics") else {
+        return;
+    };
+    let Some(node_exporter) = outside_program(
+        "prometheus-node-exporter",
+        "apt-get install prometheus-node-exporter",
+    ) else {
+        return;
+    };
+    let (_node, node_port) = start_node_exporter(&node_exporter);
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let push = fleet_token(
+        &server,
+        &admin,
+        json!({"note": "vmagent", "hosts": "localhost", "create_hosts": true}),
+    )
+    .await;
+    let dir = database.path("vmagent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let scrape = dir.join("scrape.yml");
+    std::fs::write(
+        &scrape,
+        format!(
+            "scrape_configs:\n  - job_name: node\n    scrape_interval: 1s\n    static_configs: [{{targets: ['localhost:{node_port}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let relabel = dir.join("relabel.yml");
+    std::fs::write(
+        &relabel,
+        format!("- {{source_labels: [__name__], regex: '{NODE_SERIES}', action: keep}}\n"),
+    )
+    .unwrap();
+    let _vmagent = tokio::process::Command::new(&vmagent)
+        .arg(format!("-promscrape.config={}", scrape.display()))
+        .arg(format!(
+            "-remoteWrite.url=http://127.0.0.1:{}/api/v1/prom/write",
+            server.address.port()
+        ))
+        .arg(format!("-remoteWrite.bearerToken={push}"))
+        .arg("-remoteWrite.queues=1")
+        .arg("-remoteWrite.flushInterval=1s")
+        .arg(format!(
+            "-remoteWrite.urlRelabelConfig={}",
+            relabel.display()
+        ))
+        .arg(format!(
+            "-remoteWrite.tmpDataPath={}",
+            dir.join("buffer").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("vmagent.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start vmagent");
+    let log = dir.join("vmagent.log");
+    let row = full_localhost_sample(&server, &admin, || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
+    assert_eq!(
+        row["memory_total_bytes"].parse::<f64>().unwrap() as u64,
+        meminfo_bytes("MemTotal")
     );
     server.shutdown().await;
 }

@@ -2,12 +2,13 @@
 //! parsed ([`line_protocol`]) and mapped to samples per host
 //! ([`telegraf`]); Prometheus remote write is decoded ([`remote_write`])
 //! and node_exporter's series mapped ([`node_exporter`]), both through
-//! [`readings`] (rates from counters between requests); here, who may push for which host is checked, the hosts
-//! are found (or created, when a push token may), and every sample of the
-//! request goes to ingest in one transaction, acknowledged after commit
-//! like any other. A line that cannot be taken (malformed, a host the
-//! token may not write, older than retention) is refused on its own, as
-//! InfluxDB 1.x does (a partial write); the others are stored.
+//! [`readings`] (rates from counters between requests). Here, who may
+//! push for which host is checked, the hosts are found (or created, when
+//! a push token may), and every sample of the request goes to ingest in
+//! one transaction, acknowledged after commit like any other. What cannot
+//! be taken (a malformed line, a host the token may not write, a sample
+//! older than retention) is refused on its own, as InfluxDB 1.x does (a
+//! partial write); the rest is stored.
 
 pub mod line_protocol;
 pub mod node_exporter;
@@ -35,9 +36,8 @@ use crate::store::{ClientId, ClientSample, Store};
 /// with no salt or hash, so no password ever matches it (such a host
 /// pushes with the token; it cannot log in at `POST /client`).
 const NO_PASSWORD: &str = "$argon2id$v=19$m=19456,t=2,p=1";
-/// A foreign protocol's body, as sent and once inflated (gzip for line
-/// protocol, snappy for remote write): Telegraf's default 1,000 lines are
-/// a few hundred KiB, Prometheus's remote-write batches less.
+/// A foreign protocol's body as sent, and line protocol's once inflated
+/// from gzip: Telegraf's default 1,000 lines are a few hundred KiB.
 pub const FOREIGN_LIMIT: usize = 16 * 1024 * 1024;
 /// A remote-write body once inflated: Prometheus sends a few hundred KiB
 /// (2,000 samples), vmagent up to its 8 MiB `-remoteWrite.maxBlockSize`.
