@@ -364,8 +364,14 @@ macro_rules! impl_alert_store {
             ) -> $crate::error::Result<u64> {
                 let mut transaction = self.pool.begin().await?;
                 sqlx::query(
-                    "DELETE FROM alert_deliveries WHERE status <> 'pending' AND event_id IN (
-                         SELECT id FROM alert_events WHERE at_us < $1 ORDER BY id LIMIT $2)",
+                    // The oldest events with nothing pending: events still
+                    // being notified are passed over, so a chunk of them
+                    // cannot stop the pruning of those after.
+                    "DELETE FROM alert_deliveries WHERE event_id IN (
+                         SELECT id FROM alert_events WHERE at_us < $1 AND NOT EXISTS (
+                             SELECT 1 FROM alert_deliveries
+                             WHERE event_id = alert_events.id AND status = 'pending')
+                         ORDER BY id LIMIT $2)",
                 )
                 .bind(before_us)
                 .bind(limit)
