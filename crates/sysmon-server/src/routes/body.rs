@@ -142,6 +142,12 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes> {
     read_limited(request.into_body(), limit).await
 }
 
+/// A foreign protocol's body exactly as sent (remote write's snappy is
+/// its own framing, not a `Content-Encoding` to undo here).
+pub async fn read_foreign_raw(body: Body) -> Result<Bytes> {
+    read_limited(body, FOREIGN_LIMIT).await
+}
+
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
 
-use super::body::read_foreign;
+use super::body::read_foreign_raw;
 use super::influx::{answer, token};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -45,9 +45,6 @@ async fn remote_write(
             "remote write 2.0 is not supported: send remote write 1.0 (`protobuf_message: prometheus.WriteRequest`)".into(),
         ));
     }
-    // Snappy is not a Content-Encoding here: the body is read as sent.
-    let mut plain = headers.clone();
-    plain.remove(axum::http::header::CONTENT_ENCODING);
-    let body = read_foreign(&plain, body).await?;
+    let body = read_foreign_raw(body).await?;
     answer(state.integrations.write_remote(&pusher, body).await?)
 }
