@@ -330,6 +330,56 @@ pub fn charted_values(sample: &Sample) -> [Option<f64>; CHARTED_COUNT] {
     CHARTED.map(|metric| metric.get(sample).map(MetricValue::as_f64))
 }
 
+/// Completes `stored` with what a later part of the same sample (same host
+/// and time) carries: every metric `stored` lacks, and file systems of
+/// mount points it lacks, up to [`MAX_FILESYSTEMS`]. Stored values are
+/// never replaced, so a replay changes nothing and parts may arrive in any
+/// order. Returns what was added, as a sample of those values only (for the
+/// summaries they join), or `None` when nothing was.
+pub fn fill_missing(stored: &mut Sample, part: &Sample) -> Option<Sample> {
+    let mut added = Sample {
+        time: stored.time,
+        cpu_load: None,
+        mem: None,
+        storage: None,
+        extended: None,
+    };
+    let mut changed = false;
+    for metric in &METRICS {
+        if metric.get(stored).is_none() {
+            if let Some(value) = metric.get(part) {
+                metric.set(stored, Some(value));
+                metric.set(&mut added, Some(value));
+                changed = true;
+            }
+        }
+    }
+    let incoming = part
+        .extended
+        .as_deref()
+        .map_or(&[][..], |extended| extended.filesystems.as_slice());
+    for fs in incoming {
+        let kept = stored
+            .extended
+            .as_deref()
+            .map_or(&[][..], |extended| extended.filesystems.as_slice());
+        if kept.len() >= MAX_FILESYSTEMS
+            || kept.iter().any(|known| known.mount_point == fs.mount_point)
+        {
+            continue;
+        }
+        for sample in [&mut *stored, &mut added] {
+            sample
+                .extended
+                .get_or_insert_with(Default::default)
+                .filesystems
+                .push(fs.clone());
+        }
+        changed = true;
+    }
+    changed.then_some(added)
+}
+
 /// Checks every metric of a sample against its range, and its file systems.
 pub fn validate(sample: &Sample) -> Result<(), SampleError> {
     for metric in &METRICS {
@@ -363,6 +413,7 @@ pub fn validate(sample: &Sample) -> Result<(), SampleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::v1::FilesystemUsage;
     use crate::UnixTime;
 
     fn empty_sample() -> Sample {
@@ -459,6 +510,70 @@ mod tests {
             validate(&sample),
             Err(SampleError::InvalidText("filesystems.mount_point"))
         );
+    }
+
+    fn mount(path: &str, used: u64) -> FilesystemUsage {
+        FilesystemUsage {
+            mount_point: path.into(),
+            used_bytes: used,
+            total_bytes: 100,
+        }
+    }
+
+    #[test]
+    fn a_later_part_fills_only_what_the_stored_sample_lacks() {
+        let metric = |name: &str| super::metric(name).unwrap();
+        let mut stored = empty_sample();
+        stored.cpu_load = Some(10.0);
+        metric("swap_used_bytes").set(&mut stored, Some(MetricValue::Count(5)));
+        stored
+            .extended
+            .as_mut()
+            .unwrap()
+            .filesystems
+            .push(mount("/", 1));
+
+        let mut part = empty_sample();
+        part.cpu_load = Some(99.0);
+        part.mem = Some(40.0);
+        metric("load_average_1m").set(&mut part, Some(MetricValue::Float(0.5)));
+        let extended = part.extended.as_mut().unwrap();
+        extended
+            .filesystems
+            .extend([mount("/", 9), mount("/home", 2)]);
+
+        let added = fill_missing(&mut stored, &part).expect("values added");
+        assert_eq!(stored.cpu_load, Some(10.0), "a stored value is kept");
+        assert_eq!(stored.mem, Some(40.0));
+        assert_eq!(
+            metric("load_average_1m").get(&stored),
+            Some(MetricValue::Float(0.5))
+        );
+        let mounts: Vec<_> = stored.extended.as_ref().unwrap().filesystems.clone();
+        assert_eq!(mounts, [mount("/", 1), mount("/home", 2)]);
+
+        assert_eq!((added.cpu_load, added.mem), (None, Some(40.0)));
+        assert_eq!(metric("swap_used_bytes").get(&added), None);
+        assert_eq!(added.extended.unwrap().filesystems, [mount("/home", 2)]);
+
+        assert_eq!(
+            fill_missing(&mut stored, &part),
+            None,
+            "a replay adds nothing"
+        );
+    }
+
+    #[test]
+    fn filled_file_systems_stay_within_the_bound() {
+        let mut stored = empty_sample();
+        let mut part = empty_sample();
+        part.extended = Some(Box::default());
+        let extended = part.extended.as_mut().unwrap();
+        extended.filesystems = (0..MAX_FILESYSTEMS + 5)
+            .map(|index| mount(&format!("/m{index}"), 1))
+            .collect();
+        fill_missing(&mut stored, &part).unwrap();
+        assert_eq!(stored.extended.unwrap().filesystems.len(), MAX_FILESYSTEMS);
     }
 
     #[test]

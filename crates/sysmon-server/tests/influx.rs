@@ -16,6 +16,7 @@ sysmon_testkit::on_both_stores!(
     telegraf_output_is_stored_and_read_back,
     bad_input_and_token_scopes,
     real_influx_clients,
+    a_split_tick_completes_the_stored_sample,
 );
 
 const ADMIN_PASSWORD: &str = "influx-admin-password";
@@ -580,5 +581,70 @@ with InfluxDBClient(url="http://127.0.0.1:{port}", token="{token}", org="sysmon"
     // Two requests for one second: the second is a duplicate of the first
     // (documented), so the sample holds the first request's memory.
     assert_eq!(number(&py[0], "memory_used_bytes"), 2e9);
+    server.shutdown().await;
+}
+
+/// Telegraf's flush can split a tick over two requests; Prometheus's
+/// remote write a scrape. The later part completes the stored sample, in
+/// the raw samples and in the rollups, whether the sample is still pending
+/// a fold (the part waits for one) or folded already; a replay changes
+/// nothing.
+async fn a_split_tick_completes_the_stored_sample(database: TestDatabase) {
+    let (server, admin) = start(&database).await;
+    let (_, token) = fleet_token(&server, &admin, "sp-*", true).await;
+    let minute = (unix_now() as i64 / 60 - 2) * 60;
+    let t = minute + 30;
+    let send = |body: String| {
+        let (server, token) = (&server, &token);
+        async move {
+            let (status, reply) = write(
+                server,
+                "/write?precision=s",
+                Some(format!("Token {token}")),
+                body,
+                false,
+            )
+            .await;
+            assert_eq!(status, 204, "{reply}");
+        }
+    };
+    send(format!("cpu,cpu=cpu-total,host=sp-1 usage_idle=75 {t}")).await;
+    // At once: the sample is not folded yet, so this part waits for a fold.
+    let memory =
+        format!("mem,host=sp-1 total=8000000000i,available=6000000000i,used=2000000000i {t}");
+    send(memory.clone()).await;
+    // Folded by now: completed in place, its summaries merged at once.
+    send(format!(
+        "system,host=sp-1 load1=0.5,load5=0.25,load15=0.125 {t}"
+    ))
+    .await;
+    send(memory).await; // a replay
+
+    let rows = exported(&server, &admin, "sp-1").await;
+    assert_eq!(rows.len(), 1, "one sample: {rows:?}");
+    let row = &rows[0];
+    assert_eq!(number(row, "time") as i64, t);
+    assert_eq!(number(row, "cpu_load"), 25.0);
+    assert_eq!(number(row, "memory_total_bytes"), 8e9);
+    assert_eq!(number(row, "memory_used_bytes"), 2e9);
+    assert_eq!(number(row, "load_average_1m"), 0.5);
+
+    let series = server
+        .get_json(
+            &format!(
+                "/api/v1/clients/sp-1/series?from={minute}&to={}&step=60&resolution=1m",
+                minute + 60
+            ),
+            &admin,
+        )
+        .await;
+    assert_eq!(series["count"], json!([1]), "{series}");
+    let metrics = &series["metrics"];
+    assert_eq!(metrics["cpu_load"]["avg"], json!([25.0]), "{series}");
+    assert_eq!(metrics["load_average_1m"]["avg"], json!([0.5]), "{series}");
+    let mem = metrics["mem"]["avg"][0]
+        .as_f64()
+        .expect("mem in the rollup");
+    assert!((mem - 2e9 / 1_048_576.0).abs() < 1e-6, "{series}");
     server.shutdown().await;
 }

@@ -288,6 +288,21 @@ impl Rollups {
         }
     }
 
+    /// Asks for a fold now and waits until one has ended (or `deadline`);
+    /// whether folds still run. For samples that must be folded before a
+    /// later part can complete them.
+    pub async fn fold_and_wait(&self, deadline: tokio::time::Instant) -> bool {
+        let folded = self.folded.notified();
+        tokio::pin!(folded);
+        folded.as_mut().enable();
+        if self.stopped.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.fold_now.notify_one();
+        let _ = tokio::time::timeout_at(deadline, folded).await;
+        !self.stopped.load(Ordering::SeqCst)
+    }
+
     /// Folds every `fold_interval` (sooner when much is pending) and takes
     /// over orphaned journal entries, until `stop`. The last fold is
     /// [`Rollups::fold`]'s caller's, once the writers have stopped.

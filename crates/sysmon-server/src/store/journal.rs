@@ -17,7 +17,7 @@
 //! `rollup_journal` holds only what earlier versions left.
 
 use super::rollup::{Bucket, Tier};
-use super::SampleKey;
+use super::{ClientSample, SampleKey};
 
 /// One server process's claim on its journal entries. Random per start, so
 /// a restarted server never mistakes its predecessor's entries for its own.
@@ -49,6 +49,24 @@ pub struct Inserted {
     /// the next interval (SQLite: its hot table, which every read scans,
     /// has grown large).
     pub fold_soon: bool,
+    /// Values this commit added to samples stored and folded before it (a
+    /// later part of one scrape or tick, see
+    /// [`sysmon_core::metrics::fill_missing`]), as samples of those values
+    /// only; the commit merged their summaries into the rollup tables.
+    pub completed: Vec<ClientSample>,
+    /// Keys of samples a row of the batch would complete but whose own
+    /// summaries are still pending (journalled): completed now, the added
+    /// values would be counted twice by a fold from the samples after a
+    /// crash. Not stored; the caller stores them again once those samples
+    /// are folded.
+    pub deferred: Vec<SampleKey>,
+}
+
+impl Inserted {
+    /// Whether the commit stored anything, new or completing.
+    pub fn changed_anything(&self) -> bool {
+        !self.keys.is_empty() || !self.completed.is_empty()
+    }
 }
 
 /// Summaries to merge into the rollup tables, and the journal entries whose
@@ -66,6 +84,15 @@ impl Fold {
         Tier::ROLLUPS
             .into_iter()
             .zip(self.buckets.iter().map(Vec::as_slice))
+    }
+
+    /// The summaries of values added to samples already folded, with no
+    /// journal entry: what a commit that completed them merges itself.
+    pub fn of_added<'a>(added: impl IntoIterator<Item = &'a ClientSample> + Clone) -> Fold {
+        Fold {
+            buckets: Tier::ROLLUPS.map(|tier| super::rollup::summarise_added(added.clone(), tier)),
+            journal: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -180,9 +180,14 @@ pub trait Store:
     /// alive); when it does not, other servers may fold its entries.
     async fn instance_alive(&self, instance: InstanceId) -> bool;
 
-    /// Stores samples in one transaction, with a journal entry for the new
-    /// ones under `instance` (see [`journal`]). A sample whose (client,
-    /// time) is already stored is skipped, so retries never duplicate.
+    /// Stores samples (each key once) in one transaction, with a journal
+    /// entry for the new ones under `instance` (see [`journal`]). A sample
+    /// whose (client, time) is already stored completes it with what it
+    /// lacks (a part of a split scrape), or is [`Inserted::deferred`] when
+    /// that sample is not folded yet; adding nothing, it is a replay:
+    /// retries never duplicate. PostgreSQL completes in a second
+    /// transaction, so a failure there refuses a batch whose new rows are
+    /// committed; its retry finds them stored.
     async fn insert_samples(
         &self,
         samples: Arc<[ClientSample]>,

@@ -151,6 +151,11 @@ impl Bucket {
 
     pub fn add_sample(&mut self, sample: &Sample) {
         self.sample_count += 1;
+        self.add_values(sample);
+    }
+
+    /// Values added to a sample already counted (see [`summarise_added`]).
+    pub fn add_values(&mut self, sample: &Sample) {
         for (summary, value) in self.metrics.iter_mut().zip(charted_values(sample)) {
             if let Some(value) = value {
                 summary.add(value);
@@ -191,6 +196,24 @@ pub fn summarise(samples: &[ClientSample], stored: &[SampleKey], tier: Tier) -> 
             .entry((key.0, start))
             .or_insert_with(|| Bucket::empty(key.0, start))
             .add_sample(&row.sample);
+    }
+    buckets.into_values().collect()
+}
+
+/// Summaries of values added to samples already stored and counted: the
+/// values join their buckets, the buckets' sample counts stay.
+pub fn summarise_added<'a>(
+    added: impl IntoIterator<Item = &'a ClientSample>,
+    tier: Tier,
+) -> Vec<Bucket> {
+    let width = tier.bucket_micros();
+    let mut buckets: BTreeMap<(i64, i64), Bucket> = BTreeMap::new();
+    for row in added {
+        let (client, start) = (row.client.0, bucket_start(row.sample.time.micros(), width));
+        buckets
+            .entry((client, start))
+            .or_insert_with(|| Bucket::empty(client, start))
+            .add_values(&row.sample);
     }
     buckets.into_values().collect()
 }

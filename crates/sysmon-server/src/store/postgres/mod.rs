@@ -1,7 +1,9 @@
 //! The production store: PostgreSQL.
 
+mod completion;
 mod reads;
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,6 +25,7 @@ use super::{
     filesystem_rows, full_sample_from_row, redact_password, sample_chunks, sample_columns,
     ClientId, ClientSample, Column, Durability, Fold, FoldProgress, Inserted, InstanceId,
     JournalEntry, SampleChunks, SampleKey, SampleRow, Store, TimeRange, SAMPLE_CHUNK_ROWS,
+    SAMPLE_COLUMN_COUNT,
 };
 use crate::error::{Error, Result};
 
@@ -106,25 +109,20 @@ fn insert_batch(
     instance: InstanceId,
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
     static SQL: OnceLock<String> = OnceLock::new();
-    let template: Vec<Column> = SampleRow::column_kinds().collect();
     let sql = SQL.get_or_init(|| {
-        let arrays: Vec<String> = template
-            .iter()
-            .enumerate()
-            .map(|(index, column)| match column {
-                Column::Integer(_) => format!("${}::BIGINT[]", index + 1),
-                Column::Float(_) => format!("${}::FLOAT8[]", index + 1),
-            })
-            .collect();
-        let first_fs = template.len() + 1;
+        let first_fs = SAMPLE_COLUMN_COUNT + 1;
+        // File systems of new rows only: those of a sample stored before
+        // are a part completing it (completion.rs), bounded there.
         format!(
             "WITH new AS (
-               INSERT INTO samples ({}) SELECT * FROM UNNEST({arrays})
+               INSERT INTO samples ({}) SELECT * FROM UNNEST({})
                ON CONFLICT (client_id, time_us) DO NOTHING
                RETURNING client_id, time_us
              ), filesystems AS (
                INSERT INTO sample_filesystems (client_id, time_us, mount_point, used_bytes, total_bytes)
-               SELECT * FROM UNNEST(${a}::BIGINT[], ${b}::BIGINT[], ${c}::TEXT[], ${d}::BIGINT[], ${e}::BIGINT[])
+               SELECT f.* FROM UNNEST(${a}::BIGINT[], ${b}::BIGINT[], ${c}::TEXT[], ${d}::BIGINT[], ${e}::BIGINT[])
+                 AS f (client_id, time_us, mount_point, used_bytes, total_bytes)
+               JOIN new USING (client_id, time_us)
                ON CONFLICT DO NOTHING
              ), journal AS (
                INSERT INTO rollup_journal (instance_id, client_ids, times_us)
@@ -134,7 +132,7 @@ fn insert_batch(
              )
              SELECT client_id, time_us, (SELECT seq FROM journal) FROM new",
             sample_columns(),
-            arrays = arrays.join(", "),
+            sample_arrays(),
             a = first_fs,
             b = first_fs + 1,
             c = first_fs + 2,
@@ -143,9 +141,46 @@ fn insert_batch(
             instance = first_fs + 5,
         )
     });
+    let query = bind_sample_arrays(sqlx::query(sql.as_str()), rows);
+    bind_filesystems(query, filesystems).bind(instance.0)
+}
+
+/// `$1::BIGINT[], $2::FLOAT8[], ...`: one array parameter per column of
+/// [`sample_columns`], typed from the rows' own columns, so the SQL and
+/// [`bind_sample_arrays`] cannot disagree.
+fn sample_arrays() -> String {
+    SampleRow::column_kinds()
+        .enumerate()
+        .map(|(index, column)| match column {
+            Column::Integer(_) => format!("${}::BIGINT[]", index + 1),
+            Column::Float(_) => format!("${}::FLOAT8[]", index + 1),
+        })
+        .collect::<Vec<String>>()
+        .join(", ")
+}
+
+/// `SELECT` every column of the samples with the keys in `$1` (client ids)
+/// and `$2` (times), then `rest` (an order, a lock).
+fn samples_by_keys_sql(rest: &str) -> String {
+    let columns: Vec<String> = sample_columns()
+        .split(", ")
+        .map(|column| format!("s.{column}"))
+        .collect();
+    format!(
+        "SELECT {} FROM samples s
+         JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS k (client_id, time_us)
+           ON s.client_id = k.client_id AND s.time_us = k.time_us {rest}",
+        columns.join(", ")
+    )
+}
+
+/// Binds rows as the arrays of [`sample_arrays`].
+fn bind_sample_arrays<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &[SampleRow],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let columns: Vec<Vec<Column>> = rows.iter().map(|row| row.columns().collect()).collect();
-    let mut query = sqlx::query(sql.as_str());
-    for (index, kind) in template.iter().enumerate() {
+    for (index, kind) in SampleRow::column_kinds().enumerate() {
         query = match kind {
             Column::Integer(_) => query.bind(
                 columns
@@ -168,37 +203,28 @@ fn insert_batch(
         };
     }
     query
-        .bind(
-            filesystems
-                .iter()
-                .map(|(client, _, _)| *client)
-                .collect::<Vec<i64>>(),
-        )
-        .bind(
-            filesystems
-                .iter()
-                .map(|(_, time, _)| *time)
-                .collect::<Vec<i64>>(),
-        )
+}
+
+/// Binds (client, time, file system) rows as five arrays: client ids,
+/// times, mount points, used and total bytes.
+fn bind_filesystems<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filesystems: &[(i64, i64, &FilesystemUsage)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let column = |pick: &dyn Fn(&(i64, i64, &FilesystemUsage)) -> i64| {
+        filesystems.iter().map(pick).collect::<Vec<i64>>()
+    };
+    query
+        .bind(column(&|(client, _, _)| *client))
+        .bind(column(&|(_, time, _)| *time))
         .bind(
             filesystems
                 .iter()
                 .map(|(_, _, fs)| fs.mount_point.clone())
                 .collect::<Vec<String>>(),
         )
-        .bind(
-            filesystems
-                .iter()
-                .map(|(_, _, fs)| fs.used_bytes as i64)
-                .collect::<Vec<i64>>(),
-        )
-        .bind(
-            filesystems
-                .iter()
-                .map(|(_, _, fs)| fs.total_bytes as i64)
-                .collect::<Vec<i64>>(),
-        )
-        .bind(instance.0)
+        .bind(column(&|(_, _, fs)| fs.used_bytes as i64))
+        .bind(column(&|(_, _, fs)| fs.total_bytes as i64))
 }
 
 /// The upsert of a tier's buckets from one array per rollup column, merging
@@ -297,7 +323,8 @@ impl Store for PostgresStore {
         let filesystems = filesystem_rows(samples);
         let (rows, filesystems, pool) = (&rows, &filesystems, &self.writers);
         let times = rows.iter().map(|row| row.time_us);
-        self.partitions
+        let mut inserted = self
+            .partitions
             .insert_with(pool, times, move || async move {
                 let mut inserted = Inserted::default();
                 let mut journal: Option<i64> = None;
@@ -311,7 +338,22 @@ impl Store for PostgresStore {
                 inserted.journal.extend(journal);
                 Ok(inserted)
             })
-            .await
+            .await?;
+        if inserted.keys.len() < samples.len() {
+            // Replays, or parts completing stored samples: a second
+            // transaction, only for them. Should it fail, the batch is
+            // refused and its retry finds the new rows stored (replays).
+            let new: HashSet<SampleKey> = inserted.keys.iter().copied().collect();
+            let mut parts: Vec<&ClientSample> = samples
+                .iter()
+                .filter(|row| !new.contains(&(row.client.0, row.sample.time.micros())))
+                .collect();
+            parts.sort_by_key(|row| (row.client.0, row.sample.time.micros()));
+            let completion = completion::complete_stored(pool, &parts).await?;
+            inserted.completed = completion.added;
+            inserted.deferred = completion.deferred;
+        }
+        Ok(inserted)
     }
 
     async fn fold(&self, fold: Arc<Fold>, progress: Arc<dyn FoldProgress>) -> Result<()> {
@@ -386,20 +428,11 @@ impl Store for PostgresStore {
 
     async fn samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
         let (clients, times): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
-        let columns: Vec<String> = sample_columns()
-            .split(", ")
-            .map(|column| format!("s.{column}"))
-            .collect();
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM samples s
-             JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS k (client_id, time_us)
-               ON s.client_id = k.client_id AND s.time_us = k.time_us",
-            columns.join(", ")
-        ))
-        .bind(clients)
-        .bind(times)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&samples_by_keys_sql(""))
+            .bind(clients)
+            .bind(times)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(ClientSample {

@@ -4,6 +4,7 @@
 //! `samples`) and read through a pool of read-only ones ([`readers`], which
 //! read both tables); everything else goes through sqlx.
 
+mod completion;
 mod readers;
 mod writer;
 

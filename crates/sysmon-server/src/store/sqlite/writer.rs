@@ -53,6 +53,7 @@ use super::super::{
     sample_columns, ClientSample, Column, Durability, Fold, FoldProgress, Inserted, InstanceId,
     JournalEntry, SampleKey, SampleRow, SAMPLE_COLUMN_COUNT,
 };
+use super::completion;
 use crate::error::{Error, Result};
 
 /// The writer's page cache, in KiB (a negative `cache_size` is KiB).
@@ -120,8 +121,9 @@ struct HotRun {
 /// read again from the table ([`HotRows::read`]).
 #[derive(Debug, Default)]
 struct HotRows {
-    /// The key of every hot row: what makes a sample there a duplicate.
-    keys: HashSet<SampleKey>,
+    /// The key of every hot row, with its rowid: what makes a sample
+    /// there a duplicate, and where to complete it.
+    keys: HashMap<SampleKey, i64>,
     /// Every hot row, by rowid.
     runs: Vec<HotRun>,
     /// The rowid the next hot row gets. Never lower than one the table
@@ -143,7 +145,7 @@ impl HotRows {
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let rowid: i64 = row.get(0)?;
-            hot.keys.insert((row.get(1)?, row.get(2)?));
+            hot.keys.insert((row.get(1)?, row.get(2)?), rowid);
             let owner = previous
                 .runs
                 .iter()
@@ -406,12 +408,22 @@ fn insert_batch(
         &direct,
     )?;
     insert_filesystems(&transaction, "hot_sample_filesystems", samples, &new)?;
+    let known = completion::Known {
+        hot: &hot.keys,
+        journal_hosts,
+        instance,
+    };
+    let completion =
+        completion::complete_stored(&transaction, &known, samples, &in_batch, |fold| {
+            fold.tier_buckets()
+                .try_for_each(|(tier, buckets)| upsert_buckets(&transaction, tier, buckets))
+        })?;
     transaction.commit()?;
     journal_hosts.extend(host_entries.iter().copied());
     let hot_keys: Vec<SampleKey> = new.iter().map(|row| row.key).collect();
     let rowids = new.first().zip(new.last()).map(|(a, b)| (a.rowid, b.rowid));
     if let Some((first, last)) = rowids {
-        hot.keys.extend(hot_keys.iter().copied());
+        hot.keys.extend(new.iter().map(|row| (row.key, row.rowid)));
         hot.append(Some(instance), first, last);
         hot.next_rowid = last + 1;
     }
@@ -424,6 +436,8 @@ fn insert_batch(
             .chain(rowids.map(|(_, last)| -last))
             .collect(),
         fold_soon: hot.keys.len() >= FOLD_SOON_ROWS,
+        completed: completion.added,
+        deferred: completion.deferred,
     })
 }
 
@@ -801,7 +815,7 @@ fn insert_rows(
     for (index, item) in samples.iter().enumerate() {
         let key = key_of(item);
         let bound_here = direct.contains(&key.0) == (into == Destination::Samples);
-        if !bound_here || hot.keys.contains(&key) || in_batch.contains(&key) {
+        if !bound_here || hot.keys.contains_key(&key) || in_batch.contains(&key) {
             continue;
         }
         if into == Destination::Hot && stored.exists(key)? {
@@ -837,20 +851,30 @@ fn insert_filesystems(
         let Some(extended) = samples[row.index].sample.extended.as_deref() else {
             continue;
         };
-        let (client, time) = row.key;
         let mut mounts = HashSet::new();
         for fs in &extended.filesystems {
             if mounts.insert(fs.mount_point.as_str()) {
-                insert.execute((
-                    client,
-                    time,
-                    &fs.mount_point,
-                    fs.used_bytes as i64,
-                    fs.total_bytes as i64,
-                ))?;
+                insert_filesystem(&mut insert, row.key, fs)?;
             }
         }
     }
+    Ok(())
+}
+
+/// Runs a prepared `INSERT ... (client_id, time_us, mount_point,
+/// used_bytes, total_bytes) VALUES (?1, ..., ?5)` for one file system.
+pub(super) fn insert_filesystem(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    (client, time): SampleKey,
+    fs: &sysmon_core::v1::FilesystemUsage,
+) -> rusqlite::Result<()> {
+    insert.execute((
+        client,
+        time,
+        &fs.mount_point,
+        fs.used_bytes as i64,
+        fs.total_bytes as i64,
+    ))?;
     Ok(())
 }
 

@@ -9,15 +9,19 @@
 //! Committed samples are also published to [`Ingest::subscribe`]rs, which is
 //! how dashboards update live.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sysmon_core::metrics::fill_missing;
 use sysmon_core::v1::BatchAck;
 use sysmon_core::{Sample, UnixTime};
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+mod deferred;
 
 use super::metrics::{Metrics, Source};
 use super::rollups::{Rollups, RollupsConfig};
@@ -295,7 +299,7 @@ async fn next_batch(
 /// guilty one is refused and the others are not held up by it.
 async fn commit(writer: &Writer, jobs: Vec<Job>) {
     match store_jobs(writer, &jobs).await {
-        Ok(inserted) => answer(jobs, |job| Ok(acknowledge(&job.rows, &inserted))),
+        Ok(stored) => settle(writer, jobs, stored),
         Err(error) if error.is_refused_data() && jobs.len() > 1 => {
             tracing::warn!(
                 %error,
@@ -303,15 +307,50 @@ async fn commit(writer: &Writer, jobs: Vec<Job>) {
                 "the database refused a batch's data; storing its requests one by one"
             );
             for job in jobs {
-                let outcome = store_jobs(writer, std::slice::from_ref(&job)).await;
-                answer(vec![job], |job| match &outcome {
-                    Ok(inserted) => Ok(acknowledge(&job.rows, inserted)),
-                    Err(error) => Err(refusal(error)),
-                });
+                match store_jobs(writer, std::slice::from_ref(&job)).await {
+                    Ok(stored) => settle(writer, vec![job], stored),
+                    Err(error) => answer(vec![job], |_| Err(refusal(&error))),
+                }
             }
         }
         Err(error) => answer(jobs, |_| Err(refusal(&error))),
     }
+}
+
+/// Answers the requests whose samples are all stored; those with parts
+/// completing samples not folded yet are answered once a fold let them
+/// be stored too ([`deferred`]), without holding this writer up.
+fn settle(writer: &Writer, jobs: Vec<Job>, stored: Stored) {
+    if stored.deferred.is_empty() {
+        return answer(jobs, |job| Ok(acknowledge(&job.rows, &stored.keys)));
+    }
+    let (waiting, ready): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|job| {
+        job.rows
+            .iter()
+            .any(|row| stored.deferred.contains(&key_of(row)))
+    });
+    answer(ready, |job| Ok(acknowledge(&job.rows, &stored.keys)));
+    tokio::spawn(deferred::complete_after_fold(
+        deferred::Completer {
+            store: writer.store.clone(),
+            rollups: writer.rollups.clone(),
+            metrics: writer.metrics.clone(),
+            alerts: writer.alerts.clone(),
+        },
+        waiting,
+        stored,
+    ));
+}
+
+fn key_of(row: &ClientSample) -> SampleKey {
+    (row.client.0, row.sample.time.micros())
+}
+
+/// What a batch stored: the keys of samples now stored (new or completed)
+/// and of parts left for after a fold.
+struct Stored {
+    keys: HashSet<SampleKey>,
+    deferred: HashSet<SampleKey>,
 }
 
 /// What a request is told when its samples were not stored.
@@ -330,15 +369,13 @@ fn answer(jobs: Vec<Job>, outcome: impl Fn(&Job) -> Result<BatchAck>) {
     }
 }
 
-/// Stores the requests' samples in one transaction; returns the keys that
-/// were new, once their summaries wait to be folded and live readers have
-/// them.
-async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<HashSet<SampleKey>> {
+/// Stores the requests' samples in one transaction; returns what it
+/// stored, once the new samples' summaries wait to be folded and live
+/// readers have them.
+async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<Stored> {
     let (store, metrics) = (writer.store.as_ref(), writer.metrics.as_ref());
-    let rows: Arc<[ClientSample]> = jobs
-        .iter()
-        .flat_map(|job| job.rows.iter().cloned())
-        .collect();
+    let rows: Arc<[ClientSample]> =
+        coalesce(jobs.iter().flat_map(|job| job.rows.iter().cloned())).into();
     // Bounded memory for what commits leave to the rollup fold.
     if writer.rollups.wait_for_room().await {
         metrics.commit_waited_for_fold();
@@ -368,37 +405,79 @@ async fn store_jobs(writer: &Writer, jobs: &[Job]) -> Result<HashSet<SampleKey>>
     // Before any answer, so a chart read after the acknowledgement
     // includes these samples.
     writer.rollups.record(instance, &rows, &inserted);
-    let keys: HashSet<SampleKey> = inserted.keys.into_iter().collect();
-    publish(writer, rows, &keys);
-    Ok(keys)
+    let new: HashSet<SampleKey> = inserted.keys.into_iter().collect();
+    // A part that completed a stored sample was stored too.
+    let keys = new
+        .iter()
+        .copied()
+        .chain(inserted.completed.iter().map(key_of))
+        .collect();
+    publish(writer, rows, &new, inserted.completed);
+    Ok(Stored {
+        keys,
+        deferred: inserted.deferred.into_iter().collect(),
+    })
+}
+
+/// One row per (client, time): a later row with a key already in the
+/// batch completes the first, as it would complete a stored sample.
+fn coalesce(rows: impl Iterator<Item = ClientSample>) -> Vec<ClientSample> {
+    let mut position: HashMap<SampleKey, usize> = HashMap::new();
+    let mut unique: Vec<ClientSample> = Vec::new();
+    for row in rows {
+        match position.entry((row.client.0, row.sample.time.micros())) {
+            Entry::Occupied(first) => {
+                fill_missing(&mut unique[*first.get()].sample, &row.sample);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(unique.len());
+                unique.push(row);
+            }
+        }
+    }
+    unique
 }
 
 /// Hands the new rows to live readers, if there are any, and to the alert
-/// evaluator, without waiting: a full feed drops the commit (counted).
-fn publish(writer: &Writer, rows: Committed, new: &HashSet<SampleKey>) {
+/// evaluator with the values that completed stored samples (it keeps
+/// points per signal, so they fill in the time they belong to; a chart
+/// would draw the time twice), without waiting: a full feed drops the
+/// commit (counted).
+fn publish(writer: &Writer, rows: Committed, new: &HashSet<SampleKey>, added: Vec<ClientSample>) {
     let watched = writer.live.receiver_count() > 0;
-    if new.is_empty() || (!watched && writer.alerts.is_none()) {
+    if (new.is_empty() && added.is_empty()) || (!watched && writer.alerts.is_none()) {
         return;
     }
     let committed: Committed = if new.len() == rows.len() {
-        // Every row is new (and so no key is there twice): send as is.
+        // Every row is new (the batch has each key once): send as is.
         rows
     } else {
-        // A key twice in one commit was stored once, from its first row.
-        let mut unsent = new.clone();
         rows.iter()
-            .filter(|row| unsent.remove(&(row.client.0, row.sample.time.micros())))
+            .filter(|row| new.contains(&(row.client.0, row.sample.time.micros())))
             .cloned()
             .collect()
     };
     if let Some(alerts) = &writer.alerts {
-        if let Err(mpsc::error::TrySendError::Full(_)) = alerts.try_send(committed.clone()) {
-            writer.metrics.alert_feed_dropped();
-        }
+        let feed: Committed = match added.is_empty() {
+            true => committed.clone(),
+            false => committed.iter().cloned().chain(added).collect(),
+        };
+        feed_alerts(alerts, &writer.metrics, feed);
     }
-    if watched {
+    if watched && !new.is_empty() {
         // No receiver left since the check is fine: nobody is watching.
         let _ = writer.live.send(committed);
+    }
+}
+
+/// Hands samples to the alert evaluator without waiting: a full feed
+/// drops them (counted).
+fn feed_alerts(alerts: &mpsc::Sender<Committed>, metrics: &Metrics, samples: Committed) {
+    if samples.is_empty() {
+        return;
+    }
+    if let Err(mpsc::error::TrySendError::Full(_)) = alerts.try_send(samples) {
+        metrics.alert_feed_dropped();
     }
 }
 
