@@ -17,6 +17,7 @@ sysmon_testkit::on_both_stores!(
     bad_input_and_token_scopes,
     real_influx_clients,
     a_split_tick_completes_the_stored_sample,
+    a_request_creates_a_thousand_hosts_at_once,
 );
 
 const ADMIN_PASSWORD: &str = "influx-admin-password";
@@ -646,5 +647,61 @@ async fn a_split_tick_completes_the_stored_sample(database: TestDatabase) {
         .as_f64()
         .expect("mem in the rollup");
     assert!((mem - 2e9 / 1_048_576.0).abs() < 1e-6, "{series}");
+    server.shutdown().await;
+}
+
+/// The most hosts one request may carry, all new: created together (one
+/// statement), each with its sample; a second request finds them all.
+async fn a_request_creates_a_thousand_hosts_at_once(database: TestDatabase) {
+    let (server, admin) = start(&database).await;
+    let (_, token) = fleet_token(&server, &admin, "bulk-*", true).await;
+    // A name a client registered first stays the client's.
+    server.register("bulk-0007", "squatter-pw").await;
+    let t = unix_now() as i64 - 5;
+    let body = |t: i64| {
+        (0..1000)
+            .map(|host| format!("cpu,cpu=cpu-total,host=bulk-{host:04} usage_idle=60 {t}\n"))
+            .collect::<String>()
+    };
+    let (status, reply) = write(
+        &server,
+        "/write?precision=s",
+        Some(format!("Token {token}")),
+        body(t),
+        false,
+    )
+    .await;
+    assert_eq!(status, 400, "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("line 8: host `bulk-0007` registered itself"),
+        "{reply}"
+    );
+
+    let fleet = server.get_json("/api/v1/clients", &admin).await;
+    let created = fleet["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .filter(|client| {
+            let name = client["name"].as_str().unwrap_or_default();
+            name.starts_with("bulk-") && name != "bulk-0007"
+        })
+        .count();
+    assert_eq!(created, 999, "{fleet}");
+    let rows = exported(&server, &admin, "bulk-0999").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(number(&rows[0], "cpu_load"), 40.0);
+
+    let (status, reply) = write(
+        &server,
+        "/write?precision=s",
+        Some(format!("Token {token}")),
+        body(t + 1),
+        false,
+    )
+    .await;
+    assert_eq!(status, 400, "still only the squatted host refused: {reply}");
+    assert_eq!(exported(&server, &admin, "bulk-0000").await.len(), 2);
     server.shutdown().await;
 }

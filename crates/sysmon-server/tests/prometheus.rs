@@ -204,6 +204,14 @@ async fn prometheus_and_sysmon_both_ways() {
         json!({"note": "prometheus remote write", "hosts": "localhost", "create_hosts": true}),
     )
     .await;
+    // The same series again as host `split-host`, in requests of 20
+    // samples over 4 shards: every scrape arrives in parts.
+    let split = fleet_token(
+        &server,
+        &admin,
+        json!({"note": "split scrapes", "hosts": "split-host", "create_hosts": true}),
+    )
+    .await;
     let target = format!("127.0.0.1:{}", server.address.port());
     let prometheus = Prometheus::start(
         &binary,
@@ -225,6 +233,12 @@ remote_write:
     queue_config: {{max_shards: 1, min_shards: 1, batch_send_deadline: 1s, max_samples_per_send: 5000}}
     write_relabel_configs:
       - {{source_labels: [__name__], regex: '{NODE_SERIES}', action: keep}}
+  - url: http://{target}/api/v1/prom/write
+    authorization: {{credentials: '{split}'}}
+    queue_config: {{max_shards: 4, min_shards: 4, batch_send_deadline: 1s, max_samples_per_send: 20}}
+    write_relabel_configs:
+      - {{source_labels: [__name__], regex: '{NODE_SERIES}', action: keep}}
+      - {{target_label: host, replacement: split-host}}
 "
         ),
     )
@@ -309,6 +323,36 @@ remote_write:
         ),
         "{metrics}"
     );
+
+    // Split scrapes put back together: one sample per scrape, carrying
+    // what arrived in different requests. Without completion each would
+    // hold its first request's series only.
+    let whole = ["memory_total_bytes", "load_average_1m", "swap_total_bytes"];
+    let complete = poll(
+        "split scrapes of split-host completed",
+        Duration::from_secs(60),
+        Duration::from_millis(1000),
+        || async {
+            let rows = server.exported_rows("split-host", &admin).await;
+            // The newest parts may still be on their way.
+            let settled = &rows[..rows.len().saturating_sub(3)];
+            let full = settled
+                .iter()
+                .filter(|row| {
+                    whole
+                        .iter()
+                        .all(|key| row.get(*key).is_some_and(|value| !value.is_empty()))
+                })
+                .count();
+            if settled.len() >= 5 && full * 10 >= settled.len() * 9 {
+                Ok((full, settled.len()))
+            } else {
+                Err(format!("{full} of {} samples whole", settled.len()))
+            }
+        },
+    )
+    .await;
+    assert!(complete.0 >= 5, "{complete:?}");
     server.shutdown().await;
 }
 

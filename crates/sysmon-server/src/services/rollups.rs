@@ -196,7 +196,15 @@ pub struct Rollups {
     folded: Notify,
     /// The fold loop has ended (shutdown): writers no longer wait for it.
     stopped: AtomicBool,
+    /// When a fold was last asked for ahead of its interval for parts
+    /// waiting on it ([`Rollups::fold_and_wait`]).
+    last_asked: Mutex<Option<std::time::Instant>>,
 }
+
+/// Parts waiting for a fold ask for one at most this often: a client
+/// sending split samples on purpose cannot make the server fold the whole
+/// fleet's pending summaries on every request.
+const MIN_ASKED_GAP: Duration = Duration::from_secs(1);
 
 impl Rollups {
     /// Claims an instance and folds what earlier runs left in the journal,
@@ -216,6 +224,7 @@ impl Rollups {
             fold_now: Notify::new(),
             folded: Notify::new(),
             stopped: AtomicBool::new(false),
+            last_asked: Mutex::new(None),
         });
         let recovered = rollups.fold_orphans().await?;
         if recovered > 0 {
@@ -288,9 +297,9 @@ impl Rollups {
         }
     }
 
-    /// Asks for a fold now and waits until one has ended (or `deadline`);
-    /// whether folds still run. For samples that must be folded before a
-    /// later part can complete them.
+    /// Asks for a fold (at most once per [`MIN_ASKED_GAP`]) and waits until
+    /// one has ended (or `deadline`); whether folds still run. For samples
+    /// that must be folded before a later part can complete them.
     pub async fn fold_and_wait(&self, deadline: tokio::time::Instant) -> bool {
         let folded = self.folded.notified();
         tokio::pin!(folded);
@@ -298,7 +307,13 @@ impl Rollups {
         if self.stopped.load(Ordering::SeqCst) {
             return false;
         }
-        self.fold_now.notify_one();
+        {
+            let mut last = self.last_asked.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|asked| asked.elapsed() >= MIN_ASKED_GAP) {
+                *last = Some(std::time::Instant::now());
+                self.fold_now.notify_one();
+            }
+        }
         let _ = tokio::time::timeout_at(deadline, folded).await;
         !self.stopped.load(Ordering::SeqCst)
     }

@@ -2,6 +2,8 @@
 //! every [`Store`](super::Store)), the same SQL on both stores; the macro
 //! only supplies each store's pool.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use sysmon_core::UnixTime;
 
@@ -53,16 +55,25 @@ pub trait FleetTokenStore: Send + Sync {
     /// when there was none.
     async fn revoke_fleet_token(&self, id: i64) -> Result<bool>;
 
-    /// The host of that name, if it exists.
-    async fn fleet_host(&self, name: &str) -> Result<Option<FleetHost>>;
+    /// The hosts of these names that exist (not removed), in one query.
+    async fn fleet_hosts(&self, names: &[String]) -> Result<HashMap<String, FleetHost>>;
 
-    /// Creates a host for a push token (no password: it cannot log in);
-    /// `None` when the name is taken.
-    async fn create_fleet_host(
+    /// Creates hosts for a push token (no password: they cannot log in),
+    /// in one statement; returns those created, by name (a name taken is
+    /// left out).
+    async fn create_fleet_hosts(
         &self,
-        name: &str,
+        names: &[String],
         password_hash: &str,
-    ) -> Result<Option<super::ClientId>>;
+    ) -> Result<HashMap<String, super::ClientId>>;
+}
+
+/// `$first, $first+1, ..., $first+count-1`: an `IN` list both stores read.
+pub fn parameter_list(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|index| format!("${index}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The columns [`fleet_token_from`] reads, in its order.
@@ -147,39 +158,65 @@ macro_rules! impl_fleet_token_store {
                 Ok(deleted == 1)
             }
 
-            async fn fleet_host(
+            async fn fleet_hosts(
                 &self,
-                name: &str,
-            ) -> $crate::error::Result<Option<$crate::store::FleetHost>> {
-                let row: Option<(i64, bool)> = sqlx::query_as(
-                    "SELECT id, created_by_fleet FROM clients
-                     WHERE name = $1 AND removed_at_us IS NULL",
-                )
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(|(id, created_by_fleet)| $crate::store::FleetHost {
-                    id: $crate::store::ClientId(id),
-                    created_by_fleet,
-                }))
+                names: &[String],
+            ) -> $crate::error::Result<std::collections::HashMap<String, $crate::store::FleetHost>>
+            {
+                if names.is_empty() {
+                    return Ok(Default::default());
+                }
+                let sql = format!(
+                    "SELECT name, id, created_by_fleet FROM clients
+                     WHERE removed_at_us IS NULL AND name IN ({})",
+                    $crate::store::fleet_tokens::parameter_list(1, names.len())
+                );
+                let query = sqlx::query_as::<_, (String, i64, bool)>(&sql);
+                let query = names.iter().fold(query, |query, name| query.bind(name));
+                Ok(query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|(name, id, created_by_fleet)| {
+                        let host = $crate::store::FleetHost {
+                            id: $crate::store::ClientId(id),
+                            created_by_fleet,
+                        };
+                        (name, host)
+                    })
+                    .collect())
             }
 
-            async fn create_fleet_host(
+            async fn create_fleet_hosts(
                 &self,
-                name: &str,
+                names: &[String],
                 password_hash: &str,
-            ) -> $crate::error::Result<Option<$crate::store::ClientId>> {
-                let id: Option<i64> = sqlx::query_scalar(
+            ) -> $crate::error::Result<std::collections::HashMap<String, $crate::store::ClientId>>
+            {
+                if names.is_empty() {
+                    return Ok(Default::default());
+                }
+                // $1 and $2 are the shared password hash and time.
+                let rows: Vec<String> = (0..names.len())
+                    .map(|index| format!("(${}, $1, $2, TRUE)", index + 3))
+                    .collect();
+                let sql = format!(
                     "INSERT INTO clients (name, password_hash, created_at_us, created_by_fleet)
-                     VALUES ($1, $2, $3, TRUE)
-                     ON CONFLICT (name) DO NOTHING RETURNING id",
-                )
-                .bind(name)
-                .bind(password_hash)
-                .bind($crate::store::now_micros())
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(id.map($crate::store::ClientId))
+                     VALUES {} ON CONFLICT (name) DO NOTHING RETURNING name, id",
+                    rows.join(", ")
+                );
+                let query = sqlx::query_as::<_, (String, i64)>(&sql)
+                    .bind(password_hash)
+                    .bind($crate::store::now_micros());
+                let created = names
+                    .iter()
+                    .fold(query, |query, name| query.bind(name))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(created
+                    .into_iter()
+                    .map(|(name, id)| (name, $crate::store::ClientId(id)))
+                    .collect())
             }
         }
     };

@@ -11,7 +11,6 @@
 //! are stored, or refused with 503 (its retry is a replay for what was
 //! stored) when folds do not let them in within [`WAIT`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use super::{acknowledge, answer, coalesce, feed_alerts, key_of, refusal, Committ
 use crate::error::Error;
 use crate::services::metrics::Metrics;
 use crate::services::rollups::Rollups;
-use crate::store::{ClientSample, SampleKey, Store};
+use crate::store::{ClientSample, Store};
 
 /// How long a request waits for folds to let its parts in.
 const WAIT: Duration = Duration::from_secs(10);
@@ -77,7 +76,7 @@ pub(super) async fn complete_after_fold(completer: Completer, jobs: Vec<Job>, mu
             break;
         }
     }
-    let left: &HashSet<SampleKey> = &stored.deferred;
+    let left = &stored.deferred;
     if !left.is_empty() {
         tracing::warn!(
             parts = left.len(),

@@ -279,10 +279,15 @@ impl Integrations {
             },
             count: 1,
         };
+        let mut clients = self
+            .clients_of(pusher, by_host.keys().cloned().collect())
+            .await?;
         let mut rows = Vec::new();
         let mut stored_hosts = BTreeSet::new();
         for (host, samples) in by_host {
-            let client = match self.client_of(pusher, &host).await? {
+            let answer = clients.remove(&host);
+            let client = match answer.unwrap_or_else(|| Err(format!("host `{host}` not resolved")))
+            {
                 Ok(client) => client,
                 Err(why) => {
                     refused.extend(samples.iter().map(|(line, _)| refuse(*line, &why)));
@@ -321,58 +326,117 @@ impl Integrations {
         })
     }
 
-    /// The client the pusher writes `host` as, or why it may not (its
-    /// lines are refused, the request's others stored).
-    async fn client_of(&self, pusher: &Pusher, host: &str) -> Result<Result<ClientId, String>> {
-        if !pusher.may_write(host) {
-            return Ok(Err(format!(
-                "may not write for host `{host}`: {}",
-                pusher.scope()
-            )));
-        }
+    /// The client the pusher writes each host as, or why it may not (its
+    /// lines are refused, the request's others stored). Hosts not cached
+    /// are looked up in one query and those to create created in one
+    /// statement: a first request from a Prometheus of 1,000 hosts is two
+    /// round trips, not 2,000.
+    async fn clients_of(
+        &self,
+        pusher: &Pusher,
+        hosts: Vec<String>,
+    ) -> Result<HashMap<String, Result<ClientId, String>>> {
+        let mut answers = HashMap::with_capacity(hosts.len());
         let token = match pusher {
-            // A client's own token, for its own host.
-            Pusher::Client(owner) => return Ok(Ok(owner.id)),
+            Pusher::Client(owner) => {
+                for host in hosts {
+                    let answer = match pusher.may_write(&host) {
+                        true => Ok(owner.id),
+                        false => Err(refused_scope(pusher, &host)),
+                    };
+                    answers.insert(host, answer);
+                }
+                return Ok(answers);
+            }
             Pusher::Fleet(token) => token,
         };
-        if let Some(id) = self.cached_host(host) {
-            return Ok(Ok(id));
+        let mut unknown = Vec::new();
+        for host in hosts {
+            if !pusher.may_write(&host) {
+                let why = refused_scope(pusher, &host);
+                answers.insert(host, Err(why));
+            } else if let Some(id) = self.cached_host(&host) {
+                answers.insert(host, Ok(id));
+            } else {
+                unknown.push(host);
+            }
         }
         let generation = self.auth.generation();
-        match self.store.fleet_host(host).await? {
-            Some(found) if found.created_by_fleet => {
-                self.cache_host(host, found.id, generation);
-                Ok(Ok(found.id))
-            }
-            Some(_) => Ok(Err(format!(
-                "host `{host}` registered itself or was added by an admin: push tokens write only hosts push tokens created (push for it with its own token)"
-            ))),
-            None if !token.create_hosts => Ok(Err(format!(
-                "no host named `{host}`: fleet token {} may not create hosts (a push token created with `create_hosts` may)",
-                token.id
-            ))),
-            None => self.create_host(host).await,
+        let found = self.store.fleet_hosts(&unknown).await?;
+        let mut to_create = Vec::new();
+        for host in unknown {
+            let answer = match found.get(&host) {
+                Some(found) if found.created_by_fleet => {
+                    self.cache_host(&host, found.id, generation);
+                    Ok(found.id)
+                }
+                Some(_) => Err(format!(
+                    "host `{host}` registered itself or was added by an admin: push tokens write only hosts push tokens created (push for it with its own token)"
+                )),
+                None if !token.create_hosts => Err(format!(
+                    "no host named `{host}`: fleet token {} may not create hosts (a push token created with `create_hosts` may)",
+                    token.id
+                )),
+                None if validate_new_username(&host).is_err() => Err(format!(
+                    "`{host}` cannot be a host's name: it must start with a letter and be at most 64 printable characters"
+                )),
+                None => {
+                    to_create.push(host);
+                    continue;
+                }
+            };
+            answers.insert(host, answer);
         }
+        answers.extend(self.create_hosts(to_create).await?);
+        Ok(answers)
     }
 
-    async fn create_host(&self, host: &str) -> Result<Result<ClientId, String>> {
-        if validate_new_username(host).is_err() {
-            return Ok(Err(format!(
-                "`{host}` cannot be a host's name: it must start with a letter and be at most 64 printable characters"
-            )));
+    /// Creates hosts for a push token; a name taken meanwhile is the
+    /// push's if another push created it, refused if a client registered.
+    async fn create_hosts(
+        &self,
+        hosts: Vec<String>,
+    ) -> Result<Vec<(String, Result<ClientId, String>)>> {
+        if hosts.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(id) = self.store.create_fleet_host(host, NO_PASSWORD).await? {
-            tracing::info!(host, "host created by a push token");
-            return Ok(Ok(id));
+        let generation = self.auth.generation();
+        let created = self.store.create_fleet_hosts(&hosts, NO_PASSWORD).await?;
+        for (host, &id) in &created {
+            self.cache_host(host, id, generation);
         }
-        // Taken a moment ago: by another push (fine) or a registration.
-        match self.store.fleet_host(host).await? {
-            Some(found) if found.created_by_fleet => Ok(Ok(found.id)),
-            _ => Ok(Err(format!(
-                "host `{host}` was registered a moment ago by a client: push tokens write only hosts push tokens created"
-            ))),
+        if !created.is_empty() {
+            tracing::info!(
+                hosts = created.len(),
+                first = created.keys().min().map(String::as_str),
+                "hosts created by a push token"
+            );
         }
+        let taken: Vec<String> = hosts
+            .iter()
+            .filter(|host| !created.contains_key(*host))
+            .cloned()
+            .collect();
+        let found = self.store.fleet_hosts(&taken).await?;
+        Ok(hosts
+            .into_iter()
+            .map(|host| {
+                let answer = match (created.get(&host), found.get(&host)) {
+                    (Some(&id), _) => Ok(id),
+                    (None, Some(found)) if found.created_by_fleet => Ok(found.id),
+                    _ => Err(format!(
+                        "host `{host}` was registered a moment ago by a client: push tokens write only hosts push tokens created"
+                    )),
+                };
+                (host, answer)
+            })
+            .collect())
     }
+}
+
+/// Why a pusher may not write a host its scope leaves out.
+fn refused_scope(pusher: &Pusher, host: &str) -> String {
+    format!("may not write for host `{host}`: {}", pusher.scope())
 }
 
 /// Runs CPU-heavy work (decoding, parsing, mapping) on a blocking thread.
