@@ -22,6 +22,7 @@ use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::Ingest;
 use crate::services::integrations::Integrations;
 use crate::services::metrics::Metrics;
+use crate::services::readiness::Readiness;
 use crate::services::reads::Reads;
 use crate::services::retention;
 use crate::services::rollups::Rollups;
@@ -45,6 +46,8 @@ pub struct Application {
     background: Vec<JoinHandle<()>>,
     services_stop: CancellationToken,
     shutdown_grace: Duration,
+    /// How long SIGTERM leaves `/readyz` failing before connections close.
+    shutdown_drain: Duration,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
     proxies: TrustedProxies,
@@ -113,6 +116,7 @@ impl Application {
 
         let integrations =
             Integrations::new(store.clone(), ingest.clone(), metrics.clone(), auth.clone());
+        let readiness = Arc::new(Readiness::new(store.clone(), ingest.clone()));
         let state = AppState::new(Services {
             alerts,
             auth,
@@ -125,6 +129,7 @@ impl Application {
             integrations,
             ingest,
             monitor: Arc::new(monitor),
+            readiness,
             metrics,
             started_at: Local::now(),
             shutdown: CancellationToken::new(),
@@ -144,6 +149,7 @@ impl Application {
                 .collect(),
             services_stop,
             shutdown_grace: config.shutdown_grace,
+            shutdown_drain: config.shutdown_drain,
             limits: config.limits,
             tls,
             proxies: config.trusted_proxies.clone(),
@@ -177,17 +183,27 @@ impl Application {
             background,
             services_stop,
             shutdown_grace,
+            shutdown_drain,
             limits,
             tls,
             proxies,
         } = self;
         let connections_stop = state.shutdown.clone();
         let metrics = state.metrics.clone();
+        let readiness = state.readiness.clone();
         let app = routes::router(state);
 
         let signalled = connections_stop.clone();
         tokio::spawn(async move {
             stop.await;
+            readiness.drain();
+            if !shutdown_drain.is_zero() {
+                tracing::info!(
+                    drain_s = shutdown_drain.as_secs_f64(),
+                    "shutting down: /readyz answers 503 while requests are still served, so load balancers move away"
+                );
+                tokio::time::sleep(shutdown_drain).await;
+            }
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             signalled.cancel();
         });

@@ -13,6 +13,7 @@ use crate::services::auth::Auth;
 use crate::services::ingest::Ingest;
 use crate::services::integrations::Integrations;
 use crate::services::metrics::Metrics;
+use crate::services::readiness::Readiness;
 use crate::services::reads::Reads;
 use crate::services::self_monitor::SelfMonitor;
 
@@ -45,6 +46,8 @@ pub struct Services {
     /// Foreign protocols in (InfluxDB line protocol).
     pub integrations: Integrations,
     pub monitor: Arc<SelfMonitor>,
+    /// What `/readyz` answers.
+    pub readiness: Arc<Readiness>,
     pub metrics: Arc<Metrics>,
     pub started_at: DateTime<Local>,
     /// Cancelled at shutdown; WebSocket sessions close when it is.

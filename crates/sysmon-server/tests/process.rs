@@ -10,7 +10,8 @@ use tokio::process::Command;
 
 sysmon_testkit::on_both_stores!(
     acknowledged_samples_survive_sigkill,
-    sigterm_stores_every_acknowledged_sample
+    sigterm_stores_every_acknowledged_sample,
+    sigterm_turns_not_ready_while_it_still_serves
 );
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -331,4 +332,67 @@ async fn the_first_admin_password_is_in_a_private_file_not_the_log() {
         .expect("POST /api/v1/session");
     assert_eq!(login.status().as_u16(), 200);
     server.kill().await;
+}
+
+/// What a load balancer sees of a rolling restart: ready, then on SIGTERM
+/// `/readyz` fails at once while samples are still taken for
+/// `shutdown_drain_seconds`, then the server stops.
+async fn sigterm_turns_not_ready_while_it_still_serves(database: TestDatabase) {
+    let config = sysmon_testkit::process::config_file(
+        &database,
+        "drain.yaml",
+        "shutdown_drain_seconds: 2\n",
+    );
+    let mut server = ServerProcess::start(BINARY, &database, &["--config", config.as_str()]).await;
+    let client = client_of(&server);
+    let token = client.register("drainer").await;
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .http
+                .get(format!("{}{path}", client.base))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["database"], true);
+    assert_eq!(body["writers"], true);
+    assert_eq!(
+        get("/healthz").await,
+        (200, serde_json::json!({"status": "up"}))
+    );
+
+    let signalled = std::time::Instant::now();
+    server.signal("-TERM").await;
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["draining"], true);
+    assert_eq!(body["reason"], "shutting down");
+    assert!(
+        client.push("drainer", &token, 1_700_000_000).await,
+        "samples are still taken while draining"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "checked within the drain"
+    );
+    assert!(server.wait().await.success(), "clean exit after the drain");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "connections stayed open for the drain"
+    );
+    let restarted = start(&database).await;
+    let client = client_of(&restarted);
+    assert_eq!(
+        client.stored_times("drainer", &token).await,
+        [1_700_000_000]
+    );
+    restarted.kill().await;
 }

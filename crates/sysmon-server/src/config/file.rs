@@ -26,6 +26,8 @@ pub(super) struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default, deserialize_with = "seconds")]
     shutdown_grace_seconds: Option<Duration>,
+    #[serde(default, deserialize_with = "seconds")]
+    shutdown_drain_seconds: Option<Duration>,
     status_log: Option<FileStatusLog>,
     ingest: Option<FileIngest>,
     dashboard: Option<FileDashboard>,
@@ -156,6 +158,7 @@ impl FileConfig {
         set(&mut config.database_url, self.database_url);
         set(&mut config.log_format, self.log_format);
         set(&mut config.shutdown_grace, self.shutdown_grace_seconds);
+        set(&mut config.shutdown_drain, self.shutdown_drain_seconds);
         if let Some(file) = self.status_log {
             let status_log = &mut config.status_log;
             set(&mut status_log.path, file.path);

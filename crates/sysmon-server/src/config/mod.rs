@@ -47,6 +47,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long shutdown waits for in-flight requests and batches.
     pub shutdown_grace: Duration,
+    /// How long, after SIGTERM, `/readyz` fails while requests are still
+    /// served (behind a load balancer: longer than its check interval ×
+    /// failures to mark a server down).
+    pub shutdown_drain: Duration,
     /// The file this was read from, for the startup log.
     pub config_file: Option<PathBuf>,
     pub dashboard: DashboardConfig,
@@ -107,6 +111,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(10),
+            shutdown_drain: Duration::ZERO,
             config_file: None,
             dashboard: DashboardConfig::default(),
             retention: RetentionConfig::default(),

@@ -8,6 +8,7 @@ mod body;
 mod compat;
 mod dashboard;
 mod extract;
+mod health;
 mod influx;
 mod monitor;
 mod prom;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/fleet", get(fleet_metrics))
         .route("/api/start_time", get(monitor::start_time))
         .route("/start_time", get(monitor::start_time))
+        .merge(health::routes())
         .merge(v1::routes())
         .merge(influx::routes())
         .merge(prom::routes())

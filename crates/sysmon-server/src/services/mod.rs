@@ -15,6 +15,7 @@ pub mod login_guard;
 pub mod metrics;
 pub mod passwords;
 pub mod query;
+pub mod readiness;
 pub mod reads;
 pub mod retention;
 pub mod rollups;

@@ -227,6 +227,12 @@ impl Ingest {
         })
     }
 
+    /// Whether the writers still take samples (they stop at shutdown, or
+    /// if they all failed).
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// Every sample committed from now on, newly stored ones only.
     pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.live.subscribe()
