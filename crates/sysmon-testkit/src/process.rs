@@ -25,10 +25,30 @@ impl ServerProcess {
     /// the database, on a free port, with `args` added; returns once it
     /// listens.
     pub async fn start(binary: &str, database: &TestDatabase, args: &[&str]) -> ServerProcess {
+        ServerProcess::start_at(
+            binary,
+            database,
+            "127.0.0.1:0",
+            &database.status_log_path(),
+            args,
+        )
+        .await
+    }
+
+    /// [`ServerProcess::start`] on a given address and status log: one of
+    /// several servers on one database, restarted where a load balancer
+    /// expects it.
+    pub async fn start_at(
+        binary: &str,
+        database: &TestDatabase,
+        bind: &str,
+        status_log: &Path,
+        args: &[&str],
+    ) -> ServerProcess {
         let mut child = Command::new(binary)
-            .args(["--bind", "127.0.0.1:0", "--database-url", &database.url])
+            .args(["--bind", bind, "--database-url", &database.url])
             .arg("--status-log")
-            .arg(database.status_log_path())
+            .arg(status_log)
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
