@@ -188,16 +188,7 @@ fn random_sample(rng: &mut impl Rng, base_time: i64) -> Value {
 }
 
 async fn register(http: &reqwest::Client, base: &str, name: &str) -> String {
-    let body: Value = http
-        .post(format!("{base}/client"))
-        .json(&json!({"username": name, "pass": "pw-secret1"}))
-        .send()
-        .await
-        .expect("register")
-        .json()
-        .await
-        .expect("register body");
-    body["client_id"].as_str().expect("token").to_owned()
+    sysmon_testkit::process::register_client(http, base, name, "pw-secret1").await
 }
 
 fn now_seconds() -> i64 {

@@ -139,3 +139,26 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     let start = line.find("address=")? + "address=".len();
     line[start..].split_whitespace().next()?.parse().ok()
 }
+
+/// Registers a client over the original route (`POST /client`) at `base`;
+/// its token.
+pub async fn register_client(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    password: &str,
+) -> String {
+    let body: serde_json::Value = http
+        .post(format!("{base}/client"))
+        .json(&serde_json::json!({"username": name, "pass": password}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("register body");
+    body["client_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a token for {name}: {body}"))
+        .to_owned()
+}

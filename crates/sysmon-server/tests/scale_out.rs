@@ -1,0 +1,413 @@
+//! Several sysmon servers behind a load balancer on one PostgreSQL
+//! database, as docs/scaling.md deploys them: Debian's HAProxy in front of
+//! three servers on 127.0.0.2-4, checking `/readyz`. Clients push through
+//! HAProxy over the original HTTP route, v1 batches and the original
+//! WebSocket while one server is killed with SIGKILL and restarted, and
+//! then while all three restart in turn (SIGTERM, drain, start). Every
+//! sample a client saw acknowledged is stored, once; during the rolling
+//! restart no request is answered with anything but success or 503.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sysmon_testkit::process::{config_file, register_client};
+use sysmon_testkit::{outside_program, poll, Backend, ServerProcess, TestDatabase};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
+const PASSWORD: &str = "scale-out-password";
+
+/// A free port on `ip`, as `ip:port`.
+fn free_address(ip: &str) -> String {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("a free port");
+    listener.local_addr().expect("bound address").to_string()
+}
+
+/// One of the servers: where HAProxy expects it, and its process.
+struct Backend3 {
+    bind: String,
+    status_log: std::path::PathBuf,
+    process: Option<ServerProcess>,
+}
+
+impl Backend3 {
+    async fn start(&mut self, database: &TestDatabase, config: &str) {
+        let process = ServerProcess::start_at(
+            BINARY,
+            database,
+            &self.bind,
+            &self.status_log,
+            &["--config", config],
+        )
+        .await;
+        self.process = Some(process);
+    }
+}
+
+/// What the pushers saw, shared with the test.
+#[derive(Default)]
+struct Outcomes {
+    /// (user, time) of every acknowledged sample.
+    acknowledged: Mutex<Vec<(String, i64)>>,
+    /// Answers other than success or 503 while `strict` was set.
+    strict_failures: Mutex<Vec<String>>,
+    /// Answers and transport errors of any kind, for the log.
+    failures: Mutex<Vec<String>>,
+}
+
+struct Push {
+    front: String,
+    http: reqwest::Client,
+    outcomes: Arc<Outcomes>,
+    strict: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Push {
+    fn failed(&self, what: String) {
+        if self.strict.load(Ordering::SeqCst) {
+            self.outcomes
+                .strict_failures
+                .lock()
+                .unwrap()
+                .push(what.clone());
+        }
+        self.outcomes.failures.lock().unwrap().push(what);
+    }
+
+    /// Records the samples `times` of `user` if the answer acknowledged
+    /// them (`expected`); a 503 or a failure waits a little before the
+    /// caller sends them again.
+    async fn acknowledged(
+        &self,
+        sent: reqwest::Result<reqwest::Response>,
+        expected: u16,
+        user: &str,
+        times: std::ops::Range<i64>,
+    ) -> bool {
+        match sent {
+            Ok(response) if response.status() == expected => {
+                let mut acknowledged = self.outcomes.acknowledged.lock().unwrap();
+                acknowledged.extend(times.map(|time| (user.to_owned(), time)));
+                return true;
+            }
+            Ok(response) if response.status() == 503 => {}
+            Ok(response) => self.failed(format!("{user}: {}", response.status())),
+            Err(error) => self.failed(format!("{user}: {error}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        false
+    }
+
+    /// One sample a request on the original route; a sample not
+    /// acknowledged is sent again (same time) until it is.
+    async fn form(self: Arc<Self>, user: String, token: String, first: i64) {
+        let mut time = first;
+        while !self.stop.load(Ordering::SeqCst) {
+            let sent = self
+                .http
+                .post(format!("{}/client/{user}", self.front))
+                .header("Authorization", &token)
+                .form(&[("time", time.to_string()), ("cpu_load", "7".into())])
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if self.acknowledged(sent, 202, &user, time..time + 1).await {
+                time += 1;
+            }
+        }
+    }
+
+    /// Batches of 20 through the v1 API.
+    async fn batches(self: Arc<Self>, user: String, token: String, first: i64) {
+        let mut time = first;
+        while !self.stop.load(Ordering::SeqCst) {
+            let batch: Vec<Value> = (0..20)
+                .map(|offset| json!({"time": time + offset, "cpu_load": 9}))
+                .collect();
+            let sent = self
+                .http
+                .post(format!("{}/api/v1/samples", self.front))
+                .bearer_auth(&token)
+                .json(&batch)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            if self.acknowledged(sent, 200, &user, time..time + 20).await {
+                time += 20;
+            }
+        }
+    }
+
+    /// The original WebSocket: one sample per message, each awaited; a
+    /// broken socket is reopened and the unacknowledged sample sent again.
+    async fn websocket(self: Arc<Self>, user: String, token: String, first: i64) {
+        let url = format!("{}/echo", self.front.replacen("http://", "ws://", 1));
+        let mut time = first;
+        while !self.stop.load(Ordering::SeqCst) {
+            let Ok(Ok((mut socket, _))) = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_tungstenite::connect_async(url.as_str()),
+            )
+            .await
+            else {
+                self.failed(format!("ws {user}: no connection"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut hello = true;
+            while !self.stop.load(Ordering::SeqCst) {
+                let message = match hello {
+                    true => json!({"type": "HELLO"}),
+                    false => json!({"type": "CLIENT_DATA", "client_id": token, "interval": 1,
+                                    "data": {"time": time, "cpu_load": 11}}),
+                };
+                if socket
+                    .send(Message::text(message.to_string()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                let reply = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+                let reply: Value = match reply {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        serde_json::from_str(text.as_str()).unwrap_or(Value::Null)
+                    }
+                    _ => break, // closed (a shutdown says 1001) or broken: reconnect
+                };
+                match reply["type"].as_str() {
+                    Some("WELCOME") => hello = false,
+                    Some("DATA_RETURN") => {
+                        self.outcomes
+                            .acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((user.clone(), time));
+                        time += 1;
+                    }
+                    _ if reply.to_string().contains("overloaded")
+                        || reply.to_string().contains("shutting_down") =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    _ => {
+                        self.failed(format!("ws {user}: {reply}"));
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn haproxy_config(front: &str, backends: &[Backend3]) -> String {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(index, backend)| format!("  server s{} {} check\n", index + 1, backend.bind))
+        .collect();
+    format!(
+        "global
+  maxconn 2000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  timeout tunnel 1h
+  option http-buffer-request
+  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response response-timeout
+frontend sysmon
+  bind {front}
+  default_backend servers
+backend servers
+  balance roundrobin
+  option httpchk GET /readyz
+  http-check expect status 200
+  default-server inter 250ms fall 2 rise 2
+{servers}"
+    )
+}
+
+/// Waits until a server answers `/readyz` with 200 itself.
+async fn until_ready(http: &reqwest::Client, bind: &str) {
+    poll(
+        "a restarted server ready",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            match http.get(format!("http://{bind}/readyz")).send().await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                Ok(response) => Err(response.status().to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+/// Every time a user has stored, through any server.
+async fn stored_times(http: &reqwest::Client, front: &str, user: &str, token: &str) -> Vec<i64> {
+    let body: Value = http
+        .get(format!("{front}/client/{user}/time/report"))
+        .header("Authorization", token)
+        .send()
+        .await
+        .expect("report")
+        .json()
+        .await
+        .expect("report body");
+    let text = body.to_string();
+    body["payload"]
+        .as_array()
+        .unwrap_or_else(|| panic!("report of {user}: {}", &text[..text.len().min(300)]))
+        .iter()
+        .map(|row| row["unix_time"].as_f64().expect("a time") as i64)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_servers_behind_haproxy_lose_nothing() {
+    let Some(haproxy) = outside_program("haproxy", "apt-get install haproxy") else {
+        return;
+    };
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let config = config_file(
+        &database,
+        "scale.yaml",
+        "shutdown_drain_seconds: 1.5\nshutdown_grace_seconds: 10\n",
+    );
+    let mut backends: Vec<Backend3> = (2..=4)
+        .map(|host| Backend3 {
+            bind: free_address(&format!("127.0.0.{host}")),
+            status_log: database.path(&format!("status-{host}.csv")),
+            process: None,
+        })
+        .collect();
+    // Started one after another: the first migrates, the others find the
+    // schema current (several starting together is the next test's).
+    for backend in &mut backends {
+        backend.start(&database, &config).await;
+    }
+    let front = free_address("127.0.0.1");
+    let haproxy_file = database.path("haproxy.cfg");
+    std::fs::write(&haproxy_file, haproxy_config(&front, &backends)).expect("haproxy.cfg");
+    let _haproxy = tokio::process::Command::new(&haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&haproxy_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(database.path("haproxy.log")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start haproxy");
+    let front = format!("http://{front}");
+    let http = reqwest::Client::new();
+    poll(
+        "HAProxy forwarding to ready servers",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            match http.get(format!("{front}/readyz")).send().await {
+                Ok(response) if response.status() == 200 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    let mut users = Vec::new();
+    for index in 0..9 {
+        let user = format!("scale-{index}");
+        let token = register_client(&http, &front, &user, PASSWORD).await;
+        users.push((user, token));
+    }
+    let outcomes = Arc::new(Outcomes::default());
+    let strict = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let push = Arc::new(Push {
+        front: front.clone(),
+        http: reqwest::Client::new(),
+        outcomes: outcomes.clone(),
+        strict: strict.clone(),
+        stop: stop.clone(),
+    });
+    let first = 1_700_000_000;
+    let mut pushers = JoinSet::new();
+    for (index, (user, token)) in users.iter().cloned().enumerate() {
+        let push = push.clone();
+        match index % 3 {
+            0 => pushers.spawn(push.form(user, token, first)),
+            1 => pushers.spawn(push.batches(user, token, first)),
+            _ => pushers.spawn(push.websocket(user, token, first)),
+        };
+    }
+
+    // SIGKILL one server under load, restart it where HAProxy expects it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed = backends[1].process.take().expect("running");
+    killed.kill().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    backends[1].start(&database, &config).await;
+    until_ready(&http, &backends[1].bind).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_kill = outcomes.acknowledged.lock().unwrap().len();
+
+    // Rolling restart: each server drains (its /readyz fails, HAProxy
+    // moves away), stops, starts again; clients see success or 503 only.
+    strict.store(true, Ordering::SeqCst);
+    for backend in &mut backends {
+        let mut process = backend.process.take().expect("running");
+        process.signal("-TERM").await;
+        assert!(process.wait().await.success(), "clean exit on SIGTERM");
+        backend.start(&database, &config).await;
+        until_ready(&http, &backend.bind).await;
+        // HAProxy needs `rise` checks before it sends traffic again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    strict.store(false, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    pushers.join_all().await;
+
+    let acknowledged = outcomes.acknowledged.lock().unwrap().clone();
+    assert!(
+        after_kill > 100 && acknowledged.len() > after_kill + 100,
+        "the load ran through both phases: {after_kill} then {}",
+        acknowledged.len()
+    );
+    let strict_failures = outcomes.strict_failures.lock().unwrap().clone();
+    assert!(
+        strict_failures.is_empty(),
+        "during the rolling restart: {strict_failures:?}"
+    );
+    for (user, token) in &users {
+        let stored = stored_times(&http, &front, user, token).await;
+        let unique: BTreeSet<i64> = stored.iter().copied().collect();
+        assert_eq!(unique.len(), stored.len(), "{user}: a time stored twice");
+        let missing: Vec<i64> = acknowledged
+            .iter()
+            .filter(|(owner, time)| owner == user && !unique.contains(time))
+            .map(|(_, time)| *time)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{user}: acknowledged, not stored: {missing:?}"
+        );
+    }
+    eprintln!(
+        "{} samples acknowledged; transport failures seen (not during the rolling restart): {}",
+        acknowledged.len(),
+        outcomes.failures.lock().unwrap().len()
+    );
+}
