@@ -19,9 +19,10 @@ use crate::proxy::TrustedProxies;
 use crate::routes;
 use crate::services::alerts::Alerts;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
-use crate::services::ingest::Ingest;
+use crate::services::ingest::{Feeds, Ingest};
 use crate::services::integrations::Integrations;
 use crate::services::metrics::Metrics;
+use crate::services::peers;
 use crate::services::readiness::Readiness;
 use crate::services::reads::Reads;
 use crate::services::retention;
@@ -85,15 +86,29 @@ impl Application {
             services_stop.clone(),
         )
         .await?;
+        let (announcements, announced) = peers::announce_channel(store.as_ref()).unzip();
+        let feeds = Feeds {
+            alerts: Some(alert_feed),
+            peers: announcements,
+        };
         let (ingest, ingest_writers) = Ingest::start(
             store.clone(),
             rollups.clone(),
             &config.ingest,
             config.retention.raw,
             metrics.clone(),
-            Some(alert_feed),
+            feeds,
             services_stop.clone(),
         );
+        let peer_tasks = match announced {
+            Some(announced) => peers::start(
+                store.clone(),
+                ingest.clone(),
+                announced,
+                services_stop.clone(),
+            ),
+            None => Vec::new(),
+        };
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());
         let status_writer = status_log.spawn(monitor.watch(), services_stop.clone());
 
@@ -146,6 +161,7 @@ impl Application {
             background: [sampler, status_writer, retention_job, revocation_watch]
                 .into_iter()
                 .chain(alert_tasks)
+                .chain(peer_tasks)
                 .collect(),
             services_stop,
             shutdown_grace: config.shutdown_grace,

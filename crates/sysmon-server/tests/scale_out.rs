@@ -15,8 +15,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sysmon_testkit::process::{config_file, register_client};
-use sysmon_testkit::{outside_program, poll, Backend, ServerProcess, TestDatabase};
+use sysmon_testkit::{
+    outside_program, poll, unix_now, Backend, ServerProcess, TestDatabase, TestServer,
+};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
@@ -410,4 +413,50 @@ async fn three_servers_behind_haproxy_lose_nothing() {
         acknowledged.len(),
         outcomes.failures.lock().unwrap().len()
     );
+}
+
+/// A live chart open on one server gets a sample pushed through another
+/// within a second (the commit is announced with NOTIFY and read back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_chart_on_one_server_sees_samples_pushed_through_another() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let watched = TestServer::start(database.config()).await;
+    let mut config = database.config();
+    config.status_log.path = database.path("second-server.csv");
+    let pushed_through = TestServer::start(config).await;
+    let token = watched.register("live-host", "pw-secret1").await;
+
+    let mut request = format!("ws://{}/api/v1/clients/live-host/live", watched.address)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("READY within 5 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready.to_text().unwrap(), r#"{"type":"READY"}"#);
+
+    let time = unix_now() as i64;
+    let pushed = std::time::Instant::now();
+    pushed_through
+        .post_samples(&token, &[json!({"time": time, "cpu_load": 33.5})])
+        .await;
+    let frame = tokio::time::timeout(Duration::from_secs(1), socket.next())
+        .await
+        .expect("the sample within a second of its acknowledgement")
+        .unwrap()
+        .unwrap();
+    let sample: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+    assert_eq!(sample["type"], "SAMPLE", "{sample}");
+    assert_eq!(sample["time"], time as f64, "{sample}");
+    assert_eq!(sample["values"]["cpu_load"], 33.5, "{sample}");
+    assert!(pushed.elapsed() < Duration::from_secs(1));
+    watched.shutdown().await;
+    pushed_through.shutdown().await;
 }

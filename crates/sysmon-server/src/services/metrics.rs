@@ -84,6 +84,7 @@ pub struct Metrics {
     alert_evaluation_seconds: Histogram,
     alert_deliveries: Family<ReasonLabels, Counter>,
     alert_feed_dropped: Counter,
+    peer_feed_dropped: Counter,
     unmapped: Family<ReasonLabels, Counter>,
     /// The sum over `samples`' stored series, for the health page.
     stored_total: std::sync::atomic::AtomicU64,
@@ -196,6 +197,12 @@ impl Metrics {
             "Commits the alert evaluator missed because its feed was full (their samples were stored; only evaluation skipped them)",
             alert_feed_dropped.clone(),
         );
+        let peer_feed_dropped = Counter::default();
+        registry.register(
+            "peer_feed_dropped",
+            "Commits not announced to the other servers on the database because the announcer fell behind (stored all the same; their live views and alerts missed them)",
+            peer_feed_dropped.clone(),
+        );
         let unmapped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "ingest_unmapped_points",
@@ -207,6 +214,7 @@ impl Metrics {
             alert_evaluation_seconds,
             alert_deliveries,
             alert_feed_dropped,
+            peer_feed_dropped,
             registry,
             samples,
             requests,
@@ -311,6 +319,10 @@ impl Metrics {
 
     pub fn alert_feed_dropped(&self) {
         self.alert_feed_dropped.inc();
+    }
+
+    pub fn peer_feed_dropped(&self) {
+        self.peer_feed_dropped.inc();
     }
 
     /// Points or series of a foreign protocol that map to no metric.

@@ -14,6 +14,7 @@ pub mod integrations;
 pub mod login_guard;
 pub mod metrics;
 pub mod passwords;
+pub mod peers;
 pub mod query;
 pub mod readiness;
 pub mod reads;

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sysmon_core::{Sample, UnixTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
@@ -229,6 +231,20 @@ pub trait Store:
     /// retention job; SQLite has nothing to do.
     async fn prepare_ahead(&self, _now_us: i64) -> Result<()> {
         Ok(())
+    }
+
+    /// Tells the other servers on this database which samples this one
+    /// committed (PostgreSQL: `NOTIFY`); nothing on SQLite, which one
+    /// server owns.
+    async fn announce_committed(&self, _keys: &[SampleKey]) -> Result<()> {
+        Ok(())
+    }
+
+    /// What the other servers announce, as it arrives, until `stop`
+    /// (PostgreSQL: `LISTEN` on a connection of its own); `None` where no
+    /// other server can write (SQLite).
+    fn hear_committed(&self, _stop: CancellationToken) -> Option<mpsc::Receiver<Vec<SampleKey>>> {
+        None
     }
 
     /// Waits for open connections to finish and closes them.

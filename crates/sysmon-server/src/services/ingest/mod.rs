@@ -97,7 +97,19 @@ pub struct Ingest {
     enqueue_timeout: Duration,
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
+    /// The alert evaluator's feed, for other servers' commits.
+    alerts: Option<mpsc::Sender<Committed>>,
     raw_retention: Option<Duration>,
+}
+
+/// Where committed samples go besides live readers.
+#[derive(Clone, Default)]
+pub struct Feeds {
+    /// The alert evaluator, when alerts run.
+    pub alerts: Option<mpsc::Sender<Committed>>,
+    /// The announcer that tells other servers on the database
+    /// ([`crate::services::peers`]), on PostgreSQL.
+    pub peers: Option<mpsc::Sender<Committed>>,
 }
 
 impl Ingest {
@@ -110,7 +122,7 @@ impl Ingest {
         config: &IngestConfig,
         raw_retention: Option<Duration>,
         metrics: Arc<Metrics>,
-        alerts: Option<mpsc::Sender<Committed>>,
+        feeds: Feeds,
         stop: CancellationToken,
     ) -> (Ingest, JoinSet<()>) {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -126,7 +138,7 @@ impl Ingest {
                 max_batch: config.max_batch.max(1),
                 metrics: metrics.clone(),
                 live: live.clone(),
-                alerts: alerts.clone(),
+                feeds: feeds.clone(),
                 stop: stop.clone(),
             }));
         }
@@ -138,9 +150,27 @@ impl Ingest {
             enqueue_timeout: config.enqueue_timeout,
             metrics,
             live,
+            alerts: feeds.alerts,
             raw_retention,
         };
         (ingest, writers)
+    }
+
+    /// Samples another server on this database committed (see
+    /// [`crate::services::peers`]): to live readers and the alert
+    /// evaluator, as this server's own commits are.
+    pub fn publish_from_peers(&self, rows: Committed) {
+        if let Some(alerts) = &self.alerts {
+            feed_alerts(alerts, &self.metrics, rows.clone());
+        }
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(rows);
+        }
+    }
+
+    /// Whether anything here reads other servers' commits.
+    pub fn hears_peers(&self) -> bool {
+        self.alerts.is_some() || self.live.receiver_count() > 0
     }
 
     /// Stores a client's samples; returns once they are committed, saying
@@ -248,8 +278,7 @@ struct Writer {
     max_batch: usize,
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
-    /// The alert evaluator's feed, when alerts run.
-    alerts: Option<mpsc::Sender<Committed>>,
+    feeds: Feeds,
     stop: CancellationToken,
 }
 
@@ -341,7 +370,7 @@ fn settle(writer: &Writer, jobs: Vec<Job>, stored: Stored) {
             store: writer.store.clone(),
             rollups: writer.rollups.clone(),
             metrics: writer.metrics.clone(),
-            alerts: writer.alerts.clone(),
+            alerts: writer.feeds.alerts.clone(),
         },
         waiting,
         stored,
@@ -458,7 +487,10 @@ fn coalesce(rows: impl Iterator<Item = ClientSample>) -> Vec<ClientSample> {
 /// commit (counted).
 fn publish(writer: &Writer, rows: Committed, new: &KeySet, added: Vec<ClientSample>) {
     let watched = writer.live.receiver_count() > 0;
-    if (new.is_empty() && added.is_empty()) || (!watched && writer.alerts.is_none()) {
+    let feeds = &writer.feeds;
+    if (new.is_empty() && added.is_empty())
+        || (!watched && feeds.alerts.is_none() && feeds.peers.is_none())
+    {
         return;
     }
     let committed: Committed = if new.len() == rows.len() {
@@ -470,7 +502,14 @@ fn publish(writer: &Writer, rows: Committed, new: &KeySet, added: Vec<ClientSamp
             .cloned()
             .collect()
     };
-    if let Some(alerts) = &writer.alerts {
+    if let Some(peers) = feeds.peers.as_ref().filter(|_| !committed.is_empty()) {
+        // Their alert evaluators would count a completed time twice: new
+        // samples only.
+        if peers.try_send(committed.clone()).is_err() {
+            writer.metrics.peer_feed_dropped();
+        }
+    }
+    if let Some(alerts) = &feeds.alerts {
         let feed: Committed = match added.is_empty() {
             true => committed.clone(),
             false => committed.iter().cloned().chain(added).collect(),

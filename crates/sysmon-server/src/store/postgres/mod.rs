@@ -1,5 +1,6 @@
 //! The production store: PostgreSQL.
 
+mod announcements;
 mod completion;
 mod reads;
 
@@ -52,6 +53,9 @@ pub struct PostgresStore {
     instance_lock: tokio::sync::Mutex<Option<(InstanceId, PgConnection)>>,
     /// The samples tables' day partitions (see partitions.rs).
     partitions: Partitions,
+    /// This store's random id in the announcements of its commits, so it
+    /// skips its own (see announcements.rs).
+    announcer: i64,
 }
 
 impl PostgresStore {
@@ -92,6 +96,7 @@ impl PostgresStore {
             options,
             instance_lock: tokio::sync::Mutex::new(None),
             partitions,
+            announcer: rand::random::<i64>() & i64::MAX,
         })
     }
 }
@@ -491,6 +496,17 @@ impl Store for PostgresStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+
+    async fn announce_committed(&self, keys: &[SampleKey]) -> Result<()> {
+        announcements::announce(&self.pool, self.announcer, keys).await
+    }
+
+    fn hear_committed(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<mpsc::Receiver<Vec<SampleKey>>> {
+        Some(announcements::hear(self.pool.clone(), self.announcer, stop))
     }
 
     async fn prepare_ahead(&self, now_us: i64) -> Result<()> {
