@@ -21,6 +21,7 @@ use crate::services::alerts::Alerts;
 use crate::services::auth::{Auth, RegistrationMode, FIRST_ADMIN};
 use crate::services::ingest::{Feeds, Ingest};
 use crate::services::integrations::Integrations;
+use crate::services::leadership::Leadership;
 use crate::services::metrics::Metrics;
 use crate::services::peers;
 use crate::services::readiness::Readiness;
@@ -78,11 +79,14 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let rollups = Rollups::start(store.clone(), config.ingest.rollups, metrics.clone()).await?;
         let folder = rollups.clone().spawn(services_stop.clone());
+        let (leadership, leadership_task) =
+            Leadership::start(store.clone(), services_stop.clone()).await;
         let (alerts, alert_feed, alert_tasks) = Alerts::start(
             store.clone(),
             config.alerts.clone(),
             &config.bind,
             metrics.clone(),
+            leadership.clone(),
             services_stop.clone(),
         )
         .await?;
@@ -125,8 +129,12 @@ impl Application {
         if let Some(password) = auth.ensure_first_admin(initial_password).await? {
             hand_over_first_password(&password, &config.status_log.path);
         }
-        let retention_job =
-            retention::spawn(store.clone(), config.retention, services_stop.clone());
+        let retention_job = retention::spawn(
+            store.clone(),
+            config.retention,
+            leadership,
+            services_stop.clone(),
+        );
         let revocation_watch = auth.clone().watch_revocations(services_stop.clone());
 
         let integrations =
@@ -162,6 +170,7 @@ impl Application {
                 .into_iter()
                 .chain(alert_tasks)
                 .chain(peer_tasks)
+                .chain([leadership_task])
                 .collect(),
             services_stop,
             shutdown_grace: config.shutdown_grace,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sysmon_testkit::process::{config_file, register_client};
+use sysmon_testkit::receiver::Receiver;
 use sysmon_testkit::{
     outside_program, poll, unix_now, Backend, ServerProcess, TestDatabase, TestServer,
 };
@@ -459,4 +460,98 @@ async fn a_live_chart_on_one_server_sees_samples_pushed_through_another() {
     assert!(pushed.elapsed() < Duration::from_secs(1));
     watched.shutdown().await;
     pushed_through.shutdown().await;
+}
+
+/// Alert rules on two servers of one database: only the leader judges and
+/// notifies; when it stops, the other takes over within seconds, from the
+/// stored states, and notifies the recovery once (not the firing again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_notifies_and_another_takes_over() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let alerting = |status_log: &str| {
+        let mut config = database.config();
+        config.status_log.path = database.path(status_log);
+        config.alerts.rules = serde_norway::from_str(
+            "- {name: cpu-hot, metric: cpu_load, over_seconds: 1, above: 90, for_seconds: 0, channels: [hook]}",
+        )
+        .expect("rule");
+        config.alerts.channels = serde_norway::from_str(&format!(
+            "- {{name: hook, kind: webhook, url: '{}'}}",
+            receiver.url("/hook")
+        ))
+        .expect("channel");
+        config.alerts.evaluation_interval = Duration::from_millis(200);
+        config
+    };
+    let first = TestServer::start(alerting("first.csv")).await;
+    let second = TestServer::start(alerting("second.csv")).await;
+    let token = first.register("hot-host", "pw-secret1").await;
+    let notified = |state: &'static str| {
+        let receiver = &receiver;
+        move || {
+            receiver
+                .received("/hook")
+                .iter()
+                .filter(|request| request.json()["state"] == state)
+                .count()
+        }
+    };
+    // Hot, pushed through the server that does not lead: the leader hears
+    // of it and notifies, once.
+    for _ in 0..4 {
+        push_cpu(&second, &token, 97.0).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let firing = notified("firing");
+    poll(
+        "one firing notification",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match firing() {
+                0 => Err("none yet".to_owned()),
+                count => Ok(count),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(firing(), 1, "the second server did not notify too");
+
+    // The leader goes; the second takes over and notifies the recovery.
+    first.shutdown().await;
+    for _ in 0..12 {
+        push_cpu(&second, &token, 10.0).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let resolved = notified("resolved");
+    poll(
+        "the recovery notified by the new leader",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match resolved() {
+                0 => Err(format!("{} firing, no resolved yet", firing())),
+                count => Ok(count),
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (firing(), resolved()),
+        (1, 1),
+        "each transition notified once"
+    );
+    second.shutdown().await;
+}
+
+async fn push_cpu(server: &TestServer, token: &str, cpu: f64) {
+    let time = unix_now();
+    server
+        .post_samples(token, &[json!({"time": time, "cpu_load": cpu})])
+        .await;
 }

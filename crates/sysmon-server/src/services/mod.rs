@@ -11,6 +11,7 @@ pub mod fleet_tokens;
 pub mod host_pattern;
 pub mod ingest;
 pub mod integrations;
+pub mod leadership;
 pub mod login_guard;
 pub mod metrics;
 pub mod passwords;

@@ -11,6 +11,7 @@ use sysmon_core::UnixTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::leadership::Leadership;
 use super::query::RetentionConfig;
 use crate::error::Result;
 use crate::store::{Store, Tier};
@@ -48,13 +49,21 @@ pub async fn purge_removed_clients(store: &dyn Store) {
 pub fn spawn(
     store: Arc<dyn Store>,
     retention: RetentionConfig,
+    leadership: Arc<Leadership>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            // Every server: each keeps its own list of the partitions.
             if let Err(error) = store.prepare_ahead(UnixTime::now().micros()).await {
                 // Ingest creates what is missing itself; this only saves it the wait.
                 tracing::warn!(%error, "cannot prepare the store for the coming days");
+            }
+            if !leadership.is_leader() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(retention.check_interval) => continue,
+                }
             }
             if let Err(error) = store
                 .delete_expired_sessions(UnixTime::now().micros())

@@ -233,6 +233,12 @@ pub trait Store:
         Ok(())
     }
 
+    /// Takes or keeps the leader lock (see [`crate::services::leadership`]);
+    /// whether this server holds it. SQLite: always.
+    async fn hold_leadership(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Tells the other servers on this database which samples this one
     /// committed (PostgreSQL: `NOTIFY`); nothing on SQLite, which one
     /// server owns.

@@ -29,6 +29,7 @@ use self::evaluate::{AlertState, Evaluator, Standing, Transition};
 use self::rules::{HostsSpec, Rule, RuleSource, RuleSpec, MAX_RULES};
 use super::auth::Principal;
 use super::ingest::Committed;
+use super::leadership::Leadership;
 use super::metrics::Metrics;
 use crate::error::{Error, Result};
 use crate::store::{
@@ -140,6 +141,10 @@ pub struct Alerts {
     rule_changes: tokio::sync::Mutex<()>,
     /// When this server started: silence counts from no earlier.
     started_at: UnixTime,
+    /// Whether this server evaluates (several servers share a database).
+    leadership: Arc<Leadership>,
+    /// The API rules as last read, to skip reloading them unchanged.
+    stored_rules: Mutex<Option<Vec<(String, String)>>>,
 }
 
 impl Alerts {
@@ -151,6 +156,7 @@ impl Alerts {
         config: AlertsConfig,
         bind: &str,
         metrics: Arc<Metrics>,
+        leadership: Arc<Leadership>,
         stop: CancellationToken,
     ) -> Result<(Arc<Alerts>, mpsc::Sender<Committed>, Vec<JoinHandle<()>>)> {
         let channels = checked_channels(&config.channels)?;
@@ -188,10 +194,12 @@ impl Alerts {
             unrecorded: Mutex::new(Vec::new()),
             rule_changes: tokio::sync::Mutex::new(()),
             started_at: UnixTime::now(),
+            leadership,
+            stored_rules: Mutex::new(None),
         });
         alerts.reload_rules().await?;
         alerts.refresh_hosts().await?;
-        alerts.restore_standings().await?;
+        alerts.restore_standings(true).await?;
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
         let tasks = vec![
             tokio::spawn(alerts.clone().observe(receiver, stop.clone())),
@@ -204,8 +212,16 @@ impl Alerts {
     /// Config rules, then the stored API rules (one shadowed by a config
     /// rule of the same name is left out, with a warning).
     async fn reload_rules(&self) -> Result<()> {
+        let stored = self.store.alert_rules().await?;
+        {
+            let mut loaded = self.stored_rules.lock();
+            if loaded.as_ref() == Some(&stored) {
+                return Ok(()); // as loaded last time
+            }
+            *loaded = Some(stored.clone());
+        }
         let mut rules = self.config_rules.clone();
-        for (name, text) in self.store.alert_rules().await? {
+        for (name, text) in stored {
             if rules.iter().any(|rule| rule.name() == name) {
                 tracing::warn!(rule = %name, "an API alert rule has the name of a config rule; the config rule applies");
                 continue;
@@ -254,8 +270,8 @@ impl Alerts {
     }
 
     /// The stored states of current rules; those of rules no longer
-    /// declared are deleted.
-    async fn restore_standings(&self) -> Result<()> {
+    /// declared are deleted when `prune` (the leader's to do).
+    async fn restore_standings(&self, prune: bool) -> Result<()> {
         let stored = self.store.alert_standings().await?;
         let known: HashSet<String> = self
             .evaluator
@@ -269,7 +285,7 @@ impl Alerts {
             .map(|standing| standing.rule.as_str())
             .filter(|rule| !known.contains(*rule))
             .collect();
-        for rule in gone {
+        for rule in gone.into_iter().filter(|_| prune) {
             tracing::info!(rule, "alerts: states of a rule no longer declared deleted");
             self.store.delete_alert_states(rule).await?;
         }
@@ -314,10 +330,14 @@ impl Alerts {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refreshed = Instant::now();
         let mut pruned: Option<Instant> = None;
+        let mut term = self.leadership.term();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {},
                 _ = stop.cancelled() => return,
+            }
+            if !self.lead_this_tick(&mut term).await {
+                continue;
             }
             // Hourly; history kept for less than an hour, as often as kept.
             let prune_every = self
@@ -354,6 +374,33 @@ impl Alerts {
             self.metrics.alert_evaluated(took.as_secs_f64());
             self.record(transitions).await;
         }
+    }
+
+    /// Whether this server evaluates this tick. Every server follows the
+    /// rules and (through [`crate::services::peers`]) every host's samples;
+    /// only the leader judges and notifies. The others read the stored
+    /// states, so `/api/v1/alerts` answers alike on every server, and a
+    /// server that becomes leader starts from them: a transition the
+    /// previous leader recorded is not notified again.
+    async fn lead_this_tick(&self, term: &mut u64) -> bool {
+        let leading = self.leadership.is_leader();
+        let current = self.leadership.term();
+        let took_over = leading && current != *term;
+        *term = current;
+        // Rules may change through the API of any server.
+        if let Err(error) = self.reload_rules().await {
+            tracing::warn!(%error, "alerts: cannot read the rules");
+        }
+        if !leading || took_over {
+            if let Err(error) = self.restore_standings(took_over).await {
+                tracing::warn!(%error, "alerts: cannot read the stored states");
+                return false;
+            }
+        }
+        if took_over {
+            tracing::info!("alerts: this server evaluates now, from the stored states");
+        }
+        leading
     }
 
     /// Deletes history older than `alerts.history_days`.

@@ -1,6 +1,6 @@
 //! Servers on one database telling each other what they committed, so a
 //! live chart or the alert evaluator on one sees samples pushed through
-//! another (docs/scaling.md): `NOTIFY sysmon_committed` with the keys,
+//! another (docs/scaling.md): `NOTIFY sysmon_committed_<deployment>` with the keys,
 //! `LISTEN` on a connection of its own. Only keys travel (a notification
 //! holds at most 8,000 bytes); the hearer reads the samples by key.
 //!
@@ -22,8 +22,6 @@ use super::super::journal;
 use super::super::SampleKey;
 use crate::error::Result;
 
-const CHANNEL: &str = "sysmon_committed";
-
 /// 16 bytes a key, base64 (4/3), with the sender: well under 8,000 bytes.
 const KEYS_PER_NOTIFICATION: usize = 350;
 
@@ -31,8 +29,19 @@ const KEYS_PER_NOTIFICATION: usize = 350;
 /// ones are dropped (a live chart misses points; the database has them).
 const HEARD_BACKLOG: usize = 1024;
 
-/// Sends `NOTIFY`s naming `keys`, from `sender`.
-pub(super) async fn announce(pool: &PgPool, sender: i64, keys: &[SampleKey]) -> Result<()> {
+/// The channel of one deployment: notifications are per database, and
+/// another deployment (another schema) has hosts of the same ids.
+pub(super) fn channel(deployment: i64) -> String {
+    format!("sysmon_committed_{:016x}", deployment as u64)
+}
+
+/// Sends `NOTIFY`s on `channel` naming `keys`, from `sender`.
+pub(super) async fn announce(
+    pool: &PgPool,
+    channel: &str,
+    sender: i64,
+    keys: &[SampleKey],
+) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -46,7 +55,7 @@ pub(super) async fn announce(pool: &PgPool, sender: i64, keys: &[SampleKey]) -> 
         })
         .collect();
     sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::TEXT[]) AS payload")
-        .bind(CHANNEL)
+        .bind(channel)
         .bind(payloads)
         .execute(pool)
         .await?;
@@ -57,13 +66,14 @@ pub(super) async fn announce(pool: &PgPool, sender: i64, keys: &[SampleKey]) -> 
 /// by itself after a lost connection (what was sent meanwhile is missed).
 pub(super) fn hear(
     pool: PgPool,
+    channel: String,
     sender: i64,
     stop: CancellationToken,
 ) -> mpsc::Receiver<Vec<SampleKey>> {
     let (heard, receiver) = mpsc::channel(HEARD_BACKLOG);
     tokio::spawn(async move {
         let mut listener = loop {
-            match listen(&pool).await {
+            match listen(&pool, &channel).await {
                 Ok(listener) => break listener,
                 Err(error) => {
                     tracing::warn!(%error, "cannot listen for other servers' commits; retrying");
@@ -99,9 +109,9 @@ pub(super) fn hear(
     receiver
 }
 
-async fn listen(pool: &PgPool) -> Result<PgListener> {
+async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen(channel).await?;
     Ok(listener)
 }
 

@@ -56,6 +56,24 @@ pub struct PostgresStore {
     /// This store's random id in the announcements of its commits, so it
     /// skips its own (see announcements.rs).
     announcer: i64,
+    /// The connection holding the leader lock, while this server leads.
+    leader: tokio::sync::Mutex<Option<PgConnection>>,
+    /// The leader lock's advisory-lock key (see [`leader_lock_key`]), which
+    /// also names this deployment's announcements channel.
+    leader_lock: i64,
+}
+
+/// The leader lock's key: advisory locks are per database, so the key
+/// names the schema too (two deployments in one database, or the tests'
+/// schemas, each have their leader), and it is negative, where instance
+/// claims are positive.
+async fn leader_lock_key(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT hashtextextended('sysmon leader ' || current_database() || '.' || current_schema(), 0)
+                | (1::BIGINT << 63)",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 impl PostgresStore {
@@ -82,6 +100,7 @@ impl PostgresStore {
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let partitions = Partitions::load(&pool).await?;
+        let leader_lock = leader_lock_key(&pool).await?;
         let lazy_pool = |connections| {
             PgPoolOptions::new()
                 .max_connections(connections)
@@ -97,6 +116,8 @@ impl PostgresStore {
             instance_lock: tokio::sync::Mutex::new(None),
             partitions,
             announcer: rand::random::<i64>() & i64::MAX,
+            leader: tokio::sync::Mutex::new(None),
+            leader_lock,
         })
     }
 }
@@ -498,15 +519,44 @@ impl Store for PostgresStore {
         Ok(deleted)
     }
 
+    async fn hold_leadership(&self) -> Result<bool> {
+        let mut held = self.leader.lock().await;
+        if let Some(connection) = held.as_mut() {
+            if connection.ping().await.is_ok() {
+                return Ok(true);
+            }
+            // The lock went with the connection; try for it afresh.
+            *held = None;
+        }
+        let mut connection = PgConnection::connect_with(&self.options).await?;
+        let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.leader_lock)
+            .fetch_one(&mut connection)
+            .await?;
+        if won {
+            *held = Some(connection);
+        } else {
+            let _ = connection.close().await;
+        }
+        Ok(won)
+    }
+
     async fn announce_committed(&self, keys: &[SampleKey]) -> Result<()> {
-        announcements::announce(&self.pool, self.announcer, keys).await
+        let channel = announcements::channel(self.leader_lock);
+        announcements::announce(&self.pool, &channel, self.announcer, keys).await
     }
 
     fn hear_committed(
         &self,
         stop: tokio_util::sync::CancellationToken,
     ) -> Option<mpsc::Receiver<Vec<SampleKey>>> {
-        Some(announcements::hear(self.pool.clone(), self.announcer, stop))
+        let channel = announcements::channel(self.leader_lock);
+        Some(announcements::hear(
+            self.pool.clone(),
+            channel,
+            self.announcer,
+            stop,
+        ))
     }
 
     async fn prepare_ahead(&self, now_us: i64) -> Result<()> {
