@@ -105,12 +105,16 @@ impl Application {
             services_stop.clone(),
         );
         let peer_tasks = match announced {
-            Some(announced) => peers::start(
-                store.clone(),
-                ingest.clone(),
-                announced,
-                services_stop.clone(),
-            ),
+            Some(announced) => {
+                let alerts = alerts.clone();
+                peers::start(
+                    store.clone(),
+                    ingest.clone(),
+                    Arc::new(move || alerts.has_rules()),
+                    announced,
+                    services_stop.clone(),
+                )
+            }
             None => Vec::new(),
         };
         let (monitor, sampler) = SelfMonitor::start(services_stop.clone());

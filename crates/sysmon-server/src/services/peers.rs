@@ -38,16 +38,19 @@ pub fn announce_channel(
     (store.kind() == "postgresql").then(|| mpsc::channel(ANNOUNCE_BACKLOG))
 }
 
-/// Runs the announcer and the hearer until `stop`.
+/// Runs the announcer and the hearer until `stop`. What is heard is read
+/// back only while a live socket here watches or `evaluating` says alert
+/// rules want it.
 pub fn start(
     store: Arc<dyn Store>,
     ingest: Ingest,
+    evaluating: Arc<dyn Fn() -> bool + Send + Sync>,
     commits: mpsc::Receiver<Committed>,
     stop: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![tokio::spawn(announce(store.clone(), commits))];
     if let Some(heard) = store.hear_committed(stop) {
-        tasks.push(tokio::spawn(hear(store, ingest, heard)));
+        tasks.push(tokio::spawn(hear(store, ingest, evaluating, heard)));
     }
     tasks
 }
@@ -73,7 +76,12 @@ fn keys_of(rows: &Committed) -> Vec<SampleKey> {
 }
 
 /// Reads what other servers announce and publishes it here.
-async fn hear(store: Arc<dyn Store>, ingest: Ingest, mut heard: mpsc::Receiver<Vec<SampleKey>>) {
+async fn hear(
+    store: Arc<dyn Store>,
+    ingest: Ingest,
+    evaluating: Arc<dyn Fn() -> bool + Send + Sync>,
+    mut heard: mpsc::Receiver<Vec<SampleKey>>,
+) {
     while let Some(first) = heard.recv().await {
         let mut keys = first;
         tokio::time::sleep(GATHER).await;
@@ -83,7 +91,7 @@ async fn hear(store: Arc<dyn Store>, ingest: Ingest, mut heard: mpsc::Receiver<V
                 Err(_) => break,
             }
         }
-        if !ingest.hears_peers() {
+        if !ingest.watched() && !evaluating() {
             continue; // nobody here would see them
         }
         match store.samples_by_keys(keys).await {

@@ -607,6 +607,12 @@ impl Alerts {
         format!("{}/#/host/{encoded}", self.link_base)
     }
 
+    /// Whether any rule is declared (so the samples other servers commit
+    /// are worth reading back, see [`crate::services::peers`]).
+    pub fn has_rules(&self) -> bool {
+        !self.evaluator.lock().rules().is_empty()
+    }
+
     // ---- what the routes ask
 
     /// Every (rule, host) not `ok` that the principal may read, firing

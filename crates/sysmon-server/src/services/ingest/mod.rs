@@ -168,9 +168,9 @@ impl Ingest {
         }
     }
 
-    /// Whether anything here reads other servers' commits.
-    pub fn hears_peers(&self) -> bool {
-        self.alerts.is_some() || self.live.receiver_count() > 0
+    /// Whether a live reader here would see other servers' commits.
+    pub fn watched(&self) -> bool {
+        self.live.receiver_count() > 0
     }
 
     /// Stores a client's samples; returns once they are committed, saying
