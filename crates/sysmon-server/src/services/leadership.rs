@@ -53,10 +53,18 @@ impl Leadership {
     }
 
     async fn check(&self, store: &dyn Store) {
-        let leading = match store.hold_leadership().await {
-            Ok(leading) => leading,
-            Err(error) => {
+        // Bounded: a half-open connection must not leave this server
+        // believing it leads while another has taken the lock.
+        let leading = match tokio::time::timeout(CHECK, store.hold_leadership()).await {
+            Ok(Ok(leading)) => leading,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot check the leader lock; not leading until it can");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the leader lock did not answer within a second; not leading until it does"
+                );
                 false
             }
         };

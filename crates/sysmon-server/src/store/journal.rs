@@ -62,13 +62,6 @@ pub struct Inserted {
     pub deferred: Vec<SampleKey>,
 }
 
-impl Inserted {
-    /// Whether the commit stored anything, new or completing.
-    pub fn changed_anything(&self) -> bool {
-        !self.keys.is_empty() || !self.completed.is_empty()
-    }
-}
-
 /// Summaries to merge into the rollup tables, and the journal entries whose
 /// samples they account for (deleted in the same transaction).
 #[derive(Debug, Clone, Default)]

@@ -188,8 +188,9 @@ pub trait Store:
     /// lacks (a part of a split scrape), or is [`Inserted::deferred`] when
     /// that sample is not folded yet; adding nothing, it is a replay:
     /// retries never duplicate. PostgreSQL completes in a second
-    /// transaction, so a failure there refuses a batch whose new rows are
-    /// committed; its retry finds them stored.
+    /// transaction after the new rows' commit; when that one fails, its
+    /// parts are deferred too, so the new rows are still returned (and
+    /// recorded for the rollups by the caller).
     async fn insert_samples(
         &self,
         samples: Arc<[ClientSample]>,

@@ -199,7 +199,8 @@ impl Alerts {
         });
         alerts.reload_rules().await?;
         alerts.refresh_hosts().await?;
-        alerts.restore_standings(true).await?;
+        let leading = alerts.leadership.is_leader();
+        alerts.restore_standings(leading).await?;
         let (feed, receiver) = mpsc::channel(FEED_CAPACITY);
         let tasks = vec![
             tokio::spawn(alerts.clone().observe(receiver, stop.clone())),
@@ -336,15 +337,13 @@ impl Alerts {
                 _ = ticks.tick() => {},
                 _ = stop.cancelled() => return,
             }
-            if !self.lead_this_tick(&mut term).await {
-                continue;
-            }
+            let leading = self.lead_this_tick(&mut term).await;
             // Hourly; history kept for less than an hour, as often as kept.
             let prune_every = self
                 .config
                 .history
                 .map_or(PRUNE_EVERY, |keep| keep.min(PRUNE_EVERY));
-            if pruned.is_none_or(|at| at.elapsed() >= prune_every) {
+            if leading && pruned.is_none_or(|at| at.elapsed() >= prune_every) {
                 self.prune_history().await;
                 pruned = Some(Instant::now());
             }
@@ -358,6 +357,11 @@ impl Alerts {
                     Ok(()) => refreshed = Instant::now(),
                     Err(error) => tracing::warn!(%error, "alerts: cannot read the hosts"),
                 }
+            }
+            // Followers keep names and hosts current too (what
+            // /api/v1/alerts shows), but only the leader judges.
+            if !leading {
+                continue;
             }
             // Tens of milliseconds for a large fleet: off the async workers.
             let alerts = self.clone();
@@ -387,9 +391,14 @@ impl Alerts {
         let current = self.leadership.term();
         let took_over = leading && current != *term;
         *term = current;
-        // Rules may change through the API of any server.
-        if let Err(error) = self.reload_rules().await {
-            tracing::warn!(%error, "alerts: cannot read the rules");
+        // Rules may change through the API of any server. Under the lock
+        // of rule changes here, so an older read never lands after a
+        // newer one.
+        {
+            let _one_at_a_time = self.rule_changes.lock().await;
+            if let Err(error) = self.reload_rules().await {
+                tracing::warn!(%error, "alerts: cannot read the rules");
+            }
         }
         if !leading || took_over {
             if let Err(error) = self.restore_standings(took_over).await {

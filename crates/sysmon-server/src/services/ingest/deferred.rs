@@ -61,6 +61,7 @@ pub(super) async fn complete_after_fold(completer: Completer, jobs: Vec<Job>, mu
                 // New only if the sample was deleted meanwhile (its host
                 // removed): then a sample like any other.
                 completer.rollups.record(instance, &pending, &inserted);
+                stored.keys.extend(inserted.keys.iter().copied());
                 stored.keys.extend(inserted.completed.iter().map(key_of));
                 if let Some(alerts) = &completer.alerts {
                     feed_alerts(alerts, &completer.metrics, inserted.completed.into());

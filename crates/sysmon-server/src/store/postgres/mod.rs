@@ -56,11 +56,23 @@ pub struct PostgresStore {
     /// This store's random id in the announcements of its commits, so it
     /// skips its own (see announcements.rs).
     announcer: i64,
-    /// The connection holding the leader lock, while this server leads.
-    leader: tokio::sync::Mutex<Option<PgConnection>>,
+    /// The connection the leader lock is held or tried on, and whether it
+    /// holds it: one connection a server, not one per try.
+    leader: tokio::sync::Mutex<Option<(PgConnection, bool)>>,
     /// The leader lock's advisory-lock key (see [`leader_lock_key`]), which
     /// also names this deployment's announcements channel.
     leader_lock: i64,
+}
+
+/// `pg_try_advisory_lock` on the leader lock, within `wait`.
+async fn try_leader_lock(connection: &mut PgConnection, key: i64, wait: Duration) -> Result<bool> {
+    let tried = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(connection);
+    tokio::time::timeout(wait, tried)
+        .await
+        .map_err(|_| Error::Internal("the leader lock did not answer within 0.8 s".into()))?
+        .map_err(Error::from)
 }
 
 /// The leader lock's key: advisory locks are per database, so the key
@@ -375,9 +387,23 @@ impl Store for PostgresStore {
                 .filter(|row| !new.contains(&(row.client.0, row.sample.time.micros())))
                 .collect();
             parts.sort_by_key(|row| (row.client.0, row.sample.time.micros()));
-            let completion = completion::complete_stored(pool, &parts).await?;
-            inserted.completed = completion.added;
-            inserted.deferred = completion.deferred;
+            match completion::complete_stored(pool, &parts).await {
+                Ok(completion) => {
+                    inserted.completed = completion.added;
+                    inserted.deferred = completion.deferred;
+                }
+                // The new rows are committed with their journal entry: the
+                // caller must record them whatever happens here. The parts
+                // go the way of pending ones: tried again after a fold,
+                // refused with 503 if that fails too.
+                Err(error) => {
+                    tracing::warn!(%error, parts = parts.len(), "completing stored samples failed; trying again after a fold");
+                    inserted.deferred = parts
+                        .iter()
+                        .map(|row| (row.client.0, row.sample.time.micros()))
+                        .collect();
+                }
+            }
         }
         Ok(inserted)
     }
@@ -520,25 +546,29 @@ impl Store for PostgresStore {
     }
 
     async fn hold_leadership(&self) -> Result<bool> {
-        let mut held = self.leader.lock().await;
-        if let Some(connection) = held.as_mut() {
-            if connection.ping().await.is_ok() {
-                return Ok(true);
+        // Bounded waits: a half-open connection is given up, not waited on.
+        const WAIT: Duration = Duration::from_millis(800);
+        let mut kept = self.leader.lock().await;
+        if let Some((connection, leading)) = kept.as_mut() {
+            let alive = tokio::time::timeout(WAIT, connection.ping()).await;
+            if matches!(alive, Ok(Ok(()))) {
+                if *leading {
+                    return Ok(true);
+                }
+                *leading = try_leader_lock(connection, self.leader_lock, WAIT).await?;
+                return Ok(*leading);
             }
-            // The lock went with the connection; try for it afresh.
-            *held = None;
+            // Gone, and any lock with it; start afresh.
+            *kept = None;
         }
-        let mut connection = PgConnection::connect_with(&self.options).await?;
-        let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(self.leader_lock)
-            .fetch_one(&mut connection)
-            .await?;
-        if won {
-            *held = Some(connection);
-        } else {
-            let _ = connection.close().await;
-        }
-        Ok(won)
+        let mut connection = tokio::time::timeout(WAIT, PgConnection::connect_with(&self.options))
+            .await
+            .map_err(|_| {
+                Error::Internal("no connection for the leader lock within 0.8 s".into())
+            })??;
+        let leading = try_leader_lock(&mut connection, self.leader_lock, WAIT).await?;
+        *kept = Some((connection, leading));
+        Ok(leading)
     }
 
     async fn announce_committed(&self, keys: &[SampleKey]) -> Result<()> {
