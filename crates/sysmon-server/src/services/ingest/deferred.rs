@@ -25,12 +25,19 @@ use crate::store::{ClientSample, Store};
 /// How long a request waits for folds to let its parts in.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Deferred parts stored again at once, at most: they wake together after
+/// a fold, and each takes connections the next fold needs (PostgreSQL's
+/// writer pool keeps two for it).
+pub(super) const AT_ONCE: usize = 2;
+
 /// What storing the parts again needs.
 pub(super) struct Completer {
     pub store: Arc<dyn Store>,
     pub rollups: Arc<Rollups>,
     pub metrics: Arc<Metrics>,
     pub alerts: Option<mpsc::Sender<Committed>>,
+    /// See [`AT_ONCE`].
+    pub at_once: Arc<tokio::sync::Semaphore>,
 }
 
 /// Stores the deferred parts of `jobs` after folds, then answers them.
@@ -51,6 +58,11 @@ pub(super) async fn complete_after_fold(completer: Completer, jobs: Vec<Job>, mu
             .filter(|row| stored.deferred.contains(&key_of(row)))
             .cloned()
             .collect();
+        let Ok(Ok(_turn)) =
+            tokio::time::timeout_at(deadline, completer.at_once.clone().acquire_owned()).await
+        else {
+            break; // out of time (or closed): refused for a retry below
+        };
         let instance = completer.rollups.instance();
         match completer
             .store

@@ -130,6 +130,7 @@ impl Ingest {
         let mut writers = JoinSet::new();
         let (live, _) = broadcast::channel(LIVE_BACKLOG);
         let writer_count = config.writers.clamp(1, store.max_concurrent_writers());
+        let retries = Arc::new(Semaphore::new(deferred::AT_ONCE));
         for _ in 0..writer_count {
             writers.spawn(run_writer(Writer {
                 store: store.clone(),
@@ -139,6 +140,7 @@ impl Ingest {
                 metrics: metrics.clone(),
                 live: live.clone(),
                 feeds: feeds.clone(),
+                retries: retries.clone(),
                 stop: stop.clone(),
             }));
         }
@@ -279,6 +281,8 @@ struct Writer {
     metrics: Arc<Metrics>,
     live: broadcast::Sender<Committed>,
     feeds: Feeds,
+    /// Deferred parts stored again at once, at most (shared by writers).
+    retries: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
@@ -371,6 +375,7 @@ fn settle(writer: &Writer, jobs: Vec<Job>, stored: Stored) {
             rollups: writer.rollups.clone(),
             metrics: writer.metrics.clone(),
             alerts: writer.feeds.alerts.clone(),
+            at_once: writer.retries.clone(),
         },
         waiting,
         stored,
