@@ -124,6 +124,25 @@ fn start_node_exporter(binary: &std::path::Path) -> (tokio::process::Child, u16)
     (child, port)
 }
 
+/// Debian's node_exporter running on a free port, if installed.
+fn node_exporter() -> Option<(tokio::process::Child, u16)> {
+    let binary = outside_program(
+        "prometheus-node-exporter",
+        "apt-get install prometheus-node-exporter",
+    )?;
+    Some(start_node_exporter(&binary))
+}
+
+/// A server on a fresh SQLite database, and its admin's session.
+async fn sysmon_with_admin() -> (TestDatabase, TestServer, String) {
+    let database = TestDatabase::sqlite().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    let server = TestServer::start(config).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    (database, server, admin)
+}
+
 /// A fleet token of the admin's, through the API.
 async fn fleet_token(server: &TestServer, admin: &str, request: serde_json::Value) -> String {
     server
@@ -171,18 +190,10 @@ async fn prometheus_and_sysmon_both_ways() {
     let Some(binary) = outside_program("prometheus", "apt-get install prometheus") else {
         return;
     };
-    let Some(node_exporter) = outside_program(
-        "prometheus-node-exporter",
-        "apt-get install prometheus-node-exporter",
-    ) else {
+    let Some((_node, node_port)) = node_exporter() else {
         return;
     };
-    let (_node, node_port) = start_node_exporter(&node_exporter);
-    let database = TestDatabase::sqlite().await;
-    let mut config = database.config();
-    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
-    let server = TestServer::start(config).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let (database, server, admin) = sysmon_with_admin().await;
     let host = server.register("prom-web-1", "prometheus-password").await;
     server
         .post_samples(
@@ -365,18 +376,10 @@ async fn vmagent_remote_writes_node_exporter() {
     let Some(vmagent) = outside_program("vmagent", "apt-get install victoria-metrics") else {
         return;
     };
-    let Some(node_exporter) = outside_program(
-        "prometheus-node-exporter",
-        "apt-get install prometheus-node-exporter",
-    ) else {
+    let Some((_node, node_port)) = node_exporter() else {
         return;
     };
-    let (_node, node_port) = start_node_exporter(&node_exporter);
-    let database = TestDatabase::sqlite().await;
-    let mut config = database.config();
-    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
-    let server = TestServer::start(config).await;
-    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let (database, server, admin) = sysmon_with_admin().await;
     let push = fleet_token(
         &server,
         &admin,
