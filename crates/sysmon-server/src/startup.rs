@@ -110,7 +110,7 @@ impl Application {
                 peers::start(
                     store.clone(),
                     ingest.clone(),
-                    Arc::new(move || alerts.has_rules()),
+                    Arc::new(move || alerts.wants_peer_samples()),
                     announced,
                     services_stop.clone(),
                 )

@@ -18,6 +18,7 @@ sysmon_testkit::on_both_stores!(
     firing_resolved_silent_and_retried,
     rules_through_the_api,
     narrowing_a_rule_resolves_and_old_history_goes,
+    a_removed_host_is_not_notified,
     email_reaches_a_real_smtp_server,
 );
 
@@ -505,6 +506,81 @@ async fn narrowing_a_rule_resolves_and_old_history_goes(database: TestDatabase) 
         },
     )
     .await;
+    server.shutdown().await;
+}
+
+/// A host removed while its alert is pending: the evaluator still holds
+/// its samples (it reads the hosts again only every minute), but its
+/// firing is neither stored nor sent; another host of the rule fires.
+async fn a_removed_host_is_not_notified(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let mut config = database.config();
+    config.dashboard.initial_admin_password = Some(ADMIN_PASSWORD.into());
+    config.alerts.channels = channels(&receiver);
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    let server = TestServer::start(config).await;
+    let admin = server.login("admin", ADMIN_PASSWORD).await;
+    let status = server
+        .http
+        .put(server.url("/api/v1/alerts/rules/held"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"name": "held", "metric": "cpu_load", "above": 50, "for_seconds": 1,
+                      "hosts": ["stays-1", "gone-1"], "channels": ["hook"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let stays = server.register("stays-1", "alerts-password").await;
+    let gone = server.register("gone-1", "alerts-password").await;
+    push_cpu(&server, &stays, 99.0).await;
+    push_cpu(&server, &gone, 99.0).await;
+    // Both known and judged (pending for a second) before the removal.
+    poll(
+        "gone-1 pending",
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            let active = server.get_json("/api/v1/alerts", &admin).await;
+            let pending = active["alerts"].as_array().is_some_and(|alerts| {
+                alerts
+                    .iter()
+                    .any(|alert| alert["host"] == "gone-1" && alert["state"] == "pending")
+            });
+            pending.then_some(()).ok_or_else(|| active.to_string())
+        },
+    )
+    .await;
+    let removed = server
+        .http
+        .delete(server.url("/api/v1/clients/gone-1"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(removed.is_success(), "{removed}");
+    keep_pushing(&server, &stays, 99.0, 1.5).await;
+    let firing = wait_for_notification(&receiver, "/hook", "held", "firing").await;
+    assert_eq!(firing.json()["host"], "stays-1");
+    // Ticks every 200 ms: gone-1 would have fired by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let hosts: Vec<Value> = receiver
+        .received("/hook")
+        .iter()
+        .map(|request| request.json()["host"].clone())
+        .collect();
+    assert_eq!(hosts, [json!("stays-1")]);
+    let history = server.get_json("/api/v1/alerts/history", &admin).await;
+    let transitions = history["transitions"].as_array().unwrap();
+    assert!(
+        transitions
+            .iter()
+            .all(|event| event["host"] == "stays-1" || event["state"] == "pending"),
+        "{history}"
+    );
     server.shutdown().await;
 }
 

@@ -520,6 +520,20 @@ async fn one_server_notifies_and_another_takes_over() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(firing(), 1, "the second server did not notify too");
+    // The follower shows what the leader decided (the transitions it
+    // stored), judging nothing itself.
+    poll(
+        "the follower shows the alert firing",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || async {
+            let active = second.get_json("/api/v1/alerts", &token).await;
+            let firing = active["alerts"][0]["state"] == "firing"
+                && active["alerts"][0]["host"] == "hot-host";
+            firing.then_some(()).ok_or_else(|| active.to_string())
+        },
+    )
+    .await;
 
     // The leader goes; the second takes over and notifies the recovery.
     first.shutdown().await;

@@ -94,12 +94,21 @@ pub trait AlertStore: Send + Sync {
     /// Stores transitions in one transaction: each standing, its event and
     /// its deliveries, so a transition is notified once whatever happens
     /// (a restart reads the standing back and does not decide it again).
+    /// Transitions of hosts removed meanwhile are left out: their clients'
+    /// rows are locked (PostgreSQL), so a removal waits for this commit or
+    /// this sees it.
     async fn record_alert_events(&self, events: &[NewAlertEvent]) -> Result<()>;
 
     /// Newest first, at most `limit`, before `before_id` when given.
     async fn alert_events(&self, limit: i64, before_id: Option<i64>) -> Result<Vec<AlertEvent>>;
 
     async fn alert_event(&self, id: i64) -> Result<Option<AlertEvent>>;
+
+    /// Events with ids above `after_id`, oldest first, at most `limit`.
+    async fn alert_events_after(&self, after_id: i64, limit: i64) -> Result<Vec<AlertEvent>>;
+
+    /// Whether the host an event is of has been removed since.
+    async fn event_host_removed(&self, event_id: i64) -> Result<bool>;
 
     /// Deliveries of these events.
     async fn deliveries_of(&self, event_ids: &[i64]) -> Result<Vec<Delivery>>;
@@ -133,7 +142,7 @@ pub const DELIVERY_COLUMNS: &str =
 
 /// `impl AlertStore for $store`, for a store with a sqlx `pool` field.
 macro_rules! impl_alert_store {
-    ($store:ty) => {
+    ($store:ty, lock_rows: $lock_rows:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::AlertStore for $store {
             async fn alert_rules(&self) -> $crate::error::Result<Vec<(String, String)>> {
@@ -213,14 +222,19 @@ macro_rules! impl_alert_store {
                 let mut transaction = self.pool.begin().await?;
                 for event in events {
                     let standing = &event.standing;
-                    sqlx::query(
+                    // The write comes first (SQLite takes its writer with
+                    // the statement, not after a read).
+                    let stored = sqlx::query(&format!(
                         "INSERT INTO alert_states
                             (rule_name, client_id, state, since_us, value, notified_at_us)
-                         VALUES ($1, $2, $3, $4, $5, $6)
+                         SELECT $1, $2, $3, $4, $5, $6
+                         WHERE EXISTS (SELECT 1 FROM clients
+                                       WHERE id = $2 AND removed_at_us IS NULL {})
                          ON CONFLICT (rule_name, client_id) DO UPDATE SET
                             state = excluded.state, since_us = excluded.since_us,
                             value = excluded.value, notified_at_us = excluded.notified_at_us",
-                    )
+                        $lock_rows
+                    ))
                     .bind(&standing.rule)
                     .bind(standing.client_id)
                     .bind(&standing.state)
@@ -228,7 +242,11 @@ macro_rules! impl_alert_store {
                     .bind(standing.value)
                     .bind(standing.notified_at_us)
                     .execute(&mut *transaction)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                    if stored == 0 {
+                        continue; // its host was removed
+                    }
                     let event_id: i64 = sqlx::query_scalar(
                         "INSERT INTO alert_events (rule_name, client_id, host, state, at_us, since_us,
                                                    value, threshold, severity, summary, is_repeat)
@@ -289,6 +307,31 @@ macro_rules! impl_alert_store {
                 ))
                 .bind(id)
                 .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn alert_events_after(
+                &self,
+                after_id: i64,
+                limit: i64,
+            ) -> $crate::error::Result<Vec<$crate::store::AlertEvent>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_events WHERE id > $1 ORDER BY id LIMIT $2",
+                    $crate::store::alerts::EVENT_COLUMNS
+                ))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn event_host_removed(&self, event_id: i64) -> $crate::error::Result<bool> {
+                Ok(sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM alert_events e JOIN clients c ON c.id = e.client_id
+                                    WHERE e.id = $1 AND c.removed_at_us IS NOT NULL)",
+                )
+                .bind(event_id)
+                .fetch_one(&self.pool)
                 .await?)
             }
 

@@ -11,12 +11,13 @@ use std::time::Duration;
 use sysmon_core::metrics::charted_values;
 use sysmon_core::{Sample, UnixTime};
 
-use super::rules::{Aggregate, Condition, Rule, Signal, Silence};
+use super::rules::{Condition, Rule, Signal, Silence};
+use super::window::Window;
 use crate::store::{ClientId, ClientSample};
 
-/// Points a host's window of one signal keeps at most, whatever the rule's
-/// window and the host's rate: a bound on memory per host.
-const MAX_WINDOW_POINTS: usize = 4_096;
+/// What a window holds: a signal over a span. Rules that read the same
+/// signal over the same span share one.
+type WindowKey = (Signal, Duration);
 /// A host's values count while it sent within this many of its intervals
 /// (or the rule's window, or a minute, whichever is longest); after that a
 /// threshold rule has no data for it and keeps its state.
@@ -98,7 +99,9 @@ struct HostWindow {
     /// Its newest sample as the store last told (see
     /// [`Evaluator::know_host`]), so a rule made later starts from it.
     latest: Option<Sample>,
-    signals: Vec<(Signal, VecDeque<(i64, f64)>)>,
+    /// Its window of each of the evaluator's [`WindowKey`]s, by index;
+    /// `None` until it sends the signal.
+    windows: Vec<Option<Window>>,
 }
 
 impl HostWindow {
@@ -112,18 +115,26 @@ impl HostWindow {
             .map(|gap| Duration::from_micros(gap as u64))
     }
 
-    fn points(&self, signal: Signal) -> Option<&VecDeque<(i64, f64)>> {
-        self.signals
-            .iter()
-            .find(|(kept, _)| *kept == signal)
-            .map(|(_, points)| points)
+    /// Windows for `keys`, each from the newest stored sample when the
+    /// host has one.
+    fn seeded_windows(&self, keys: &[WindowKey]) -> Vec<Option<Window>> {
+        keys.iter()
+            .map(|&(signal, span)| {
+                let latest = self.latest.as_ref()?;
+                let value = signal_value(signal, latest)?;
+                Some(Window::new(span, latest.time.micros(), value))
+            })
+            .collect()
     }
 }
 
 pub struct Evaluator {
     rules: Vec<Arc<Rule>>,
-    /// Per signal, the longest window a rule reads of it.
-    windows: Vec<(Signal, Duration)>,
+    /// Every (signal, span) a rule reads, those of a signal together, in
+    /// the order of each host's windows.
+    windows: Vec<WindowKey>,
+    /// Per rule (in order), the index of its window (none for silence).
+    rule_windows: Vec<Option<usize>>,
     hosts: HashMap<ClientId, HostWindow>,
     standings: HashMap<(Arc<str>, ClientId), Standing>,
     /// Hosts seen in samples whose names are not known yet.
@@ -138,6 +149,7 @@ impl Evaluator {
         let mut evaluator = Evaluator {
             rules: Vec::new(),
             windows: Vec::new(),
+            rule_windows: Vec::new(),
             hosts: HashMap::new(),
             standings: HashMap::new(),
             unnamed: HashSet::new(),
@@ -150,37 +162,44 @@ impl Evaluator {
     /// Replaces the rules; the states of rules that remain are kept, those
     /// of removed rules dropped.
     pub fn set_rules(&mut self, rules: Vec<Arc<Rule>>) {
-        let mut windows: Vec<(Signal, Duration)> = Vec::new();
+        let mut windows: Vec<WindowKey> = Vec::new();
         for rule in &rules {
             if let Condition::Threshold { signal, over, .. } = rule.condition {
-                match windows.iter_mut().find(|(kept, _)| *kept == signal) {
-                    Some((_, longest)) => *longest = (*longest).max(over),
-                    None => windows.push((signal, over)),
+                if !windows.contains(&(signal, over)) {
+                    windows.push((signal, over));
                 }
             }
         }
+        let signals: Vec<Signal> = windows.iter().map(|(signal, _)| *signal).collect();
+        windows.sort_by_key(|(signal, _)| signals.iter().position(|first| first == signal));
         let names: HashSet<&str> = rules.iter().map(|rule| rule.name()).collect();
         self.standings
             .retain(|(rule, _), _| names.contains(&**rule));
-        // A signal no rule read before starts from each host's newest sample.
-        let new_signals: Vec<(Signal, Duration)> = windows
-            .iter()
-            .copied()
-            .filter(|(signal, _)| !self.windows.iter().any(|(kept, _)| kept == signal))
-            .collect();
+        // A window no rule read before starts from each host's newest
+        // sample, and is judged once it has seen its span.
         for host in self.hosts.values_mut() {
-            host.signals
-                .retain(|(signal, _)| windows.iter().any(|(kept, _)| kept == signal));
-            if let Some(latest) = &host.latest {
-                let time_us = latest.time.micros();
-                for &(signal, _) in &new_signals {
-                    if let Some(value) = signal_value(signal, latest) {
-                        host.signals
-                            .push((signal, VecDeque::from([(time_us, value)])));
-                    }
-                }
-            }
+            let mut kept = std::mem::take(&mut host.windows);
+            let mut seeded = host.seeded_windows(&windows);
+            host.windows = windows
+                .iter()
+                .zip(seeded.iter_mut())
+                .map(
+                    |(key, seed)| match self.windows.iter().position(|old| old == key) {
+                        Some(at) => kept.get_mut(at).and_then(Option::take),
+                        None => seed.take(),
+                    },
+                )
+                .collect();
         }
+        self.rule_windows = rules
+            .iter()
+            .map(|rule| match rule.condition {
+                Condition::Threshold { signal, over, .. } => {
+                    windows.iter().position(|key| *key == (signal, over))
+                }
+                Condition::Silent(_) => None,
+            })
+            .collect();
         self.windows = windows;
         self.rules = rules;
         self.rules_changed = true;
@@ -211,6 +230,8 @@ impl Evaluator {
         if host.received_at.is_none() {
             host.received_at = last_seen;
             host.known_since = Some(known_since);
+            // Windows start from the stored sample, as a rule made later.
+            host.windows = host.seeded_windows(&self.windows);
             if let (Some(last), Some(interval)) = (last_seen, interval) {
                 let gap = interval.as_micros() as i64;
                 host.recent = VecDeque::from([last.micros() - gap, last.micros()]);
@@ -223,6 +244,28 @@ impl Evaluator {
         self.hosts.remove(&client);
         self.unnamed.remove(&client);
         self.standings.retain(|(_, kept), _| *kept != client);
+    }
+
+    /// Forgets every host's windows and when it sent (a server taking the
+    /// lead knows them again from the store, as after a restart).
+    pub fn forget_hosts(&mut self) {
+        self.hosts.clear();
+        self.unnamed.clear();
+    }
+
+    /// A host's name as a stored transition tells it (a follower learns
+    /// names from the leader's transitions, not from samples).
+    pub fn name_host(&mut self, client: ClientId, name: &str) {
+        let host = self.hosts.entry(client).or_default();
+        if host.name.as_deref() != Some(name) {
+            host.name = Some(name.to_owned());
+        }
+        self.unnamed.remove(&client);
+    }
+
+    /// Forgets every state (before they are all read again).
+    pub fn forget_standings(&mut self) {
+        self.standings.clear();
     }
 
     /// Hosts seen in samples whose names the service should look up.
@@ -269,26 +312,21 @@ impl Evaluator {
                     host.recent.pop_front();
                 }
             }
-            for &(signal, window) in &self.windows {
-                let Some(value) = signal_value(signal, &row.sample) else {
+            host.windows.resize_with(self.windows.len(), || None);
+            // Rules reading one signal over different spans share its value.
+            let mut last_signal: Option<(Signal, Option<f64>)> = None;
+            for (&(signal, span), window) in self.windows.iter().zip(host.windows.iter_mut()) {
+                let value = match last_signal {
+                    Some((kept, value)) if kept == signal => value,
+                    _ => signal_value(signal, &row.sample),
+                };
+                last_signal = Some((signal, value));
+                let Some(value) = value else {
                     continue;
                 };
-                let points = match host.signals.iter().position(|(kept, _)| *kept == signal) {
-                    Some(index) => &mut host.signals[index].1,
-                    None => {
-                        host.signals.push((signal, VecDeque::new()));
-                        &mut host.signals.last_mut().expect("just pushed").1
-                    }
-                };
-                let at = points.partition_point(|&(kept, _)| kept <= time_us);
-                points.insert(at, (time_us, value));
-                let newest = points.back().map_or(time_us, |&(time, _)| time);
-                let oldest_kept = newest - window.as_micros() as i64;
-                while points.len() > 1
-                    && (points.len() > MAX_WINDOW_POINTS
-                        || points.front().is_some_and(|&(time, _)| time < oldest_kept))
-                {
-                    points.pop_front();
+                match window {
+                    Some(window) => window.add(time_us, value),
+                    None => *window = Some(Window::new(span, time_us, value)),
                 }
             }
         }
@@ -298,7 +336,7 @@ impl Evaluator {
     /// the transitions, each already applied.
     pub fn tick(&mut self, now: UnixTime) -> Vec<Transition> {
         let mut transitions = Vec::new();
-        for rule in &self.rules {
+        for (rule, &window) in self.rules.iter().zip(&self.rule_windows) {
             let key_rule: Arc<str> = Arc::from(rule.name());
             for (&client, host) in &self.hosts {
                 let Some(name) = host.name.as_deref() else {
@@ -307,7 +345,7 @@ impl Evaluator {
                 if !rule.hosts.matches(name) {
                     continue;
                 }
-                let Some((holds, value)) = verdict(rule, host, now) else {
+                let Some((holds, value)) = verdict(rule, host, window, now) else {
                     continue;
                 };
                 let key = (key_rule.clone(), client);
@@ -440,7 +478,12 @@ fn elapsed(from: UnixTime, to: UnixTime) -> Duration {
 
 /// Whether the rule's condition holds for the host now, and the value it
 /// judged; `None` when there is nothing to judge (no fresh data).
-fn verdict(rule: &Rule, host: &HostWindow, now: UnixTime) -> Option<(bool, Option<f64>)> {
+fn verdict(
+    rule: &Rule,
+    host: &HostWindow,
+    window: Option<usize>,
+    now: UnixTime,
+) -> Option<(bool, Option<f64>)> {
     let interval = host.interval().unwrap_or(UNKNOWN_INTERVAL);
     let since_received = elapsed(host.received_at?, now);
     match &rule.condition {
@@ -460,37 +503,30 @@ fn verdict(rule: &Rule, host: &HostWindow, now: UnixTime) -> Option<(bool, Optio
             Some((since_received > after, Some(since_received.as_secs_f64())))
         }
         Condition::Threshold {
-            signal,
             aggregate,
             over,
             above,
             threshold,
+            ..
         } => {
             let fresh = interval.mul_f64(FRESH_INTERVALS).max(*over).max(MIN_FRESH);
             if since_received > fresh {
                 return None;
             }
-            let points = host.points(*signal)?;
-            let &(newest, last) = points.back()?;
+            let window = host.windows.get(window?)?.as_ref()?;
+            let newest = window.newest_us();
             // A signal the host stopped sending (while it sends others) is
             // not judged on its last value forever.
             let host_newest = host.recent.back().copied().unwrap_or(newest);
             if host_newest.saturating_sub(newest) > fresh.as_micros() as i64 {
                 return None;
             }
-            let from = newest - over.as_micros() as i64;
-            let window = points.iter().rev().take_while(|&&(time, _)| time >= from);
-            let value = match aggregate {
-                _ if over.is_zero() => last,
-                Aggregate::Last => last,
-                Aggregate::Avg => {
-                    let (sum, count) =
-                        window.fold((0.0, 0usize), |(sum, count), &(_, v)| (sum + v, count + 1));
-                    sum / count.max(1) as f64
-                }
-                Aggregate::Min => window.map(|&(_, v)| v).fold(f64::INFINITY, f64::min),
-                Aggregate::Max => window.map(|&(_, v)| v).fold(f64::NEG_INFINITY, f64::max),
-            };
+            // After a restart or for a new rule, not on a few samples:
+            // the state held (or restored) stays until the window is full.
+            if !window.is_full(host.interval().unwrap_or(Duration::ZERO)) {
+                return None;
+            }
+            let value = window.aggregate(*aggregate);
             let holds = if *above {
                 value > *threshold
             } else {
@@ -684,6 +720,44 @@ mod tests {
             ]
         );
         assert!(evaluator.tick(at(132)).is_empty());
+    }
+
+    #[test]
+    fn after_a_restart_a_window_is_judged_once_it_has_filled_again() {
+        let mut evaluator = Evaluator::new(vec![rule(
+            "{name: hot, metric: cpu_load, over_seconds: 300, above: 90}",
+        )]);
+        // Firing before the restart at 1,000 s; 10 s samples.
+        evaluator.know_host(
+            ClientId(1),
+            "a",
+            Some(cpu(1, 990, 99.0).sample),
+            Some(Duration::from_secs(10)),
+            at(1_000),
+        );
+        evaluator.restore(
+            "hot",
+            ClientId(1),
+            Standing {
+                state: AlertState::Firing,
+                since: at(500),
+                value: Some(99.0),
+                notified_at: Some(at(500)),
+            },
+        );
+        // One cool sample is not five minutes of them: still firing.
+        let mut ticked = Vec::new();
+        for s in (1_000..1_280).step_by(10) {
+            evaluator.observe(&[cpu(1, s, 10.0)], at(s));
+            ticked.extend(evaluator.tick(at(s)));
+        }
+        assert!(ticked.is_empty(), "{ticked:?}");
+        // Five minutes after the sample it started from: judged, resolved.
+        evaluator.observe(&[cpu(1, 1_280, 10.0)], at(1_280));
+        assert_eq!(
+            states(&evaluator.tick(at(1_280))),
+            [("a", AlertState::Resolved, true)]
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //!
 //! - [`rules`]: what a rule is and how one is written;
 //! - [`evaluate`]: the in-memory evaluator (pure);
+//! - [`window`]: a host's bucketed window of one signal over one span;
 //! - [`channels`]: where notifications go and what each kind is sent;
 //! - here: the service that feeds, ticks, stores and delivers.
 
 pub mod channels;
 pub mod evaluate;
 pub mod rules;
+pub mod window;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,6 +54,17 @@ const PRUNE_CHUNK: i64 = 1_000;
 /// A claimed delivery whose outcome was never recorded is tried again
 /// this long after its send timeout.
 const CLAIM_MARGIN: Duration = Duration::from_secs(60);
+/// Transitions a follower reads per statement.
+const FOLLOW_BATCH: i64 = 1_000;
+
+/// Where a follower is in the leader's transitions.
+#[derive(Default)]
+struct Following {
+    /// The newest event applied.
+    last_event: i64,
+    /// When every stored state was last read.
+    whole_read_at: Option<Instant>,
+}
 
 /// `alerts:` in the YAML file.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,8 +152,9 @@ pub struct Alerts {
     unrecorded: Mutex<Vec<NewAlertEvent>>,
     /// Rule changes one at a time: each stores, then reloads every rule.
     rule_changes: tokio::sync::Mutex<()>,
-    /// When this server started: silence counts from no earlier.
-    started_at: UnixTime,
+    /// When this server started, or last took the lead: silence counts
+    /// from no earlier.
+    settled_from: Mutex<UnixTime>,
     /// Whether this server evaluates (several servers share a database).
     leadership: Arc<Leadership>,
     /// The API rules as last read, to skip reloading them unchanged.
@@ -193,7 +207,7 @@ impl Alerts {
             deliveries_due: Notify::new(),
             unrecorded: Mutex::new(Vec::new()),
             rule_changes: tokio::sync::Mutex::new(()),
-            started_at: UnixTime::now(),
+            settled_from: Mutex::new(UnixTime::now()),
             leadership,
             stored_rules: Mutex::new(None),
         });
@@ -264,14 +278,15 @@ impl Alerts {
                 &overview.name,
                 overview.latest,
                 interval,
-                self.started_at,
+                *self.settled_from.lock(),
             );
         }
         Ok(())
     }
 
-    /// The stored states of current rules; those of rules no longer
-    /// declared are deleted when `prune` (the leader's to do).
+    /// The stored states of current rules, in place of those held; those
+    /// of rules no longer declared are deleted when `prune` (the leader's
+    /// to do).
     async fn restore_standings(&self, prune: bool) -> Result<()> {
         let stored = self.store.alert_standings().await?;
         let known: HashSet<String> = self
@@ -291,6 +306,8 @@ impl Alerts {
             self.store.delete_alert_states(rule).await?;
         }
         let mut evaluator = self.evaluator.lock();
+        // States deleted since (a removed host's) go too.
+        evaluator.forget_standings();
         for standing in stored {
             let Some(state) = AlertState::parse(&standing.state) else {
                 continue;
@@ -322,7 +339,11 @@ impl Alerts {
             let Some(committed) = committed else {
                 return;
             };
-            self.evaluator.lock().observe(&committed, UnixTime::now());
+            // A follower judges nothing: what it would keep is read again
+            // from the store when it takes the lead.
+            if self.leadership.is_leader() {
+                self.evaluator.lock().observe(&committed, UnixTime::now());
+            }
         }
     }
 
@@ -332,12 +353,13 @@ impl Alerts {
         let mut refreshed = Instant::now();
         let mut pruned: Option<Instant> = None;
         let mut term = self.leadership.term();
+        let mut following = Following::default();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {},
                 _ = stop.cancelled() => return,
             }
-            let leading = self.lead_this_tick(&mut term).await;
+            let leading = self.lead_this_tick(&mut term, &mut following).await;
             // Hourly; history kept for less than an hour, as often as kept.
             let prune_every = self
                 .config
@@ -381,12 +403,14 @@ impl Alerts {
     }
 
     /// Whether this server evaluates this tick. Every server follows the
-    /// rules and (through [`crate::services::peers`]) every host's samples;
-    /// only the leader judges and notifies. The others read the stored
-    /// states, so `/api/v1/alerts` answers alike on every server, and a
-    /// server that becomes leader starts from them: a transition the
-    /// previous leader recorded is not notified again.
-    async fn lead_this_tick(&self, term: &mut u64) -> bool {
+    /// rules; only the leader reads every host's samples (through
+    /// [`crate::services::peers`]), judges and notifies. The others follow
+    /// the transitions it stores, so `/api/v1/alerts` answers alike on
+    /// every server. A server that takes the lead starts as after a
+    /// restart: from the stored states (a transition the previous leader
+    /// recorded is not notified again) and each host's stored newest
+    /// sample, judging a window once it has filled again.
+    async fn lead_this_tick(&self, term: &mut u64, following: &mut Following) -> bool {
         let leading = self.leadership.is_leader();
         let current = self.leadership.term();
         let took_over = leading && current != *term;
@@ -400,16 +424,81 @@ impl Alerts {
                 tracing::warn!(%error, "alerts: cannot read the rules");
             }
         }
-        if !leading || took_over {
-            if let Err(error) = self.restore_standings(took_over).await {
+        if took_over {
+            return self.take_over().await;
+        }
+        if !leading {
+            if let Err(error) = self.follow(following).await {
                 tracing::warn!(%error, "alerts: cannot read the stored states");
-                return false;
             }
         }
-        if took_over {
-            tracing::info!("alerts: this server evaluates now, from the stored states");
-        }
         leading
+    }
+
+    /// This server leads from now: what it knows of hosts is read again
+    /// from the store, and silence counts from now.
+    async fn take_over(&self) -> bool {
+        *self.settled_from.lock() = UnixTime::now();
+        self.evaluator.lock().forget_hosts();
+        let restored = async {
+            self.refresh_hosts().await?;
+            self.restore_standings(true).await
+        };
+        match restored.await {
+            Ok(()) => {
+                tracing::info!("alerts: this server evaluates now, from the stored states");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "alerts: cannot read the stored states to take over");
+                false
+            }
+        }
+    }
+
+    /// A follower's tick: the transitions stored since the last one, and
+    /// every stored state each [`HOSTS_REFRESH`] (deleted states, and any
+    /// transition committed out of id order).
+    async fn follow(&self, following: &mut Following) -> Result<()> {
+        let whole = following
+            .whole_read_at
+            .is_none_or(|at| at.elapsed() >= HOSTS_REFRESH);
+        if whole {
+            // The newest id first: a transition stored meanwhile is read
+            // again next tick, which changes nothing.
+            let newest = self.store.alert_events(1, None).await?;
+            self.restore_standings(false).await?;
+            following.last_event = newest.first().map_or(0, |event| event.id);
+            following.whole_read_at = Some(Instant::now());
+            return Ok(());
+        }
+        loop {
+            let events = self
+                .store
+                .alert_events_after(following.last_event, FOLLOW_BATCH)
+                .await?;
+            let mut evaluator = self.evaluator.lock();
+            for event in &events {
+                let Some(state) = AlertState::parse(&event.state) else {
+                    continue;
+                };
+                evaluator.name_host(ClientId(event.client_id), &event.host);
+                evaluator.restore(
+                    &event.rule,
+                    ClientId(event.client_id),
+                    Standing {
+                        state,
+                        since: UnixTime::from_micros(event.since_us),
+                        value: event.value,
+                        notified_at: None,
+                    },
+                );
+            }
+            following.last_event = events.last().map_or(following.last_event, |event| event.id);
+            if (events.len() as i64) < FOLLOW_BATCH {
+                return Ok(());
+            }
+        }
     }
 
     /// Deletes history older than `alerts.history_days`.
@@ -579,6 +668,13 @@ impl Alerts {
             .ok_or_else(|| {
                 Error::NotFoundNamed(format!("alert event {} is gone", delivery.event_id))
             })?;
+        // Decided just before its host was removed: nobody wants it now.
+        if self.store.event_host_removed(event.id).await? {
+            return Err(Error::NotFoundNamed(format!(
+                "host `{}` was removed before this was sent",
+                event.host
+            )));
+        }
         Ok((channel, self.notification(&event)))
     }
 
@@ -616,10 +712,12 @@ impl Alerts {
         format!("{}/#/host/{encoded}", self.link_base)
     }
 
-    /// Whether any rule is declared (so the samples other servers commit
-    /// are worth reading back, see [`crate::services::peers`]).
-    pub fn has_rules(&self) -> bool {
-        !self.evaluator.lock().rules().is_empty()
+    /// Whether this server judges rules (it leads, and some are declared),
+    /// so the samples other servers commit are worth reading back (see
+    /// [`crate::services::peers`]). A follower does not: it takes over as
+    /// after a restart, from the stored states and samples.
+    pub fn wants_peer_samples(&self) -> bool {
+        self.leadership.is_leader() && !self.evaluator.lock().rules().is_empty()
     }
 
     // ---- what the routes ask

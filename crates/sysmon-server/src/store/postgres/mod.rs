@@ -315,7 +315,7 @@ impl_client_store!(PostgresStore, sqlx::Postgres);
 impl_user_store!(PostgresStore);
 impl_enrollment_store!(PostgresStore);
 impl_fleet_token_store!(PostgresStore);
-impl_alert_store!(PostgresStore);
+impl_alert_store!(PostgresStore, lock_rows: "FOR SHARE");
 
 #[async_trait]
 impl Store for PostgresStore {
