@@ -553,15 +553,7 @@ async fn a_removed_host_is_not_notified(database: TestDatabase) {
         },
     )
     .await;
-    let removed = server
-        .http
-        .delete(server.url("/api/v1/clients/gone-1"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert!(removed.is_success(), "{removed}");
+    server.remove_client("gone-1", &admin).await;
     keep_pushing(&server, &stays, 99.0, 1.5).await;
     let firing = wait_for_notification(&receiver, "/hook", "held", "firing").await;
     assert_eq!(firing.json()["host"], "stays-1");

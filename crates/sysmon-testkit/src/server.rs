@@ -126,6 +126,20 @@ impl TestServer {
         expect_json(request, 200, "POST /api/v1/samples").await
     }
 
+    /// Removes a client (`DELETE /api/v1/clients/{name}`) as `admin` (a
+    /// dashboard admin's session token); panics unless it succeeds.
+    pub async fn remove_client(&self, name: &str, admin: &str) {
+        let status = self
+            .http
+            .delete(self.url(&format!("/api/v1/clients/{name}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("remove {name}: {e}"))
+            .status();
+        assert!(status.is_success(), "remove {name}: {status}");
+    }
+
     /// The server's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         let response = self
