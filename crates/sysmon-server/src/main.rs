@@ -69,9 +69,11 @@ async fn open_store(
     std::sync::Arc<dyn sysmon_server::store::Store>,
     sysmon_server::services::auth::Auth,
 )> {
-    let store = sysmon_server::store::connect(&config.database_url, config.ingest.store_options())
-        .await
-        .context("cannot open the store")?;
+    // Commands write: the primary alone.
+    let store =
+        sysmon_server::store::connect(&config.database_url, config.ingest.store_options(), None)
+            .await
+            .context("cannot open the store")?;
     let auth =
         sysmon_server::services::auth::Auth::new(store.clone(), config.login, config.registration)?;
     Ok((store, auth))

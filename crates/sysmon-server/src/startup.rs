@@ -59,7 +59,16 @@ impl Application {
     /// Opens the store (running migrations), starts the services and binds
     /// the address. Errors here are configuration errors: the caller exits.
     pub async fn build(config: &Config) -> Result<Application> {
-        let store = store::connect(&config.database_url, config.ingest.store_options()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let replica = config
+            .read_replica_url
+            .clone()
+            .map(|url| store::ReadReplica {
+                url,
+                reads: metrics.replica_reads(),
+            });
+        let store =
+            store::connect(&config.database_url, config.ingest.store_options(), replica).await?;
         if config.ingest.durability == store::Durability::Relaxed {
             tracing::warn!(
                 "ingest.durability is relaxed: an acknowledged sample survives sysmon \
@@ -76,7 +85,6 @@ impl Application {
             Some(files) => Some(tls::acceptor(files, services_stop.clone())?),
             None => None,
         };
-        let metrics = Arc::new(Metrics::new());
         let rollups = Rollups::start(store.clone(), config.ingest.rollups, metrics.clone()).await?;
         let folder = rollups.clone().spawn(services_stop.clone());
         let (leadership, leadership_task) =

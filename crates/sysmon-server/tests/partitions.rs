@@ -287,7 +287,7 @@ async fn raw_retention_drops_whole_days_and_ingest_recreates_them() {
 
     // Retention from a second store on the same database, as another
     // server would run it, with the horizon at noon of the fourth day.
-    let other = store::connect(&database.url, StoreOptions::default())
+    let other = store::connect(&database.url, StoreOptions::default(), None)
         .await
         .expect("a second store");
     let horizon_us = (NOV_20 + 3 * DAY + 12 * 3600) * 1_000_000;

@@ -11,6 +11,9 @@ use crate::{random_hex, running_in_ci, TestServer};
 
 /// Names the PostgreSQL database the PostgreSQL tests make their schemas in.
 pub const POSTGRES_URL_VARIABLE: &str = "SYSMON_TEST_POSTGRES_URL";
+/// Names the same database on a streaming replica of that PostgreSQL
+/// (`scripts/pg-replica.sh` makes one), for the read replica's tests.
+pub const REPLICA_URL_VARIABLE: &str = "SYSMON_TEST_REPLICA_URL";
 
 /// The store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,27 @@ impl TestDatabase {
                 })
             }
         }
+    }
+
+    /// This (PostgreSQL) test database on the streaming replica, schema
+    /// included; `None`, after printing why, when no replica is configured
+    /// outside CI; under CI that panics instead.
+    pub fn replica_url(&self) -> Option<String> {
+        let (_, schema) = self.postgres_schema.as_ref()?;
+        let replica = match std::env::var(REPLICA_URL_VARIABLE) {
+            Ok(url) if !url.is_empty() => url,
+            _ if running_in_ci() => {
+                panic!("{REPLICA_URL_VARIABLE} is not set: CI must run the read replica tests")
+            }
+            _ => {
+                eprintln!(
+                    "skipped: run scripts/pg-replica.sh and set {REPLICA_URL_VARIABLE}=postgres://USER@127.0.0.1:5433/DB"
+                );
+                return None;
+            }
+        };
+        let separator = if replica.contains('?') { '&' } else { '?' };
+        Some(format!("{replica}{separator}options[search_path]={schema}"))
     }
 
     /// A fresh SQLite database, which needs no setup and so is always there.

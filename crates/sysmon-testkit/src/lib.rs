@@ -42,7 +42,7 @@ pub mod smtp;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use database::{Backend, TestDatabase, POSTGRES_URL_VARIABLE};
+pub use database::{Backend, TestDatabase, POSTGRES_URL_VARIABLE, REPLICA_URL_VARIABLE};
 pub use process::ServerProcess;
 pub use server::TestServer;
 

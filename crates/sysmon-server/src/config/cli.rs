@@ -39,6 +39,10 @@ pub struct CliOptions {
     /// [default: sqlite://sysmon.db].
     #[arg(long, env = "DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// A streaming replica of the PostgreSQL database that reports,
+    /// exports and charts read from once it has caught up.
+    #[arg(long, env = "SYSMON_READ_REPLICA_URL", value_name = "URL")]
+    pub read_replica_url: Option<String>,
     /// The server's own load log, CSV [default: server_system_load.csv].
     #[arg(long, env = "SYSMON_STATUS_LOG", value_name = "PATH")]
     pub status_log: Option<PathBuf>,

@@ -23,6 +23,7 @@ const MIB: u64 = 1024 * 1024;
 pub(super) struct FileConfig {
     bind: Option<String>,
     database_url: Option<String>,
+    read_replica_url: Option<String>,
     log_format: Option<LogFormat>,
     #[serde(default, deserialize_with = "seconds")]
     shutdown_grace_seconds: Option<Duration>,
@@ -156,6 +157,9 @@ impl FileConfig {
     pub(super) fn apply(self, config: &mut Config) {
         set(&mut config.bind, self.bind);
         set(&mut config.database_url, self.database_url);
+        if let Some(url) = self.read_replica_url {
+            config.read_replica_url = Some(url);
+        }
         set(&mut config.log_format, self.log_format);
         set(&mut config.shutdown_grace, self.shutdown_grace_seconds);
         set(&mut config.shutdown_drain, self.shutdown_drain_seconds);

@@ -42,6 +42,10 @@ const DEFAULT_APP_PORT: &str = "5000";
 pub struct Config {
     pub bind: String,
     pub database_url: String,
+    /// A PostgreSQL streaming replica of `database_url` that reports,
+    /// exports, charts and pages of samples read from once it has caught
+    /// up with the primary (docs/scaling.md).
+    pub read_replica_url: Option<String>,
     pub status_log: StatusLogConfig,
     pub ingest: IngestConfig,
     pub log_format: LogFormat,
@@ -107,6 +111,7 @@ impl Default for Config {
         Self {
             bind: DEFAULT_BIND.to_owned(),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
+            read_replica_url: None,
             status_log: StatusLogConfig::default(),
             ingest: IngestConfig::default(),
             log_format: LogFormat::Text,
@@ -173,6 +178,9 @@ impl Config {
         let database_url = (options.database_url.clone()).or_else(|| original_database_url(&get));
         set(&mut config.bind, bind);
         set(&mut config.database_url, database_url);
+        if let Some(url) = &options.read_replica_url {
+            config.read_replica_url = Some(url.clone());
+        }
         set(&mut config.status_log.path, options.status_log.clone());
         set(&mut config.log_format, options.log_format);
         config.tls = tls_files(
@@ -213,6 +221,17 @@ impl Config {
                 "database URL `{}` is not sqlite://FILE or postgres://USER@HOST/DB",
                 crate::store::redact_password(&self.database_url)
             )));
+        }
+        if let Some(replica) = &self.read_replica_url {
+            let postgres =
+                |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !postgres(replica) || !postgres(&self.database_url) {
+                return Err(Error::Config(format!(
+                    "read_replica_url `{}` must be postgres://..., a streaming replica of a \
+                     PostgreSQL database_url",
+                    crate::store::redact_password(replica)
+                )));
+            }
         }
         if self.status_log.max_bytes == 0 {
             return Err(Error::Config(

@@ -66,6 +66,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedByLabels {
+    served_by: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     samples: Family<SampleLabels, Counter>,
@@ -85,6 +90,7 @@ pub struct Metrics {
     alert_deliveries: Family<ReasonLabels, Counter>,
     alert_feed_dropped: Counter,
     peer_feed_dropped: Counter,
+    replica_reads: Family<ServedByLabels, Counter>,
     unmapped: Family<ReasonLabels, Counter>,
     /// The sum over `samples`' stored series, for the health page.
     stored_total: std::sync::atomic::AtomicU64,
@@ -203,6 +209,12 @@ impl Metrics {
             "Commits not announced to the other servers on the database because the announcer fell behind (stored all the same; their live views and alerts missed them)",
             peer_feed_dropped.clone(),
         );
+        let replica_reads = Family::<ServedByLabels, Counter>::default();
+        registry.register(
+            "replica_reads",
+            "Reads of samples and rollups (reports, exports, charts, pages) with a read replica configured, by what served them: `replica`, or `primary` when the replica had not replayed the latest commits within a second or did not answer",
+            replica_reads.clone(),
+        );
         let unmapped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "ingest_unmapped_points",
@@ -215,6 +227,7 @@ impl Metrics {
             alert_deliveries,
             alert_feed_dropped,
             peer_feed_dropped,
+            replica_reads,
             registry,
             samples,
             requests,
@@ -319,6 +332,19 @@ impl Metrics {
 
     pub fn alert_feed_dropped(&self) {
         self.alert_feed_dropped.inc();
+    }
+
+    /// The counters a store with a read replica counts its reads in.
+    pub fn replica_reads(&self) -> crate::store::ReplicaReads {
+        let served_by = |served_by| {
+            self.replica_reads
+                .get_or_create(&ServedByLabels { served_by })
+                .clone()
+        };
+        crate::store::ReplicaReads {
+            replica: served_by("replica"),
+            primary: served_by("primary"),
+        }
     }
 
     pub fn peer_feed_dropped(&self) {

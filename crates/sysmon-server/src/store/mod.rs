@@ -290,14 +290,38 @@ impl Default for StoreOptions {
     }
 }
 
+/// Reads a streaming replica served, and reads the primary served while
+/// the replica had not caught up (see `postgres/replica.rs`).
+#[derive(Clone, Default)]
+pub struct ReplicaReads {
+    pub replica: prometheus_client::metrics::counter::Counter,
+    pub primary: prometheus_client::metrics::counter::Counter,
+}
+
+/// A PostgreSQL streaming replica for reports, exports, charts and pages of
+/// samples (`read_replica_url`).
+#[derive(Clone)]
+pub struct ReadReplica {
+    pub url: String,
+    pub reads: ReplicaReads,
+}
+
 /// Opens the store a URL names (`sqlite://...` or `postgres://...`),
-/// creating a missing SQLite file, and brings its schema up to date.
-pub async fn connect(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>> {
+/// creating a missing SQLite file, and brings its schema up to date; reads
+/// go to `replica` where it has caught up (PostgreSQL only).
+pub async fn connect(
+    url: &str,
+    options: StoreOptions,
+    replica: Option<ReadReplica>,
+) -> Result<Arc<dyn Store>> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or("");
     match scheme {
+        "sqlite" if replica.is_some() => Err(Error::Config(
+            "read_replica_url needs a PostgreSQL database_url: SQLite has no replicas".into(),
+        )),
         "sqlite" => Ok(Arc::new(SqliteStore::connect(url, options).await?)),
         "postgres" | "postgresql" => Ok(Arc::new(
-            PostgresStore::connect(url, options.durability).await?,
+            PostgresStore::connect(url, options.durability, replica).await?,
         )),
         _ => Err(Error::Config(format!(
             "unsupported database URL `{}`: use sqlite://FILE or postgres://USER@HOST/DB",

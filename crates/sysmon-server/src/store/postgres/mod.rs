@@ -3,6 +3,7 @@
 mod announcements;
 mod completion;
 mod reads;
+mod replica;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -62,6 +63,9 @@ pub struct PostgresStore {
     /// The leader lock's advisory-lock key (see [`leader_lock_key`]), which
     /// also names this deployment's announcements channel.
     leader_lock: i64,
+    /// Where reports, exports, charts and pages of samples are read, when
+    /// it has caught up (`read_replica_url`).
+    replica: Option<replica::Replica>,
 }
 
 /// `pg_try_advisory_lock` on the leader lock, within `wait`.
@@ -89,7 +93,11 @@ async fn leader_lock_key(pool: &PgPool) -> Result<i64> {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, durability: Durability) -> Result<Self> {
+    pub async fn connect(
+        url: &str,
+        durability: Durability,
+        read_replica: Option<super::ReadReplica>,
+    ) -> Result<Self> {
         let shown = redact_password(url);
         let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| Error::Config(format!("invalid PostgreSQL URL `{shown}`: {e}")))?;
@@ -130,7 +138,22 @@ impl PostgresStore {
             announcer: rand::random::<i64>() & i64::MAX,
             leader: tokio::sync::Mutex::new(None),
             leader_lock,
+            replica: read_replica
+                .map(|replica| replica::Replica::connect(&replica.url, replica.reads))
+                .transpose()?,
         })
+    }
+
+    /// The pools a read of samples or rollups uses: the replica's when one
+    /// is configured and has caught up, else the primary's.
+    async fn read_pools(&self) -> replica::ReadPools<'_> {
+        match &self.replica {
+            Some(replica) => replica.pools_for_read(&self.pool, &self.streams).await,
+            None => replica::ReadPools {
+                queries: &self.pool,
+                streams: &self.streams,
+            },
+        }
     }
 }
 
@@ -498,7 +521,7 @@ impl Store for PostgresStore {
     async fn samples(&self, client: ClientId, range: TimeRange) -> Result<SampleChunks> {
         let (start, end) = range.bounds_micros();
         let (sender, chunks) = sample_chunks();
-        let pool = self.streams.clone();
+        let pool = self.read_pools().await.streams.clone();
         tokio::spawn(async move {
             if let Err(error) = send_samples(&pool, client, start, end, &sender).await {
                 let _ = sender.send(Err(error)).await;
@@ -512,7 +535,7 @@ impl Store for PostgresStore {
             .bind(query.client_id)
             .bind(query.start_us)
             .bind(query.end_us)
-            .fetch_all(&self.pool)
+            .fetch_all(self.read_pools().await.queries)
             .await?;
         rows.iter()
             .map(|row| rollup::bucket_from_row(row, query))
@@ -597,6 +620,9 @@ impl Store for PostgresStore {
         self.pool.close().await;
         self.writers.close().await;
         self.streams.close().await;
+        if let Some(replica) = &self.replica {
+            replica.close().await;
+        }
     }
 }
 

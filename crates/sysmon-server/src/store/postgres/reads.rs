@@ -103,12 +103,13 @@ impl SampleReads for PostgresStore {
         limit: u32,
     ) -> Result<FullSamples> {
         let (start, end) = range.bounds_micros();
+        let pool = self.read_pools().await.queries;
         let rows = sqlx::query(&full_samples_sql("samples"))
             .bind(client.0)
             .bind(start)
             .bind(end)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(pool)
             .await?;
         let mut samples = rows
             .iter()
@@ -120,7 +121,7 @@ impl SampleReads for PostgresStore {
                 .bind(client.0)
                 .bind(start)
                 .bind(end)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?
                 .into_iter()
                 .map(FilesystemRow::from)
@@ -182,7 +183,7 @@ impl SampleReads for PostgresStore {
         .bind(start_us)
         .bind(end_us)
         .bind(step_us)
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pools().await.queries)
         .await?;
         Ok(rows.into_iter().map(FilesystemRow::from).collect())
     }
