@@ -210,35 +210,30 @@ impl Push {
     }
 }
 
+/// The deployment's own HAProxy configuration (deploy/haproxy.cfg, which
+/// docker-compose.scale.yml mounts), with this test's front address and
+/// servers in place of its `bind` and `server` lines.
 fn haproxy_config(front: &str, backends: &[Backend3]) -> String {
-    let servers: String = backends
-        .iter()
-        .enumerate()
-        .map(|(index, backend)| format!("  server s{} {} check\n", index + 1, backend.bind))
-        .collect();
-    format!(
-        "global
-  maxconn 2000
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-  timeout tunnel 1h
-  option http-buffer-request
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response response-timeout
-frontend sysmon
-  bind {front}
-  default_backend servers
-backend servers
-  balance roundrobin
-  option httpchk GET /readyz
-  http-check expect status 200
-  default-server inter 250ms fall 2 rise 2
-{servers}"
-    )
+    const DEPLOYED: &str = include_str!("../../../deploy/haproxy.cfg");
+    let mut config = String::new();
+    let mut servers_written = false;
+    for line in DEPLOYED.lines() {
+        let setting = line.trim_start();
+        if setting.starts_with("bind ") {
+            config.push_str(&format!("  bind {front}\n"));
+        } else if setting.starts_with("server ") {
+            if !std::mem::replace(&mut servers_written, true) {
+                for (index, backend) in backends.iter().enumerate() {
+                    config.push_str(&format!("  server s{} {} check\n", index + 1, backend.bind));
+                }
+            }
+        } else {
+            config.push_str(line);
+            config.push('\n');
+        }
+    }
+    assert!(servers_written, "deploy/haproxy.cfg names no server");
+    config
 }
 
 /// Waits until a server answers `/readyz` with 200 itself.
@@ -568,4 +563,227 @@ async fn push_cpu(server: &TestServer, token: &str, cpu: f64) {
     server
         .post_samples(token, &[json!({"time": time, "cpu_load": cpu})])
         .await;
+}
+
+/// A push's status, whatever it is (a server may be gone: 0).
+async fn push_status(http: &reqwest::Client, base: &str, token: &str, cpu: f64) -> u16 {
+    http.post(format!("{base}/api/v1/samples"))
+        .bearer_auth(token)
+        .json(&json!([{"time": unix_now(), "cpu_load": cpu}]))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_or(0, |response| response.status().as_u16())
+}
+
+/// A token revoked through one server is refused by the two others within
+/// a second: each reads the revocation epoch from the database every
+/// second, and keeps no cached token past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_one_server_is_refused_by_the_others() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = |name: &str| {
+        let mut config = database.config();
+        config.status_log.path = database.path(&format!("{name}.csv"));
+        config.dashboard.initial_admin_password = Some(PASSWORD.into());
+        TestServer::start(config)
+    };
+    let a = server("a").await;
+    let (b, c) = (server("b").await, server("c").await);
+    let token = a.register("revoked-everywhere", PASSWORD).await;
+    for other in [&b, &c] {
+        assert_eq!(
+            push_status(&other.http, &other.base, &token, 1.0).await,
+            200
+        );
+    }
+    let admin = a.login("admin", PASSWORD).await;
+    let revoked = a
+        .http
+        .post(a.url("/api/v1/clients/revoked-everywhere/revoke-tokens"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("revoke")
+        .status();
+    assert_eq!(revoked, 200);
+    let revoked_at = std::time::Instant::now();
+    for other in [&b, &c] {
+        poll(
+            "the revoked token refused by another server",
+            Duration::from_secs(3),
+            Duration::from_millis(50),
+            || async {
+                match push_status(&other.http, &other.base, &token, 1.0).await {
+                    401 => Ok(()),
+                    status => Err(format!("status {status}")),
+                }
+            },
+        )
+        .await;
+    }
+    // Polled every 50 ms: a second and the polling's slack.
+    assert!(
+        revoked_at.elapsed() < Duration::from_millis(1_500),
+        "refused by both after {:?}",
+        revoked_at.elapsed()
+    );
+    for server in [a, b, c] {
+        server.shutdown().await;
+    }
+}
+
+/// Waits, at most `seconds`, until `holds` is true.
+async fn until(what: &str, seconds: u64, holds: impl Fn() -> bool) {
+    poll(
+        what,
+        Duration::from_secs(seconds),
+        Duration::from_millis(100),
+        || async { holds().then_some(()).ok_or_else(|| "not yet".to_owned()) },
+    )
+    .await;
+}
+
+/// Where a pusher sends, and what: switched by the test as servers die.
+struct HotPusher {
+    base: Mutex<String>,
+    cpu: Mutex<f64>,
+    stop: AtomicBool,
+}
+
+/// The leader killed with SIGKILL while an alert is pending, then the new
+/// leader killed while it fires: the alert is notified firing once (by
+/// whichever server judged it), never again by a server that took over,
+/// and its recovery once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_while_an_alert_fires_notifies_it_once() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let config = config_file(
+        &database,
+        "alerts.yaml",
+        &format!(
+            "alerts:
+  evaluation_interval_seconds: 0.2
+  rules:
+    - {{name: cpu-hot, metric: cpu_load, over_seconds: 1, above: 90, for_seconds: 2, channels: [hook]}}
+  channels:
+    - {{name: hook, kind: webhook, url: '{}'}}
+",
+            receiver.url("/hook")
+        ),
+    );
+    let start = |name: &'static str| {
+        let status_log = database.path(&format!("{name}.csv"));
+        let config = config.clone();
+        let database = &database;
+        async move {
+            ServerProcess::start_at(
+                BINARY,
+                database,
+                "127.0.0.1:0",
+                &status_log,
+                &["--config", &config],
+            )
+            .await
+        }
+    };
+    let leads = |server: &ServerProcess| server.log_text().contains("this server leads");
+    let first = start("first").await;
+    until("the first server leads", 10, || leads(&first)).await;
+    let second = start("second").await;
+    let http = reqwest::Client::new();
+    let token = register_client(&http, &second.base(), "hot-host", PASSWORD).await;
+    let notified = |state: &'static str| {
+        receiver
+            .received("/hook")
+            .iter()
+            .filter(|request| request.json()["state"] == state)
+            .count()
+    };
+
+    // Hot through the follower, every 200 ms, to whichever server lives.
+    let pusher = Arc::new(HotPusher {
+        base: Mutex::new(second.base()),
+        cpu: Mutex::new(97.0),
+        stop: AtomicBool::new(false),
+    });
+    let pushing = {
+        let (pusher, http, token) = (pusher.clone(), http.clone(), token.clone());
+        tokio::spawn(async move {
+            while !pusher.stop.load(Ordering::SeqCst) {
+                let base = pusher.base.lock().unwrap().clone();
+                let cpu = *pusher.cpu.lock().unwrap();
+                push_status(&http, &base, &token, cpu).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let alert_state = || async {
+        let alerts = http
+            .get(format!(
+                "{}/api/v1/alerts",
+                pusher.base.lock().unwrap().clone()
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json::<Value>()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<String, String>(
+            alerts["alerts"][0]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+    poll(
+        "the leader put the alert pending",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match alert_state().await?.as_str() {
+                "pending" => Ok(()),
+                other => Err(format!("state {other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(notified("firing"), 0, "pending: for_seconds is 2");
+
+    // The leader dies mid-pending: the second takes over and fires, once.
+    first.kill().await;
+    until("the second server leads", 10, || leads(&second)).await;
+    until("the firing notified by the new leader", 15, || {
+        notified("firing") > 0
+    })
+    .await;
+
+    // The first comes back (following); the second dies while firing.
+    let first = start("first-again").await;
+    *pusher.base.lock().unwrap() = first.base();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    second.kill().await;
+    until("the first server leads again", 10, || leads(&first)).await;
+    // Still hot: judged again on a full window, still firing, not notified.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        notified("firing"),
+        1,
+        "firing notified once, across two takeovers"
+    );
+
+    *pusher.cpu.lock().unwrap() = 10.0;
+    until("the recovery notified", 15, || notified("resolved") > 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((notified("firing"), notified("resolved")), (1, 1));
+    pusher.stop.store(true, Ordering::SeqCst);
+    pushing.await.expect("pusher");
+    first.kill().await;
 }
