@@ -4,10 +4,12 @@
 # directly, in rounds that alternate the setups. On this 2-core machine
 # the servers, HAProxy, PostgreSQL and the load generator share the same
 # cores, so this measures the overhead of the deployment, not its gain;
-# the per-sample CPU cost it prints is what the capacity arithmetic in
-# docs/scaling.md uses. Run by hand (needs haproxy; .ci/run installs it).
+# the per-sample CPU costs it prints, the servers' and the database's, are
+# what the capacity arithmetic in docs/scaling.md uses. The database's is
+# the CPU of the PostgreSQL on 5432 over the run (all its processes), so
+# run it while nothing else uses that PostgreSQL. Run by hand (needs haproxy; .ci/run installs it).
 #
-#   scripts/bench-scale.sh [ROUNDS] [SECONDS] [MODE]
+#   [SETUPS="direct 1 2 3"] scripts/bench-scale.sh [ROUNDS] [SECONDS] [MODE]
 #
 # MODE is a loadgen mode (default http-form, 64 clients; v1-batch uses 8
 # clients with batches of 1000). Uses target/release binaries, built here.
@@ -62,7 +64,16 @@ cpu_ticks() { # PIDS... -> utime+stime ticks summed
   echo $sum
 }
 
-run_setup() { # SETUP ("direct" or the number of servers behind HAProxy) -> "rate p99 cpu_us_per_sample"
+database_ticks() { # -> CPU ticks of the PostgreSQL on 5432 (its postmaster and children, ended ones included)
+  local postmaster sum
+  postmaster=$(head -1 "$(psql -h 127.0.0.1 -U postgres -qAt -c 'SHOW data_directory')/postmaster.pid")
+  read -r -a stat <"/proc/$postmaster/stat"
+  sum=$((stat[15] + stat[16])) # its ended children (backends that closed)
+  # shellcheck disable=SC2046
+  echo $((sum + $(cpu_ticks "$postmaster" $(pgrep -P "$postmaster"))))
+}
+
+run_setup() { # SETUP ("direct" or the number of servers behind HAProxy) -> "rate p99 cpu_us_per_sample db_us_per_sample"
   local setup=$1 url count=1 target
   url=$(fresh_database)
   [ "$setup" != direct ] && count=$setup
@@ -78,44 +89,46 @@ run_setup() { # SETUP ("direct" or the number of servers behind HAProxy) -> "rat
   # the CPU measured.
   rm -f "$work/users-$setup"
   "$LOADGEN" "${args[@]}" --count 64 --no-check >/dev/null 2>&1
-  local before; before=$(cpu_ticks "${pids[@]}")
+  local before db_before; before=$(cpu_ticks "${pids[@]}") db_before=$(database_ticks)
   local result
   result=$("$LOADGEN" "${args[@]}" --duration "$SECONDS_EACH" --retry-503 2>/dev/null | sed -n 's/^RESULT //p')
-  local after; after=$(cpu_ticks "${pids[@]}")
+  local after db_after; after=$(cpu_ticks "${pids[@]}") db_after=$(database_ticks)
   kill -TERM "${pids[@]}" 2>/dev/null || true
   [ -f "$work/haproxy.pid" ] && kill "$(cat "$work/haproxy.pid")" 2>/dev/null || true
   rm -f "$work/haproxy.pid"
   wait 2>/dev/null || true
   python3 -c '
 import json, os, sys
-r = json.loads(sys.argv[1]); ticks = int(sys.argv[2]) - int(sys.argv[3])
+r = json.loads(sys.argv[1])
 assert r["missing"] == 0, r
-acked = r["acked_samples"]
-us = ticks / os.sysconf("SC_CLK_TCK") * 1e6 / max(acked, 1)
-print(round(r["samples_per_s"]), r["latency_ms"]["p99"], round(us, 1))
-' "$result" "$after" "$before"
+acked = max(r["acked_samples"], 1)
+per_sample = lambda ticks: round(ticks / os.sysconf("SC_CLK_TCK") * 1e6 / acked, 1)
+server, database = int(sys.argv[2]) - int(sys.argv[3]), int(sys.argv[4]) - int(sys.argv[5])
+print(round(r["samples_per_s"]), r["latency_ms"]["p99"], per_sample(server), per_sample(database))
+' "$result" "$after" "$before" "$db_after" "$db_before"
 }
 
-declare -A rates p99s costs
-setups=(direct 1 2 3)
+declare -A rates p99s costs db_costs
+read -r -a setups <<<"${SETUPS:-direct 1 2 3}"
 for round in $(seq 1 "$ROUNDS"); do
   for setup in "${setups[@]}"; do
-    read -r rate p99 cost <<<"$(run_setup "$setup")"
-    echo "round $round, $setup: $rate samples/s, p99 $p99 ms, $cost us of server CPU per sample"
-    rates[$setup]+="$rate " p99s[$setup]+="$p99 " costs[$setup]+="$cost "
+    read -r rate p99 cost db_cost <<<"$(run_setup "$setup")"
+    echo "round $round, $setup: $rate samples/s, p99 $p99 ms, $cost us of server CPU and $db_cost us of database CPU per sample"
+    rates[$setup]+="$rate " p99s[$setup]+="$p99 " costs[$setup]+="$cost " db_costs[$setup]+="$db_cost "
   done
 done
 
 echo
-echo "| setup ($MODE) | samples/s (median) | / direct | p99 ms (median) | server CPU per sample, us (median) |"
-echo "|---|---|---|---|---|"
-direct=$(python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' ${rates[direct]})
+echo "| setup ($MODE) | samples/s (median) | / first | p99 ms (median) | server CPU per sample, us (median) | database CPU per sample, us (median) |"
+echo "|---|---|---|---|---|---|"
+# shellcheck disable=SC2086
+first=$(python3 -c 'import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))' ${rates[${setups[0]}]})
 for setup in "${setups[@]}"; do
-  python3 - "$setup" "$direct" "${rates[$setup]}" "${p99s[$setup]}" "${costs[$setup]}" <<'EOF'
+  python3 - "$setup" "$first" "${rates[$setup]}" "${p99s[$setup]}" "${costs[$setup]}" "${db_costs[$setup]}" <<'EOF'
 import statistics, sys
-setup, direct = sys.argv[1], float(sys.argv[2])
-rate, p99, cost = (statistics.median(map(float, s.split())) for s in sys.argv[3:6])
+setup, first = sys.argv[1], float(sys.argv[2])
+rate, p99, cost, db_cost = (statistics.median(map(float, s.split())) for s in sys.argv[3:7])
 name = "one server, direct" if setup == "direct" else f"HAProxy, {setup} server{'s' if setup != '1' else ''}"
-print(f"| {name} | {rate:,.0f} | {rate / direct:.2f} | {p99:.1f} | {cost:.1f} |")
+print(f"| {name} | {rate:,.0f} | {rate / first:.2f} | {p99:.1f} | {cost:.1f} | {db_cost:.1f} |")
 EOF
 done
