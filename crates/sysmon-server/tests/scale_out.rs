@@ -787,3 +787,80 @@ async fn killing_the_leader_while_an_alert_fires_notifies_it_once() {
     pushing.await.expect("pusher");
     first.kill().await;
 }
+
+/// What another server took reaches the leader's alert rules whole: a
+/// sample's file systems, and the values a later part of a sample added
+/// (a split scrape) on that server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_judges_file_systems_and_completed_samples_taken_by_another() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let server = |name: &str| {
+        let mut config = database.config();
+        config.status_log.path = database.path(&format!("{name}.csv"));
+        config.ingest.rollups.fold_interval = Duration::from_millis(100);
+        config.alerts.rules = serde_norway::from_str(
+            "
+- {name: disk-full, metric: filesystem_used_percent, above: 90, hosts: [disk-host], channels: [hook]}
+- {name: memory-full, metric: memory_used_percent, above: 90, hosts: [split-host], channels: [hook]}
+",
+        )
+        .expect("rules");
+        config.alerts.channels = serde_norway::from_str(&format!(
+            "- {{name: hook, kind: webhook, url: '{}'}}",
+            receiver.url("/hook")
+        ))
+        .expect("channel");
+        config.alerts.evaluation_interval = Duration::from_millis(200);
+        TestServer::start(config)
+    };
+    let leader = server("leader").await;
+    let other = server("other").await;
+    let firing = |rule: &'static str| {
+        let receiver = &receiver;
+        move || {
+            receiver.received("/hook").iter().any(|request| {
+                request.json()["rule"] == rule && request.json()["state"] == "firing"
+            })
+        }
+    };
+
+    // A full disk, pushed through the server that does not judge.
+    let disk = other.register("disk-host", PASSWORD).await;
+    let sample = json!({"time": unix_now(), "cpu_load": 1.0,
+        "filesystems": [{"mount_point": "/", "total_bytes": 100, "used_bytes": 95}]});
+    other
+        .post_json("/api/v1/samples", &disk, &json!([sample]), 200)
+        .await;
+    until("the leader notified the full disk", 10, firing("disk-full")).await;
+
+    // A sample in two parts through the other server: the second (memory)
+    // completes the first (cpu) there, once it is folded.
+    let split = other.register("split-host", PASSWORD).await;
+    let time = unix_now().floor();
+    other
+        .post_json(
+            "/api/v1/samples",
+            &split,
+            &json!([{"time": time, "cpu_load": 1.0}]),
+            200,
+        )
+        .await;
+    // The leader has read the first part back (cpu only) by then, and the
+    // other server has folded it: only the completion carries memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let memory = json!([{"time": time, "memory_used_bytes": 95, "memory_total_bytes": 100}]);
+    other
+        .post_json("/api/v1/samples", &split, &memory, 200)
+        .await;
+    until(
+        "the leader notified the full memory",
+        10,
+        firing("memory-full"),
+    )
+    .await;
+    leader.shutdown().await;
+    other.shutdown().await;
+}

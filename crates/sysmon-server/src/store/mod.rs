@@ -243,15 +243,21 @@ pub trait Store:
     /// Tells the other servers on this database which samples this one
     /// committed (PostgreSQL: `NOTIFY`); nothing on SQLite, which one
     /// server owns.
-    async fn announce_committed(&self, _keys: &[SampleKey]) -> Result<()> {
+    async fn announce_committed(&self, _announcement: &Announcement) -> Result<()> {
         Ok(())
     }
 
     /// What the other servers announce, as it arrives, until `stop`
     /// (PostgreSQL: `LISTEN` on a connection of its own); `None` where no
     /// other server can write (SQLite).
-    fn hear_committed(&self, _stop: CancellationToken) -> Option<mpsc::Receiver<Vec<SampleKey>>> {
+    fn hear_committed(&self, _stop: CancellationToken) -> Option<mpsc::Receiver<Announcement>> {
         None
+    }
+
+    /// The stored samples with these keys, file systems included (what
+    /// another server committed, for live readers and alerts).
+    async fn whole_samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
+        self.samples_by_keys(keys).await
     }
 
     /// Waits for open connections to finish and closes them.
@@ -287,6 +293,26 @@ impl Default for StoreOptions {
             durability: Durability::Full,
             fold_part_hosts: 250,
         }
+    }
+}
+
+/// What one server tells the others on its database it committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announcement {
+    /// Keys of samples new to the store.
+    pub new: Vec<SampleKey>,
+    /// Keys of stored samples that a later part completed (values added).
+    pub completed: Vec<SampleKey>,
+}
+
+impl Announcement {
+    pub fn is_empty(&self) -> bool {
+        self.new.is_empty() && self.completed.is_empty()
+    }
+
+    pub fn extend(&mut self, more: Announcement) {
+        self.new.extend(more.new);
+        self.completed.extend(more.completed);
     }
 }
 

@@ -49,11 +49,22 @@ impl Window {
             newest: (time_us, value),
             first_us: time_us,
         };
-        window.add(time_us, value);
+        window.insert(time_us, value);
         window
     }
 
+    /// Takes a point; one at the time of the newest is the same point
+    /// again (a sample is stored once per host and time, and completing it
+    /// never replaces a value: another server's completed sample is read
+    /// back whole, values already taken included), so it is not counted
+    /// twice.
     pub fn add(&mut self, time_us: i64, value: f64) {
+        if time_us != self.newest.0 {
+            self.insert(time_us, value);
+        }
+    }
+
+    fn insert(&mut self, time_us: i64, value: f64) {
         let start_us = time_us.div_euclid(self.width_us) * self.width_us;
         // Points come in time order but for back-fills: the newest bucket
         // or one after it, without a search.
@@ -196,6 +207,14 @@ mod tests {
         late.add(40 * SECOND, 1.0);
         assert!(late.is_full(Duration::ZERO));
         assert_eq!(late.newest_us(), 100 * SECOND);
+    }
+
+    #[test]
+    fn the_newest_point_again_is_not_counted_twice() {
+        let mut window = Window::new(Duration::from_secs(60), 10 * SECOND, 50.0);
+        window.add(20 * SECOND, 100.0);
+        window.add(20 * SECOND, 100.0);
+        assert_eq!(window.aggregate(Aggregate::Avg), 75.0);
     }
 
     #[test]

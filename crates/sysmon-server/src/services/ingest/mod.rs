@@ -26,7 +26,9 @@ mod deferred;
 use super::metrics::{Metrics, Source};
 use super::rollups::{Rollups, RollupsConfig};
 use crate::error::{Error, Result};
-use crate::store::{ClientId, ClientSample, Durability, SampleKey, Store, StoreOptions};
+use crate::store::{
+    Announcement, ClientId, ClientSample, Durability, SampleKey, Store, StoreOptions,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngestConfig {
@@ -109,7 +111,7 @@ pub struct Feeds {
     pub alerts: Option<mpsc::Sender<Committed>>,
     /// The announcer that tells other servers on the database
     /// ([`crate::services::peers`]), on PostgreSQL.
-    pub peers: Option<mpsc::Sender<Committed>>,
+    pub peers: Option<mpsc::Sender<Announcement>>,
 }
 
 impl Ingest {
@@ -167,6 +169,16 @@ impl Ingest {
         }
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(rows);
+        }
+    }
+
+    /// Samples another server completed with a later part, whole: to the
+    /// alert evaluator only (a live chart already drew their time, as for
+    /// this server's own completions). The evaluator takes a signal once
+    /// per time, so the values it had are not counted again.
+    pub fn publish_completed_from_peers(&self, rows: Committed) {
+        if let Some(alerts) = &self.alerts {
+            feed_alerts(alerts, &self.metrics, rows);
         }
     }
 
@@ -507,10 +519,21 @@ fn publish(writer: &Writer, rows: Committed, new: &KeySet, added: Vec<ClientSamp
             .cloned()
             .collect()
     };
-    if let Some(peers) = feeds.peers.as_ref().filter(|_| !committed.is_empty()) {
-        // Their alert evaluators would count a completed time twice: new
-        // samples only.
-        if peers.try_send(committed.clone()).is_err() {
+    if let Some(peers) = &feeds.peers {
+        let mut completed: Vec<SampleKey> = added
+            .iter()
+            .map(|row| (row.client.0, row.sample.time.micros()))
+            .collect();
+        completed.sort_unstable();
+        completed.dedup();
+        let announcement = Announcement {
+            new: committed
+                .iter()
+                .map(|row| (row.client.0, row.sample.time.micros()))
+                .collect(),
+            completed,
+        };
+        if !announcement.is_empty() && peers.try_send(announcement).is_err() {
             writer.metrics.peer_feed_dropped();
         }
     }

@@ -4,10 +4,12 @@
 //! `LISTEN` on a connection of its own. Only keys travel (a notification
 //! holds at most 8,000 bytes); the hearer reads the samples by key.
 //!
-//! A payload is `SENDER:KEYS`: the sending store's random id in hex (so a
-//! server skips its own) and [`journal::pack_keys`] in base64, at most
-//! [`KEYS_PER_NOTIFICATION`] keys, so one commit may take several
-//! notifications, sent in one statement.
+//! A payload is `SENDER:KEYS` (new samples) or `SENDER:c:KEYS` (stored
+//! samples a later part completed): the sending store's random id in hex
+//! (so a server skips its own) and [`journal::pack_keys`] in base64, at
+//! most [`KEYS_PER_NOTIFICATION`] keys, so one commit may take several
+//! notifications, sent in one statement. A server of a version before
+//! completions were announced reads `c:...` as bad base64 and skips it.
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::super::journal;
-use super::super::SampleKey;
+use super::super::Announcement;
 use crate::error::Result;
 
 /// 16 bytes a key, base64 (4/3), with the sender: well under 8,000 bytes.
@@ -35,25 +37,33 @@ pub(super) fn channel(deployment: i64) -> String {
     format!("sysmon_committed_{:016x}", deployment as u64)
 }
 
-/// Sends `NOTIFY`s on `channel` naming `keys`, from `sender`.
+/// Marks the keys of completed samples in a payload.
+const COMPLETED: &str = "c:";
+
+/// Sends `NOTIFY`s on `channel` naming the announced keys, from `sender`.
 pub(super) async fn announce(
     pool: &PgPool,
     channel: &str,
     sender: i64,
-    keys: &[SampleKey],
+    announcement: &Announcement,
 ) -> Result<()> {
-    if keys.is_empty() {
+    if announcement.is_empty() {
         return Ok(());
     }
-    let payloads: Vec<String> = keys
-        .chunks(KEYS_PER_NOTIFICATION)
-        .map(|chunk| {
+    let payloads: Vec<String> = [
+        ("", &announcement.new),
+        (COMPLETED, &announcement.completed),
+    ]
+    .into_iter()
+    .flat_map(|(kind, keys)| {
+        keys.chunks(KEYS_PER_NOTIFICATION).map(move |chunk| {
             format!(
-                "{sender:x}:{}",
+                "{sender:x}:{kind}{}",
                 STANDARD_NO_PAD.encode(journal::pack_keys(chunk))
             )
         })
-        .collect();
+    })
+    .collect();
     sqlx::query("SELECT pg_notify($1, payload) FROM UNNEST($2::TEXT[]) AS payload")
         .bind(channel)
         .bind(payloads)
@@ -69,7 +79,7 @@ pub(super) fn hear(
     channel: String,
     sender: i64,
     stop: CancellationToken,
-) -> mpsc::Receiver<Vec<SampleKey>> {
+) -> mpsc::Receiver<Announcement> {
     let (heard, receiver) = mpsc::channel(HEARD_BACKLOG);
     tokio::spawn(async move {
         let mut listener = loop {
@@ -115,18 +125,33 @@ async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener> {
     Ok(listener)
 }
 
-/// The keys of a payload, `None` for this sender's own or a payload this
-/// version did not write.
-fn parse(payload: &str, own: i64) -> Option<Vec<SampleKey>> {
-    let (sender, keys) = payload.split_once(':')?;
+/// What a payload announces, `None` for this sender's own or a payload
+/// this version did not write.
+fn parse(payload: &str, own: i64) -> Option<Announcement> {
+    let (sender, rest) = payload.split_once(':')?;
     if i64::from_str_radix(sender, 16).ok()? == own {
         return None;
     }
-    journal::unpack_keys(&STANDARD_NO_PAD.decode(keys).ok()?)
+    let (completed, keys) = match rest.strip_prefix(COMPLETED) {
+        Some(keys) => (true, keys),
+        None => (false, rest),
+    };
+    let keys = journal::unpack_keys(&STANDARD_NO_PAD.decode(keys).ok()?)?;
+    Some(match completed {
+        true => Announcement {
+            completed: keys,
+            ..Announcement::default()
+        },
+        false => Announcement {
+            new: keys,
+            ..Announcement::default()
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::SampleKey;
     use super::*;
 
     #[test]
@@ -140,7 +165,15 @@ mod tests {
             STANDARD_NO_PAD.encode(journal::pack_keys(&keys))
         );
         assert!(payload.len() < 8000, "{} bytes", payload.len());
-        assert_eq!(parse(&payload, 7), Some(keys));
+        let new = Announcement {
+            new: keys.clone(),
+            ..Announcement::default()
+        };
+        assert_eq!(parse(&payload, 7), Some(new));
+        let completed = payload.replacen(':', ":c:", 1);
+        assert!(completed.len() < 8000);
+        let announced = parse(&completed, 7).expect("completed keys");
+        assert_eq!((announced.new.len(), announced.completed), (0, keys));
         assert_eq!(parse(&payload, 0x5eed), None, "its own");
         assert_eq!(parse("nonsense", 7), None);
         assert_eq!(parse("zz:AAAA", 7), None);

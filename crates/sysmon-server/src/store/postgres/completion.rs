@@ -17,14 +17,11 @@ use std::sync::OnceLock;
 
 use sqlx::{PgPool, Row};
 use sysmon_core::metrics::fill_missing;
-use sysmon_core::v1::FilesystemUsage;
 use sysmon_core::Sample;
 
-use super::super::{
-    full_sample_from_row, sample_columns, ClientId, ClientSample, Fold, SampleKey, SampleRow,
-};
+use super::super::{sample_columns, ClientId, ClientSample, Fold, SampleKey, SampleRow};
 use super::{
-    bind_filesystems, bind_sample_arrays, sample_arrays, samples_by_keys_sql, upsert_buckets,
+    bind_filesystems, bind_sample_arrays, read_samples_by_keys, sample_arrays, upsert_buckets,
 };
 use crate::error::Result;
 
@@ -106,44 +103,12 @@ async fn read_stored(
     transaction: &mut sqlx::PgConnection,
     keys: &[SampleKey],
 ) -> Result<HashMap<SampleKey, Sample>> {
-    let (clients, times): (Vec<i64>, Vec<i64>) = keys.iter().copied().unzip();
-    let rows = sqlx::query(&samples_by_keys_sql(
+    read_samples_by_keys(
+        transaction,
+        keys,
         "ORDER BY s.client_id, s.time_us FOR UPDATE OF s",
-    ))
-    .bind(&clients)
-    .bind(&times)
-    .fetch_all(&mut *transaction)
-    .await?;
-    let mut stored = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let sample = full_sample_from_row(row, 0)?;
-        stored.insert((row.try_get(0)?, sample.time.micros()), sample);
-    }
-    let filesystems = sqlx::query(
-        "SELECT f.client_id, f.time_us, f.mount_point, f.used_bytes, f.total_bytes
-         FROM sample_filesystems f
-         JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS k (client_id, time_us)
-           ON f.client_id = k.client_id AND f.time_us = k.time_us",
     )
-    .bind(&clients)
-    .bind(&times)
-    .fetch_all(&mut *transaction)
-    .await?;
-    for row in &filesystems {
-        let key: SampleKey = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(sample) = stored.get_mut(&key) {
-            sample
-                .extended
-                .get_or_insert_with(Default::default)
-                .filesystems
-                .push(FilesystemUsage {
-                    mount_point: row.try_get(2)?,
-                    used_bytes: row.try_get::<i64, _>(3)?.max(0) as u64,
-                    total_bytes: row.try_get::<i64, _>(4)?.max(0) as u64,
-                });
-        }
-    }
-    Ok(stored)
+    .await
 }
 
 /// Writes completed samples' metric columns over their rows.

@@ -235,6 +235,51 @@ fn samples_by_keys_sql(rest: &str) -> String {
     )
 }
 
+/// The stored samples with these keys, with their file systems; `rest`
+/// ends the samples' statement (an order, a lock).
+async fn read_samples_by_keys(
+    connection: &mut sqlx::PgConnection,
+    keys: &[SampleKey],
+    rest: &str,
+) -> Result<std::collections::HashMap<SampleKey, sysmon_core::Sample>> {
+    let (clients, times): (Vec<i64>, Vec<i64>) = keys.iter().copied().unzip();
+    let rows = sqlx::query(&samples_by_keys_sql(rest))
+        .bind(&clients)
+        .bind(&times)
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut stored = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let sample = full_sample_from_row(row, 0)?;
+        stored.insert((row.try_get(0)?, sample.time.micros()), sample);
+    }
+    let filesystems = sqlx::query(
+        "SELECT f.client_id, f.time_us, f.mount_point, f.used_bytes, f.total_bytes
+         FROM sample_filesystems f
+         JOIN UNNEST($1::BIGINT[], $2::BIGINT[]) AS k (client_id, time_us)
+           ON f.client_id = k.client_id AND f.time_us = k.time_us",
+    )
+    .bind(&clients)
+    .bind(&times)
+    .fetch_all(&mut *connection)
+    .await?;
+    for row in &filesystems {
+        let key: SampleKey = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(sample) = stored.get_mut(&key) {
+            sample
+                .extended
+                .get_or_insert_with(Default::default)
+                .filesystems
+                .push(sysmon_core::v1::FilesystemUsage {
+                    mount_point: row.try_get(2)?,
+                    used_bytes: row.try_get::<i64, _>(3)?.max(0) as u64,
+                    total_bytes: row.try_get::<i64, _>(4)?.max(0) as u64,
+                });
+        }
+    }
+    Ok(stored)
+}
+
 /// Binds rows as the arrays of [`sample_arrays`].
 fn bind_sample_arrays<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -501,6 +546,20 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn whole_samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
+        let mut connection = self.pool.acquire().await?;
+        let mut samples: Vec<ClientSample> = read_samples_by_keys(&mut connection, &keys, "")
+            .await?
+            .into_iter()
+            .map(|((client, _), sample)| ClientSample {
+                client: ClientId(client),
+                sample,
+            })
+            .collect();
+        samples.sort_by_key(|row| (row.client.0, row.sample.time.micros()));
+        Ok(samples)
+    }
+
     async fn samples_by_keys(&self, keys: Vec<SampleKey>) -> Result<Vec<ClientSample>> {
         let (clients, times): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
         let rows = sqlx::query(&samples_by_keys_sql(""))
@@ -594,15 +653,15 @@ impl Store for PostgresStore {
         Ok(leading)
     }
 
-    async fn announce_committed(&self, keys: &[SampleKey]) -> Result<()> {
+    async fn announce_committed(&self, announcement: &super::Announcement) -> Result<()> {
         let channel = announcements::channel(self.leader_lock);
-        announcements::announce(&self.pool, &channel, self.announcer, keys).await
+        announcements::announce(&self.pool, &channel, self.announcer, announcement).await
     }
 
     fn hear_committed(
         &self,
         stop: tokio_util::sync::CancellationToken,
-    ) -> Option<mpsc::Receiver<Vec<SampleKey>>> {
+    ) -> Option<mpsc::Receiver<super::Announcement>> {
         let channel = announcements::channel(self.leader_lock);
         Some(announcements::hear(
             self.pool.clone(),
