@@ -525,7 +525,7 @@ async fn a_removed_host_is_not_notified(database: TestDatabase) {
         .put(server.url("/api/v1/alerts/rules/held"))
         .bearer_auth(&admin)
         .json(
-            &json!({"name": "held", "metric": "cpu_load", "above": 50, "for_seconds": 1,
+            &json!({"name": "held", "metric": "cpu_load", "above": 50, "for_seconds": 4,
                       "hosts": ["stays-1", "gone-1"], "channels": ["hook"]}),
         )
         .send()
@@ -557,7 +557,8 @@ async fn a_removed_host_is_not_notified(database: TestDatabase) {
     keep_pushing(&server, &stays, 99.0, 1.5).await;
     let firing = wait_for_notification(&receiver, "/hook", "held", "firing").await;
     assert_eq!(firing.json()["host"], "stays-1");
-    // Ticks every 200 ms: gone-1 would have fired by now.
+    // Ticks every 200 ms: gone-1, pending since the same tick, would have
+    // fired by now.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let hosts: Vec<Value> = receiver
         .received("/hook")

@@ -96,8 +96,8 @@ pub trait AlertStore: Send + Sync {
     /// (a restart reads the standing back and does not decide it again).
     /// Transitions of hosts removed meanwhile are left out: their clients'
     /// rows are locked (PostgreSQL), so a removal waits for this commit or
-    /// this sees it.
-    async fn record_alert_events(&self, events: &[NewAlertEvent]) -> Result<()>;
+    /// this sees it. Returns the hosts left out.
+    async fn record_alert_events(&self, events: &[NewAlertEvent]) -> Result<Vec<i64>>;
 
     /// Newest first, at most `limit`, before `before_id` when given.
     async fn alert_events(&self, limit: i64, before_id: Option<i64>) -> Result<Vec<AlertEvent>>;
@@ -214,9 +214,10 @@ macro_rules! impl_alert_store {
             async fn record_alert_events(
                 &self,
                 events: &[$crate::store::NewAlertEvent],
-            ) -> $crate::error::Result<()> {
+            ) -> $crate::error::Result<Vec<i64>> {
+                let mut removed = Vec::new();
                 if events.is_empty() {
-                    return Ok(());
+                    return Ok(removed);
                 }
                 let now = $crate::store::now_micros();
                 let mut transaction = self.pool.begin().await?;
@@ -245,7 +246,8 @@ macro_rules! impl_alert_store {
                     .await?
                     .rows_affected();
                     if stored == 0 {
-                        continue; // its host was removed
+                        removed.push(standing.client_id);
+                        continue;
                     }
                     let event_id: i64 = sqlx::query_scalar(
                         "INSERT INTO alert_events (rule_name, client_id, host, state, at_us, since_us,
@@ -279,7 +281,7 @@ macro_rules! impl_alert_store {
                     }
                 }
                 transaction.commit().await?;
-                Ok(())
+                Ok(removed)
             }
 
             async fn alert_events(

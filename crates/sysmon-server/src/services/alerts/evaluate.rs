@@ -23,6 +23,10 @@ type WindowKey = (Signal, Duration);
 /// threshold rule has no data for it and keeps its state.
 const FRESH_INTERVALS: f64 = 3.0;
 const MIN_FRESH: Duration = Duration::from_secs(60);
+/// Samples timed further ahead of the server's clock than this stay out
+/// of the windows (they would push every real point out until the clock
+/// caught up with them).
+const MAX_AHEAD: Duration = Duration::from_secs(300);
 /// The interval assumed for a host whose samples have not told it yet.
 const UNKNOWN_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -246,11 +250,22 @@ impl Evaluator {
         self.standings.retain(|(_, kept), _| *kept != client);
     }
 
-    /// Forgets every host's windows and when it sent (a server taking the
-    /// lead knows them again from the store, as after a restart).
-    pub fn forget_hosts(&mut self) {
-        self.hosts.clear();
-        self.unnamed.clear();
+    /// Silence is judged, either way, only once a rule's wait has passed
+    /// since `now` (a server taking the lead: hosts that sent through
+    /// others are known to it from the store alone).
+    pub fn settle_all(&mut self, now: UnixTime) {
+        for host in self.hosts.values_mut() {
+            host.known_since = Some(now);
+        }
+    }
+
+    /// The host sent no earlier than `time` (its newest stored sample).
+    pub fn seen_no_earlier(&mut self, client: ClientId, time: UnixTime) {
+        if let Some(host) = self.hosts.get_mut(&client) {
+            if host.received_at.is_none_or(|seen| seen < time) {
+                host.received_at = Some(time);
+            }
+        }
     }
 
     /// A host's name as a stored transition tells it (a follower learns
@@ -304,6 +319,9 @@ impl Evaluator {
             }
             host.received_at = Some(now);
             let time_us = row.sample.time.micros();
+            if time_us > now.micros().saturating_add(MAX_AHEAD.as_micros() as i64) {
+                continue;
+            }
             // Back-fills land in place; the newest three times stay.
             let at = host.recent.partition_point(|&kept| kept < time_us);
             if host.recent.get(at) != Some(&time_us) {

@@ -60,6 +60,8 @@ const FOLLOW_BATCH: i64 = 1_000;
 /// Where a follower is in the leader's transitions.
 #[derive(Default)]
 struct Following {
+    /// This server led at its last tick.
+    was_leading: bool,
     /// The newest event applied.
     last_event: i64,
     /// When every stored state was last read.
@@ -256,6 +258,13 @@ impl Alerts {
     /// Names (and, for hosts not seen yet, last samples) of every client;
     /// removed ones are forgotten.
     async fn refresh_hosts(&self) -> Result<()> {
+        self.refresh_hosts_seen(None).await
+    }
+
+    /// [`Alerts::refresh_hosts`]; with `taking_over` (now), each host
+    /// counts as sent no earlier than its newest stored sample (the samples
+    /// other servers took did not reach this one while it followed).
+    async fn refresh_hosts_seen(&self, taking_over: Option<UnixTime>) -> Result<()> {
         let overviews = self.store.client_overviews().await?;
         let mut evaluator = self.evaluator.lock();
         let present: HashSet<ClientId> = overviews.iter().map(|o| o.id).collect();
@@ -273,6 +282,10 @@ impl Alerts {
                 .map(|(last, before)| last.micros() - before.micros())
                 .filter(|gap| *gap > 0)
                 .map(|gap| Duration::from_micros(gap as u64));
+            if let (Some(now), Some(last)) = (taking_over, last_seen) {
+                let seen = UnixTime::from_micros(last.micros().min(now.micros()));
+                evaluator.seen_no_earlier(overview.id, seen);
+            }
             evaluator.know_host(
                 overview.id,
                 &overview.name,
@@ -339,11 +352,10 @@ impl Alerts {
             let Some(committed) = committed else {
                 return;
             };
-            // A follower judges nothing: what it would keep is read again
-            // from the store when it takes the lead.
-            if self.leadership.is_leader() {
-                self.evaluator.lock().observe(&committed, UnixTime::now());
-            }
+            // A follower keeps the samples it took itself (other servers'
+            // only reach the leader): windows that cover their span when
+            // it takes over are judged at once.
+            self.evaluator.lock().observe(&committed, UnixTime::now());
         }
     }
 
@@ -414,7 +426,6 @@ impl Alerts {
         let leading = self.leadership.is_leader();
         let current = self.leadership.term();
         let took_over = leading && current != *term;
-        *term = current;
         // Rules may change through the API of any server. Under the lock
         // of rule changes here, so an older read never lands after a
         // newer one.
@@ -425,9 +436,21 @@ impl Alerts {
             }
         }
         if took_over {
-            return self.take_over().await;
+            // A takeover that could not read the store is tried again next
+            // tick; this server does not judge meanwhile.
+            let ready = self.take_over().await;
+            if ready {
+                *term = current;
+            }
+            following.was_leading = ready;
+            return ready;
         }
         if !leading {
+            if std::mem::take(&mut following.was_leading) {
+                // What it judged but could not store is not the record:
+                // read every stored state now.
+                following.whole_read_at = None;
+            }
             if let Err(error) = self.follow(following).await {
                 tracing::warn!(%error, "alerts: cannot read the stored states");
             }
@@ -435,13 +458,25 @@ impl Alerts {
         leading
     }
 
-    /// This server leads from now: what it knows of hosts is read again
-    /// from the store, and silence counts from now.
+    /// This server leads from now. It keeps its windows (the samples it
+    /// took itself while following, and everything if it led a moment ago:
+    /// a window is judged once what it holds covers its span), reads the
+    /// stored states and when each host last sent, and counts silence from
+    /// no earlier than now. Transitions it decided in an earlier term and
+    /// could not store are dropped: the stored states stand.
     async fn take_over(&self) -> bool {
-        *self.settled_from.lock() = UnixTime::now();
-        self.evaluator.lock().forget_hosts();
+        let now = UnixTime::now();
+        *self.settled_from.lock() = now;
+        self.evaluator.lock().settle_all(now);
+        let stale = std::mem::take(&mut *self.unrecorded.lock());
+        if !stale.is_empty() {
+            tracing::warn!(
+                dropped = stale.len(),
+                "alerts: transitions decided in an earlier term and never stored are dropped"
+            );
+        }
         let restored = async {
-            self.refresh_hosts().await?;
+            self.refresh_hosts_seen(Some(now)).await?;
             self.restore_standings(true).await
         };
         match restored.await {
@@ -550,7 +585,16 @@ impl Alerts {
             return;
         }
         match self.store.record_alert_events(&events).await {
-            Ok(()) => self.deliveries_due.notify_one(),
+            Ok(removed) => {
+                // Removed on some server since this one read the hosts:
+                // forgotten now, not at the next refresh.
+                let mut evaluator = self.evaluator.lock();
+                for client in removed {
+                    evaluator.forget_host(ClientId(client));
+                }
+                drop(evaluator);
+                self.deliveries_due.notify_one();
+            }
             Err(error) => {
                 tracing::error!(%error, waiting = events.len(), "alerts: transitions not stored yet; retrying next tick");
                 let excess = events.len().saturating_sub(MAX_UNRECORDED);

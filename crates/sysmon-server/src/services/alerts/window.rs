@@ -34,9 +34,6 @@ pub struct Window {
     buckets: VecDeque<Bucket>,
     /// The newest point: its time and value (what `last` reads).
     newest: (i64, f64),
-    /// The time of the first point this window took: before it, the window
-    /// knows nothing (it was made at a restart or for a new rule).
-    first_us: i64,
 }
 
 impl Window {
@@ -47,7 +44,6 @@ impl Window {
             width_us: (span_us / BUCKETS).max(1),
             buckets: VecDeque::new(),
             newest: (time_us, value),
-            first_us: time_us,
         };
         window.insert(time_us, value);
         window
@@ -97,7 +93,6 @@ impl Window {
         if time_us >= self.newest.0 {
             self.newest = (time_us, value);
         }
-        self.first_us = self.first_us.min(time_us);
         let from = self.newest.0.saturating_sub(self.span_us);
         while self.buckets.len() > 1
             && self
@@ -114,13 +109,20 @@ impl Window {
         self.newest.0
     }
 
-    /// Whether the window has seen its whole span, give or take one
-    /// `interval` of the host's (points are that far apart): a rule judged
-    /// on less (its first minute after a restart, say) could fire or
-    /// resolve on one sample.
+    /// Whether the points it holds reach back over its whole span, give or
+    /// take one `interval` of the host's (points are that far apart): a
+    /// rule judged on less (its first minute after a restart, the first
+    /// sample after a host was down) could fire or resolve on one sample.
     pub fn is_full(&self, interval: Duration) -> bool {
         let slack = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX);
-        self.newest.0.saturating_sub(self.first_us) >= self.span_us.saturating_sub(slack)
+        let reaches_back_to = self
+            .newest
+            .0
+            .saturating_sub(self.span_us)
+            .saturating_add(slack);
+        self.buckets
+            .front()
+            .is_some_and(|oldest| oldest.start_us <= reaches_back_to)
     }
 
     pub fn aggregate(&self, aggregate: Aggregate) -> f64 {
@@ -207,6 +209,26 @@ mod tests {
         late.add(40 * SECOND, 1.0);
         assert!(late.is_full(Duration::ZERO));
         assert_eq!(late.newest_us(), 100 * SECOND);
+        // One older than the span does not: it is not in the window.
+        let mut older = Window::new(Duration::from_secs(60), 100 * SECOND, 1.0);
+        older.add(10 * SECOND, 1.0);
+        assert!(!older.is_full(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_window_is_not_full_after_a_gap() {
+        // Five minutes of 10 s points, an hour of silence, one point.
+        let mut window = Window::new(Duration::from_secs(300), 0, 90.0);
+        for s in (10..=300).step_by(10) {
+            window.add(s * SECOND, 90.0);
+        }
+        assert!(window.is_full(Duration::from_secs(10)));
+        window.add(3_900 * SECOND, 10.0);
+        assert!(
+            !window.is_full(Duration::from_secs(10)),
+            "one sample, not five minutes"
+        );
+        assert_eq!(window.aggregate(Aggregate::Avg), 10.0);
     }
 
     #[test]

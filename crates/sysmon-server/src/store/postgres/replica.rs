@@ -28,9 +28,13 @@ use crate::store::{redact_password, ReplicaReads};
 const CATCH_UP: Duration = Duration::from_secs(1);
 /// How often the replica's replay position is asked while waiting.
 const POLL: Duration = Duration::from_millis(5);
-/// After the replica failed to answer, reads skip it this long (each try
-/// can cost up to [`CATCH_UP`] before the primary serves).
+/// After the replica failed to answer or fell more than [`CATCH_UP`]
+/// behind, reads skip it this long (each try costs up to [`CATCH_UP`]
+/// before the primary serves).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a read waits for one of the replica's connections once it has
+/// caught up (as on the primary).
+const ACQUIRE: Duration = Duration::from_secs(10);
 /// Connections to the replica: queries (charts, pages) and streams
 /// (reports, exports), as on the primary.
 const QUERY_CONNECTIONS: u32 = 16;
@@ -68,7 +72,7 @@ impl Replica {
         let pool = |connections| {
             PgPoolOptions::new()
                 .max_connections(connections)
-                .acquire_timeout(CATCH_UP)
+                .acquire_timeout(ACQUIRE)
                 .connect_lazy_with(options.clone())
         };
         Ok(Replica {
@@ -94,7 +98,11 @@ impl Replica {
         let outcome = if skipped {
             Ok(false)
         } else {
-            self.caught_up(primary).await
+            // Bounded whole: a replica that does not answer (a connection
+            // that hangs, a full pool) counts as one that is behind.
+            tokio::time::timeout(CATCH_UP + POLL, self.caught_up(primary))
+                .await
+                .unwrap_or(Ok(false))
         };
         match outcome {
             Ok(true) => {
@@ -107,8 +115,10 @@ impl Replica {
             }
             outcome => {
                 self.reads.primary.inc();
-                if let Err(error) = outcome {
+                if !skipped {
                     *self.skipped_until.lock() = Some(Instant::now() + RETRY_AFTER);
+                }
+                if let Err(error) = outcome {
                     self.note_reachable(false, Some(error));
                 }
                 ReadPools {
