@@ -868,3 +868,99 @@ async fn the_leader_judges_file_systems_and_completed_samples_taken_by_another()
     leader.shutdown().await;
     other.shutdown().await;
 }
+
+/// Fencing: a server stores alert transitions on the very session that
+/// holds the leader lock, so once that session is gone (the lock freed,
+/// perhaps taken by another server already) the transitions it judged in
+/// the moment before its next check are not stored, and cannot be
+/// notified a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lock_session_is_gone_stores_no_transition() {
+    use sqlx::Connection;
+    use sysmon_server::store::{self, NewAlertEvent, StoreOptions, StoredStanding};
+
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let store = store::connect(&database.url, StoreOptions::default(), None)
+        .await
+        .expect("store");
+    assert!(store.hold_leadership().await.expect("lock"), "leads alone");
+    let client = store
+        .create_client("fenced-host", "not-a-real-hash")
+        .await
+        .expect("client")
+        .expect("new client");
+    let event = |state: &str| NewAlertEvent {
+        standing: StoredStanding {
+            rule: "hot".into(),
+            client_id: client.0,
+            state: state.into(),
+            since_us: 1,
+            value: Some(99.0),
+            notified_at_us: None,
+        },
+        host: "fenced-host".into(),
+        threshold: Some(90.0),
+        severity: "warning".into(),
+        summary: "cpu_load > 90".into(),
+        repeat: false,
+        channels: Vec::new(),
+    };
+    let stored = store
+        .record_alert_events_as_leader(&[event("pending")])
+        .await
+        .expect("stored while leading");
+    assert_eq!(stored, Some(Vec::new()));
+
+    // The lock's session ends (a network cut, a restarted proxy): the
+    // database frees the lock.
+    let admin_url = database.url.split('?').next().expect("url").to_owned();
+    let schema = database
+        .url
+        .split("search_path]=")
+        .nth(1)
+        .expect("schema")
+        .to_owned();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let terminated: bool = sqlx::query_scalar(
+        "WITH key AS (SELECT hashtextextended('sysmon leader ' || current_database() || '.' || $1, 0)
+                             | (1::BIGINT << 63) AS k)
+         SELECT bool_or(pg_terminate_backend(l.pid)) FROM pg_locks l, key
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.classid::BIGINT = (key.k >> 32) & 4294967295
+           AND l.objid::BIGINT = key.k & 4294967295",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate the lock's session");
+    assert!(terminated, "the leader lock's session was found");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Judged before this server's next check: not stored.
+    let fenced = store
+        .record_alert_events_as_leader(&[event("firing")])
+        .await;
+    assert!(
+        matches!(fenced, Err(_) | Ok(None)),
+        "stored without the lock: {fenced:?}"
+    );
+    let events: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM \"{schema}\".alert_events"))
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+    assert_eq!(events, 1, "only the transition stored under the lock");
+    // The next check finds the lock free and takes it again (nobody else
+    // here wants it), and storing works again.
+    assert!(store.hold_leadership().await.expect("lock again"));
+    let again = store
+        .record_alert_events_as_leader(&[event("firing")])
+        .await
+        .expect("stored");
+    assert_eq!(again, Some(Vec::new()));
+    store.close().await;
+}

@@ -142,7 +142,7 @@ pub const DELIVERY_COLUMNS: &str =
 
 /// `impl AlertStore for $store`, for a store with a sqlx `pool` field.
 macro_rules! impl_alert_store {
-    ($store:ty, lock_rows: $lock_rows:literal) => {
+    ($store:ty, $connection:ty, lock_rows: $lock_rows:literal) => {
         #[async_trait::async_trait]
         impl $crate::store::AlertStore for $store {
             async fn alert_rules(&self) -> $crate::error::Result<Vec<(String, String)>> {
@@ -215,73 +215,11 @@ macro_rules! impl_alert_store {
                 &self,
                 events: &[$crate::store::NewAlertEvent],
             ) -> $crate::error::Result<Vec<i64>> {
-                let mut removed = Vec::new();
                 if events.is_empty() {
-                    return Ok(removed);
+                    return Ok(Vec::new());
                 }
-                let now = $crate::store::now_micros();
-                let mut transaction = self.pool.begin().await?;
-                for event in events {
-                    let standing = &event.standing;
-                    // The write comes first (SQLite takes its writer with
-                    // the statement, not after a read).
-                    let stored = sqlx::query(&format!(
-                        "INSERT INTO alert_states
-                            (rule_name, client_id, state, since_us, value, notified_at_us)
-                         SELECT $1, $2, $3, $4, $5, $6
-                         WHERE EXISTS (SELECT 1 FROM clients
-                                       WHERE id = $2 AND removed_at_us IS NULL {})
-                         ON CONFLICT (rule_name, client_id) DO UPDATE SET
-                            state = excluded.state, since_us = excluded.since_us,
-                            value = excluded.value, notified_at_us = excluded.notified_at_us",
-                        $lock_rows
-                    ))
-                    .bind(&standing.rule)
-                    .bind(standing.client_id)
-                    .bind(&standing.state)
-                    .bind(standing.since_us)
-                    .bind(standing.value)
-                    .bind(standing.notified_at_us)
-                    .execute(&mut *transaction)
-                    .await?
-                    .rows_affected();
-                    if stored == 0 {
-                        removed.push(standing.client_id);
-                        continue;
-                    }
-                    let event_id: i64 = sqlx::query_scalar(
-                        "INSERT INTO alert_events (rule_name, client_id, host, state, at_us, since_us,
-                                                   value, threshold, severity, summary, is_repeat)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-                    )
-                    .bind(&standing.rule)
-                    .bind(standing.client_id)
-                    .bind(&event.host)
-                    .bind(&standing.state)
-                    .bind(now)
-                    .bind(standing.since_us)
-                    .bind(standing.value)
-                    .bind(event.threshold)
-                    .bind(&event.severity)
-                    .bind(&event.summary)
-                    .bind(event.repeat)
-                    .fetch_one(&mut *transaction)
-                    .await?;
-                    for channel in &event.channels {
-                        sqlx::query(
-                            "INSERT INTO alert_deliveries
-                                (event_id, channel, status, attempts, next_attempt_us)
-                             VALUES ($1, $2, 'pending', 0, $3)",
-                        )
-                        .bind(event_id)
-                        .bind(channel)
-                        .bind(now)
-                        .execute(&mut *transaction)
-                        .await?;
-                    }
-                }
-                transaction.commit().await?;
-                Ok(removed)
+                let mut connection = self.pool.acquire().await?;
+                Self::record_alert_events_on(&mut connection, events).await
             }
 
             async fn alert_events(
@@ -461,6 +399,79 @@ macro_rules! impl_alert_store {
                 };
                 query.execute(&self.pool).await?;
                 Ok(())
+            }
+        }
+        impl $store {
+            /// [`AlertStore::record_alert_events`](crate::store::AlertStore::record_alert_events)
+            /// on `connection`, in one transaction.
+            pub(crate) async fn record_alert_events_on(
+                connection: &mut $connection,
+                events: &[$crate::store::NewAlertEvent],
+            ) -> $crate::error::Result<Vec<i64>> {
+                let mut removed = Vec::new();
+                let now = $crate::store::now_micros();
+                let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+                for event in events {
+                    let standing = &event.standing;
+                    // The write comes first (SQLite takes its writer with
+                    // the statement, not after a read).
+                    let stored = sqlx::query(&format!(
+                        "INSERT INTO alert_states
+                            (rule_name, client_id, state, since_us, value, notified_at_us)
+                         SELECT $1, $2, $3, $4, $5, $6
+                         WHERE EXISTS (SELECT 1 FROM clients
+                                       WHERE id = $2 AND removed_at_us IS NULL {})
+                         ON CONFLICT (rule_name, client_id) DO UPDATE SET
+                            state = excluded.state, since_us = excluded.since_us,
+                            value = excluded.value, notified_at_us = excluded.notified_at_us",
+                        $lock_rows
+                    ))
+                    .bind(&standing.rule)
+                    .bind(standing.client_id)
+                    .bind(&standing.state)
+                    .bind(standing.since_us)
+                    .bind(standing.value)
+                    .bind(standing.notified_at_us)
+                    .execute(&mut *transaction)
+                    .await?
+                    .rows_affected();
+                    if stored == 0 {
+                        removed.push(standing.client_id);
+                        continue;
+                    }
+                    let event_id: i64 = sqlx::query_scalar(
+                        "INSERT INTO alert_events (rule_name, client_id, host, state, at_us, since_us,
+                                                   value, threshold, severity, summary, is_repeat)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                    )
+                    .bind(&standing.rule)
+                    .bind(standing.client_id)
+                    .bind(&event.host)
+                    .bind(&standing.state)
+                    .bind(now)
+                    .bind(standing.since_us)
+                    .bind(standing.value)
+                    .bind(event.threshold)
+                    .bind(&event.severity)
+                    .bind(&event.summary)
+                    .bind(event.repeat)
+                    .fetch_one(&mut *transaction)
+                    .await?;
+                    for channel in &event.channels {
+                        sqlx::query(
+                            "INSERT INTO alert_deliveries
+                                (event_id, channel, status, attempts, next_attempt_us)
+                             VALUES ($1, $2, 'pending', 0, $3)",
+                        )
+                        .bind(event_id)
+                        .bind(channel)
+                        .bind(now)
+                        .execute(&mut *transaction)
+                        .await?;
+                    }
+                }
+                transaction.commit().await?;
+                Ok(removed)
             }
         }
     };

@@ -240,6 +240,19 @@ pub trait Store:
         Ok(true)
     }
 
+    /// [`AlertStore::record_alert_events`] only while this server holds the
+    /// leader lock, in a way that fences a server that lost it: `None`
+    /// (nothing stored) when it does not lead. PostgreSQL stores on the
+    /// session that holds the lock, so a server whose session is gone (the
+    /// lock with it, perhaps to another server already) cannot store what
+    /// it judged in the moment before it learnt of it.
+    async fn record_alert_events_as_leader(
+        &self,
+        events: &[NewAlertEvent],
+    ) -> Result<Option<Vec<i64>>> {
+        Ok(Some(self.record_alert_events(events).await?))
+    }
+
     /// Tells the other servers on this database which samples this one
     /// committed (PostgreSQL: `NOTIFY`); nothing on SQLite, which one
     /// server owns.

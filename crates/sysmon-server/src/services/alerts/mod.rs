@@ -584,8 +584,16 @@ impl Alerts {
         if events.is_empty() {
             return;
         }
-        match self.store.record_alert_events(&events).await {
-            Ok(removed) => {
+        match self.store.record_alert_events_as_leader(&events).await {
+            Ok(None) => {
+                // Another server leads now (this one learns of it at its
+                // next check): it decides from what is stored.
+                tracing::warn!(
+                    dropped = events.len(),
+                    "alerts: this server no longer holds the leader lock; its transitions are not stored"
+                );
+            }
+            Ok(Some(removed)) => {
                 // Removed on some server since this one read the hosts:
                 // forgotten now, not at the next refresh.
                 let mut evaluator = self.evaluator.lock();

@@ -383,7 +383,7 @@ impl_client_store!(PostgresStore, sqlx::Postgres);
 impl_user_store!(PostgresStore);
 impl_enrollment_store!(PostgresStore);
 impl_fleet_token_store!(PostgresStore);
-impl_alert_store!(PostgresStore, lock_rows: "FOR SHARE");
+impl_alert_store!(PostgresStore, sqlx::PgConnection, lock_rows: "FOR SHARE");
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -630,7 +630,11 @@ impl Store for PostgresStore {
     async fn hold_leadership(&self) -> Result<bool> {
         // Bounded waits: a half-open connection is given up, not waited on.
         const WAIT: Duration = Duration::from_millis(800);
-        let mut kept = self.leader.lock().await;
+        // Busy storing transitions, which happens only while it leads (and
+        // is bounded by RECORD_WAIT): the session is alive and holds it.
+        let Ok(mut kept) = self.leader.try_lock() else {
+            return Ok(true);
+        };
         if let Some((connection, leading)) = kept.as_mut() {
             let alive = tokio::time::timeout(WAIT, connection.ping()).await;
             if matches!(alive, Ok(Ok(()))) {
@@ -651,6 +655,38 @@ impl Store for PostgresStore {
         let leading = try_leader_lock(&mut connection, self.leader_lock, WAIT).await?;
         *kept = Some((connection, leading));
         Ok(leading)
+    }
+
+    async fn record_alert_events_as_leader(
+        &self,
+        events: &[super::NewAlertEvent],
+    ) -> Result<Option<Vec<i64>>> {
+        /// Longest a store of transitions may take on the lock's session;
+        /// past it the session is given up (and the lock with it).
+        const RECORD_WAIT: Duration = Duration::from_secs(10);
+        let mut kept = self.leader.lock().await;
+        let Some((connection, true)) = kept.as_mut() else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(
+            RECORD_WAIT,
+            Self::record_alert_events_on(connection, events),
+        )
+        .await
+        {
+            Ok(Ok(removed)) => Ok(Some(removed)),
+            Ok(Err(error)) => {
+                // Whatever broke, the session may be gone: check afresh.
+                *kept = None;
+                Err(error)
+            }
+            Err(_) => {
+                *kept = None;
+                Err(Error::Internal(
+                    "storing alert transitions took over 10 s; the leader lock is given up".into(),
+                ))
+            }
+        }
     }
 
     async fn announce_committed(&self, announcement: &super::Announcement) -> Result<()> {

@@ -119,7 +119,7 @@ impl_client_store!(SqliteStore, sqlx::Sqlite);
 impl_user_store!(SqliteStore);
 impl_enrollment_store!(SqliteStore);
 impl_fleet_token_store!(SqliteStore);
-impl_alert_store!(SqliteStore, lock_rows: "");
+impl_alert_store!(SqliteStore, sqlx::SqliteConnection, lock_rows: "");
 
 #[async_trait]
 impl SampleReads for SqliteStore {
