@@ -294,7 +294,8 @@ async fn three_servers_behind_haproxy_lose_nothing() {
         })
         .collect();
     // Started one after another: the first migrates, the others find the
-    // schema current (several starting together is the next test's).
+    // schema current (several starting together:
+    // `three_servers_starting_together_migrate_once`).
     for backend in &mut backends {
         backend.start(&database, &config).await;
     }
@@ -963,4 +964,63 @@ async fn a_leader_whose_lock_session_is_gone_stores_no_transition() {
         .expect("stored");
     assert_eq!(again, Some(Vec::new()));
     store.close().await;
+}
+
+/// Three servers started at the same moment on a fresh database: one
+/// migrates (sqlx holds an advisory lock while it does), the others wait
+/// and find the schema current; all three serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_starting_together_migrate_once() {
+    let Some(database) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let server = |name: &str| {
+        let mut config = database.config();
+        config.status_log.path = database.path(&format!("{name}.csv"));
+        TestServer::start(config)
+    };
+    let (a, b, c) = tokio::join!(server("a"), server("b"), server("c"));
+    for server in [&a, &b, &c] {
+        let ready = server
+            .http
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status();
+        assert_eq!(ready, 200);
+    }
+    let token = a.register("together", PASSWORD).await;
+    b.post_samples(&token, &[json!({"time": unix_now(), "cpu_load": 1.0})])
+        .await;
+    assert_eq!(c.stored_samples(&token).await.len(), 1);
+    let schema = database
+        .url
+        .split("search_path]=")
+        .nth(1)
+        .expect("schema")
+        .to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(
+        database.url.split('?').next().expect("url"),
+    )
+    .await
+    .expect("admin connection");
+    let applied: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM \"{schema}\"._sqlx_migrations WHERE success"
+    ))
+    .fetch_one(&mut admin)
+    .await
+    .expect("migrations");
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("migrations directory")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+        })
+        .count();
+    assert_eq!(applied, shipped as i64, "every migration applied, once");
+    for server in [a, b, c] {
+        server.shutdown().await;
+    }
 }
