@@ -371,7 +371,15 @@ async fn sigterm_turns_not_ready_while_it_still_serves(database: TestDatabase) {
 
     let signalled = std::time::Instant::now();
     server.signal("-TERM").await;
-    let (status, body) = get("/readyz").await;
+    // The signal is handled a moment later (on a loaded machine, some
+    // milliseconds): asked until it answers 503, well within the drain.
+    let (status, body) = loop {
+        let (status, body) = get("/readyz").await;
+        if status == 503 || signalled.elapsed() > Duration::from_millis(1_000) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["draining"], true);
     assert_eq!(body["reason"], "shutting down");
