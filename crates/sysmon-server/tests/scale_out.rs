@@ -887,6 +887,7 @@ async fn a_leader_whose_lock_session_is_gone_stores_no_transition() {
         .await
         .expect("store");
     assert!(store.hold_leadership().await.expect("lock"), "leads alone");
+    let first_session = store.leader_session();
     let client = store
         .create_client("fenced-host", "not-a-real-hash")
         .await
@@ -958,6 +959,10 @@ async fn a_leader_whose_lock_session_is_gone_stores_no_transition() {
     // The next check finds the lock free and takes it again (nobody else
     // here wants it), and storing works again.
     assert!(store.hold_leadership().await.expect("lock again"));
+    assert!(
+        store.leader_session() > first_session,
+        "a new lock session: the server leads a new term"
+    );
     let again = store
         .record_alert_events_as_leader(&[event("firing")])
         .await

@@ -21,6 +21,8 @@ const CHECK: Duration = Duration::from_secs(1);
 
 pub struct Leadership {
     leading: AtomicBool,
+    /// The store's lock session this server last led on.
+    session: AtomicU64,
     /// Counts the times this server became leader: a job that kept state
     /// while another server led reloads it when this changes.
     term: AtomicU64,
@@ -34,6 +36,7 @@ impl Leadership {
     ) -> (Arc<Leadership>, JoinHandle<()>) {
         let leadership = Arc::new(Leadership {
             leading: AtomicBool::new(false),
+            session: AtomicU64::new(0),
             term: AtomicU64::new(0),
         });
         leadership.check(store.as_ref()).await;
@@ -69,10 +72,18 @@ impl Leadership {
             }
         };
         let was = self.leading.swap(leading, Ordering::SeqCst);
+        let session = store.leader_session();
+        let new_session = self.session.swap(session, Ordering::SeqCst) != session;
         match (was, leading) {
             (false, true) => {
                 self.term.fetch_add(1, Ordering::SeqCst);
                 tracing::info!("this server leads: it runs alert evaluation and retention");
+            }
+            (true, true) if new_session => {
+                self.term.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(
+                    "this server leads again on a new lock session: it starts a new term from what is stored"
+                );
             }
             (true, false) => tracing::warn!(
                 "this server no longer leads: another runs alert evaluation and retention"

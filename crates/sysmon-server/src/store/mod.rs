@@ -240,6 +240,14 @@ pub trait Store:
         Ok(true)
     }
 
+    /// Counts the sessions that took the leader lock: a server that lost
+    /// its lock session and took the lock again on a new one, between two
+    /// checks, leads a new term all the same (what it decided on the old
+    /// session may or may not be stored).
+    fn leader_session(&self) -> u64 {
+        0
+    }
+
     /// [`AlertStore::record_alert_events`] only while this server holds the
     /// leader lock, in a way that fences a server that lost it: `None`
     /// (nothing stored) when it does not lead. PostgreSQL stores on the

@@ -17,6 +17,9 @@ use super::rules::Aggregate;
 
 /// Buckets a window is cut into.
 pub const BUCKETS: i64 = 128;
+/// Times of the newest points a window remembers, so one taken again is
+/// not counted twice.
+const REMEMBERED: usize = 8;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -34,6 +37,8 @@ pub struct Window {
     buckets: VecDeque<Bucket>,
     /// The newest point: its time and value (what `last` reads).
     newest: (i64, f64),
+    /// Times of the newest points taken, in no order ([`REMEMBERED`]).
+    taken: [i64; REMEMBERED],
 }
 
 impl Window {
@@ -44,23 +49,28 @@ impl Window {
             width_us: (span_us / BUCKETS).max(1),
             buckets: VecDeque::new(),
             newest: (time_us, value),
+            taken: [i64::MIN; REMEMBERED],
         };
         window.insert(time_us, value);
         window
     }
 
-    /// Takes a point; one at the time of the newest is the same point
-    /// again (a sample is stored once per host and time, and completing it
-    /// never replaces a value: another server's completed sample is read
-    /// back whole, values already taken included), so it is not counted
-    /// twice.
+    /// Takes a point; one at the time of one of the newest points taken is
+    /// the same point again (a sample is stored once per host and time, and
+    /// completing it never replaces a value: another server's completed
+    /// sample is read back whole, values already taken included), so it is
+    /// not counted twice.
     pub fn add(&mut self, time_us: i64, value: f64) {
-        if time_us != self.newest.0 {
+        if !self.taken.contains(&time_us) {
             self.insert(time_us, value);
         }
     }
 
     fn insert(&mut self, time_us: i64, value: f64) {
+        // The oldest remembered time makes room.
+        if let Some(oldest) = self.taken.iter_mut().min() {
+            *oldest = time_us;
+        }
         let start_us = time_us.div_euclid(self.width_us) * self.width_us;
         // Points come in time order but for back-fills: the newest bucket
         // or one after it, without a search.
@@ -232,11 +242,16 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_point_again_is_not_counted_twice() {
+    fn a_recent_point_again_is_not_counted_twice() {
         let mut window = Window::new(Duration::from_secs(60), 10 * SECOND, 50.0);
         window.add(20 * SECOND, 100.0);
         window.add(20 * SECOND, 100.0);
         assert_eq!(window.aggregate(Aggregate::Avg), 75.0);
+        // A newer point came between: the older one again still counts once.
+        window.add(30 * SECOND, 0.0);
+        window.add(20 * SECOND, 100.0);
+        window.add(10 * SECOND, 50.0);
+        assert_eq!(window.aggregate(Aggregate::Avg), 50.0);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod replica;
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ pub struct PostgresStore {
     /// The connection the leader lock is held or tried on, and whether it
     /// holds it: one connection a server, not one per try.
     leader: tokio::sync::Mutex<Option<(PgConnection, bool)>>,
+    /// Sessions that took the leader lock (see [`Store::leader_session`]).
+    lock_sessions: std::sync::atomic::AtomicU64,
     /// The leader lock's advisory-lock key (see [`leader_lock_key`]), which
     /// also names this deployment's announcements channel.
     leader_lock: i64,
@@ -137,6 +140,7 @@ impl PostgresStore {
             partitions,
             announcer: rand::random::<i64>() & i64::MAX,
             leader: tokio::sync::Mutex::new(None),
+            lock_sessions: std::sync::atomic::AtomicU64::new(0),
             leader_lock,
             replica: read_replica
                 .map(|replica| replica::Replica::connect(&replica.url, replica.reads))
@@ -630,8 +634,8 @@ impl Store for PostgresStore {
     async fn hold_leadership(&self) -> Result<bool> {
         // Bounded waits: a half-open connection is given up, not waited on.
         const WAIT: Duration = Duration::from_millis(800);
-        // Busy storing transitions, which happens only while it leads (and
-        // is bounded by RECORD_WAIT): the session is alive and holds it.
+        // Busy storing transitions, which happens only while it leads, 0.8 s
+        // at most at a time: the session holds the lock.
         let Ok(mut kept) = self.leader.try_lock() else {
             return Ok(true);
         };
@@ -642,51 +646,79 @@ impl Store for PostgresStore {
                     return Ok(true);
                 }
                 *leading = try_leader_lock(connection, self.leader_lock, WAIT).await?;
+                if *leading {
+                    self.lock_sessions.fetch_add(1, Ordering::SeqCst);
+                }
                 return Ok(*leading);
             }
             // Gone, and any lock with it; start afresh.
             *kept = None;
         }
-        let mut connection = tokio::time::timeout(WAIT, PgConnection::connect_with(&self.options))
+        // A cut network must not keep a dead session (and the lock, and the
+        // rows a transition store locked) alive for hours on the server.
+        let options = self.options.clone().options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "2"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "10000"),
+            ("idle_in_transaction_session_timeout", "5000"),
+        ]);
+        let mut connection = tokio::time::timeout(WAIT, PgConnection::connect_with(&options))
             .await
             .map_err(|_| {
                 Error::Internal("no connection for the leader lock within 0.8 s".into())
             })??;
         let leading = try_leader_lock(&mut connection, self.leader_lock, WAIT).await?;
+        if leading {
+            self.lock_sessions.fetch_add(1, Ordering::SeqCst);
+        }
         *kept = Some((connection, leading));
         Ok(leading)
+    }
+
+    fn leader_session(&self) -> u64 {
+        self.lock_sessions.load(Ordering::SeqCst)
     }
 
     async fn record_alert_events_as_leader(
         &self,
         events: &[super::NewAlertEvent],
     ) -> Result<Option<Vec<i64>>> {
-        /// Longest a store of transitions may take on the lock's session;
-        /// past it the session is given up (and the lock with it).
-        const RECORD_WAIT: Duration = Duration::from_secs(10);
-        let mut kept = self.leader.lock().await;
-        let Some((connection, true)) = kept.as_mut() else {
-            return Ok(None);
-        };
-        match tokio::time::timeout(
-            RECORD_WAIT,
-            Self::record_alert_events_on(connection, events),
-        )
-        .await
-        {
-            Ok(Ok(removed)) => Ok(Some(removed)),
-            Ok(Err(error)) => {
-                // Whatever broke, the session may be gone: check afresh.
-                *kept = None;
-                Err(error)
-            }
-            Err(_) => {
-                *kept = None;
-                Err(Error::Internal(
-                    "storing alert transitions took over 10 s; the leader lock is given up".into(),
-                ))
+        /// Transitions per transaction: the lock's session is held a few
+        /// milliseconds at a time, so the leadership check gets in between.
+        const CHUNK: usize = 200;
+        /// Longest one chunk may take; past it the session is given up
+        /// (and the lock with it). The leadership check counts a session
+        /// busy storing as leading, so this also bounds how long a dead
+        /// session can pass for a live one.
+        const CHUNK_WAIT: Duration = Duration::from_millis(800);
+        let mut removed = Vec::new();
+        for chunk in events.chunks(CHUNK) {
+            let mut kept = self.leader.lock().await;
+            let Some((connection, true)) = kept.as_mut() else {
+                // Chunks already stored stand; the rest is decided again
+                // by whoever leads next, from what is stored.
+                return Ok(None);
+            };
+            match tokio::time::timeout(CHUNK_WAIT, Self::record_alert_events_on(connection, chunk))
+                .await
+            {
+                Ok(Ok(left_out)) => removed.extend(left_out),
+                Ok(Err(error)) => {
+                    // The session may be gone: a new one is a new term.
+                    *kept = None;
+                    return Err(error);
+                }
+                Err(_) => {
+                    *kept = None;
+                    return Err(Error::Internal(
+                        "storing alert transitions took over 0.8 s; the leader lock is given up"
+                            .into(),
+                    ));
+                }
             }
         }
+        Ok(Some(removed))
     }
 
     async fn announce_committed(&self, announcement: &super::Announcement) -> Result<()> {
