@@ -292,12 +292,15 @@ impl Evaluator {
         self.hosts.keys().copied()
     }
 
-    /// States read back after a restart, so nothing is notified again.
-    pub fn restore(&mut self, rule: &str, client: ClientId, standing: Standing) {
-        if let Some(rule) = self.rules.iter().find(|kept| kept.name() == rule) {
-            self.standings
-                .insert((Arc::from(rule.name()), client), standing);
-        }
+    /// States read back after a restart, so nothing is notified again;
+    /// false (and nothing kept) for a rule this evaluator does not have.
+    pub fn restore(&mut self, rule: &str, client: ClientId, standing: Standing) -> bool {
+        let Some(rule) = self.rules.iter().find(|kept| kept.name() == rule) else {
+            return false;
+        };
+        self.standings
+            .insert((Arc::from(rule.name()), client), standing);
+        true
     }
 
     pub fn standings(&self) -> impl Iterator<Item = (&str, ClientId, &Standing)> {

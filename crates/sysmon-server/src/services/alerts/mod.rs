@@ -518,7 +518,7 @@ impl Alerts {
                     continue;
                 };
                 evaluator.name_host(ClientId(event.client_id), &event.host);
-                evaluator.restore(
+                let known = evaluator.restore(
                     &event.rule,
                     ClientId(event.client_id),
                     Standing {
@@ -528,6 +528,12 @@ impl Alerts {
                         notified_at: None,
                     },
                 );
+                if !known {
+                    // A rule made since this server read the rules (or
+                    // one deleted): every state is read again next tick,
+                    // after the rules.
+                    following.whole_read_at = None;
+                }
             }
             following.last_event = events.last().map_or(following.last_event, |event| event.id);
             if (events.len() as i64) < FOLLOW_BATCH {
