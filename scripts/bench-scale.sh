@@ -9,13 +9,16 @@
 # the CPU of the PostgreSQL on 5432 over the run (all its processes), so
 # run it while nothing else uses that PostgreSQL. Run by hand (needs haproxy; .ci/run installs it).
 #
-#   [SETUPS="direct 1 2 3"] scripts/bench-scale.sh [ROUNDS] [SECONDS] [MODE]
+#   [SETUPS="direct 1 2 3"] [BALANCE=roundrobin] scripts/bench-scale.sh [ROUNDS] [SECONDS] [MODE]
 #
 # MODE is a loadgen mode (default http-form, 64 clients; v1-batch uses 8
 # clients with batches of 1000). Uses target/release binaries, built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3} SECONDS_EACH=${2:-10} MODE=${3:-http-form}
+# How HAProxy spreads requests: roundrobin, or hdr(Authorization) to keep
+# each host (its token) on one server.
+BALANCE=${BALANCE:-roundrobin}
 command -v haproxy >/dev/null || { echo "needs haproxy (apt-get install haproxy)" >&2; exit 2; }
 cargo build --release -q -p sysmon-server -p sysmon-loadgen
 SERVER=target/release/sysmon-server LOADGEN=target/release/sysmon-loadgen
@@ -46,7 +49,7 @@ start_haproxy() { # COUNT
     printf '  option http-buffer-request\n  retries 3\n  option redispatch 1\n'
     printf '  retry-on conn-failure empty-response response-timeout\n'
     printf 'frontend sysmon\n  bind %s\n  default_backend servers\n' "$FRONT"
-    printf 'backend servers\n  balance roundrobin\n  option httpchk GET /readyz\n'
+    printf 'backend servers\n  balance %s\n  hash-type consistent\n  option httpchk GET /readyz\n' "$BALANCE"
     printf '  http-check expect status 200\n  default-server inter 250ms fall 2 rise 2\n'
     for n in $(seq 1 "$1"); do printf '  server s%d 127.0.0.%d:5091 check\n' "$n" "$((n + 1))"; done
   } >"$work/haproxy.cfg"
