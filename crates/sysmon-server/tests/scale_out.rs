@@ -26,6 +26,40 @@ use tokio_tungstenite::tungstenite::Message;
 const BINARY: &str = env!("CARGO_BIN_EXE_sysmon-server");
 const PASSWORD: &str = "scale-out-password";
 
+/// The configuration of one of several in-process servers on the
+/// database: its own status log, `NAME.csv`.
+fn config_of(database: &TestDatabase, name: &str) -> sysmon_server::Config {
+    let mut config = database.config();
+    config.status_log.path = database.path(&format!("{name}.csv"));
+    config
+}
+
+/// `rules` (YAML), notifying the test's receiver at `/hook` (channel
+/// `hook`), checked every 200 ms.
+fn with_alerts(
+    mut config: sysmon_server::Config,
+    rules: &str,
+    receiver: &Receiver,
+) -> sysmon_server::Config {
+    config.alerts.rules = serde_norway::from_str(rules).expect("rules");
+    config.alerts.channels = serde_norway::from_str(&format!(
+        "- {{name: hook, kind: webhook, url: '{}'}}",
+        receiver.url("/hook")
+    ))
+    .expect("channel");
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    config
+}
+
+/// Notifications the receiver got at `/hook` in `state`.
+fn notified(receiver: &Receiver, state: &str) -> usize {
+    receiver
+        .received("/hook")
+        .iter()
+        .filter(|request| request.json()["state"] == state)
+        .count()
+}
+
 /// A free port on `ip`, as `ip:port`.
 fn free_address(ip: &str) -> String {
     let listener = std::net::TcpListener::bind((ip, 0)).expect("a free port");
@@ -420,9 +454,7 @@ async fn a_live_chart_on_one_server_sees_samples_pushed_through_another() {
         return;
     };
     let watched = TestServer::start(database.config()).await;
-    let mut config = database.config();
-    config.status_log.path = database.path("second-server.csv");
-    let pushed_through = TestServer::start(config).await;
+    let pushed_through = TestServer::start(config_of(&database, "second-server")).await;
     let token = watched.register("live-host", "pw-secret1").await;
 
     let mut request = format!("ws://{}/api/v1/clients/live-host/live", watched.address)
@@ -467,33 +499,19 @@ async fn one_server_notifies_and_another_takes_over() {
         return;
     };
     let receiver = Receiver::start().await;
-    let alerting = |status_log: &str| {
-        let mut config = database.config();
-        config.status_log.path = database.path(status_log);
-        config.alerts.rules = serde_norway::from_str(
+    let alerting = |name: &str| {
+        with_alerts(
+            config_of(&database, name),
             "- {name: cpu-hot, metric: cpu_load, over_seconds: 1, above: 90, for_seconds: 0, channels: [hook]}",
+            &receiver,
         )
-        .expect("rule");
-        config.alerts.channels = serde_norway::from_str(&format!(
-            "- {{name: hook, kind: webhook, url: '{}'}}",
-            receiver.url("/hook")
-        ))
-        .expect("channel");
-        config.alerts.evaluation_interval = Duration::from_millis(200);
-        config
     };
-    let first = TestServer::start(alerting("first.csv")).await;
-    let second = TestServer::start(alerting("second.csv")).await;
+    let first = TestServer::start(alerting("first")).await;
+    let second = TestServer::start(alerting("second")).await;
     let token = first.register("hot-host", "pw-secret1").await;
     let notified = |state: &'static str| {
         let receiver = &receiver;
-        move || {
-            receiver
-                .received("/hook")
-                .iter()
-                .filter(|request| request.json()["state"] == state)
-                .count()
-        }
+        move || notified(receiver, state)
     };
     // Hot, pushed through the server that does not lead: the leader hears
     // of it and notifies, once.
@@ -586,8 +604,7 @@ async fn a_token_revoked_through_one_server_is_refused_by_the_others() {
         return;
     };
     let server = |name: &str| {
-        let mut config = database.config();
-        config.status_log.path = database.path(&format!("{name}.csv"));
+        let mut config = config_of(&database, name);
         config.dashboard.initial_admin_password = Some(PASSWORD.into());
         TestServer::start(config)
     };
@@ -703,13 +720,7 @@ async fn killing_the_leader_while_an_alert_fires_notifies_it_once() {
     let second = start("second").await;
     let http = reqwest::Client::new();
     let token = register_client(&http, &second.base(), "hot-host", PASSWORD).await;
-    let notified = |state: &'static str| {
-        receiver
-            .received("/hook")
-            .iter()
-            .filter(|request| request.json()["state"] == state)
-            .count()
-    };
+    let notified = |state: &'static str| notified(&receiver, state);
 
     // Hot through the follower, every 200 ms, to whichever server lives.
     let pusher = Arc::new(HotPusher {
@@ -803,22 +814,15 @@ async fn the_leader_judges_file_systems_and_completed_samples_taken_by_another()
     };
     let receiver = Receiver::start().await;
     let server = |name: &str| {
-        let mut config = database.config();
-        config.status_log.path = database.path(&format!("{name}.csv"));
-        config.ingest.rollups.fold_interval = Duration::from_millis(100);
-        config.alerts.rules = serde_norway::from_str(
+        let mut config = with_alerts(
+            config_of(&database, name),
             "
 - {name: disk-full, metric: filesystem_used_percent, above: 90, hosts: [disk-host], channels: [hook]}
 - {name: memory-full, metric: memory_used_percent, above: 90, hosts: [split-host], channels: [hook]}
 ",
-        )
-        .expect("rules");
-        config.alerts.channels = serde_norway::from_str(&format!(
-            "- {{name: hook, kind: webhook, url: '{}'}}",
-            receiver.url("/hook")
-        ))
-        .expect("channel");
-        config.alerts.evaluation_interval = Duration::from_millis(200);
+            &receiver,
+        );
+        config.ingest.rollups.fold_interval = Duration::from_millis(100);
         TestServer::start(config)
     };
     let leader = server("leader").await;
@@ -979,11 +983,7 @@ async fn three_servers_starting_together_migrate_once() {
     let Some(database) = TestDatabase::create(Backend::Postgres).await else {
         return;
     };
-    let server = |name: &str| {
-        let mut config = database.config();
-        config.status_log.path = database.path(&format!("{name}.csv"));
-        TestServer::start(config)
-    };
+    let server = |name: &str| TestServer::start(config_of(&database, name));
     let (a, b, c) = tokio::join!(server("a"), server("b"), server("c"));
     for server in [&a, &b, &c] {
         let ready = server
